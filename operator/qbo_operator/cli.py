@@ -1,0 +1,59 @@
+"""The one console script, `qbo-operator`: each sub-command lives in its own module, imported
+only when chosen, so `qbo-operator sync` starts without loading kopf or the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from qbo_operator import __version__
+from qbo_operator.config import ConfigError
+
+# command -> (module, help). Each module has `add_arguments(parser)` and `main(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("qbo_operator.controller", "run the operator (kopf) with /healthz and /metrics"),
+    "gateway": (
+        "qbo_operator.gateway.app",
+        "serve Connect pages, the OAuth callback and the webhook receiver",
+    ),
+    "sync": ("qbo_operator.sync", "run one sync for one integration (the CronJob's command)"),
+    "demo": ("qbo_operator.demo", "the whole flow on this machine, with no accounts"),
+    "sandbox": ("qbo_operator.sandbox.cli", "run a QBO or Green Check sandbox server for local development"),
+}
+
+
+def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    parser = argparse.ArgumentParser(prog="qbo-operator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"qbo-operator {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for command, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(command, help=help_text, description=help_text)
+        if command == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser, chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, _ = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        code: int = module.main(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"qbo-operator {args.command}: configuration error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Operator-wide configuration from environment variables (DESIGN §6).
+
+Each command loads only what it needs; anything missing or malformed fails at start-up with one
+line per variable, so a person fixes the chart values in one go."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from qbo_operator.schedule import ScheduleError, validate_schedule
+
+Component = Literal["operator", "gateway", "sync"]
+
+INTUIT_DISCOVERY_URL = "https://developer.api.intuit.com/.well-known/openid_configuration"
+INTUIT_AUTH_URL = "https://appcenter.intuit.com/connect/oauth2"
+INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105 - a URL
+INTUIT_REVOKE_URL = "https://developer.api.intuit.com/v2/oauth2/tokens/revoke"
+INTUIT_API_URLS = {
+    "production": "https://quickbooks.api.intuit.com",
+    "sandbox": "https://sandbox-quickbooks.api.intuit.com",
+}
+
+# Which variables each command cannot start without.
+REQUIRED: dict[Component, tuple[str, ...]] = {
+    "operator": ("QBO_STATE_SIGNING_KEY", "QBO_GATEWAY_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET"),
+    "gateway": (
+        "QBO_CLIENT_ID",
+        "QBO_CLIENT_SECRET",
+        "QBO_STATE_SIGNING_KEY",
+        "QBO_WEBHOOK_VERIFIER_TOKEN",
+        "QBO_REDIRECT_URI",
+        "QBO_GATEWAY_URL",
+    ),
+    "sync": (
+        "QBO_CLIENT_ID",
+        "QBO_CLIENT_SECRET",
+        "GREENCHECK_API_URL",
+        "GREENCHECK_CLIENT_ID",
+        "GREENCHECK_CLIENT_SECRET",
+        "GREENCHECK_SERVICE_PROVIDER_ID",
+    ),
+}
+_URLS = (
+    "QBO_REDIRECT_URI",
+    "QBO_GATEWAY_URL",
+    "GREENCHECK_API_URL",
+    "QBO_DISCOVERY_URL",
+    "QBO_AUTH_URL",
+    "QBO_TOKEN_URL",
+    "QBO_REVOKE_URL",
+    "QBO_API_URL",
+)
+_MIN_KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """Start-up configuration problems, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    qbo_client_id: str = ""
+    qbo_client_secret: SecretStr = SecretStr("")
+    qbo_webhook_verifier_token: SecretStr = SecretStr("")
+    qbo_state_signing_key: SecretStr = SecretStr("")
+    qbo_redirect_uri: str = ""
+    qbo_gateway_url: str = ""
+    greencheck_api_url: str = ""
+    greencheck_client_id: str = ""
+    greencheck_client_secret: SecretStr = SecretStr("")
+    greencheck_service_provider_id: str = ""
+    qbo_default_schedule: str = "H 2 * * *"
+    qbo_default_time_zone: str = "UTC"
+    qbo_sync_image: str = "ghcr.io/greencheck/qbo-operator:0.1.0"
+    qbo_auth_url: str = INTUIT_AUTH_URL
+    qbo_token_url: str = INTUIT_TOKEN_URL
+    qbo_revoke_url: str = INTUIT_REVOKE_URL
+    qbo_api_url: str = ""  # empty: Intuit's host for the integration's spec.environment
+    qbo_discovery_url: str = ""
+
+    def api_url(self, environment: str) -> str:
+        return (self.qbo_api_url or INTUIT_API_URLS[environment]).rstrip("/")
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.qbo_redirect_uri or self.qbo_gateway_url.rstrip("/") + "/oauth/callback"
+
+
+def load_settings(component: Component, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the variables `component` needs; raise ConfigError naming each bad one."""
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+    for var in REQUIRED[component]:
+        if not env.get(var, "").strip():
+            problems.append(f"{var} is required for `qbo-operator {component}` but is not set")
+    for var in _URLS:
+        value = env.get(var, "").strip()
+        if value:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                problems.append(f"{var}={value!r} is not an http(s) URL")
+    for var in ("QBO_STATE_SIGNING_KEY",):
+        value = env.get(var, "")
+        if value and len(value.encode()) < _MIN_KEY_BYTES:
+            problems.append(f"{var} must be at least {_MIN_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+    schedule = env.get("QBO_DEFAULT_SCHEDULE", "").strip()
+    if schedule:
+        try:
+            validate_schedule(schedule)
+        except ScheduleError as exc:
+            problems.append(f"QBO_DEFAULT_SCHEDULE: {exc}")
+    zone = env.get("QBO_DEFAULT_TIME_ZONE", "").strip()
+    if zone:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"QBO_DEFAULT_TIME_ZONE={zone!r} is not an IANA time zone")
+    if problems:
+        raise ConfigError(problems)
+    # Discovery is an alternative to QBO_AUTH_URL/QBO_TOKEN_URL/QBO_REVOKE_URL: resolved by
+    # `qbo_operator.qbo.oauth.resolve_endpoints` when set, never at import time.
+    fields = {
+        name: env[name.upper()].strip() for name in Settings.model_fields if env.get(name.upper(), "").strip()
+    }
+    return Settings.model_validate(fields)

@@ -1,0 +1,48 @@
+"""Names that users, the chart and stored state depend on: chosen once, never renamed."""
+
+from __future__ import annotations
+
+import hashlib
+
+GROUP = "integrations.greencheckverified.com"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "QuickbooksIntegration"
+PLURAL = "quickbooksintegrations"
+
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_PREFIX = GROUP  # kopf's progress/diff-base annotations live under this prefix
+SYNC_REQUESTED_ANNOTATION = f"{GROUP}/sync-requested-at"
+INTEGRATION_LABEL = f"{GROUP}/integration"
+TRIGGER_ANNOTATION = f"{GROUP}/trigger"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "qbo-operator"
+
+ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
+
+# Kubernetes object names are at most 63 characters for labels/CronJob-created Jobs (CronJob names ≤ 52).
+_CRONJOB_MAX = 52
+_DNS_MAX = 63
+
+
+def shorten(name: str, suffix: str, limit: int) -> str:
+    """`name + suffix`, or a stable hash-shortened form when that is longer than `limit`."""
+    full = f"{name}{suffix}"
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 1
+    return f"{name[:keep].rstrip('-')}-{digest}{suffix}"
+
+
+def token_secret_name(name: str) -> str:
+    return shorten(name, "-qbo-tokens", _DNS_MAX)
+
+
+def cronjob_name(name: str) -> str:
+    return shorten(name, "-qbo-sync", _CRONJOB_MAX)
+
+
+def sync_account_name(name: str) -> str:
+    """ServiceAccount, Role and RoleBinding of the integration's sync Job share this name."""
+    return shorten(name, "-qbo-sync", _DNS_MAX)

@@ -1,0 +1,151 @@
+"""Intuit's OAuth 2.0 token endpoint calls (QBO.md §1), through requests-oauthlib.
+
+Blocking by design (requests): async callers use `asyncio.to_thread`. Every function returns a
+validated TokenResponse or raises OAuthError, whose message never contains a token."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from oauthlib.oauth2 import OAuth2Error
+from pydantic import BaseModel, Field, ValidationError
+from requests.auth import HTTPBasicAuth
+from requests_oauthlib import OAuth2Session
+
+from qbo_operator.config import Settings
+from qbo_operator.models import Tokens
+from qbo_operator.names import ACCOUNTING_SCOPE
+
+TIMEOUT = (5, 20)
+_DEAD_GRANT = {"invalid_grant", "invalid_client", "unauthorized_client"}
+
+
+class OAuthError(Exception):
+    """`error` is the OAuth error word (or `unavailable`); `dead_grant` says a person must reconnect."""
+
+    def __init__(self, error: str, message: str, intuit_tid: str | None = None) -> None:
+        super().__init__(message + (f" (intuit_tid {intuit_tid})" if intuit_tid else ""))
+        self.error = error
+        self.intuit_tid = intuit_tid
+
+    @property
+    def dead_grant(self) -> bool:
+        return self.error in _DEAD_GRANT
+
+
+class TokenResponse(BaseModel):
+    access_token: str = Field(repr=False)
+    refresh_token: str = Field(repr=False)
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type word
+    expires_in: int
+    x_refresh_token_expires_in: int
+    x_refresh_token_hard_expires_in: int | None = None
+
+    def to_tokens(
+        self, realm_id: str, connected_at: datetime, now: datetime, scope: str = ACCOUNTING_SCOPE
+    ) -> Tokens:
+        return Tokens(
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            realm_id=realm_id,
+            scope=scope,
+            connected_at=connected_at,
+            expires_at=now + timedelta(seconds=self.expires_in),
+            refresh_token_expires_at=now + timedelta(seconds=self.x_refresh_token_expires_in),
+            refresh_token_hard_expires_at=(
+                now + timedelta(seconds=self.x_refresh_token_hard_expires_in)
+                if self.x_refresh_token_hard_expires_in is not None
+                else None
+            ),
+            refreshed_at=now,
+        )
+
+
+def authorization_url(settings: Settings, state: str) -> str:
+    query = {
+        "client_id": settings.qbo_client_id,
+        "response_type": "code",
+        "scope": ACCOUNTING_SCOPE,
+        "redirect_uri": settings.redirect_uri,
+        "state": state,
+    }
+    return f"{settings.qbo_auth_url}?{urlencode(query)}"
+
+
+def _post_token(settings: Settings, data: dict[str, str]) -> TokenResponse:
+    session = OAuth2Session(client_id=settings.qbo_client_id, redirect_uri=settings.redirect_uri)
+    auth = HTTPBasicAuth(settings.qbo_client_id, settings.qbo_client_secret.get_secret_value())
+    headers = {"Accept": "application/json", "x-include-refresh-token-hard-expires-in": "true"}
+    try:
+        if data["grant_type"] == "authorization_code":
+            raw: dict[str, Any] = session.fetch_token(
+                settings.qbo_token_url,
+                code=data["code"],
+                auth=auth,
+                include_client_id=False,
+                headers=headers,
+                timeout=TIMEOUT,
+            )
+        else:
+            raw = session.refresh_token(
+                settings.qbo_token_url,
+                refresh_token=data["refresh_token"],
+                auth=auth,
+                headers=headers,
+                timeout=TIMEOUT,
+            )
+    except OAuth2Error as exc:
+        raise OAuthError(
+            exc.error or "invalid_request", f"Intuit refused the token request: {exc.error}"
+        ) from None
+    except requests.RequestException as exc:
+        raise OAuthError(
+            "unavailable", f"Intuit's token endpoint is unreachable: {type(exc).__name__}"
+        ) from None
+    except ValueError:
+        raise OAuthError(
+            "unavailable", "Intuit's token endpoint answered with something that is not JSON"
+        ) from None
+    try:
+        return TokenResponse.model_validate(raw)
+    except ValidationError as exc:
+        fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise OAuthError("unavailable", f"Intuit's token response lacks or garbles: {fields}") from None
+
+
+def exchange_code(settings: Settings, code: str) -> TokenResponse:
+    return _post_token(settings, {"grant_type": "authorization_code", "code": code})
+
+
+def refresh(settings: Settings, refresh_token: str) -> TokenResponse:
+    return _post_token(settings, {"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+
+def revoke(settings: Settings, token: str) -> None:
+    """Revoke the grant (Intuit revokes access and refresh together). 200 or 400-already-dead is done."""
+    try:
+        resp = requests.post(
+            settings.qbo_revoke_url,
+            json={"token": token},
+            auth=HTTPBasicAuth(settings.qbo_client_id, settings.qbo_client_secret.get_secret_value()),
+            headers={"Accept": "application/json"},
+            timeout=TIMEOUT,
+        )
+    except requests.RequestException as exc:
+        raise OAuthError(
+            "unavailable", f"Intuit's revoke endpoint is unreachable: {type(exc).__name__}"
+        ) from None
+    if resp.status_code == 200 or (resp.status_code == 400 and "invalid" in resp.text):
+        return
+    raise OAuthError(
+        "unavailable",
+        f"Intuit's revoke endpoint answered HTTP {resp.status_code}",
+        resp.headers.get("intuit_tid"),
+    )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
