@@ -1,0 +1,70 @@
+"""Start-up configuration: each problem is one line naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from qbo_operator.config import ConfigError, load_settings
+
+GOOD = {
+    "QBO_CLIENT_ID": "client",
+    "QBO_CLIENT_SECRET": "secret-value",
+    "QBO_STATE_SIGNING_KEY": "s" * 32,
+    "QBO_WEBHOOK_VERIFIER_TOKEN": "verifier",
+    "QBO_REDIRECT_URI": "https://qbo.example.com/oauth/callback",
+    "QBO_GATEWAY_URL": "https://qbo.example.com",
+    "GREENCHECK_API_URL": "https://sandbox-api.greencheckverified.com",
+    "GREENCHECK_CLIENT_ID": "gc",
+    "GREENCHECK_CLIENT_SECRET": "gc-secret",
+    "GREENCHECK_SERVICE_PROVIDER_ID": "sp-1",
+}
+
+
+@pytest.mark.parametrize("component", ["operator", "gateway", "sync"])
+def test_complete_configuration_loads(component: str) -> None:
+    settings = load_settings(component, GOOD)  # type: ignore[arg-type]
+    assert settings.qbo_client_id == "client"
+    assert "secret-value" not in repr(settings) and "secret-value" not in str(settings)
+    assert settings.api_url("production") == "https://quickbooks.api.intuit.com"
+    assert settings.api_url("sandbox") == "https://sandbox-quickbooks.api.intuit.com"
+
+
+@pytest.mark.parametrize(
+    ("component", "change", "expected"),
+    [
+        ("gateway", {"QBO_CLIENT_ID": ""}, "QBO_CLIENT_ID is required for `qbo-operator gateway`"),
+        ("sync", {"GREENCHECK_API_URL": None}, "GREENCHECK_API_URL is required"),
+        (
+            "operator",
+            {"QBO_GATEWAY_URL": "qbo.example.com"},
+            "QBO_GATEWAY_URL='qbo.example.com' is not an http(s) URL",
+        ),
+        ("operator", {"QBO_STATE_SIGNING_KEY": "short"}, "QBO_STATE_SIGNING_KEY must be at least 32 bytes"),
+        ("operator", {"QBO_DEFAULT_SCHEDULE": "H 2 * *"}, "QBO_DEFAULT_SCHEDULE:"),
+        ("operator", {"QBO_DEFAULT_SCHEDULE": "61 2 * * *"}, "not a valid 5-field cron schedule"),
+        ("operator", {"QBO_DEFAULT_TIME_ZONE": "Mars/Olympus"}, "not an IANA time zone"),
+        ("sync", {"QBO_API_URL": "ftp://x"}, "QBO_API_URL='ftp://x' is not an http(s) URL"),
+    ],
+)
+def test_each_problem_names_its_variable(
+    component: str, change: dict[str, str | None], expected: str
+) -> None:
+    env = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(ConfigError) as err:
+        load_settings(component, env)  # type: ignore[arg-type]
+    assert any(expected in line for line in err.value.problems), err.value.problems
+    assert len(err.value.problems) == 1
+
+
+def test_all_problems_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings("gateway", {})
+    assert len(err.value.problems) == 6
+    assert all(line.endswith("is not set") for line in err.value.problems)
+
+
+def test_secret_values_never_in_errors() -> None:
+    env = {**GOOD, "QBO_STATE_SIGNING_KEY": "tiny-secret"}
+    with pytest.raises(ConfigError) as err:
+        load_settings("operator", env)
+    assert "tiny-secret" not in str(err.value)

@@ -1,0 +1,88 @@
+"""The token Secret and CR parsing: a bad Secret names the key a person must fix."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+from qbo_operator import names
+from qbo_operator.models import Integration, Tokens, TokenSecretError
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def secret_data(**overrides: str | None) -> dict[str, str]:
+    plain = {
+        "access_token": "at-123",
+        "refresh_token": "rt-456",
+        "realm_id": "9130355357483456",
+        "scope": names.ACCOUNTING_SCOPE,
+        "connected_at": "2026-11-24T17:03:11Z",
+        "expires_at": "2026-11-24T18:03:11Z",
+        "refresh_token_expires_at": "2027-03-04T17:03:11Z",
+    }
+    plain.update({k: v for k, v in overrides.items() if v is not None})
+    for k, v in overrides.items():
+        if v is None:
+            plain.pop(k, None)
+    return {k: b64(v) for k, v in plain.items()}
+
+
+def test_round_trip() -> None:
+    tokens = Tokens.from_secret_data(secret_data(refresh_token_hard_expires_at="2031-11-24T17:03:11Z"))
+    assert tokens.connected_at == datetime(2026, 11, 24, 17, 3, 11, tzinfo=UTC)
+    assert Tokens.from_secret_data(tokens.to_secret_data()) == tokens
+    assert "at-123" not in repr(tokens) and "rt-456" not in repr(tokens)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "problem"),
+    [
+        ({"access_token": None}, "access_token", "is missing"),
+        ({"realm_id": None}, "realm_id", "is missing"),
+        ({"refresh_token": "  "}, "refresh_token", "is empty"),
+        ({"expires_at": "tomorrow"}, "expires_at", "is not an RFC 3339 time"),
+        ({"connected_at": "2026-11-24T17:03:11"}, "connected_at", "has no time zone"),
+    ],
+)
+def test_bad_secrets_name_the_key(overrides: dict[str, str | None], key: str, problem: str) -> None:
+    with pytest.raises(TokenSecretError) as err:
+        Tokens.from_secret_data(secret_data(**overrides))
+    assert err.value.key == key and problem in str(err.value)
+
+
+def test_undecodable_value_names_the_key() -> None:
+    data = secret_data()
+    data["scope"] = "%%%not-base64"
+    with pytest.raises(TokenSecretError) as err:
+        Tokens.from_secret_data(data)
+    assert err.value.key == "scope"
+
+
+def test_integration_from_object_defaults() -> None:
+    obj = {
+        "metadata": {"name": "acme", "namespace": "tenants", "uid": "u1", "generation": 3},
+        "spec": {"companyId": "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10"},
+    }
+    integration = Integration.from_object(obj)
+    assert integration.spec.environment == "production" and integration.spec.revoke_on_delete
+    assert integration.token_secret_name == "acme-qbo-tokens"
+    assert integration.status.phase is None and integration.sync_requested is None
+
+
+@pytest.mark.parametrize(
+    ("name", "fn", "limit"),
+    [
+        ("a" * 60, names.cronjob_name, 52),
+        ("b" * 63, names.token_secret_name, 63),
+        ("acme-dispensary", names.cronjob_name, 52),
+    ],
+)
+def test_derived_names_fit_and_are_stable(name: str, fn: object, limit: int) -> None:
+    first = fn(name)  # type: ignore[operator]
+    assert len(first) <= limit and first == fn(name)  # type: ignore[operator]
+    assert fn(name + "x") != first  # type: ignore[operator]
