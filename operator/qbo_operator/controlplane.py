@@ -69,12 +69,8 @@ def find_assets() -> Path:
     else:
         script = Path(__file__).resolve().parents[2] / "tools" / "build.sh"
         if not script.exists():
-            raise ControlPlaneError(
-                "set KUBEBUILDER_ASSETS to a folder with etcd, kube-apiserver, kubectl and helm"
-            )
-        path = Path(
-            subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout.strip()
-        )
+            raise ControlPlaneError("set KUBEBUILDER_ASSETS to a folder with etcd, kube-apiserver, kubectl and helm")
+        path = Path(subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout.strip())
     missing = [b for b in BINARIES if not (path / b).is_file()]
     if missing:
         raise ControlPlaneError(f"KUBEBUILDER_ASSETS={path} lacks {', '.join(missing)}: run `make tools`")
@@ -118,9 +114,7 @@ def make_pki(pki: Path) -> None:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     _write(pki / "ca.crt", ca.public_bytes(serialization.Encoding.PEM))
@@ -140,9 +134,7 @@ def make_pki(pki: Path) -> None:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
         )
@@ -170,9 +162,7 @@ def make_pki(pki: Path) -> None:
     _write(pki / "sa.key", _key_pem(sa_key), private=True)
     _write(
         pki / "sa.pub",
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
     )
 
 
@@ -185,9 +175,7 @@ def kubeconfig_yaml(server: str, ca: Path, user: Mapping[str, Any]) -> str:
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [
-                {"name": "qbo-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}
-            ],
+            "clusters": [{"name": "qbo-local", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}],
             "users": [{"name": "user", "user": dict(user)}],
             "contexts": [{"name": "qbo-local", "context": {"cluster": "qbo-local", "user": "user"}}],
             "current-context": "qbo-local",
@@ -199,12 +187,63 @@ def kubeconfig_yaml(server: str, ca: Path, user: Mapping[str, Any]) -> str:
 # --- the control plane -----------------------------------------------------------------------
 
 
+class KubeClients:
+    """kubectl and helm bound to one cluster's kubeconfig and to the pinned binaries."""
+
+    assets: Path | None
+
+    @property
+    def dir(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def kubeconfig(self) -> Path:
+        raise NotImplementedError
+
+    def bin(self, name: str) -> str:
+        assert self.assets is not None
+        return str(self.assets / name)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [self.bin("kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=120)
+        if check and result.returncode != 0:
+            raise ControlPlaneError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {
+            **self.env(),
+            "HELM_CACHE_HOME": str(self.dir / "helm-cache"),
+            "HELM_CONFIG_HOME": str(self.dir / "helm-config"),
+            "HELM_DATA_HOME": str(self.dir / "helm-data"),
+        }
+        result = subprocess.run([self.bin("helm"), *args], capture_output=True, text=True, env=env, timeout=300)
+        if check and result.returncode != 0:
+            raise ControlPlaneError(f"helm {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def apply_crds(self, *paths: Path) -> None:
+        for path in paths:
+            self.kubectl("apply", "--server-side", "-f", str(path))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+
 @dataclass
-class ControlPlane:
+class ControlPlane(KubeClients):
     """One control plane in `directory` (created when None). Use as a context manager or start()/stop()."""
 
     directory: Path | None = None
     assets: Path | None = None
+    local: bool = True
     start_timeout: float = 90.0
     extra_apiserver_flags: Sequence[str] = ()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -228,10 +267,6 @@ class ControlPlane:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
-
-    def bin(self, name: str) -> str:
-        assert self.assets is not None
-        return str(self.assets / name)
 
     # lifecycle --------------------------------------------------------------------------------
     def __enter__(self) -> ControlPlane:
@@ -289,9 +324,7 @@ class ControlPlane:
                 if resp.status == 200:
                     return
             time.sleep(0.1)
-        raise ControlPlaneError(
-            f"{name} was not ready at {url} within {self.start_timeout:.0f}s (log: {self.dir})"
-        )
+        raise ControlPlaneError(f"{name} was not ready at {url} within {self.start_timeout:.0f}s (log: {self.dir})")
 
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -388,39 +421,6 @@ class ControlPlane:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     # clients ----------------------------------------------------------------------------------
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-
-    def kubectl(
-        self, *args: str, check: bool = True, input: str | None = None, kubeconfig: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [self.bin("kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
-        result = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=120)
-        if check and result.returncode != 0:
-            raise ControlPlaneError(
-                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
-            )
-        return result
-
-    def kubectl_json(self, *args: str) -> Any:
-        return json.loads(self.kubectl(*args, "-o", "json").stdout)
-
-    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {
-            **self.env(),
-            "HELM_CACHE_HOME": str(self.dir / "helm-cache"),
-            "HELM_CONFIG_HOME": str(self.dir / "helm-config"),
-            "HELM_DATA_HOME": str(self.dir / "helm-data"),
-        }
-        result = subprocess.run(
-            [self.bin("helm"), *args], capture_output=True, text=True, env=env, timeout=300
-        )
-        if check and result.returncode != 0:
-            raise ControlPlaneError(
-                f"helm {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
-            )
-        return result
-
     def service_account_kubeconfig(self, namespace: str, name: str, hours: int = 6) -> Path:
         """A kubeconfig that authenticates as the ServiceAccount itself (a real TokenRequest token),
         so RBAC is exercised exactly as in a cluster."""
@@ -438,10 +438,45 @@ class ControlPlane:
                 with contextlib.suppress(ValueError):
                     yield json.loads(line)
 
-    def apply_crds(self, *paths: Path) -> None:
-        for path in paths:
-            self.kubectl("apply", "--server-side", "-f", str(path))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+class ExternalCluster(KubeClients):
+    """An existing cluster (QBO_E2E_KUBECONFIG, e.g. kind) behind the same interface as ControlPlane,
+    for the end-to-end tests that need no local-only powers (audit log, apiserver restarts, test kubelet)."""
+
+    local = False
+
+    def __init__(self, kubeconfig: Path, assets: Path | None = None) -> None:
+        self._kubeconfig = kubeconfig
+        self.assets = assets or find_assets()
+        self.directory = Path(tempfile.mkdtemp(prefix="external-", dir=tempfile.gettempdir()))
+
+    @property
+    def dir(self) -> Path:
+        return self.directory
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self._kubeconfig
+
+    def stop(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def service_account_kubeconfig(self, namespace: str, name: str, hours: int = 6) -> Path:
+        token = self.kubectl("create", "token", name, "-n", namespace, f"--duration={hours}h").stdout.strip()
+        view = self.kubectl_json("config", "view", "--raw", "--minify")
+        cluster = view["clusters"][0]["cluster"]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "e2e", "cluster": cluster}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "sa"}}],
+            "current-context": "e2e",
+        }
+        path = self.dir / f"sa-{namespace}-{name}.kubeconfig"
+        path.write_text(json.dumps(config))
+        path.chmod(0o600)
+        return path
 
 
 def _terminate(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 10.0) -> None:
@@ -667,9 +702,7 @@ def _cli(argv: Sequence[str] | None = None) -> int:
             start_new_session=True,
         )
         (directory / "serve.pid").write_text(str(proc.pid))
-        print(
-            "starting the local control plane (etcd, kube-apiserver, kube-controller-manager)...", flush=True
-        )
+        print("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)...", flush=True)
         deadline = time.monotonic() + 120
         while not (directory / "ready").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
