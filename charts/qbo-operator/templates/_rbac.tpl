@@ -1,0 +1,66 @@
+{{/*
+RBAC rules, kept here so the namespaced (Role) and cluster-wide (ClusterRole) forms are identical.
+*/}}
+
+{{/*
+The operator, in every watched namespace. It owns, per integration: the token Secret, the credentials
+Secret <name>-qbo-sync it mirrors from its own environment, and the sync Job's ServiceAccount, Role,
+RoleBinding and CronJob. Kubernetes refuses to let anyone create a Role granting more than they hold
+(RBAC escalation prevention), so the operator holds every verb the sync Role grants (get/update/patch on
+the token Secret, get/patch on the integration and its status, events) and no `escalate` or `bind` verb.
+*/}}
+{{- define "qbo-operator.rbac.operatorRules" -}}
+- apiGroups: ["integrations.greencheckverified.com"]
+  resources: ["quickbooksintegrations"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["integrations.greencheckverified.com"]
+  resources: ["quickbooksintegrations/status"]
+  verbs: ["get", "patch", "update"]
+# ownerReferences with blockOwnerDeletion need `update` on the owner's finalizers subresource where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift). The finalizer itself is
+# added and removed with `patch` on the resource.
+- apiGroups: ["integrations.greencheckverified.com"]
+  resources: ["quickbooksintegrations/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["secrets", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs", "jobs"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+The gateway, in every watched namespace: read integrations (Connect pages, realm checks), patch their
+status, write token Secrets, emit Events. Nothing else.
+*/}}
+{{- define "qbo-operator.rbac.gatewayRules" -}}
+- apiGroups: ["integrations.greencheckverified.com"]
+  resources: ["quickbooksintegrations"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["integrations.greencheckverified.com"]
+  resources: ["quickbooksintegrations/status"]
+  verbs: ["patch"]
+# Token Secrets. RBAC cannot restrict `create` by name (resourceNames do not apply to create: the name is
+# not known when the request is authorized), and each integration chooses its own token Secret name, so
+# get/update/patch cannot be narrowed with resourceNames at install time either. No list, watch or delete:
+# the gateway reads only the Secret it is about to update, by name.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "get", "update", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
