@@ -39,11 +39,12 @@ lock: ## re-resolve requirements/*.lock from pyproject.toml (with hashes)
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --extra test --extra dev pyproject.toml -o requirements/dev.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements/runtime.lock
 
-lint: venv system-packages ## ruff, mypy (strict on operator/), hadolint, helm lint
+lint: venv system-packages ## ruff, mypy (strict on operator/), hadolint, promtool, helm lint
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	promtool check rules charts/qbo-operator/files/alerts.yaml
 	@"$$(bash tools/build.sh)/helm" lint --quiet --strict charts/qbo-operator
 
 test: venv system-packages tools ## run the whole test suite against a local control plane
