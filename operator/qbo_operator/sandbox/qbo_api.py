@@ -1,0 +1,421 @@
+"""The Accounting API under `/v3/company/{realmId}/` (QBO.md §2, §4): query, read, CDC, faults, throttling.
+
+The guard middleware does what Intuit's gateway does before any handler: the bearer token (401 in
+the lower-case `fault` shape), the realm (403 AuthorizationFailed), and the limits (429
+ThrottleExceeded above 500 requests/min, 10 requests/s or 10 concurrent requests per realm)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from qbo_operator.sandbox.faults import FaultRule, Handler, Renderer
+from qbo_operator.sandbox.qbo_data import ENTITIES, Company, dumps, envelope_time, intuit_time
+from qbo_operator.sandbox.qbo_oauth import AccessDenied
+from qbo_operator.sandbox.qbo_query import QueryError, execute, parse, parse_datetime, to_micros
+
+if TYPE_CHECKING:
+    from qbo_operator.sandbox.qbo import QboSandbox
+
+CDC_CAP = 1000
+CDC_LOOKBACK = timedelta(days=30)
+_BY_PATH = {segment: name for name, segment in ENTITIES.items()}
+_BY_NAME = {name.lower(): name for name in ENTITIES}
+
+
+# --- throttling -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThrottleLimits:
+    """Per-realm limits; None turns one off. Defaults are Intuit's (QBO.md §4.2)."""
+
+    per_minute: int | None = 500
+    per_second: int | None = 10
+    concurrent: int | None = 10
+    format: Literal["json", "xml"] = "json"
+    retry_after: int | None = None  # seconds for a Retry-After header; Intuit sends none
+
+
+INTUIT_LIMITS = ThrottleLimits()
+
+
+@dataclass
+class _RealmLoad:
+    recent: deque[float] = field(default_factory=deque)
+    in_flight: int = 0
+
+
+class Throttle:
+    """Sliding-window counters per realm on a monotonic clock (injectable for tests)."""
+
+    def __init__(self, limits: ThrottleLimits | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self.clock = clock
+        self._load: dict[str, _RealmLoad] = {}
+
+    def enter(self, realm_id: str) -> str | None:
+        """Admit a request (and count it) or return which limit it breaks."""
+        limits = self.limits
+        load = self._load.setdefault(realm_id, _RealmLoad())
+        if limits is None:
+            load.in_flight += 1
+            return None
+        now = self.clock()
+        recent = load.recent
+        while recent and recent[0] <= now - 60.0:
+            recent.popleft()
+        if limits.concurrent is not None and load.in_flight >= limits.concurrent:
+            return "concurrent"
+        if limits.per_minute is not None and len(recent) >= limits.per_minute:
+            return "per_minute"
+        if limits.per_second is not None:
+            last_second = 0
+            for stamp in reversed(recent):
+                if stamp <= now - 1.0:
+                    break
+                last_second += 1
+            if last_second >= limits.per_second:
+                return "per_second"
+        recent.append(now)
+        load.in_flight += 1
+        return None
+
+    def leave(self, realm_id: str) -> None:
+        self._load[realm_id].in_flight -= 1
+
+    def in_flight(self, realm_id: str) -> int:
+        load = self._load.get(realm_id)
+        return load.in_flight if load else 0
+
+
+# --- envelopes --------------------------------------------------------------------------------
+
+
+def qbo_json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(payload), status=status, content_type="application/json", charset="UTF-8")
+
+
+def fault(
+    status: int, code: str, message: str, detail: str, kind: str, now: datetime, element: str | None = None
+) -> web.Response:
+    error: dict[str, Any] = {"Message": message, "Detail": detail, "code": code}
+    if element is not None:
+        error["element"] = element
+    return qbo_json({"Fault": {"Error": [error], "type": kind}, "time": envelope_time(now)}, status)
+
+
+def auth_fault(reason: str, now: datetime) -> web.Response:
+    """The lower-case 401 shape Intuit's gateway returns for bad or expired access tokens."""
+    detail = {
+        "expired": "Token expired",
+        "malformed": "Malformed bearer token: too short or too long",
+        "invalid": "Token revoked or invalid",
+    }[reason]
+    body: dict[str, Any] = {
+        "warnings": None,
+        "intuitObject": None,
+        "fault": {
+            "error": [
+                {
+                    "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                    "detail": detail,
+                    "code": "3200",
+                    "element": None,
+                }
+            ],
+            "type": "AUTHENTICATION",
+        },
+        "report": None,
+        "queryResponse": None,
+        "batchItemResponse": [],
+        "attachableResponse": [],
+        "syncErrorResponse": None,
+        "requestId": None,
+        "time": int(now.timestamp() * 1000),
+        "status": None,
+        "cdcresponse": [],
+    }
+    resp = qbo_json(body, 401)
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="Intuit", error="invalid_token"'
+    return resp
+
+
+def _xml(status: int, kind: str, code: str, message: str, detail: str, now: datetime) -> web.Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        f'<IntuitResponse xmlns="http://schema.intuit.com/finance/v3" time="{envelope_time(now)}">'
+        f'<Fault type="{kind}"><Error code="{code}"><Message>{escape(message)}</Message>'
+        f"<Detail>{escape(detail)}</Detail></Error></Fault></IntuitResponse>"
+    )
+    return web.Response(text=body, status=status, content_type="application/xml", charset="UTF-8")
+
+
+_THROTTLE = (
+    "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+    "The request limit was reached. Try again later",
+)
+_SYSTEM = (
+    "An application error has occurred while processing your request",
+    "System Failure Error: An unexpected error occurred while accessing or saving your data. "
+    "Please wait a few minutes and try again. If the problem persists, contact customer support.",
+)
+
+
+def throttle_fault(now: datetime, fmt: str = "json", retry_after: int | None = None) -> web.Response:
+    if fmt == "xml":
+        resp = _xml(429, "SERVICE", "3001", *_THROTTLE, now)
+    else:
+        resp = fault(429, "3001", *_THROTTLE, "SERVICE", now)
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
+
+
+def renderers(sb: QboSandbox) -> dict[str, Renderer]:
+    """Fault-injection renderers in Intuit's shapes (OAuth paths get OAuth-style bodies)."""
+
+    def status(request: web.Request, rule: FaultRule) -> web.StreamResponse:
+        code = rule.status or 500
+        if not request.path.startswith("/v3/"):
+            word = "temporarily_unavailable" if code >= 500 else "invalid_request"
+            return web.json_response({"error": word}, status=code)
+        if code == 401:
+            return auth_fault("expired", sb.now())
+        if code >= 500:
+            return fault(code, "10000", *_SYSTEM, "SystemFault", sb.now())
+        return fault(
+            code,
+            "6000",
+            "A business validation error has occurred while processing your request",
+            "Business Validation Error: injected",
+            "ValidationFault",
+            sb.now(),
+        )
+
+    def throttle(request: web.Request, rule: FaultRule) -> web.StreamResponse:
+        fmt = sb.throttle.limits.format if sb.throttle.limits else "json"
+        return throttle_fault(sb.now(), fmt, rule.retry_after)
+
+    def xml_fault(request: web.Request, rule: FaultRule) -> web.StreamResponse:
+        code = rule.status or 500
+        if code == 401:
+            return _xml(
+                401,
+                "AuthenticationFault",
+                "100",
+                "General Authentication Error",
+                "AuthenticationErrorGeneral: SRV-110-Authentication Failure , statusCode: 401",
+                sb.now(),
+            )
+        if code == 429:
+            return _xml(429, "SERVICE", "3001", *_THROTTLE, sb.now())
+        return _xml(code, "SystemFault", "10000", *_SYSTEM, sb.now())
+
+    return {"status": status, "throttle": throttle, "xml_fault": xml_fault}
+
+
+# --- the guard --------------------------------------------------------------------------------
+
+
+def guard_middleware(sb: QboSandbox) -> Middleware:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        realm_id = request.match_info.get("realm")
+        if realm_id is None or not request.path.startswith("/v3/company/"):
+            return await handler(request)
+        with sb.lock:
+            now = sb.now()
+            try:
+                grant = sb.authority.authenticate(request.headers.get("Authorization"), now)
+            except AccessDenied as exc:
+                sb.requests["unauthorized"] += 1
+                return auth_fault(exc.reason, now)
+            if grant.realm_id != realm_id or realm_id not in sb.companies:
+                sb.requests["forbidden"] += 1
+                return fault(
+                    403,
+                    "3100",
+                    "message=AuthorizationFailed; errorCode=003100; statusCode=403",
+                    "Authorization failed: the token does not grant access to this company",
+                    "SERVICE",
+                    now,
+                )
+            broken = sb.throttle.enter(realm_id)
+        if broken is not None:
+            sb.requests["throttled"] += 1
+            sb.realm_requests[realm_id]["throttled"] += 1
+            limits = sb.throttle.limits
+            return throttle_fault(now, limits.format if limits else "json", limits.retry_after if limits else None)
+        try:
+            return await handler(request)
+        finally:
+            sb.throttle.leave(realm_id)
+
+    return guard
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+def _company(sb: QboSandbox, request: web.Request) -> Company:
+    return sb.companies[request.match_info["realm"]]
+
+
+def _query_fault(exc: QueryError, now: datetime) -> web.Response:
+    message = "Error parsing query" if exc.code == "4000" else "Invalid query"
+    return fault(400, exc.code, message, exc.detail, "ValidationFault", now)
+
+
+def run_query(company: Company, statement: str) -> dict[str, Any]:
+    """The QueryResponse body for one statement (raises QueryError)."""
+    query = parse(statement)
+    entity = _BY_NAME.get(query.entity.lower())
+    if entity is None:
+        raise QueryError(f"Invalid entity name: {query.entity}", code="4001")
+    result = execute(query, company.tables[entity], company.tz)
+    if query.count:
+        return {"totalCount": result.total}
+    if not result.rows:
+        return {}
+    return {entity: result.rows, "startPosition": query.start_position, "maxResults": len(result.rows)}
+
+
+def routes(sb: QboSandbox) -> list[web.RouteDef]:
+    async def query(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            statement = (await request.read()).decode("utf-8", errors="replace")
+        else:
+            statement = request.query.get("query", "")
+        with sb.lock:
+            company = _company(sb, request)
+            try:
+                body = run_query(company, statement)
+            except QueryError as exc:
+                return _query_fault(exc, sb.now())
+            # Serialise under the lock: rows are live dicts another thread may be writing.
+            return qbo_json({"QueryResponse": body, "time": envelope_time(sb.now(), company.tz)})
+
+    async def read(request: web.Request) -> web.Response:
+        segment = request.match_info["entity"]
+        row_id = request.match_info["id"]
+        with sb.lock:
+            now = sb.now()
+            entity = _BY_PATH.get(segment)
+            if entity is None:
+                return fault(
+                    400,
+                    "500",
+                    "Unsupported Operation",
+                    f"Operation Could not find resource for relative : /{segment}/{row_id} of full path: "
+                    f"{request.path} is not supported.",
+                    "ValidationFault",
+                    now,
+                )
+            company = _company(sb, request)
+            if entity == "CompanyInfo" and row_id == company.realm_id:
+                row_id = "1"  # Intuit reads CompanyInfo by the realm id; the entity's own Id is "1"
+            row = company.tables[entity].rows.get(row_id)
+            if row is None:
+                return fault(
+                    400,
+                    "610",
+                    "Object Not Found",
+                    f"Object Not Found : Something you're trying to use has been made inactive. Check the "
+                    f"fields with accounts, customers, items, vendors or employees. ({entity} {row_id})",
+                    "ValidationFault",
+                    now,
+                    element="",
+                )
+            return qbo_json({entity: row, "time": envelope_time(now, company.tz)})
+
+    async def cdc(request: web.Request) -> web.Response:
+        with sb.lock:
+            now = sb.now()
+            company = _company(sb, request)
+            names = [n.strip() for n in request.query.get("entities", "").split(",") if n.strip()]
+            since_text = request.query.get("changedSince", "")
+            if not names:
+                return fault(
+                    400, "4000", "Error parsing query", "QueryParserError: entities is required", "ValidationFault", now
+                )
+            unknown = [n for n in names if n.lower() not in _BY_NAME or n.lower() == "companyinfo"]
+            if unknown:
+                return fault(
+                    400,
+                    "4001",
+                    "Invalid query",
+                    f"QueryValidationError: Invalid entity name: {unknown[0]}",
+                    "ValidationFault",
+                    now,
+                )
+            since = parse_datetime(since_text, company.tz) if since_text else None
+            if since is None:
+                return fault(
+                    400,
+                    "4000",
+                    "Error parsing query",
+                    f"QueryParserError: changedSince {since_text!r} is not a date-time",
+                    "ValidationFault",
+                    now,
+                )
+            if since < now - CDC_LOOKBACK:
+                return fault(
+                    400,
+                    "4001",
+                    "Invalid query",
+                    "QueryValidationError: changedSince must be within the last 30 days",
+                    "ValidationFault",
+                    now,
+                )
+            return qbo_json(
+                {
+                    "CDCResponse": [{"QueryResponse": changes(company, names, since)}],
+                    "time": envelope_time(now, company.tz),
+                }
+            )
+
+    realm = "/v3/company/{realm}"
+    return [
+        web.get(f"{realm}/query", query),
+        web.post(f"{realm}/query", query),
+        web.get(f"{realm}/cdc", cdc),
+        web.get(realm + "/{entity}/{id}", read),
+    ]
+
+
+def changes(company: Company, names: list[str], since: datetime) -> list[dict[str, Any]]:
+    """Rows changed at or after `since`, oldest first, with Deleted stubs; at most 1000 in total."""
+    since_us = to_micros(since)
+    budget = CDC_CAP
+    out: list[dict[str, Any]] = []
+    for name in names:
+        entity = _BY_NAME[name.lower()]
+        found: list[tuple[int, int, Mapping[str, Any]]] = []
+        table = company.tables[entity]
+        for row in table.rows.values():
+            updated = table.updated_of(row)
+            if updated >= since_us:
+                found.append((updated, int(row["Id"]), row))
+        for stub in company.deleted:
+            if stub.entity == entity and to_micros(stub.time) >= since_us:
+                body = {
+                    "domain": "QBO",
+                    "status": "Deleted",
+                    "Id": stub.id,
+                    "MetaData": {"LastUpdatedTime": intuit_time(stub.time, company.tz)},
+                }
+                found.append((to_micros(stub.time), int(stub.id), body))
+        found.sort(key=lambda t: (t[0], t[1]))
+        rows = [r for _, _, r in found[:budget]]
+        budget -= len(rows)
+        out.append({entity: rows, "startPosition": 1, "maxResults": len(rows)} if rows else {})
+    return out
