@@ -164,7 +164,7 @@ class Demo:
         with step(2, "Start the QBO and Green Check sandboxes"):
             stack.start_sandboxes(self.company_name, history=self.args.history, seed=self.args.seed)
             state = stack.qbo_state()
-            self.realm = next(iter(state["companies"]))
+            self.realm = state["realms"][0]["realmId"]
             say(f"    QBO sandbox        {stack.qbo_url}  (company {self.company_name!r}, realm {self.realm},")
             say(f"                       {self.args.history} payments from before today)")
             say(f"    Green Check sandbox {stack.greencheck_url}")
@@ -206,7 +206,7 @@ class Demo:
         with step(6, f"A day of business: {self.args.payments} new payments in QuickBooks (webhooks arrive)"):
             httpx.post(
                 f"{stack.qbo_url}/_sandbox/companies/{self.realm}/payments",
-                json={"n": self.args.payments, "seed": self.args.seed + 1, "sales_receipts": 2},
+                json={"n": self.args.payments, "seed": self.args.seed + 1},
                 timeout=60,
             ).raise_for_status()
             events = wait_for(
@@ -253,8 +253,9 @@ class Demo:
             say(f"    GET  Connect page          → {page.status_code} ({self.company_name} and what will be shared)")
             form = parse_forms(page.text)[0]
             resp = submit(browser, str(page.url), form, {})
-            while resp.is_redirect and "/connect/oauth2" not in resp.headers["location"]:
-                resp = browser.get(httpx.URL(str(resp.url)).join(resp.headers["location"]))
+            # Browsers treat http://127.0.0.1 as a secure context and keep the `__Host-` (Secure)
+            # cookie; Python's cookie jar does not, so carry it the way Chromium would.
+            cookies = "; ".join(c.split(";", 1)[0] for c in resp.headers.get_list("set-cookie"))
             location = resp.headers["location"]
             say(f"    Connect button             → redirect to Intuit (sandbox) {location.split('?')[0]}")
             consent = browser.get(location)
@@ -263,7 +264,7 @@ class Demo:
             approve = next(b for b in form.buttons if b[1] == "approve")
             answer = submit(browser, str(consent.url), form, {approve[0]: approve[1], "realmId": self.realm})
             say(f"    Approve at Intuit          → {answer.status_code} redirect back to the gateway")
-            done = browser.get(answer.headers["location"])
+            done = browser.get(answer.headers["location"], headers={"Cookie": cookies})
             say(f"    OAuth callback             → {done.status_code} “connected” page")
             if done.status_code != 200:
                 raise DemoError(f"the callback answered {done.status_code}: {done.text[:300]}")
@@ -273,33 +274,50 @@ class Demo:
         assert stack is not None
         records = stack.greencheck_records(self.company_id)
         qbo = httpx.get(f"{stack.qbo_url}/_sandbox/companies/{self.realm}/payments", timeout=30).json()
-        payments: list[dict[str, Any]] = qbo["payments"] if isinstance(qbo, dict) else qbo
+        payments: list[dict[str, Any]] = qbo["payments"]
         connected_at = datetime.fromisoformat(self.integration()["status"]["connectedAt"].replace("Z", "+00:00"))
         say(f"    Green Check now holds {len(records)} invoice-payment records for {self.company_name}:")
-        say(f"    {'invoice':>8} {'inv. date':>10} {'payment':>8} {'paid on':>10} {'amount':>11}  customer / products")
+        header = ("invoice #", "inv. total", "payment", "paid on", "applied")
+        say("    {:>9} {:>11} {:>8} {:>10} {:>11}  customer: products".format(*header))
         for rec in records[:15]:
             inv = rec.get("invoice") or {}
-            pay = (rec.get("payments") or [{}])[0]
+            payment_id = str(rec.get("pos_sale_id", "")).split(":payment:")[-1].split(":")[0]
             products = ", ".join(li.get("product_name", "?") for li in rec.get("line_items") or [])
             say(
-                f"    {inv.get('id', '?'):>8} {str(rec.get('date', ''))[:10]:>10} {rec.get('pos_sale_id', '?')!s:>8.8} "
-                f"{str(pay.get('date', ''))[:10]:>10} {cents(int(pay.get('amount_paid', 0))):>11}  "
-                f"{(rec.get('customer') or {}).get('name', '?')}: {products[:50]}"
+                f"    {inv.get('number') or '?':>9} {cents(int(inv.get('total') or 0)):>11} {payment_id:>8} "
+                f"{str(rec.get('date', ''))[:10]:>10} {cents(int(rec.get('total_paid') or 0)):>11}  "
+                f"{(rec.get('customer') or {}).get('name', '?')}: {products[:48]}"
             )
         if len(records) > 15:
             say(f"    … and {len(records) - 15} more")
         before = [p for p in payments if _created(p) < connected_at]
         new = [p for p in payments if _created(p) >= connected_at]
         unlinked = [p for p in new if not _invoice_links(p)]
-        voided = [p for p in new if "void" in (p.get("PrivateNote") or "").lower()]
-        receipts = qbo.get("sales_receipts", []) if isinstance(qbo, dict) else []
+        voided = [p for p in new if _voided(p)]
+        company = httpx.get(f"{stack.qbo_url}/_sandbox/companies/{self.realm}", timeout=30).json()
+        receipts = (company.get("counts") or {}).get("SalesReceipt", 0)
         say(f"\n    QuickBooks holds {len(payments)} payments: {len(before)} created before the connection,")
         say(f"    {len(new)} since ({len(unlinked)} not applied to any invoice, {len(voided)} voided).")
         say("    Absent from Green Check, by design:")
         say(f"      • the {len(before)} payments from before the connection (at {connected_at:%Y-%m-%d %H:%M}Z)")
-        say(f"      • {len(receipts) or 'the'} sales receipts: cash sales, not invoice payments; never read")
+        say(f"      • the {receipts} sales receipts: cash sales, not invoice payments; never read")
         say("      • unapplied, credit-only and voided payments: no invoice payment to report")
         say("    One record per (payment, invoice): a payment split over three invoices gives three records.")
+        expected = {
+            f"qbo:{self.realm}:payment:{p['Id']}:invoice:{invoice_id}"
+            for p in new
+            if p not in voided
+            for invoice_id in _invoice_links(p)
+        }
+        got = [str(r.get("pos_sale_id")) for r in records]
+        missing, unexpected = expected - set(got), set(got) - expected
+        self.check = (
+            f"expected={len(expected)} delivered={len(got)} missing={len(missing)} "
+            f"unexpected={len(unexpected)} duplicated={len(got) - len(set(got))}"
+        )
+        say(f"    Checked against QuickBooks: {self.check}")
+        if missing or unexpected or len(got) != len(set(got)):
+            raise DemoError(f"Green Check does not hold exactly the expected records: missing {sorted(missing)[:5]}")
         self.delivered = len(records)
 
     def metrics_and_alerts(self) -> None:
@@ -321,7 +339,7 @@ class Demo:
     def next_steps(self) -> None:
         assert self.cp is not None and self.stack is not None
         say(f"\n{BOLD}Summary{RESET}: phase {self.phase()}, {self.delivered} records delivered to Green Check.")
-        say(f"DEMO-SUMMARY phase={self.phase()} delivered={self.delivered}")
+        say(f"DEMO-SUMMARY phase={self.phase()} {self.check}")
         kc = self.cp.kubeconfig
         say(f"\n{BOLD}Poke at it{RESET} (in another terminal):")
         say(f"    export KUBECONFIG={kc}")
@@ -342,6 +360,13 @@ class Demo:
 
 def _created(payment: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(payment["MetaData"]["CreateTime"])
+
+
+def _voided(payment: dict[str, Any]) -> bool:
+    note = (payment.get("PrivateNote") or "").lower()
+    return payment.get("TxnStatus") == "Voided" or (
+        note.startswith("voided") and Decimal(str(payment["TotalAmt"])) == 0
+    )
 
 
 def _invoice_links(payment: dict[str, Any]) -> list[str]:
