@@ -28,7 +28,18 @@ INTUIT_API_URLS = {
 
 # Which variables each command cannot start without.
 REQUIRED: dict[Component, tuple[str, ...]] = {
-    "operator": ("QBO_STATE_SIGNING_KEY", "QBO_GATEWAY_URL", "QBO_CLIENT_ID", "QBO_CLIENT_SECRET"),
+    # The operator mirrors the client credentials into each sync Job's Secret and the Green Check
+    # settings into its CronJob: without them every Job would fail, so it refuses to start instead.
+    "operator": (
+        "QBO_STATE_SIGNING_KEY",
+        "QBO_GATEWAY_URL",
+        "QBO_CLIENT_ID",
+        "QBO_CLIENT_SECRET",
+        "GREENCHECK_API_URL",
+        "GREENCHECK_CLIENT_ID",
+        "GREENCHECK_CLIENT_SECRET",
+        "GREENCHECK_SERVICE_PROVIDER_ID",
+    ),
     "gateway": (
         "QBO_CLIENT_ID",
         "QBO_CLIENT_SECRET",
@@ -130,7 +141,5 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
         raise ConfigError(problems)
     # Discovery is an alternative to QBO_AUTH_URL/QBO_TOKEN_URL/QBO_REVOKE_URL: resolved by
     # `qbo_operator.qbo.oauth.resolve_endpoints` when set, never at import time.
-    fields = {
-        name: env[name.upper()].strip() for name in Settings.model_fields if env.get(name.upper(), "").strip()
-    }
+    fields = {name: env[name.upper()].strip() for name in Settings.model_fields if env.get(name.upper(), "").strip()}
     return Settings.model_validate(fields)

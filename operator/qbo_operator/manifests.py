@@ -1,0 +1,356 @@
+"""The objects the operator keeps for each integration, as plain dicts (pure, no I/O).
+
+ServiceAccount, Role and RoleBinding let the sync Job touch exactly its own token Secret and its own
+CR; the credentials Secret carries the client ids and secrets into the Job by `envFrom`; the CronJob
+runs `qbo-operator sync`. All are owned by the CR, so garbage collection removes them with it.
+
+`needs_apply` compares what we want with what the API server has (which adds defaults of its own),
+so the reconcile writes only when something we own differs."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qbo_operator import names
+from qbo_operator.config import Settings
+from qbo_operator.models import IntegrationSpec
+from qbo_operator.schedule import expand
+
+FIELD_MANAGER = "qbo-operator"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+SYNC_COMPONENT = "sync"
+CREDENTIALS_COMPONENT = "sync-credentials"
+CONTAINER_NAME = "sync"
+RUN_AS = 65532
+CREDENTIAL_KEYS = ("QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "GREENCHECK_CLIENT_ID", "GREENCHECK_CLIENT_SECRET")
+MANUAL_INSTANTIATE_ANNOTATION = "cronjob.kubernetes.io/instantiate"
+
+# Job limits. The sync resumes from its watermark, so retries and deadlines lose nothing.
+BACKOFF_LIMIT = 2
+ACTIVE_DEADLINE_SECONDS = 2 * 3600
+TTL_SECONDS_AFTER_FINISHED = 2 * 24 * 3600
+STARTING_DEADLINE_SECONDS = 3600
+SUCCESSFUL_JOBS_HISTORY_LIMIT = 3
+FAILED_JOBS_HISTORY_LIMIT = 3
+CONFIG_ERROR_EXIT_CODE = 2  # `qbo-operator` exits 2 on configuration errors: retrying cannot help
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The QuickbooksIntegration that owns everything built here."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    @property
+    def account(self) -> str:
+        return names.sync_account_name(self.name)
+
+    @property
+    def cronjob(self) -> str:
+        return names.cronjob_name(self.name)
+
+
+def labels(name: str, component: str = SYNC_COMPONENT) -> dict[str, str]:
+    return {
+        names.MANAGED_BY_LABEL: names.MANAGED_BY,
+        "app.kubernetes.io/name": "qbo-operator",
+        COMPONENT_LABEL: component,
+        names.INTEGRATION_LABEL: name,
+    }
+
+
+def _metadata(owner: Owner, name: str, component: str = SYNC_COMPONENT) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner.name, component),
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def service_account(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(owner, owner.account),
+        "automountServiceAccountToken": False,  # the Job's pod opts in itself
+    }
+
+
+def role(owner: Owner, token_secret: str) -> dict[str, Any]:
+    """Only its own token Secret and its own CR, by name; Events cannot be restricted by name."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(owner, owner.account),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [token_secret],
+                "verbs": ["get", "update", "patch"],
+            },
+            {
+                "apiGroups": [names.GROUP],
+                "resources": [names.PLURAL],
+                "resourceNames": [owner.name],
+                "verbs": ["get"],
+            },
+            {
+                "apiGroups": [names.GROUP],
+                "resources": [f"{names.PLURAL}/status"],
+                "resourceNames": [owner.name],
+                "verbs": ["get", "patch"],
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        ],
+    }
+
+
+def role_binding(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(owner, owner.account),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": owner.account},
+        "subjects": [{"kind": "ServiceAccount", "name": owner.account, "namespace": owner.namespace}],
+    }
+
+
+def credentials_secret(owner: Owner, settings: Settings) -> dict[str, Any]:
+    """The operator's client credentials, mirrored for the Job's `envFrom` (never in the pod spec)."""
+    values = {
+        "QBO_CLIENT_ID": settings.qbo_client_id,
+        "QBO_CLIENT_SECRET": settings.qbo_client_secret.get_secret_value(),
+        "GREENCHECK_CLIENT_ID": settings.greencheck_client_id,
+        "GREENCHECK_CLIENT_SECRET": settings.greencheck_client_secret.get_secret_value(),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(owner, owner.account, CREDENTIALS_COMPONENT),
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+    }
+
+
+def effective_schedule(
+    spec: IntegrationSpec, settings: Settings, namespace: str, name: str, spec_ok: bool
+) -> tuple[str, str]:
+    """(schedule with H expanded, time zone). A spec the operator refused falls back to the defaults, so
+    the CronJob stays valid (and suspended) until the spec is fixed."""
+    schedule = spec.schedule if spec_ok and spec.schedule else settings.qbo_default_schedule
+    zone = spec.time_zone if spec_ok and spec.time_zone else settings.qbo_default_time_zone
+    return expand(schedule, f"{namespace}/{name}"), zone
+
+
+def _env(settings: Settings, trigger: str) -> list[dict[str, Any]]:
+    plain = {
+        "GREENCHECK_API_URL": settings.greencheck_api_url,
+        "GREENCHECK_SERVICE_PROVIDER_ID": settings.greencheck_service_provider_id,
+        "QBO_TOKEN_URL": settings.qbo_token_url,
+        "QBO_DISCOVERY_URL": settings.qbo_discovery_url,
+        "QBO_API_URL": settings.qbo_api_url,
+        "QBO_SYNC_TRIGGER": trigger,
+    }
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v]
+    env.append(
+        {
+            "name": "JOB_NAME",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels['job-name']"}},
+        }
+    )
+    return env
+
+
+def _pod_template(owner: Owner, settings: Settings) -> dict[str, Any]:
+    container_security = {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return {
+        "metadata": {"labels": labels(owner.name)},
+        "spec": {
+            "serviceAccountName": owner.account,
+            "automountServiceAccountToken": True,  # the sync reads its CR and token Secret from the API
+            "restartPolicy": "Never",
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": CONTAINER_NAME,
+                    "image": settings.qbo_sync_image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["qbo-operator", "sync", "--namespace", owner.namespace, "--name", owner.name],
+                    "envFrom": [{"secretRef": {"name": owner.account}}],
+                    "env": _env(settings, "Schedule"),
+                    "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                    "securityContext": container_security,
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        },
+    }
+
+
+def cronjob(owner: Owner, settings: Settings, schedule: str, time_zone: str, suspend: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _metadata(owner, owner.cronjob),
+        "spec": {
+            "schedule": schedule,
+            "timeZone": time_zone,
+            "suspend": suspend,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": STARTING_DEADLINE_SECONDS,
+            "successfulJobsHistoryLimit": SUCCESSFUL_JOBS_HISTORY_LIMIT,
+            "failedJobsHistoryLimit": FAILED_JOBS_HISTORY_LIMIT,
+            "jobTemplate": {
+                "metadata": {"labels": labels(owner.name), "annotations": {names.TRIGGER_ANNOTATION: "Schedule"}},
+                "spec": {
+                    "backoffLimit": BACKOFF_LIMIT,
+                    "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
+                    "ttlSecondsAfterFinished": TTL_SECONDS_AFTER_FINISHED,
+                    "podFailurePolicy": {
+                        "rules": [
+                            {
+                                "action": "FailJob",
+                                "onExitCodes": {
+                                    "containerName": CONTAINER_NAME,
+                                    "operator": "In",
+                                    "values": [CONFIG_ERROR_EXIT_CODE],
+                                },
+                            },
+                            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                        ]
+                    },
+                    "template": _pod_template(owner, settings),
+                },
+            },
+        },
+    }
+
+
+def manual_job_name(cronjob_name: str, token: str) -> str:
+    """Derived from the request token, so a re-delivered request names the same Job (≤ 63 characters)."""
+    return f"{cronjob_name}-m-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+
+
+def job_from_cronjob(cronjob_obj: Mapping[str, Any], cronjob_uid: str, token: str) -> dict[str, Any]:
+    """What `kubectl create job --from=cronjob/…` makes, plus the Manual trigger and the request token."""
+    template = copy.deepcopy(cronjob_obj["spec"]["jobTemplate"])
+    meta = cronjob_obj["metadata"]
+    annotations = dict(template.get("metadata", {}).get("annotations") or {})
+    annotations.update(
+        {
+            MANUAL_INSTANTIATE_ANNOTATION: "manual",
+            names.TRIGGER_ANNOTATION: "Manual",
+            names.SYNC_REQUESTED_ANNOTATION: token,
+        }
+    )
+    spec = template["spec"]
+    for container in spec["template"]["spec"]["containers"]:
+        container["env"] = [
+            {"name": "QBO_SYNC_TRIGGER", "value": "Manual"} if e["name"] == "QBO_SYNC_TRIGGER" else e
+            for e in container.get("env", [])
+        ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": manual_job_name(meta["name"], token),
+            "namespace": meta["namespace"],
+            "labels": dict(template.get("metadata", {}).get("labels") or {}),
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": meta["name"],
+                    "uid": cronjob_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+# --- comparing desired with observed -----------------------------------------------------------
+
+
+def data_digest(data: Mapping[str, str] | None) -> str:
+    return hashlib.sha256(json.dumps(dict(data or {}), sort_keys=True).encode()).hexdigest()
+
+
+def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of an object we compare, with Secret data replaced by its digest (so an index of
+    observed objects never holds secret values)."""
+    out = {k: v for k, v in obj.items() if k not in ("status", "data", "stringData")}
+    meta = dict(obj.get("metadata") or {})
+    out["metadata"] = {
+        k: meta[k]
+        for k in ("name", "namespace", "labels", "annotations", "ownerReferences", "uid", "resourceVersion")
+        if k in meta
+    }
+    if obj.get("kind") == "Secret":
+        out["dataDigest"] = data_digest(obj.get("data"))
+    return out
+
+
+def _subset(desired: Any, observed: Any, path: tuple[str, ...] = ()) -> bool:
+    if isinstance(desired, Mapping):
+        if not isinstance(observed, Mapping):
+            return False
+        return all(_subset(v, observed.get(k), (*path, k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(observed, list):
+            return False
+        if path[-2:] == ("metadata", "ownerReferences"):
+            # Others may add owners of their own; ours must be there.
+            return all(any(_subset(d, o) for o in observed) for d in desired)
+        return len(desired) == len(observed) and all(
+            _subset(d, o, path) for d, o in zip(desired, observed, strict=True)
+        )
+    return bool(desired == observed)
+
+
+def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
+    """True when the object is missing or a field we set differs (defaults the server adds are ignored)."""
+    if observed is None:
+        return True
+    return not _subset(comparable(desired), observed)

@@ -1,0 +1,138 @@
+"""The operator's Prometheus metrics (DESIGN §7).
+
+Per-integration series are computed at scrape time from the operator's in-memory index of the CRs (the
+cert-manager / crate-operator pattern): a deleted integration leaves the index, so its series vanish with
+no bookkeeping. Counters and the histogram are ordinary prometheus-client instruments on the same
+registry. The API-write counter exists so tests and benchmarks can prove that an idle operator writes
+nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import ValidationError
+
+from qbo_operator.models import Integration, Phase, SyncResult
+
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_KEYS = ("namespace", "name")
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def integration_families(bodies: Iterable[Mapping[str, Any]]) -> list[GaugeMetricFamily]:
+    """The per-integration gauges for the CRs in `bodies` (objects being deleted are left out)."""
+    by_phase = GaugeMetricFamily("qbo_integrations", "Integrations by phase.", labels=["phase"])
+    info = GaugeMetricFamily(
+        "qbo_integration_info",
+        "One series per integration, carrying its company, realm and phase.",
+        labels=["namespace", "name", "company_id", "realm_id", "phase"],
+    )
+    connected = GaugeMetricFamily("qbo_integration_connected", "1 if the phase is Connected.", labels=_KEYS)
+    suspended = GaugeMetricFamily("qbo_integration_suspended", "1 if spec.suspend is true.", labels=_KEYS)
+    success = GaugeMetricFamily(
+        "qbo_integration_last_sync_success",
+        "1 if the last sync succeeded (records rejected by Green Check included), 0 if it failed.",
+        labels=_KEYS,
+    )
+    last_success = GaugeMetricFamily(
+        "qbo_integration_last_successful_sync_timestamp_seconds",
+        "When the last successful sync finished (Unix time).",
+        labels=_KEYS,
+    )
+    payments = GaugeMetricFamily(
+        "qbo_integration_last_sync_payments", "Payments delivered by the last sync.", labels=_KEYS
+    )
+    rejected = GaugeMetricFamily(
+        "qbo_integration_last_sync_rejected", "Records Green Check rejected in the last sync.", labels=_KEYS
+    )
+    expiry = GaugeMetricFamily(
+        "qbo_integration_refresh_token_expiry_timestamp_seconds",
+        "When the rolling refresh token expires unless refreshed (Unix time).",
+        labels=_KEYS,
+    )
+    counts = dict.fromkeys((p.value for p in Phase), 0)
+    for body in bodies:
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        try:
+            integ = Integration.from_object(dict(body))
+        except ValidationError:
+            continue
+        status = integ.status
+        key = [integ.namespace, integ.name]
+        phase = status.phase.value if status.phase else ""
+        if phase:
+            counts[phase] += 1
+        info.add_metric([*key, integ.spec.company_id, status.realm_id or "", phase], 1)
+        connected.add_metric(key, 1 if status.phase == Phase.CONNECTED else 0)
+        suspended.add_metric(key, 1 if integ.spec.suspend else 0)
+        last = status.last_sync
+        if last is not None and last.result is not None:
+            success.add_metric(key, 0 if last.result == SyncResult.FAILED else 1)
+            payments.add_metric(key, last.payments_synced)
+            rejected.add_metric(key, last.records_rejected)
+        if (ts := _ts(status.last_successful_sync_time)) is not None:
+            last_success.add_metric(key, ts)
+        if (ts := _ts(status.refresh_token_expires_at)) is not None:
+            expiry.add_metric(key, ts)
+    for phase, count in counts.items():
+        by_phase.add_metric([phase], count)
+    return [by_phase, info, connected, suspended, success, last_success, payments, rejected, expiry]
+
+
+class IntegrationCollector(Collector):
+    """Reads the CR index at every scrape."""
+
+    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield from integration_families(self._source())
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # not known before the first scrape; keeps registration from calling collect()
+
+
+class OperatorMetrics:
+    """One registry per operator process: process metrics, the per-integration collector, counters."""
+
+    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.registry.register(IntegrationCollector(source))
+        self.reconcile_total = Counter(
+            "qbo_reconcile_total",
+            "Reconciles of an integration, by result (success or error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reconcile_duration = Histogram(
+            "qbo_reconcile_duration_seconds",
+            "How long one reconcile of an integration took.",
+            buckets=RECONCILE_BUCKETS,
+            registry=self.registry,
+        )
+        self.api_writes = Counter(
+            "qbo_operator_api_writes_total",
+            "Writes the operator's own code sent to the API server, by object kind and verb.",
+            ["kind", "verb"],
+            registry=self.registry,
+        )
+        for result in ("success", "error"):
+            self.reconcile_total.labels(result=result)

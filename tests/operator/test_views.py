@@ -1,0 +1,132 @@
+"""Pure parts of the control loop: the metrics collector over CR bodies, and the summaries the indexes
+keep of Jobs and Secrets (no secret values)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from qbo_operator import manifests, names
+from qbo_operator.handlers import _fresher, job_view, secret_view
+from qbo_operator.metrics import OperatorMetrics, integration_families
+from tests.operator.opkit import COMPANY_ID, fake_tokens, token_secret
+
+
+def body(name: str, phase: str | None, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "tenants", "uid": f"u-{name}", "generation": 1},
+        "spec": {"companyId": COMPANY_ID, "suspend": name.endswith("zz")},
+        "status": {**({"phase": phase} if phase else {}), **status},
+    }
+
+
+def samples(families: list[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+def test_collector_reports_each_integration_from_its_status() -> None:
+    bodies = [
+        body(
+            "acme",
+            "Connected",
+            realmId="913",
+            lastSync={"result": "PartiallySucceeded", "paymentsSynced": 41, "recordsRejected": 2},
+            lastSuccessfulSyncTime="2026-11-25T02:03:04Z",
+            refreshTokenExpiresAt="2027-03-01T00:00:00Z",
+        ),
+        body("brokezz", "Disconnected", lastSync={"result": "Failed"}),
+        body("new", None),
+        {**body("leaving", "Connected"), "metadata": {**body("leaving", "x")["metadata"], "deletionTimestamp": "now"}},
+        {"metadata": {"name": "garbage", "namespace": "tenants"}, "spec": {}},  # unparseable: skipped
+    ]
+    got = samples(integration_families(bodies))
+    key = (("name", "acme"), ("namespace", "tenants"))
+    assert got[("qbo_integrations", (("phase", "Connected"),))] == 1
+    assert got[("qbo_integrations", (("phase", "Disconnected"),))] == 1
+    assert got[("qbo_integrations", (("phase", "Pending"),))] == 0
+    assert got[("qbo_integrations", (("phase", "Error"),))] == 0
+    info = (("company_id", COMPANY_ID), ("name", "acme"), ("namespace", "tenants"), ("phase", "Connected"),
+            ("realm_id", "913"))  # fmt: skip
+    assert got[("qbo_integration_info", info)] == 1
+    assert got[("qbo_integration_connected", key)] == 1
+    assert got[("qbo_integration_suspended", key)] == 0
+    assert got[("qbo_integration_last_sync_success", key)] == 1
+    assert got[("qbo_integration_last_sync_payments", key)] == 41
+    assert got[("qbo_integration_last_sync_rejected", key)] == 2
+    assert (
+        got[("qbo_integration_last_successful_sync_timestamp_seconds", key)]
+        == datetime(2026, 11, 25, 2, 3, 4, tzinfo=UTC).timestamp()
+    )
+    assert (
+        got[("qbo_integration_refresh_token_expiry_timestamp_seconds", key)]
+        == datetime(2027, 3, 1, tzinfo=UTC).timestamp()
+    )
+    broke = (("name", "brokezz"), ("namespace", "tenants"))
+    assert got[("qbo_integration_last_sync_success", broke)] == 0
+    assert got[("qbo_integration_suspended", broke)] == 1
+    assert not any(dict(labels).get("name") in ("leaving", "garbage") for _, labels in got)
+    new = (("name", "new"), ("namespace", "tenants"))
+    assert ("qbo_integration_last_sync_success", new) not in got  # never ran: no made-up value
+
+
+def test_series_vanish_with_the_integration() -> None:
+    store = [body("acme", "Connected")]
+    metrics = OperatorMetrics(lambda: store)
+    assert b"qbo_integration_info{company_id=" in generate_latest(metrics.registry)
+    store.clear()
+    text = generate_latest(metrics.registry).decode()
+    assert "qbo_integration_info{" not in text and 'qbo_integrations{phase="Connected"} 0.0' in text
+    metrics.api_writes.labels(kind="CronJob", verb="apply").inc()
+    assert (
+        'qbo_operator_api_writes_total{kind="CronJob",verb="apply"} 1.0' in generate_latest(metrics.registry).decode()
+    )
+
+
+def test_job_view_reads_the_job_controllers_conditions() -> None:
+    failed = {
+        "metadata": {"name": "j1", "annotations": {names.TRIGGER_ANNOTATION: "Manual"}},
+        "status": {
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "lastTransitionTime": "2026-11-25T02:00:00Z"},
+                {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "exit 2",
+                 "lastTransitionTime": "2026-11-25T02:00:05Z"},
+            ]
+        },
+    }  # fmt: skip
+    view = job_view(failed)
+    assert view.trigger == "Manual" and view.outcome is not None
+    assert view.outcome.failed and view.outcome.reason == "PodFailurePolicy"
+    assert view.outcome.finished_at == datetime(2026, 11, 25, 2, 0, 5, tzinfo=UTC)
+    done = {
+        "metadata": {"name": "j2"},
+        "status": {
+            "completionTime": "2026-11-25T02:10:00Z",
+            "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-25T02:10:01Z"}],
+        },
+    }
+    assert job_view(done).outcome is not None and not job_view(done).outcome.failed  # type: ignore[union-attr]
+    assert job_view({"metadata": {"name": "j3"}, "status": {"active": 1}}).outcome is None
+
+
+def test_secret_views_keep_no_values() -> None:
+    tokens = fake_tokens("913")
+    view = secret_view(token_secret("tenants", "acme", tokens))
+    assert view.integration == "acme" and not view.credentials
+    assert view.token is not None and view.token.realm_id == "913"
+    assert tokens.refresh_token not in repr(view) and tokens.access_token not in repr(view)
+    creds = copy.deepcopy(token_secret("tenants", "acme", tokens, name="acme-qbo-sync"))
+    creds["metadata"]["labels"][manifests.COMPONENT_LABEL] = manifests.CREDENTIALS_COMPONENT
+    view = secret_view(creds)
+    assert view.credentials and view.token is None and "dataDigest" in view.observed
+
+
+def test_our_own_write_wins_until_the_watch_catches_up() -> None:
+    indexed = {"metadata": {"resourceVersion": "10"}, "v": "old"}
+    written = {"metadata": {"resourceVersion": "12"}, "v": "ours"}
+    assert _fresher(indexed, written) is written
+    assert _fresher({"metadata": {"resourceVersion": "13"}, "v": "newer"}, written)["v"] == "newer"  # type: ignore[index]
+    assert _fresher(indexed, None) is indexed
+    assert _fresher(None, written) is written
