@@ -11,7 +11,8 @@ from typing import Literal
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from qbo_operator.schedule import ScheduleError, validate_schedule
 
@@ -139,7 +140,39 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
             problems.append(f"QBO_DEFAULT_TIME_ZONE={zone!r} is not an IANA time zone")
     if problems:
         raise ConfigError(problems)
-    # Discovery is an alternative to QBO_AUTH_URL/QBO_TOKEN_URL/QBO_REVOKE_URL: resolved by
-    # `qbo_operator.qbo.oauth.resolve_endpoints` when set, never at import time.
     fields = {name: env[name.upper()].strip() for name in Settings.model_fields if env.get(name.upper(), "").strip()}
+    if fields.get("qbo_discovery_url"):
+        try:
+            discovered = discover_endpoints(fields["qbo_discovery_url"])
+        except DiscoveryError as exc:
+            raise ConfigError([f"QBO_DISCOVERY_URL: {exc}"]) from None
+        for name, value in discovered.items():
+            fields.setdefault(name, value)  # an explicit QBO_AUTH_URL etc. still wins
     return Settings.model_validate(fields)
+
+
+class DiscoveryError(Exception):
+    pass
+
+
+class _Discovery(BaseModel):
+    authorization_endpoint: str
+    token_endpoint: str
+    revocation_endpoint: str
+
+
+def discover_endpoints(url: str) -> dict[str, str]:
+    """Intuit's OpenID discovery document → the three OAuth endpoints, fetched once at start-up."""
+    try:
+        response = httpx.get(url, timeout=10, headers={"Accept": "application/json"})
+        response.raise_for_status()
+        doc = _Discovery.model_validate(response.json())
+    except httpx.HTTPError as exc:
+        raise DiscoveryError(f"could not fetch {url}: {type(exc).__name__}") from None
+    except (ValueError, ValidationError):
+        raise DiscoveryError(f"{url} is not an OpenID discovery document with the OAuth endpoints") from None
+    return {
+        "qbo_auth_url": doc.authorization_endpoint,
+        "qbo_token_url": doc.token_endpoint,
+        "qbo_revoke_url": doc.revocation_endpoint,
+    }

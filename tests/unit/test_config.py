@@ -46,9 +46,7 @@ def test_complete_configuration_loads(component: str) -> None:
         ("sync", {"QBO_API_URL": "ftp://x"}, "QBO_API_URL='ftp://x' is not an http(s) URL"),
     ],
 )
-def test_each_problem_names_its_variable(
-    component: str, change: dict[str, str | None], expected: str
-) -> None:
+def test_each_problem_names_its_variable(component: str, change: dict[str, str | None], expected: str) -> None:
     env = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     with pytest.raises(ConfigError) as err:
         load_settings(component, env)  # type: ignore[arg-type]
@@ -68,3 +66,27 @@ def test_secret_values_never_in_errors() -> None:
     with pytest.raises(ConfigError) as err:
         load_settings("operator", env)
     assert "tiny-secret" not in str(err.value)
+
+
+def test_discovery_document_supplies_the_oauth_endpoints() -> None:
+    from qbo_operator.sandbox.qbo import QboSandbox
+
+    sandbox = QboSandbox(client_id="c", client_secret="s", redirect_uri="http://127.0.0.1/oauth/callback")
+    with sandbox.serve_in_thread("127.0.0.1", 0):
+        settings = load_settings("sync", {**GOOD, "QBO_DISCOVERY_URL": sandbox.discovery_url})
+        explicit = load_settings(
+            "sync", {**GOOD, "QBO_DISCOVERY_URL": sandbox.discovery_url, "QBO_TOKEN_URL": "https://token.example"}
+        )
+        expected = (sandbox.auth_url, sandbox.token_url, sandbox.revoke_url)
+    assert (settings.qbo_auth_url, settings.qbo_token_url, settings.qbo_revoke_url) == expected
+    assert explicit.qbo_token_url == "https://token.example"  # an explicit variable still wins
+
+
+@pytest.mark.parametrize("path", ["/nothing-here", "/_sandbox/state"])
+def test_a_bad_discovery_url_is_one_clear_line(path: str) -> None:
+    from qbo_operator.sandbox.qbo import QboSandbox
+
+    sandbox = QboSandbox(client_id="c", client_secret="s", redirect_uri="http://127.0.0.1/oauth/callback")
+    with sandbox.serve_in_thread("127.0.0.1", 0) as base_url, pytest.raises(ConfigError) as err:
+        load_settings("sync", {**GOOD, "QBO_DISCOVERY_URL": base_url + path})
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith("QBO_DISCOVERY_URL: ")
