@@ -240,17 +240,13 @@ class LocalStack:
     def start_gateway(self) -> Process:
         kubeconfig = self.cp.service_account_kubeconfig(SYSTEM_NAMESPACE, self.service_account("gateway"))
         env = {**self.base_env(), "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": SYSTEM_NAMESPACE}
-        proc = self.spawn(
-            "gateway", ["gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port)], env
-        )
+        proc = self.spawn("gateway", ["gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port)], env)
         self.wait_http("gateway", f"{self.gateway_url}/readyz", timeout=90)
         return proc
 
     # --- sandbox control API -------------------------------------------------------------------
     def qbo_state(self) -> dict[str, Any]:
-        data: dict[str, Any] = (
-            httpx.get(f"{self.qbo_url}/_sandbox/state", timeout=10).raise_for_status().json()
-        )
+        data: dict[str, Any] = httpx.get(f"{self.qbo_url}/_sandbox/state", timeout=10).raise_for_status().json()
         return data
 
     def greencheck_records(self, company_id: str) -> list[dict[str, Any]]:
@@ -323,9 +319,7 @@ class _FormParser(HTMLParser):
             if kind in ("submit", "button") and a.get("name"):
                 form.buttons.append((a["name"], a.get("value", ""), a.get("value", "")))
             elif kind == "radio":
-                form.selects.setdefault(a.get("name", ""), []).append(
-                    (a.get("value", ""), a.get("value", ""))
-                )
+                form.selects.setdefault(a.get("name", ""), []).append((a.get("value", ""), a.get("value", "")))
                 if "checked" in a:
                     form.fields[a.get("name", "")] = a.get("value", "")
             elif a.get("name"):

@@ -5,9 +5,10 @@ validated TokenResponse or raises OAuthError, whose message never contains a tok
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 from oauthlib.oauth2 import OAuth2Error
@@ -44,9 +45,7 @@ class TokenResponse(BaseModel):
     x_refresh_token_expires_in: int
     x_refresh_token_hard_expires_in: int | None = None
 
-    def to_tokens(
-        self, realm_id: str, connected_at: datetime, now: datetime, scope: str = ACCOUNTING_SCOPE
-    ) -> Tokens:
+    def to_tokens(self, realm_id: str, connected_at: datetime, now: datetime, scope: str = ACCOUNTING_SCOPE) -> Tokens:
         return Tokens(
             access_token=self.access_token,
             refresh_token=self.refresh_token,
@@ -75,7 +74,17 @@ def authorization_url(settings: Settings, state: str) -> str:
     return f"{settings.qbo_auth_url}?{urlencode(query)}"
 
 
+def _allow_plain_http_on_loopback(url: str) -> None:
+    """oauthlib refuses http:// token endpoints (InsecureTransportError) unless
+    OAUTHLIB_INSECURE_TRANSPORT is set. The local sandboxes (`make demo`, the tests) serve plain http
+    on loopback, so that alone is allowed; every other endpoint must be https."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1"):
+        os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+
+
 def _post_token(settings: Settings, data: dict[str, str]) -> TokenResponse:
+    _allow_plain_http_on_loopback(settings.qbo_token_url)
     session = OAuth2Session(client_id=settings.qbo_client_id, redirect_uri=settings.redirect_uri)
     auth = HTTPBasicAuth(settings.qbo_client_id, settings.qbo_client_secret.get_secret_value())
     headers = {"Accept": "application/json", "x-include-refresh-token-hard-expires-in": "true"}
@@ -98,17 +107,11 @@ def _post_token(settings: Settings, data: dict[str, str]) -> TokenResponse:
                 timeout=TIMEOUT,
             )
     except OAuth2Error as exc:
-        raise OAuthError(
-            exc.error or "invalid_request", f"Intuit refused the token request: {exc.error}"
-        ) from None
+        raise OAuthError(exc.error or "invalid_request", f"Intuit refused the token request: {exc.error}") from None
     except requests.RequestException as exc:
-        raise OAuthError(
-            "unavailable", f"Intuit's token endpoint is unreachable: {type(exc).__name__}"
-        ) from None
+        raise OAuthError("unavailable", f"Intuit's token endpoint is unreachable: {type(exc).__name__}") from None
     except ValueError:
-        raise OAuthError(
-            "unavailable", "Intuit's token endpoint answered with something that is not JSON"
-        ) from None
+        raise OAuthError("unavailable", "Intuit's token endpoint answered with something that is not JSON") from None
     try:
         return TokenResponse.model_validate(raw)
     except ValidationError as exc:
@@ -135,9 +138,7 @@ def revoke(settings: Settings, token: str) -> None:
             timeout=TIMEOUT,
         )
     except requests.RequestException as exc:
-        raise OAuthError(
-            "unavailable", f"Intuit's revoke endpoint is unreachable: {type(exc).__name__}"
-        ) from None
+        raise OAuthError("unavailable", f"Intuit's revoke endpoint is unreachable: {type(exc).__name__}") from None
     if resp.status_code == 200 or (resp.status_code == 400 and "invalid" in resp.text):
         return
     raise OAuthError(

@@ -103,9 +103,7 @@ def parse_state(key: str, token: str | None, cookie_nonce: str | None, now: floa
     if state.expires < now:
         raise SignatureError("expired_state", "The sign-in took longer than 10 minutes.")
     if not cookie_nonce or not hmac.compare_digest(state.nonce.encode(), cookie_nonce.encode()):
-        raise SignatureError(
-            "cookie_mismatch", "The sign-in finished in a different browser than it started."
-        )
+        raise SignatureError("cookie_mismatch", "The sign-in finished in a different browser than it started.")
     return state
 
 
