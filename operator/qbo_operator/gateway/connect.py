@@ -1,0 +1,463 @@
+"""The Connect flow (DESIGN §4): Connect link → consent page → Intuit → /oauth/callback → token Secret.
+
+GET  /connect/{namespace}/{name}?exp=&sig=   verify the link (HMAC over namespace, name, CR uid,
+                                             expiry) and show what will be shared
+POST /connect/{namespace}/{name}?exp=&sig=   the Connect button: set the state cookie, redirect to Intuit
+GET  /oauth/callback                         verify state + cookie, refuse realm conflicts, exchange
+                                             the code, write the token Secret
+
+Every refusal has its own page and metric result and writes nothing. A "start again" link (the
+CR's current status.authorizationURL) is offered only once the request has proved it comes from
+the browser that pressed Connect, so a forged or stolen link never yields a valid one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+from kubernetes_asyncio import client
+from pydantic import ValidationError
+
+from qbo_operator import names, oauth, signing
+from qbo_operator.config import Settings
+from qbo_operator.gateway import pages
+from qbo_operator.gateway.metrics import GatewayMetrics
+from qbo_operator.gateway.realm_index import RealmIndex
+from qbo_operator.gateway.webhooks import SeenIds
+from qbo_operator.kube import ApiException, Kube
+from qbo_operator.models import Integration, Tokens, rfc3339
+
+log = logging.getLogger(__name__)
+
+STATE_COOKIE = "__Host-qbo_state"
+
+_REALM_ID = re.compile(r"[0-9]{1,32}")
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_ERROR_WORD = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# What our own links, states and cookies can contain. Anything else is refused before it reaches int(),
+# str.encode() or an HMAC comparison ("²".isdigit() is True; a lone surrogate cannot be encoded).
+_EXP = re.compile(r"[0-9]{1,20}")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-.]{1,4096}")
+
+
+def _clean(value: str | None, pattern: re.Pattern[str]) -> str | None:
+    return value if value is not None and pattern.fullmatch(value) else None
+
+
+class Refused(Exception):
+    """Stop the flow and show the page for `result`."""
+
+    def __init__(self, result: str, retry_url: str | None = None) -> None:
+        super().__init__(result)
+        self.result = result
+        self.retry_url = retry_url
+
+
+@dataclass(frozen=True)
+class _Previous:
+    realm_id: str | None
+    connected_at: datetime | None
+
+
+def _decode(data: dict[str, str] | None, key: str) -> str | None:
+    raw = (data or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode().strip() or None
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def previous_connection(secret_data: dict[str, str] | None) -> _Previous:
+    """realm_id and connected_at of an existing token Secret, read leniently (a broken Secret that a
+    person is repairing by reconnecting still tells us when the connection began)."""
+    realm = _decode(secret_data, "realm_id")
+    when = _decode(secret_data, "connected_at")
+    connected_at = None
+    if when:
+        try:
+            parsed = datetime.fromisoformat(when.replace("Z", "+00:00"))
+            connected_at = parsed if parsed.tzinfo else None
+        except ValueError:
+            connected_at = None
+    return _Previous(realm, connected_at)
+
+
+def choose_connected_at(
+    realm_id: str,
+    secret: _Previous | None,
+    status_realm: str | None,
+    status_connected: datetime | None,
+    now: datetime,
+) -> datetime:
+    """Reconnecting the same realm keeps the original connectedAt (the earliest one known), so the
+    payments made while the connection was broken are still synced; a first connect starts now."""
+    known = []
+    if secret is not None and secret.realm_id == realm_id and secret.connected_at is not None:
+        known.append(secret.connected_at)
+    if status_realm == realm_id and status_connected is not None:
+        known.append(status_connected)
+    return min(known) if known else now
+
+
+def owns_secret(secret: client.V1Secret, integration: Integration) -> bool:
+    """May the gateway overwrite this Secret? Only if it is this integration's (label or owner)."""
+    meta = secret.metadata
+    labels = (meta.labels if meta else None) or {}
+    if labels.get(names.INTEGRATION_LABEL) == integration.name and (secret.type or "Opaque") == "Opaque":
+        return True
+    owners = (meta.owner_references if meta else None) or []
+    return any(o.uid == integration.uid for o in owners) and (secret.type or "Opaque") == "Opaque"
+
+
+def _owner_reference(integration: Integration) -> client.V1OwnerReference:
+    # blockOwnerDeletion stays false: setting it needs `update` on the CR's finalizers, which the
+    # gateway is deliberately not given.
+    return client.V1OwnerReference(
+        api_version=names.API_VERSION,
+        kind=names.KIND,
+        name=integration.name,
+        uid=integration.uid,
+        controller=True,
+        block_owner_deletion=False,
+    )
+
+
+class ConnectFlow:
+    def __init__(
+        self,
+        settings: Settings,
+        kube: Kube,
+        index: RealmIndex,
+        metrics: GatewayMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.index = index
+        self.metrics = metrics
+        self.clock = clock
+        # `__Host-`: Secure, Path=/, no Domain. Browsers accept it on https and on plain-http loopback
+        # (http://localhost, http://127.0.0.1), which is what `make demo` and the tests use.
+        self.cookie_name = STATE_COOKIE
+        self._key = settings.qbo_state_signing_key.get_secret_value()
+        self._used_nonces = SeenIds(capacity=50_000, ttl=signing.STATE_TTL_SECONDS * 2)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _html(self, status: int, body: str, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(status=status, text=body, content_type="text/html", charset="utf-8", headers=headers)
+
+    def _refusal(
+        self,
+        counter: str,
+        result: str,
+        company: str | None,
+        retry: str | None,
+        ref: str,
+        page: str | None = None,
+    ) -> web.Response:
+        metric = self.metrics.oauth_callbacks if counter == "callback" else self.metrics.connect_requests
+        metric.labels(result).inc()
+        status, body = pages.failure_page(page or result, company, retry, reference=ref)
+        return self._html(status, body)
+
+    async def _integration(self, namespace: str, name: str) -> Integration | None:
+        """The CR as it is now (a fresh read, not the index: the uid and status must be current)."""
+        if not self.index.watches(namespace):
+            return None
+        try:
+            integration = await self.kube.get_integration(namespace, name)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        except ValidationError:
+            return None
+        return None if integration.deleting else integration
+
+    async def _verified_link(self, request: web.Request, counter: str) -> tuple[Integration, int] | web.Response:
+        """The integration a Connect link names, if the link is genuine and current.
+
+        The CR comes from the watch-fed index, so an unauthenticated request never costs an API call."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if not (_DNS_NAME.fullmatch(namespace) and _DNS_NAME.fullmatch(name)):
+            return self._refusal(counter, "not_found", None, None, "", page="bad_link")
+        ref = f"{namespace}/{name}"
+        if not self.index.synced:
+            self.metrics.connect_requests.labels("unavailable").inc()
+            _, body = pages.failure_page("write_failed", None, None, reference=ref)
+            return self._html(503, body)
+        integration = self.index.get(namespace, name) if self.index.watches(namespace) else None
+        if integration is None or integration.deleting:
+            # Same page as a bad link: the Connect endpoint is no oracle for which integrations exist.
+            log.info("connect %s: no such integration", ref)
+            return self._refusal(counter, "not_found", None, None, ref, page="bad_link")
+        try:
+            expires = signing.verify_connect_link(
+                self._key,
+                namespace,
+                name,
+                integration.uid,
+                _clean(request.query.get("exp"), _EXP),
+                _clean(request.query.get("sig"), _TOKEN),
+                self.clock(),
+            )
+        except signing.SignatureError as exc:
+            log.info("connect %s: %s", ref, exc.reason)
+            return self._refusal(counter, exc.reason, None, None, ref)
+        return integration, expires
+
+    # --- GET /connect/{namespace}/{name} -----------------------------------------------------------
+
+    async def connect_page(self, request: web.Request) -> web.Response:
+        verified = await self._verified_link(request, "connect")
+        if isinstance(verified, web.Response):
+            return verified
+        integration, expires = verified
+        query = urlencode({"exp": expires, "sig": request.query["sig"]})
+        action = f"{connect_path(integration.namespace, integration.name)}?{query}"
+        body = pages.connect_page(
+            pages.company_label(integration.spec.company_name, integration.name),
+            action,
+            datetime.fromtimestamp(expires, UTC),
+            already_connected=integration.status.realm_id is not None,
+        )
+        self.metrics.connect_requests.labels("shown").inc()
+        return self._html(200, body)
+
+    # --- POST /connect/{namespace}/{name} (the Connect button) ----------------------------------
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        verified = await self._verified_link(request, "connect")
+        if isinstance(verified, web.Response):
+            return verified
+        integration, _ = verified
+        nonce = signing.new_nonce()
+        state = signing.make_state(
+            self._key, integration.namespace, integration.name, integration.uid, nonce, self.clock()
+        )
+        response = web.HTTPSeeOther(oauth.authorization_url(self.settings, state))
+        response.set_cookie(
+            self.cookie_name,
+            nonce,
+            max_age=signing.STATE_TTL_SECONDS,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="Lax",
+        )
+        self.metrics.connect_requests.labels("started").inc()
+        log.info("connect %s/%s: sent to Intuit", integration.namespace, integration.name)
+        return response
+
+    # --- GET /oauth/callback -----------------------------------------------------------------------
+
+    async def callback(self, request: web.Request) -> web.Response:
+        query = request.query
+        token = _clean(query.get("state"), _TOKEN)
+        cookie = _clean(request.cookies.get(self.cookie_name), _TOKEN)
+        now = self.clock()
+        try:
+            state = signing.parse_state(self._key, token, cookie, now)
+        except signing.SignatureError as exc:
+            retry = None
+            ref = ""
+            if exc.reason == "expired_state":
+                # Too slow, but is it the same browser? Then offering the link again is safe.
+                try:
+                    old = signing.parse_state(self._key, token, cookie, 0)
+                    ref = f"{old.namespace}/{old.name}"
+                    integration = await self._integration(old.namespace, old.name)
+                    if integration is not None and integration.uid == old.uid:
+                        retry = integration.status.authorization_url
+                except (signing.SignatureError, ApiException):
+                    pass
+                except Exception as err:
+                    log.warning("callback: cannot read the integration for a retry link: %s", type(err).__name__)
+            log.info("callback refused: %s", exc.reason)
+            return self._refusal("callback", exc.reason, None, retry, ref)
+        ref = f"{state.namespace}/{state.name}"
+        try:
+            return await self._finish(state, query)
+        except Refused as refused:
+            return self._refusal("callback", refused.result, None, refused.retry_url, ref)
+
+    async def _finish(self, state: signing.OAuthState, query: Any) -> web.Response:
+        ref = f"{state.namespace}/{state.name}"
+        try:
+            integration = await self._integration(state.namespace, state.name)
+        except Exception as exc:
+            log.warning("callback %s: cannot read the integration: %s", ref, type(exc).__name__)
+            raise Refused("write_failed") from None
+        if integration is None or integration.uid != state.uid:
+            log.info("callback %s: the integration is gone or was re-created", ref)
+            raise Refused("not_found")
+        company = pages.company_label(integration.spec.company_name, integration.name)
+        retry = integration.status.authorization_url
+
+        def refuse(result: str) -> web.Response:
+            self.metrics.oauth_callbacks.labels(result).inc()
+            status, body = pages.failure_page(result, company, retry, reference=ref)
+            return self._html(status, body)
+
+        error = query.get("error")
+        if error is not None:
+            word = error if _ERROR_WORD.fullmatch(error) else "(unreadable)"
+            log.info("callback %s: Intuit answered error=%s", ref, word)
+            return refuse("denied" if error == "access_denied" else "intuit_error")
+        code, realm_id = query.get("code"), query.get("realmId")
+        if not code or not realm_id or not _REALM_ID.fullmatch(realm_id) or len(code) > 2048:
+            log.info("callback %s: Intuit's answer lacks a code or a realmId", ref)
+            return refuse("intuit_error")
+        if not self._used_nonces.add(state.nonce):
+            log.info("callback %s: this state was already used", ref)
+            return refuse("replayed")
+
+        # Refuse realm conflicts before the code exchange: no tokens are obtained that cannot be kept.
+        others = [i for i in self.index.by_realm(realm_id) if (i.namespace, i.name) != (state.namespace, state.name)]
+        if others:
+            log.warning(
+                "callback %s: realm %s already belongs to %s",
+                ref,
+                realm_id,
+                ", ".join(f"{i.namespace}/{i.name}" for i in others),
+            )
+            await self._event(
+                integration,
+                "Warning",
+                "DuplicateRealm",
+                f"A Connect attempt chose QuickBooks company {realm_id}, which another integration "
+                "already uses; nothing was stored.",
+            )
+            return refuse("duplicate_realm")
+        secret_name = integration.token_secret_name
+        try:
+            existing = await self.kube.read_secret(integration.namespace, secret_name)
+        except Exception as exc:
+            log.warning("callback %s: cannot read Secret %s: %s", ref, secret_name, type(exc).__name__)
+            return refuse("write_failed")
+        if existing is not None and not owns_secret(existing, integration):
+            log.warning(
+                "callback %s: Secret %s exists and is not this integration's; not overwritten",
+                ref,
+                secret_name,
+            )
+            return refuse("secret_conflict")
+        previous = previous_connection(existing.data) if existing is not None else None
+        connected_realm = integration.status.realm_id or (previous.realm_id if previous else None)
+        if connected_realm and connected_realm != realm_id:
+            log.warning("callback %s: chose realm %s but is connected to realm %s", ref, realm_id, connected_realm)
+            await self._event(
+                integration,
+                "Warning",
+                "RealmMismatch",
+                f"A Connect attempt chose QuickBooks company {realm_id}, but this integration is "
+                f"connected to company {connected_realm}; nothing was stored.",
+            )
+            return refuse("realm_mismatch")
+
+        try:
+            response = await asyncio.to_thread(oauth.exchange_code, self.settings, code)
+        except oauth.OAuthError as exc:
+            log.warning("callback %s: code exchange failed: %s", ref, exc.error)
+            return refuse("replayed" if exc.error == "invalid_grant" else "exchange_failed")
+
+        now = datetime.now(UTC)
+        connected_at = choose_connected_at(
+            realm_id, previous, integration.status.realm_id, integration.status.connected_at, now
+        )
+        tokens = response.to_tokens(realm_id, connected_at, now)
+        try:
+            await self._store(integration, tokens)
+        except Refused as refused:
+            return refuse(refused.result)
+        except Exception as exc:
+            log.warning("callback %s: cannot write Secret %s: %s", ref, secret_name, type(exc).__name__)
+            return refuse("write_failed")
+        reconnected = connected_at < now
+        log.info(
+            "callback %s: connected realm %s (connectedAt %s%s)",
+            ref,
+            realm_id,
+            rfc3339(connected_at),
+            ", kept from the earlier connection" if reconnected else "",
+        )
+        await self._event(
+            integration,
+            "Normal",
+            "Authorized",
+            f"QuickBooks company {realm_id} was connected through the Connect page; tokens stored in Secret "
+            f"{secret_name}.",
+        )
+        self.metrics.oauth_callbacks.labels("connected").inc()
+        return self._html(200, pages.connected_page(company, reconnected, reference=ref))
+
+    async def _store(self, integration: Integration, tokens: Tokens) -> None:
+        """Create the token Secret, or replace this integration's existing one with its
+        resourceVersion; a conflict (someone else wrote meanwhile) re-reads and retries once."""
+        namespace, secret_name = integration.namespace, integration.token_secret_name
+        data = tokens.to_secret_data()
+        labels = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.INTEGRATION_LABEL: integration.name}
+        for attempt in range(2):
+            existing = await self.kube.read_secret(namespace, secret_name)
+            try:
+                if existing is None:
+                    body = client.V1Secret(
+                        metadata=client.V1ObjectMeta(
+                            name=secret_name,
+                            namespace=namespace,
+                            labels=labels,
+                            owner_references=[_owner_reference(integration)],
+                        ),
+                        type="Opaque",
+                        data=data,
+                    )
+                    await self.kube.core.create_namespaced_secret(namespace, body)
+                    return
+                if not owns_secret(existing, integration):
+                    raise Refused("secret_conflict")
+                meta = existing.metadata
+                meta.labels = {**(meta.labels or {}), **labels}
+                owners = [
+                    o
+                    for o in (meta.owner_references or [])
+                    if not (o.kind == names.KIND and o.name == integration.name)
+                ]
+                meta.owner_references = [*owners, _owner_reference(integration)]
+                existing.data = data
+                await self.kube.core.replace_namespaced_secret(secret_name, namespace, existing)
+                return
+            except ApiException as exc:
+                if exc.status == 409 and attempt == 0:
+                    log.info("Secret %s/%s changed while writing; re-reading once", namespace, secret_name)
+                    continue
+                raise
+        raise Refused("write_failed")
+
+    async def _event(self, integration: Integration, kind: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.emit_event(integration, kind, reason, message, component="qbo-operator-gateway")
+        except Exception as exc:  # an Event is a courtesy: never fail the flow for it
+            log.warning(
+                "cannot record Event %s on %s/%s: %s",
+                reason,
+                integration.namespace,
+                integration.name,
+                type(exc).__name__,
+            )
+
+
+def connect_path(namespace: str, name: str) -> str:
+    return f"/connect/{quote(namespace, safe='')}/{quote(name, safe='')}"

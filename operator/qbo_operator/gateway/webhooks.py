@@ -1,0 +1,259 @@
+"""POST /webhooks/quickbooks: verify, de-duplicate, answer 200 at once, write status later (DESIGN §4).
+
+The answer never waits for Kubernetes: a verified delivery only touches memory (de-duplication,
+metrics, a per-integration pending count), and `StatusRecorder` folds the pending counts into each
+integration's `status.webhook` at most once per flush interval. The fold is a read-modify-write
+guarded by `metadata.resourceVersion`, so concurrent gateway replicas (and the sync resetting the
+count) never lose an increment: a 409 re-reads and re-adds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from qbo_operator import signing
+from qbo_operator.gateway.metrics import GatewayMetrics
+from qbo_operator.gateway.realm_index import RealmIndex
+from qbo_operator.gateway.webhook_models import Delivery, PayloadError, parse_delivery
+from qbo_operator.kube import ApiException, Kube
+from qbo_operator.models import Integration, rfc3339
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+# Only payment changes mean "the next sync has something to deliver" (invoices are read through
+# their payments); every entity is still counted in qbo_webhook_events_total.
+SYNC_ENTITIES = frozenset({"Payment"})
+_MAX_PATCH_ATTEMPTS = 6
+_PATCH_CONCURRENCY = 8
+
+
+class SeenIds:
+    """Bounded memory of recent event keys: at most `capacity` keys, each for at most `ttl` seconds."""
+
+    def __init__(self, capacity: int = 100_000, ttl: float = 24 * 3600, clock: Any = time.monotonic) -> None:
+        self.capacity = capacity
+        self.ttl = ttl
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, key: str) -> bool:
+        """True when `key` is new (and remember it), False for a repeat within the TTL."""
+        now = self._clock()
+        while self._seen:
+            _, at = next(iter(self._seen.items()))
+            if now - at <= self.ttl:
+                break
+            self._seen.popitem(last=False)
+        if key in self._seen:
+            return False
+        while len(self._seen) >= self.capacity:
+            self._seen.popitem(last=False)
+        self._seen[key] = now
+        return True
+
+
+@dataclass
+class Pending:
+    uid: str
+    count: int
+    last_event_time: datetime
+
+
+class StatusRecorder:
+    """Pending counts per integration, flushed as coalesced optimistic-concurrency status patches."""
+
+    def __init__(self, kube: Kube, index: RealmIndex, metrics: GatewayMetrics, flush_seconds: float) -> None:
+        self.kube = kube
+        self.index = index
+        self.metrics = metrics
+        self.flush_seconds = flush_seconds
+        self.pending: dict[tuple[str, str], Pending] = {}
+        self._lock = asyncio.Lock()
+
+    def record(self, integration: Integration, count: int, when: datetime) -> None:
+        key = (integration.namespace, integration.name)
+        cur = self.pending.get(key)
+        if cur is None or cur.uid != integration.uid:
+            self.pending[key] = Pending(integration.uid, count, when)
+        else:
+            cur.count += count
+            cur.last_event_time = max(cur.last_event_time, when)
+
+    def _requeue(self, key: tuple[str, str], item: Pending) -> None:
+        cur = self.pending.get(key)
+        if cur is None:
+            self.pending[key] = item
+        elif cur.uid == item.uid:
+            cur.count += item.count
+            cur.last_event_time = max(cur.last_event_time, item.last_event_time)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything pending; what cannot be written now stays pending for the next flush."""
+        async with self._lock:
+            batch, self.pending = self.pending, {}
+            if not batch:
+                return
+            sem = asyncio.Semaphore(_PATCH_CONCURRENCY)
+
+            async def one(key: tuple[str, str], item: Pending) -> None:
+                async with sem:
+                    if not await self._write(key, item):
+                        self._requeue(key, item)
+
+            await asyncio.gather(*(one(k, v) for k, v in batch.items()))
+
+    async def _write(self, key: tuple[str, str], item: Pending) -> bool:
+        """Fold `item` into the integration's status.webhook. False = try again at the next flush."""
+        namespace, name = key
+        cached = self.index.get(namespace, name)
+        for attempt in range(_MAX_PATCH_ATTEMPTS):
+            if attempt == 0 and cached is not None and cached.resource_version:
+                current = cached
+            else:
+                try:
+                    current = Integration.from_object(await self.kube.get_integration_object(namespace, name))
+                except ApiException as exc:
+                    if exc.status == 404:
+                        self.metrics.webhook_status_patches.labels("gone").inc()
+                        return True  # deleted: its events have nowhere to go
+                    log.warning("cannot read %s/%s for its webhook status: HTTP %s", namespace, name, exc.status)
+                    self.metrics.webhook_status_patches.labels("failed").inc()
+                    return False
+                except Exception as exc:
+                    log.warning("cannot read %s/%s for its webhook status: %s", namespace, name, type(exc).__name__)
+                    self.metrics.webhook_status_patches.labels("failed").inc()
+                    return False
+            if current.uid != item.uid:
+                self.metrics.webhook_status_patches.labels("gone").inc()
+                return True  # recreated under the same name: the events were for the old one
+            webhook = current.status.webhook
+            last = item.last_event_time
+            if webhook is not None and webhook.last_event_time is not None:
+                last = max(last, webhook.last_event_time)
+            count = (webhook.events_since_last_sync if webhook is not None else 0) + item.count
+            try:
+                await self.kube.patch_status(
+                    namespace,
+                    name,
+                    {"webhook": {"lastEventTime": rfc3339(last), "eventsSinceLastSync": count}},
+                    resource_version=current.resource_version,
+                )
+            except ApiException as exc:
+                if exc.status == 409:
+                    self.metrics.webhook_status_patches.labels("conflict").inc()
+                    continue
+                if exc.status == 404:
+                    self.metrics.webhook_status_patches.labels("gone").inc()
+                    return True
+                log.warning("cannot patch %s/%s webhook status: HTTP %s", namespace, name, exc.status)
+                self.metrics.webhook_status_patches.labels("failed").inc()
+                return False
+            except Exception as exc:
+                log.warning("cannot patch %s/%s webhook status: %s", namespace, name, type(exc).__name__)
+                self.metrics.webhook_status_patches.labels("failed").inc()
+                return False
+            self.metrics.webhook_status_patches.labels("ok").inc()
+            return True
+        log.warning("webhook status of %s/%s kept changing under us; retrying at the next flush", namespace, name)
+        return False
+
+
+class WebhookReceiver:
+    def __init__(
+        self,
+        verifier_token: str,
+        index: RealmIndex,
+        recorder: StatusRecorder,
+        metrics: GatewayMetrics,
+        seen: SeenIds | None = None,
+    ) -> None:
+        self._token = verifier_token
+        self.index = index
+        self.recorder = recorder
+        self.metrics = metrics
+        self.seen = seen or SeenIds()
+        self._unknown_logged = SeenIds(capacity=1000, ttl=600)
+
+    def _answer(self, result: str, status: int, text: str) -> web.Response:
+        self.metrics.webhook_requests.labels(result).inc()
+        return web.Response(status=status, text=text + "\n", content_type="text/plain")
+
+    async def _too_large(self, request: web.Request) -> web.StreamResponse:
+        """413, then close the connection once the answer is out, rather than reading and discarding the
+        rest of the body (aiohttp's default for keep-alive, which would swallow whatever a client sends)."""
+        self.metrics.webhook_requests.labels("too_large").inc()
+        response = web.Response(status=413, text="payload too large\n", headers={"Connection": "close"})
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()  # the transport flushes the answer before it closes
+        return response
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            log.warning("webhook body of %d bytes refused (limit %d)", length, MAX_BODY_BYTES)
+            return await self._too_large(request)
+        try:
+            body = await request.read()  # the app's client_max_size enforces the limit while reading
+        except web.HTTPRequestEntityTooLarge:
+            log.warning("webhook body over %d bytes refused while reading", MAX_BODY_BYTES)
+            return await self._too_large(request)
+        if not signing.verify_webhook(self._token, body, request.headers.get("intuit-signature")):
+            log.warning("webhook with a missing or wrong intuit-signature refused (%d bytes)", len(body))
+            return self._answer("bad_signature", 403, "bad signature")
+        try:
+            delivery = parse_delivery(body)
+        except PayloadError as exc:
+            # Verified, so it is Intuit's: answer 200 or Intuit retries (and holds later events) forever.
+            log.error("verified webhook body could not be parsed, acknowledged anyway: %s", exc)
+            return self._answer("bad_payload", 200, "ok")
+        result = self.process(delivery)
+        return self._answer(result, 200, "ok")
+
+    def process(self, delivery: Delivery) -> str:
+        """Record a verified delivery in memory and return its metrics result."""
+        for problem in delivery.problems[:5]:
+            log.error("verified %s webhook has an unparseable event, skipped: %s", delivery.source_format, problem)
+        if not delivery.events:
+            return "bad_payload" if delivery.problems else "accepted"
+        known = 0
+        now = datetime.now(UTC)
+        for event in delivery.events:
+            integrations = self.index.by_realm(event.realm_id)
+            if integrations:
+                known += 1
+            elif self._unknown_logged.add(event.realm_id):
+                log.info("webhook for realm %s, which no watched integration is connected to", event.realm_id)
+            if not self.seen.add(event.key):
+                self.metrics.webhook_duplicates.inc()
+                continue
+            self.metrics.webhook_events.labels(event.entity, event.operation.value).inc()
+            if event.entity in SYNC_ENTITIES:
+                for integration in integrations:
+                    self.recorder.record(integration, 1, now)  # status.webhook.lastEventTime: when it arrived
+            if len(integrations) > 1:
+                log.warning(
+                    "realm %s is claimed by %d integrations: %s",
+                    event.realm_id,
+                    len(integrations),
+                    ", ".join(f"{i.namespace}/{i.name}" for i in integrations),
+                )
+        if known == 0:
+            return "unknown_realm"
+        return "accepted"
