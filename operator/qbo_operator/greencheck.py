@@ -1,0 +1,566 @@
+"""Green Check client and the ingestion contract's models (GREENCHECK.md §1-§2).
+
+The ingestion endpoint is an assumed contract, so everything the sync needs goes through one small
+call, `GreenCheckClient.deliver(batch) -> list[Result]`: point `GREENCHECK_API_URL` elsewhere or
+replace this module and nothing else changes.
+
+- Token: `POST /auth/token` (client credentials), cached until shortly before `expires_at`, which is
+  read both ways the docs disagree on (below 10^9: seconds from now; else a Unix time). A 403
+  `EXPIRED_TOKEN` fetches a new token and retries once.
+- Batches: ≤ 500 records and < 5 MB, measured on the exact bytes sent (`encode_record`/`encode_body`).
+  `Idempotency-Key` = hex sha256 of the batch's sorted external ids.
+- 413 (too large) and 422 (validation) split the batch in half and retry the halves, so one bad
+  record cannot block the others; a single record that still gets 422 is returned as `rejected`
+  with Green Check's details. A 422 for a reused Idempotency-Key on a one-record batch means the
+  same record went out under that key before (a crash between send and checkpoint): `duplicate`.
+- A replayed answer (`Idempotent-Replayed: true`) that does not answer this client's own unanswered
+  attempt repeats what an earlier request created: those records count as `duplicate`, so run
+  statistics stay true (the header is the common convention; without it counts may run high).
+- 429 waits until `X-RateLimit-Reset` (or `Retry-After`); 5xx, timeouts and malformed answers back
+  off exponentially with jitter, bounded. Every failure is logged with `x-amzn-requestid`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.wait import wait_random_exponential
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_RECORDS = 500
+MAX_BODY_BYTES = 5_000_000  # "5 MB": stay under both the decimal and the binary reading
+PaymentType = Literal["cash", "check", "ach", "debit", "credit", "other", "unknown"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The record (GREENCHECK.md §2). Strict types: money is integer cents, never a float or a string.
+
+
+class _Gc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecordPayment(_Gc):
+    id: StrictStr
+    date: StrictStr | None
+    amount: StrictInt
+    total_amount: StrictInt
+    type: PaymentType
+    reference: StrictStr | None
+    created_at: StrictStr
+
+
+class RecordInvoice(_Gc):
+    id: StrictStr
+    number: StrictStr | None
+    date: StrictStr | None
+    total: StrictInt
+    open_balance: StrictInt
+    memo: StrictStr | None
+
+
+class RecordCustomer(_Gc):
+    id: StrictStr | None
+    name: StrictStr | None
+
+
+class LineItem(_Gc):
+    product_id: StrictStr | None
+    product_name: StrictStr | None
+    quantity: StrictStr  # a decimal string: QBO quantities can be fractional
+    unit_price: StrictInt
+    amount: StrictInt
+
+
+class Record(_Gc):
+    external_id: StrictStr
+    payment: RecordPayment
+    invoice: RecordInvoice
+    customer: RecordCustomer
+    currency: StrictStr
+    line_items: list[LineItem]
+
+
+class IngestRequest(_Gc):
+    source: Literal["quickbooks"]
+    realm_id: StrictStr
+    records: list[Record] = Field(max_length=MAX_RECORDS)
+
+
+class ResultError(BaseModel):
+    field: str | None = None
+    message: str
+
+
+class Result(BaseModel):
+    external_id: str
+    status: Literal["created", "duplicate", "rejected"]
+    errors: list[ResultError] = Field(default_factory=list)
+
+
+class IngestResponse(BaseModel):
+    results: list[Result]
+
+
+class TokenReply(BaseModel):
+    access_token: str = Field(repr=False)
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
+    expires_at: float
+    scope: list[str] | str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Records for one CRB, all from one QBO realm, sent as one request. `encoded`, when the Batcher
+    made the batch, holds each record's bytes as measured, so they are not encoded twice."""
+
+    crb_id: str
+    realm_id: str
+    records: Sequence[Record]
+    encoded: Sequence[bytes] | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and batching (pure)
+
+
+def encode_record(record: Record) -> bytes:
+    """Compact UTF-8 JSON: what is measured is exactly what is sent."""
+    return record.model_dump_json().encode()
+
+
+def _envelope(realm_id: str) -> tuple[bytes, bytes]:
+    head = json.dumps({"source": "quickbooks", "realm_id": realm_id}, separators=(",", ":")).encode()
+    return head[:-1] + b',"records":[', b"]}"
+
+
+def encode_body(realm_id: str, encoded_records: Sequence[bytes]) -> bytes:
+    head, tail = _envelope(realm_id)
+    return head + b",".join(encoded_records) + tail
+
+
+def idempotency_key(external_ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(external_ids)).encode()).hexdigest()
+
+
+@dataclass
+class Batcher:
+    """Cuts a record stream into batches of ≤ `max_records` whose encoded body is < `max_bytes`.
+
+    `add` returns a full batch when the new record does not fit (the record starts the next one)."""
+
+    crb_id: str
+    realm_id: str
+    max_records: int = MAX_RECORDS
+    max_bytes: int = MAX_BODY_BYTES
+    _records: list[Record] = field(default_factory=list)
+    _encoded: list[bytes] = field(default_factory=list)
+    _size: int = 0
+
+    def __post_init__(self) -> None:
+        head, tail = _envelope(self.realm_id)
+        self._overhead = len(head) + len(tail)
+        self._size = self._overhead
+
+    def add(self, record: Record) -> Batch | None:
+        data = encode_record(record)
+        size = len(data)
+        if self._overhead + size >= self.max_bytes:
+            raise ValueError(f"record {record.external_id} alone encodes to {size} bytes, over the body limit")
+        out = None
+        extra = size + (1 if self._records else 0)
+        if self._records and (len(self._records) >= self.max_records or self._size + extra >= self.max_bytes):
+            out = self.flush()
+            extra = size
+        self._records.append(record)
+        self._encoded.append(data)
+        self._size += extra
+        return out
+
+    def flush(self) -> Batch | None:
+        if not self._records:
+            return None
+        batch = Batch(self.crb_id, self.realm_id, tuple(self._records), tuple(self._encoded))
+        self._records, self._encoded = [], []
+        self._size = self._overhead
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+def batches(
+    records: Sequence[Record],
+    crb_id: str,
+    realm_id: str,
+    max_records: int = MAX_RECORDS,
+    max_bytes: int = MAX_BODY_BYTES,
+) -> Iterator[Batch]:
+    b = Batcher(crb_id, realm_id, max_records, max_bytes)
+    for r in records:
+        if (out := b.add(r)) is not None:
+            yield out
+    if (out := b.flush()) is not None:
+        yield out
+
+
+def token_expiry(expires_at: float, now: float) -> float:
+    """Green Check's `expires_at` as a Unix time: the spec says seconds-from-now, the docs a Unix time."""
+    return now + expires_at if expires_at < 1e9 else expires_at
+
+
+# ---------------------------------------------------------------------------------------------
+# Client
+
+
+class GreenCheckError(Exception):
+    """A delivery that failed for good; the message says what to do and carries the request id."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message + (f" (x-amzn-requestid {request_id})" if request_id else ""))
+        self.request_id = request_id
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, request_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.request_id = request_id
+
+
+class _Throttled(_Transient):
+    def __init__(self, reason: str, delay: float, request_id: str | None) -> None:
+        super().__init__(reason, request_id)
+        self.delay = delay
+
+
+class _Expired(Exception):
+    pass
+
+
+class _Split(Exception):
+    """The server refused this body as a whole (413 or 422): retry it in halves."""
+
+    def __init__(self, status: int, reason: str, idempotency_conflict: bool, details: list[ResultError]) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.idempotency_conflict = idempotency_conflict
+        self.details = details
+
+
+@dataclass(frozen=True)
+class GreenCheckPolicy:
+    throttle_retries: int = 8
+    max_throttle_wait: float = 120.0
+    default_throttle_wait: float = 5.0  # 429 without X-RateLimit-Reset or Retry-After
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    transient_retries: int = 5
+    timeout: float = 60.0
+
+
+class GreenCheckClient:
+    """`deliver(batch)` is the whole contract; `requests` counts every HTTP request (token ones too)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        client_id: str,
+        client_secret: str,
+        service_provider_id: str,
+        policy: GreenCheckPolicy | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._base = api_url.rstrip("/")
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._sp = service_provider_id
+        self.policy = policy or GreenCheckPolicy()
+        self._sleep = sleep
+        self._clock = clock
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout, connect=10.0))
+        self._token: str | None = None
+        self._token_expiry = 0.0
+        self._token_lock = asyncio.Lock()
+        self._sent_keys: set[str] = set()
+        self._acked_keys: set[str] = set()
+        self.requests = 0
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> GreenCheckClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- token --------------------------------------------------------------------------------
+
+    async def _access_token(self, force: bool = False) -> str:
+        async with self._token_lock:
+            if not force and self._token and self._clock() < self._token_expiry - 60:
+                return self._token
+            self._token = None
+            reply = await self._retrying(self._fetch_token)
+            self._token = reply.access_token
+            self._token_expiry = token_expiry(reply.expires_at, self._clock())
+            return self._token
+
+    async def _fetch_token(self) -> TokenReply:
+        resp = await self._post(
+            "/auth/token",
+            content=json.dumps(
+                {
+                    "client_id": self._client_id,
+                    "client_secret": self._client_secret,
+                    "grant_type": "client_credentials",
+                    "scope": [],
+                }
+            ).encode(),
+            headers={},
+        )
+        rid = resp.headers.get("x-amzn-requestid")
+        if resp.status_code == 200:
+            try:
+                return TokenReply.model_validate_json(resp.content)
+            except ValidationError:
+                raise _Transient("the token endpoint answered 200 with an unreadable body", rid) from None
+        self._check_transient(resp)
+        raise GreenCheckError(
+            f"Green Check refused the client credentials (HTTP {resp.status_code}: {_message(resp)}); "
+            "check GREENCHECK_CLIENT_ID and GREENCHECK_CLIENT_SECRET",
+            rid,
+        )
+
+    # --- delivery -----------------------------------------------------------------------------
+
+    async def deliver(self, batch: Batch) -> list[Result]:
+        """Send one batch; one Result per record, in the batch's order (created, duplicate or rejected)."""
+        if not batch.records:
+            return []
+        if len(batch.records) > MAX_RECORDS:
+            raise ValueError(f"a batch holds at most {MAX_RECORDS} records")
+        if batch.encoded is not None and len(batch.encoded) == len(batch.records):
+            encoded = list(batch.encoded)
+        else:
+            encoded = [encode_record(r) for r in batch.records]
+        by_id = {r.external_id: r for r in batch.records}
+        if len(by_id) != len(batch.records):
+            raise ValueError("a batch must not repeat an external_id")
+        results = await self._deliver_encoded(batch, list(batch.records), encoded)
+        return results
+
+    async def _deliver_encoded(self, batch: Batch, records: list[Record], encoded: list[bytes]) -> list[Result]:
+        try:
+            return await self._send_batch(batch, records, encoded)
+        except _Split as split:
+            if len(records) == 1:
+                rid = records[0].external_id
+                if split.idempotency_conflict:
+                    log.info("Green Check already holds %s under its idempotency key: counted as duplicate", rid)
+                    return [Result(external_id=rid, status="duplicate")]
+                if split.status == 413:
+                    raise GreenCheckError(
+                        f"Green Check refused record {rid} as too large (413) even on its own"
+                    ) from None
+                return [Result(external_id=rid, status="rejected", errors=split.details)]
+            half = len(records) // 2
+            log.info("Green Check answered %d to %d records: retrying in halves", split.status, len(records))
+            first = await self._deliver_encoded(batch, records[:half], encoded[:half])
+            second = await self._deliver_encoded(batch, records[half:], encoded[half:])
+            return first + second
+
+    async def _send_batch(self, batch: Batch, records: list[Record], encoded: list[bytes]) -> list[Result]:
+        body = encode_body(batch.realm_id, encoded)
+        if len(body) >= MAX_BODY_BYTES and len(records) > 1:
+            raise _Split(413, "body over the size limit", False, [])
+        key = idempotency_key([r.external_id for r in records])
+        path = f"/service-providers/{self._sp}/crbs/{batch.crb_id}/sales/invoice-payments"
+
+        async def once() -> list[Result]:
+            for attempt in range(2):
+                token = await self._access_token(force=attempt > 0)
+                # A replay answers our own unanswered attempt (a timeout, a 5xx) only if this process sent
+                # the key and got no answer yet; otherwise it repeats an earlier request's news.
+                ours = key in self._sent_keys and key not in self._acked_keys
+                self._sent_keys.add(key)
+                resp = await self._post(
+                    path,
+                    content=body,
+                    headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+                )
+                try:
+                    results = self._results(resp, records)
+                except _Expired:
+                    if attempt:
+                        raise GreenCheckError(
+                            "Green Check reports a just-issued token as expired (403 EXPIRED_TOKEN); "
+                            "check the clock of this machine",
+                            resp.headers.get("x-amzn-requestid"),
+                        ) from None
+                    log.info("Green Check token expired (403 EXPIRED_TOKEN): fetching a new one")
+                    continue
+                self._acked_keys.add(key)
+                if not ours and resp.headers.get("Idempotent-Replayed", "").lower() == "true":
+                    results = [
+                        r.model_copy(update={"status": "duplicate"}) if r.status == "created" else r for r in results
+                    ]
+                return results
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        return await self._retrying(once)
+
+    def _results(self, resp: httpx.Response, records: list[Record]) -> list[Result]:
+        rid = resp.headers.get("x-amzn-requestid")
+        status = resp.status_code
+        if status == 200:
+            try:
+                parsed = IngestResponse.model_validate_json(resp.content)
+            except ValidationError:
+                raise _Transient("Green Check answered 200 with an unreadable body", rid) from None
+            by_id = {r.external_id: r for r in parsed.results}
+            missing = [r.external_id for r in records if r.external_id not in by_id]
+            if missing:
+                raise GreenCheckError(
+                    f"Green Check's answer lacks results for {len(missing)} of {len(records)} records "
+                    f"(first: {missing[0]}); nothing from this batch is counted as delivered",
+                    rid,
+                )
+            return [by_id[r.external_id] for r in records]
+        data = _json(resp)
+        details = data.get("details") if isinstance(data, dict) else None
+        if status == 403 and details == "EXPIRED_TOKEN":
+            raise _Expired()
+        if status == 413:
+            log.warning("Green Check: 413 request too large (x-amzn-requestid %s)", rid)
+            raise _Split(413, "request too large", False, [])
+        if status == 422:
+            conflict = isinstance(details, dict) and any("idempotency" in str(k).lower() for k in details)
+            log.warning("Green Check: 422 %s (x-amzn-requestid %s)", _message(resp), rid)
+            raise _Split(422, _message(resp), conflict, _details(details))
+        self._check_transient(resp)
+        if status in (401, 403):
+            raise GreenCheckError(
+                f"Green Check refused the request (HTTP {status}: {_message(resp)}); check the client "
+                "credentials and GREENCHECK_SERVICE_PROVIDER_ID",
+                rid,
+            )
+        raise GreenCheckError(f"Green Check refused the batch (HTTP {status}: {_message(resp)})", rid)
+
+    def _check_transient(self, resp: httpx.Response) -> None:
+        rid = resp.headers.get("x-amzn-requestid")
+        if resp.status_code == 429:
+            raise _Throttled(f"HTTP 429 {_message(resp)}", self._throttle_delay(resp), rid)
+        if resp.status_code >= 500:
+            raise _Transient(f"HTTP {resp.status_code} {_message(resp)}", rid)
+
+    def _throttle_delay(self, resp: httpx.Response) -> float:
+        reset = resp.headers.get("X-RateLimit-Reset")
+        retry_after = resp.headers.get("Retry-After")
+        try:
+            if reset:
+                return max(0.0, float(reset) - self._clock())
+            if retry_after:
+                return max(0.0, float(retry_after))
+        except ValueError:
+            pass
+        return self.policy.default_throttle_wait
+
+    # --- transport ----------------------------------------------------------------------------
+
+    async def _post(self, path: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        self.requests += 1
+        try:
+            return await self._http.post(
+                self._base + path,
+                content=content,
+                headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+            )
+        except httpx.TimeoutException:
+            raise _Transient("the request timed out") from None
+        except httpx.TransportError as exc:
+            raise _Transient(f"connection failed ({type(exc).__name__})") from None
+
+    async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
+        p = self.policy
+        counts = {"throttled": 0, "transient": 0}
+        backoff = wait_random_exponential(multiplier=p.backoff_initial, max=p.backoff_max)
+
+        def stop(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            kind = "throttled" if isinstance(exc, _Throttled) else "transient"
+            counts[kind] += 1
+            return counts[kind] > (p.throttle_retries if kind == "throttled" else p.transient_retries)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Throttled):
+                return min(exc.delay, p.max_throttle_wait) + 0.05
+            return float(backoff(state))
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            rid = getattr(exc, "request_id", None)
+            delay = state.next_action.sleep if state.next_action else 0.0
+            log.warning("Green Check: %s (x-amzn-requestid %s); retrying in %.1fs", exc, rid, delay)
+
+        try:
+            result: T = await AsyncRetrying(
+                retry=retry_if_exception_type(_Transient),
+                stop=stop,
+                wait=wait,
+                sleep=self._sleep,
+                before_sleep=before_sleep,
+                reraise=True,
+            )(fn)
+        except _Throttled as exc:
+            raise GreenCheckError(
+                f"Green Check kept throttling (429) after {p.throttle_retries} waits: {exc}", exc.request_id
+            ) from None
+        except _Transient as exc:
+            raise GreenCheckError(
+                f"Green Check is unavailable after {p.transient_retries + 1} attempts: {exc}", exc.request_id
+            ) from None
+        return result
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return json.loads(resp.content)
+    except ValueError:
+        return None
+
+
+def _message(resp: httpx.Response) -> str:
+    data = _json(resp)
+    if isinstance(data, dict):
+        parts = [str(data[k]) for k in ("message", "details") if isinstance(data.get(k), str)]
+        if parts:
+            return ": ".join(parts)[:200]
+    text = " ".join(resp.text.split())
+    return (text[:120] or "empty body") if data is None else "no message"
+
+
+def _details(details: Any) -> list[ResultError]:
+    if isinstance(details, dict):
+        out = []
+        for key, value in details.items():
+            msg = value.get("message") if isinstance(value, dict) else value
+            out.append(ResultError(field=str(key).removeprefix("body.records[0]."), message=str(msg)[:200]))
+        return out
+    if isinstance(details, str):
+        return [ResultError(message=details[:200])]
+    return [ResultError(message="validation failed")]

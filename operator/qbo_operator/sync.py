@@ -1,0 +1,765 @@
+"""`qbo-operator sync --namespace NS --name NAME [--dry-run]`: one sync run (DESIGN §5).
+
+1. Read the integration and its token Secret. Not connected (no or broken Secret, Disconnected,
+   Error) → exit 1 with what to do. Suspended without a manual trigger → exit 0, "suspended, nothing
+   to do" (a leftover scheduled Job is not a failure; the Suspended condition already says why).
+2. Refresh the access token if it expires within 5 minutes or was last refreshed over 20 h ago,
+   persisting first (`qbo_operator.tokens`). A dead grant → phase Disconnected, Connected=False
+   (TokenRevoked or RefreshTokenExpired), exit 1.
+3. Window: payments created at or after max(connectedAt, syncWatermark − 10 min).
+4. Stream payment pages (1000 rows); collect the invoices they link and read them in bulk,
+   `Id IN (…)` up to 1000 ids a request, carried across pages so invoice reads stay near
+   ⌈invoices/1000⌉. Map each (payment, invoice) pair; deliver in batches (≤ 500 records, < 5 MB).
+5. After each acknowledged batch, advance `status.syncWatermark` to T, where every payment created
+   before T has been delivered (or skipped, or rejected): T is the CreateTime of the oldest payment
+   not yet fully acknowledged, or of the newest one when all are. Payments sharing T's second on
+   both sides of a boundary are re-read next time (the 10-minute overlap) and Green Check drops the
+   repeats by external id. A crash anywhere loses nothing and duplicates nothing.
+6. Write `status.lastSync`, `lastSuccessfulSyncTime` (on Succeeded and PartiallySucceeded: the
+   watermark covers the window either way), reset `webhook.eventsSinceLastSync`, and the `Synced`
+   condition. Rejected records are named in the message and a Warning Event; the run is then
+   PartiallySucceeded. Exit 0 on success or partial success, 1 on failure (one line on stderr).
+
+`--dry-run` prints the records it would send as JSON lines on stdout and sends and writes nothing
+(a token refresh, when due, is still persisted: Intuit may already have rotated the old one).
+
+Tuning from the environment (defaults are production values; tests shorten them):
+QBO_SYNC_PAGE_SIZE (1000), QBO_SYNC_BATCH_SIZE (500), QBO_THROTTLE_WAIT_SECONDS (60),
+QBO_SYNC_BACKOFF_SECONDS (1), QBO_SYNC_BACKOFF_MAX_SECONDS (30), QBO_SYNC_RETRIES (5),
+QBO_SYNC_TIMEOUT_SECONDS (60). Run metadata: JOB_NAME (else derived from the pod's hostname) and
+QBO_SYNC_TRIGGER (Schedule | Manual | Webhook; default Schedule)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import logging
+import os
+import socket
+import sys
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from aiohttp import ClientError
+from kubernetes_asyncio.config import ConfigException
+
+from qbo_operator import kube as kube_mod
+from qbo_operator.config import ConfigError, Settings, load_settings
+from qbo_operator.greencheck import (
+    MAX_RECORDS,
+    Batch,
+    Batcher,
+    GreenCheckClient,
+    GreenCheckError,
+    GreenCheckPolicy,
+    Record,
+    Result,
+    ResultError,
+)
+from qbo_operator.kube import ApiException, Kube
+from qbo_operator.mapping import is_voided, map_payment
+from qbo_operator.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
+from qbo_operator.oauth import now as utcnow
+from qbo_operator.qbo import MAX_RESULTS, Invoice, Payment, QboClient, QboError, QboPolicy
+from qbo_operator.tokens import GrantDead, RefreshUnavailable, SecretMissing, TokenManager, read_tokens
+
+log = logging.getLogger("qbo_operator.sync")
+
+OVERLAP = timedelta(minutes=10)
+INVOICE_CACHE = 1000
+COMPONENT = "qbo-operator-sync"
+MAX_NAMED_REJECTIONS = 5
+Trigger = Literal["Schedule", "Manual", "Webhook"]
+# What a call to the API server can raise: an answer, or no connection at all.
+KUBE_ERRORS = (ApiException, OSError, ClientError, asyncio.TimeoutError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class Tuning:
+    page_size: int = MAX_RESULTS
+    batch_size: int = MAX_RECORDS
+    throttle_wait: float = 60.0
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+    retries: int = 5
+    timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tuning:
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        spec: list[tuple[str, str, type, float, float]] = [
+            ("QBO_SYNC_PAGE_SIZE", "page_size", int, 1, MAX_RESULTS),
+            ("QBO_SYNC_BATCH_SIZE", "batch_size", int, 1, MAX_RECORDS),
+            ("QBO_THROTTLE_WAIT_SECONDS", "throttle_wait", float, 0, 3600),
+            ("QBO_SYNC_BACKOFF_SECONDS", "backoff", float, 0, 600),
+            ("QBO_SYNC_BACKOFF_MAX_SECONDS", "backoff_max", float, 0, 3600),
+            ("QBO_SYNC_RETRIES", "retries", int, 0, 100),
+            ("QBO_SYNC_TIMEOUT_SECONDS", "timeout", float, 0.1, 600),
+        ]
+        for var, attr, kind, lo, hi in spec:
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                problems.append(f"{var}={raw!r} is not a number")
+                continue
+            if not lo <= value <= hi:
+                problems.append(f"{var}={raw} must be between {lo:g} and {hi:g}")
+                continue
+            values[attr] = value
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    def qbo_policy(self) -> QboPolicy:
+        return QboPolicy(
+            throttle_wait=self.throttle_wait,
+            backoff_initial=self.backoff,
+            backoff_max=self.backoff_max,
+            transient_retries=self.retries,
+            timeout=self.timeout,
+        )
+
+    def greencheck_policy(self) -> GreenCheckPolicy:
+        return GreenCheckPolicy(
+            backoff_initial=self.backoff,
+            backoff_max=self.backoff_max,
+            transient_retries=self.retries,
+            timeout=self.timeout,
+            default_throttle_wait=min(self.throttle_wait, 5.0),
+        )
+
+
+def trigger_from_env(env: Mapping[str, str]) -> Trigger:
+    raw = env.get("QBO_SYNC_TRIGGER", "").strip() or "Schedule"
+    for trigger in ("Schedule", "Manual", "Webhook"):
+        if raw.lower() == trigger.lower():
+            return trigger
+    raise ConfigError([f"QBO_SYNC_TRIGGER={raw!r} must be Schedule, Manual or Webhook"])
+
+
+def job_name_from_env(env: Mapping[str, str], hostname: str | None = None) -> str:
+    """JOB_NAME, else the pod's hostname without the pod suffix (`<job>-<5 chars>`)."""
+    if env.get("JOB_NAME", "").strip():
+        return env["JOB_NAME"].strip()
+    host = hostname if hostname is not None else socket.gethostname()
+    head, sep, tail = host.rpartition("-")
+    return head if sep and head and len(tail) == 5 and tail.isalnum() else host
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def window_start(connected_at: datetime, watermark: datetime | None) -> datetime:
+    return connected_at if watermark is None else max(connected_at, watermark - OVERLAP)
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: Literal["True", "False", "Unknown"],
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None = None,
+) -> list[dict[str, Any]]:
+    """Conditions with `type_` set; lastTransitionTime moves only when the status changes."""
+    out = [dict(c) for c in conditions if c.get("type") != type_]
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    changed = old is None or old.get("status") != status
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message[:32768],
+        "lastTransitionTime": rfc3339(now) if changed or not old else old.get("lastTransitionTime", rfc3339(now)),
+    }
+    if generation:
+        cond["observedGeneration"] = generation
+    out.append(cond)
+    return out
+
+
+def dollars(cents: int) -> str:
+    return f"${cents / 100:,.2f}"
+
+
+class SyncFailed(Exception):
+    """Ends the run. `reason`: the Synced condition's reason (None leaves Synced alone); `record`: write
+    lastSync (False for "not connected" preconditions, which the Connected condition already shows)."""
+
+    def __init__(self, reason: str | None, message: str, *, record: bool = True, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.record = record
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class _Tracked:
+    """A payment emitted to the batcher whose records are not all acknowledged yet."""
+
+    create_time: datetime
+    outstanding: int
+    created: bool = False
+
+
+@dataclass
+class Stats:
+    pages: int = 0
+    payments_read: int = 0
+    payments_synced: int = 0
+    payments_already: int = 0
+    payments_skipped: int = 0
+    records_sent: int = 0
+    created: int = 0
+    duplicate: int = 0
+    amount_cents: int = 0
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [
+            f"delivered {self.created} new records for {self.payments_synced} payments ({dollars(self.amount_cents)})"
+        ]
+        if self.duplicate:
+            parts.append(f"{self.duplicate} records already at Green Check")
+        if self.payments_skipped or self.skip_reasons:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skip_reasons.items()))
+            parts.append(f"skipped {self.payments_skipped} payments ({reasons})")
+        if self.rejected:
+            named = "; ".join(f"{eid} ({why})" for eid, why in self.rejected[:MAX_NAMED_REJECTIONS])
+            more = len(self.rejected) - MAX_NAMED_REJECTIONS
+            parts.append(
+                f"Green Check rejected {len(self.rejected)} records: {named}"
+                + (f"; and {more} more" if more > 0 else "")
+            )
+        return "; ".join(parts)
+
+
+class SyncRun:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        tuning: Tuning,
+        namespace: str,
+        name: str,
+        *,
+        dry_run: bool,
+        trigger: Trigger,
+        job_name: str,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.tuning = tuning
+        self.namespace = namespace
+        self.name = name
+        self.dry_run = dry_run
+        self.trigger = trigger
+        self.job_name = job_name
+        self.started = utcnow()
+        self.stats = Stats()
+        self.integration: Integration | None = None
+        self.qbo: QboClient | None = None
+        self.gc: GreenCheckClient | None = None
+        self.watermark: datetime | None = None
+        self.connected_at: datetime | None = None
+        self._pending: collections.deque[_Tracked] = collections.deque()
+        self._owner: dict[str, tuple[_Tracked, Record]] = {}
+        self._last_done: datetime | None = None
+        self._payment_methods: dict[str, str] | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    # --- entry --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        try:
+            integ = await self._load()
+        except SyncFailed as exc:
+            _fail_line(str(exc))
+            return exc.exit_code
+        if integ is None:
+            return 0
+        try:
+            await self._sync(integ)
+        except SyncFailed as exc:
+            await self._finish_failed(exc)
+            return exc.exit_code
+        finally:
+            if self.qbo:
+                await self.qbo.aclose()
+            if self.gc:
+                await self.gc.aclose()
+        return await self._finish_ok()
+
+    async def _load(self) -> Integration | None:
+        try:
+            integ = await self.kube.get_integration(self.namespace, self.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SyncFailed(None, f"QuickbooksIntegration {self.ref} does not exist", record=False) from None
+            raise SyncFailed(
+                None, f"cannot read QuickbooksIntegration {self.ref} ({_why(exc)})", record=False
+            ) from None
+        except KUBE_ERRORS as exc:
+            raise SyncFailed(None, f"cannot reach the Kubernetes API ({_why(exc)})", record=False) from None
+        self.integration = integ
+        phase = integ.status.phase
+        if integ.deleting:
+            log.info("%s is being deleted, nothing to do", self.ref)
+            return None
+        if integ.spec.suspend and self.trigger != "Manual":
+            log.info("%s is suspended, nothing to do", self.ref)
+            return None
+        if phase == Phase.ERROR:
+            cond = integ.status.condition("Ready")
+            raise SyncFailed(
+                None,
+                record=False,
+                message=f"{self.ref} is in phase Error ({cond.message if cond else 'invalid spec'}); "
+                "fix the spec first",
+            )
+        if phase == Phase.DISCONNECTED:
+            cond = integ.status.condition("Connected")
+            why = f" ({cond.reason})" if cond else ""
+            raise SyncFailed(
+                None,
+                f"{self.ref} is Disconnected{why}; a person at the company must open the Connect link in "
+                "status.authorizationURL",
+                record=False,
+            )
+        return integ
+
+    async def _sync(self, integ: Integration) -> None:
+        secret_name = integ.token_secret_name
+        try:
+            stored = await read_tokens(self.kube, self.namespace, secret_name)
+        except SecretMissing:
+            raise SyncFailed(
+                None,
+                f"{self.ref} is not connected yet (token Secret {secret_name} does not exist); "
+                "open the Connect link in status.authorizationURL",
+                record=False,
+            ) from None
+        except TokenSecretError as exc:
+            raise SyncFailed(
+                None,
+                f"token Secret {secret_name} is unusable: {exc}; reconnect through the Connect link",
+                record=False,
+            ) from None
+        realm = stored.tokens.realm_id
+        if integ.status.realm_id and integ.status.realm_id != realm:
+            raise SyncFailed(
+                None,
+                record=False,
+                message=f"token Secret {secret_name} is for QuickBooks company {realm} but the integration "
+                f"is connected to {integ.status.realm_id}; reconnect through the Connect link",
+            )
+        try:
+            QboClient.check_realm_id(realm)
+        except ValueError:
+            raise SyncFailed(
+                None, f"token Secret {secret_name} has a malformed realm_id; reconnect", record=False
+            ) from None
+        self.connected_at = integ.status.connected_at or stored.tokens.connected_at
+        self.watermark = integ.status.sync_watermark
+        tokens = TokenManager(self.kube, self.settings, self.namespace, secret_name)
+        try:
+            await tokens.ensure_fresh()
+        except GrantDead as exc:
+            await self._disconnected(exc)
+            raise SyncFailed(None, str(exc)) from None
+        except RefreshUnavailable as exc:
+            raise SyncFailed("QuickbooksUnavailable", f"{exc}; the next run retries") from None
+        except KUBE_ERRORS as exc:
+            raise SyncFailed("JobFailed", f"cannot read or update token Secret {secret_name} ({_why(exc)})") from None
+        since = window_start(self.connected_at, self.watermark)
+        log.info(
+            "syncing %s: QuickBooks company %s, payments created since %s%s",
+            self.ref,
+            realm,
+            rfc3339(since),
+            " (dry run: nothing is sent)" if self.dry_run else "",
+        )
+        self.qbo = QboClient(self.settings.api_url(integ.spec.environment), realm, tokens, self.tuning.qbo_policy())
+        if not self.dry_run:
+            self.gc = GreenCheckClient(
+                self.settings.greencheck_api_url,
+                self.settings.greencheck_client_id,
+                self.settings.greencheck_client_secret.get_secret_value(),
+                self.settings.greencheck_service_provider_id,
+                self.tuning.greencheck_policy(),
+            )
+        batcher = Batcher(integ.spec.company_id, realm, max_records=self.tuning.batch_size)
+        try:
+            async for group in self._groups(since):
+                for payment, invoices in group:
+                    await self._emit(payment, invoices, realm, batcher)
+            last = batcher.flush()
+            if last is not None:
+                await self._deliver(last)
+        except GrantDead as exc:
+            await self._disconnected(exc)
+            raise SyncFailed(None, str(exc)) from None
+        except (SecretMissing, TokenSecretError) as exc:
+            raise SyncFailed("JobFailed", f"the token Secret changed under the run: {exc}") from None
+        except (QboError, RefreshUnavailable) as exc:
+            raise SyncFailed(
+                "QuickbooksUnavailable", f"QuickBooks: {exc}; the next run resumes from the watermark"
+            ) from None
+        except GreenCheckError as exc:
+            raise SyncFailed(
+                "GreenCheckUnavailable", f"Green Check: {exc}; the next run resumes from the watermark"
+            ) from None
+        except KUBE_ERRORS as exc:
+            raise SyncFailed("JobFailed", f"Kubernetes API error during the run ({_why(exc)})") from None
+
+    # --- reading: payment pages → groups of payments with their invoices ----------------------
+
+    async def _groups(self, since: datetime) -> AsyncIterator[list[tuple[Payment, dict[str, Invoice]]]]:
+        """Payments in CreateTime order, in groups whose not-yet-read invoices fit one bulk read.
+
+        A group closes when its next payment would push the ids to read past one request's worth
+        (1000), or when it holds two pages' worth of payments (memory stays bounded even when most
+        payments link invoices already cached). Recently read invoices are kept in a small LRU
+        cache, so an invoice paid in several instalments is usually read once. Memory stays flat."""
+        assert self.qbo is not None and self.connected_at is not None
+        chunk = self.tuning.page_size
+        cache: OrderedDict[str, Invoice | None] = OrderedDict()
+        group: list[Payment] = []
+        need: dict[str, None] = {}
+        have: dict[str, Invoice | None] = {}
+        async for page in self.qbo.payment_pages(since, self.tuning.page_size):
+            self.stats.pages += 1
+            self.stats.payments_read += len(page)
+            for payment in page:
+                ids = [] if self._skippable(payment) else payment.invoice_ids()
+                new = [i for i in ids if i not in have and i not in cache and i not in need]
+                if group and (len(need) + len(new) > chunk or len(group) >= 2 * chunk):
+                    yield await self._resolve(group, need, have, cache)
+                    group, need, have = [], {}, {}
+                for i in ids:
+                    if i in cache:
+                        cache.move_to_end(i)
+                        have[i] = cache[i]
+                    elif i not in have:
+                        need[i] = None
+                group.append(payment)
+            self._progress()
+        if group:
+            yield await self._resolve(group, need, have, cache)
+
+    def _skippable(self, payment: Payment) -> bool:
+        assert self.connected_at is not None
+        return payment.create_time < self.connected_at or is_voided(payment)
+
+    async def _resolve(
+        self,
+        group: list[Payment],
+        need: dict[str, None],
+        have: dict[str, Invoice | None],
+        cache: OrderedDict[str, Invoice | None],
+    ) -> list[tuple[Payment, dict[str, Invoice]]]:
+        assert self.qbo is not None
+        if need:
+            found = await self.qbo.read_invoices(list(need), chunk=self.tuning.page_size)
+            for i in need:
+                have[i] = found.get(i)
+                cache[i] = found.get(i)
+            while len(cache) > INVOICE_CACHE:
+                cache.popitem(last=False)
+        if self._payment_methods is None and any(p.payment_method_ref and not p.payment_method_ref.name for p in group):
+            self._payment_methods = await self._read_payment_methods()
+        invoices = {i: inv for i, inv in have.items() if inv is not None}
+        return [(p, invoices) for p in group]
+
+    async def _read_payment_methods(self) -> dict[str, str]:
+        """PaymentMethodRef usually carries only an id: one query names them all (at most once a run)."""
+        assert self.qbo is not None
+        try:
+            qr = await self.qbo.query("SELECT * FROM PaymentMethod STARTPOSITION 1 MAXRESULTS 1000")
+        except QboError as exc:
+            log.warning("could not read payment methods (%s); their payment type is 'unknown'", exc)
+            return {}
+        rows = qr.get("PaymentMethod", [])
+        return {
+            str(r["Id"]): str(r["Name"])
+            for r in rows
+            if isinstance(rows, list) and isinstance(r, dict) and "Id" in r and "Name" in r
+        }
+
+    # --- mapping and delivery -----------------------------------------------------------------
+
+    async def _emit(self, payment: Payment, invoices: dict[str, Invoice], realm: str, batcher: Batcher) -> None:
+        assert self.connected_at is not None
+        mapped = map_payment(payment, invoices, realm, self.connected_at, self._payment_methods)
+        for skip in mapped.skips:
+            self.stats.skip_reasons[str(skip.reason)] += 1
+        if not mapped.records:
+            self.stats.payments_skipped += 1
+        tracked = _Tracked(payment.create_time, len(mapped.records))
+        self._pending.append(tracked)
+        for record in mapped.records:
+            if self.dry_run:
+                sys.stdout.write(record.model_dump_json() + "\n")
+                tracked.outstanding -= 1
+                self.stats.records_sent += 1
+                continue
+            self._owner[record.external_id] = (tracked, record)
+            try:
+                full = batcher.add(record)
+            except ValueError as exc:
+                del self._owner[record.external_id]
+                self._account(
+                    Result(
+                        external_id=record.external_id,
+                        status="rejected",
+                        errors=[ResultError(message=str(exc))],
+                    ),
+                    tracked,
+                    record,
+                )
+                continue
+            if full is not None:
+                await self._deliver(full)
+        if self.dry_run:
+            self._advance()
+
+    async def _deliver(self, batch: Batch) -> None:
+        assert self.gc is not None
+        results = await self.gc.deliver(batch)
+        self.stats.records_sent += len(batch.records)
+        for result in results:
+            tracked, record = self._owner.pop(result.external_id)
+            self._account(result, tracked, record)
+        watermark = self._advance()
+        if watermark is not None and (self.watermark is None or watermark > self.watermark):
+            await self._patch_status({"syncWatermark": rfc3339(watermark)})
+            self.watermark = watermark
+        self._progress()
+
+    def _account(self, result: Result, tracked: _Tracked, record: Record) -> None:
+        tracked.outstanding -= 1
+        if result.status == "created":
+            self.stats.created += 1
+            self.stats.amount_cents += record.payment.amount
+            tracked.created = True
+        elif result.status == "duplicate":
+            self.stats.duplicate += 1
+        else:
+            why = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in result.errors[:2])
+            self.stats.rejected.append((result.external_id, why or "no reason given"))
+
+    def _advance(self) -> datetime | None:
+        """The safe watermark after acknowledgements: see the module docstring, step 5."""
+        while self._pending and self._pending[0].outstanding <= 0:
+            done = self._pending.popleft()
+            self._last_done = done.create_time
+            if done.created:
+                self.stats.payments_synced += 1
+        if self._pending:
+            return self._pending[0].create_time
+        return self._last_done
+
+    def _progress(self) -> None:
+        s = self.stats
+        log.info(
+            "progress: %d pages, %d payments read, %d records sent (%d new, %d already there, %d rejected), "
+            "%d QuickBooks and %d Green Check requests",
+            s.pages,
+            s.payments_read,
+            s.records_sent,
+            s.created,
+            s.duplicate,
+            len(s.rejected),
+            self.qbo.requests if self.qbo else 0,
+            self.gc.requests if self.gc else 0,
+        )
+
+    # --- status -------------------------------------------------------------------------------
+
+    async def _patch_status(self, status: dict[str, Any]) -> None:
+        if self.dry_run:
+            return
+        try:
+            await self.kube.patch_status(self.namespace, self.name, status)
+        except KUBE_ERRORS as exc:
+            raise SyncFailed(
+                "JobFailed",
+                f"could not record progress in {self.ref} status ({_why(exc)}); the next run "
+                "resumes from the last recorded watermark",
+            ) from None
+
+    async def _patch_with_conditions(self, status: dict[str, Any], conditions: list[tuple[str, str, str, str]]) -> None:
+        """Status plus conditions, read-modify-write under the object's resourceVersion (retry on 409)."""
+        for _ in range(5):
+            obj = await self.kube.get_integration_object(self.namespace, self.name)
+            current = list((obj.get("status") or {}).get("conditions") or [])
+            generation = (obj.get("metadata") or {}).get("generation")
+            now = utcnow()
+            for type_, cstatus, reason, message in conditions:
+                current = set_condition(current, type_, cstatus, reason, message, now, generation)  # type: ignore[arg-type]
+            try:
+                await self.kube.patch_status(
+                    self.namespace,
+                    self.name,
+                    {**status, "conditions": current},
+                    resource_version=obj["metadata"]["resourceVersion"],
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise ApiException(status=409, reason="status kept changing")
+
+    def _last_sync(self, result: SyncResult, message: str) -> dict[str, Any]:
+        return {
+            "jobName": self.job_name,
+            "trigger": self.trigger,
+            "startedAt": rfc3339(self.started),
+            "finishedAt": rfc3339(utcnow()),
+            "result": str(result),
+            "paymentsSynced": self.stats.payments_synced,
+            "paymentsSkipped": self.stats.payments_skipped,
+            "recordsRejected": len(self.stats.rejected),
+            "amountSyncedCents": self.stats.amount_cents,
+            "qboRequests": self.qbo.requests if self.qbo else 0,
+            "greenCheckRequests": self.gc.requests if self.gc else 0,
+            "message": message,
+        }
+
+    async def _finish_ok(self) -> int:
+        # Everything in the window is acknowledged: the watermark may move to the newest payment.
+        watermark = self._advance()
+        rejected = bool(self.stats.rejected)
+        result = SyncResult.PARTIALLY_SUCCEEDED if rejected else SyncResult.SUCCEEDED
+        message = self.stats.summary()
+        if self.dry_run:
+            log.info("dry run finished: %s (%d records printed)", message, self.stats.records_sent)
+            return 0
+        status: dict[str, Any] = {
+            "lastSync": self._last_sync(result, message),
+            "lastSuccessfulSyncTime": rfc3339(utcnow()),
+            "webhook": {"eventsSinceLastSync": 0},
+        }
+        if watermark is not None and (self.watermark is None or watermark > self.watermark):
+            status["syncWatermark"] = rfc3339(watermark)
+        reason = "RecordsRejected" if rejected else "Succeeded"
+        try:
+            await self._patch_with_conditions(status, [("Synced", "True", reason, message)])
+        except KUBE_ERRORS as exc:
+            _fail_line(f"the sync finished but its status could not be written ({_why(exc)}): {message}")
+            return 1
+        if rejected:
+            await self._event("Warning", "RecordsRejected", message)
+        log.info("finished (%s): %s", result, message)
+        return 0
+
+    async def _finish_failed(self, exc: SyncFailed) -> None:
+        message = str(exc)
+        _fail_line(message)
+        if self.dry_run or self.integration is None or not exc.record:
+            return
+        done = self.stats.summary()
+        full = f"{message} (before failing: {done})" if self.stats.records_sent or self.stats.payments_read else message
+        conditions = [("Synced", "False", exc.reason, full)] if exc.reason else []
+        try:
+            await self._patch_with_conditions({"lastSync": self._last_sync(SyncResult.FAILED, full)}, conditions)
+        except KUBE_ERRORS as api_exc:
+            log.warning("could not write the failure to status (%s)", _why(api_exc))
+        await self._event("Warning", "SyncFailed", full)
+
+    async def _disconnected(self, exc: GrantDead) -> None:
+        """A dead grant: phase Disconnected and Connected=False with the reason, visible at once."""
+        try:
+            await self._patch_with_conditions(
+                {"phase": str(Phase.DISCONNECTED)},
+                [("Connected", "False", exc.reason, str(exc)), ("Ready", "False", exc.reason, str(exc))],
+            )
+        except KUBE_ERRORS as api_exc:
+            log.warning("could not mark %s Disconnected (%s)", self.ref, _why(api_exc))
+        await self._event("Warning", exc.reason, str(exc))
+
+    async def _event(self, kind: str, reason: str, message: str) -> None:
+        if self.integration is None or self.dry_run:
+            return
+        try:
+            await self.kube.emit_event(self.integration, kind, reason, message, COMPONENT)
+        except KUBE_ERRORS as exc:
+            log.warning("could not emit the %s Event (%s)", reason, _why(exc))
+
+
+def _why(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    return f"HTTP {status}" if isinstance(exc, ApiException) and status else type(exc).__name__
+
+
+def _fail_line(message: str) -> None:
+    print(f"qbo-operator sync: error: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", "-n", required=True, help="namespace of the QuickbooksIntegration")
+    parser.add_argument("--name", required=True, help="name of the QuickbooksIntegration")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the records that would be sent as JSON lines on stdout; send and write nothing",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_settings("sync")
+    tuning = Tuning.from_env(os.environ)
+    trigger = trigger_from_env(os.environ)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="qbo-operator sync: %(message)s")
+    for noisy in ("httpx", "httpcore", "kubernetes_asyncio", "urllib3", "requests_oauthlib", "oauthlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    job_name = job_name_from_env(os.environ)
+    return asyncio.run(_main(args.namespace, args.name, args.dry_run, settings, tuning, trigger, job_name))
+
+
+async def _main(
+    namespace: str,
+    name: str,
+    dry_run: bool,
+    settings: Settings,
+    tuning: Tuning,
+    trigger: Trigger,
+    job_name: str,
+) -> int:
+    try:
+        async with kube_mod.connect() as kube:
+            run = SyncRun(kube, settings, tuning, namespace, name, dry_run=dry_run, trigger=trigger, job_name=job_name)
+            return await run.run()
+    except (OSError, ApiException, ConfigException) as exc:
+        status = getattr(exc, "status", None)
+        _fail_line(
+            f"cannot reach the Kubernetes API ({type(exc).__name__}{f' HTTP {status}' if status else ''}); "
+            "check KUBECONFIG or the pod's ServiceAccount"
+        )
+        return 1

@@ -1,0 +1,232 @@
+"""Access-token refresh with Intuit's refresh-token rotation made safe (DESIGN §3, QBO.md §1.7).
+
+Intuit may kill the old refresh token the moment it issues a new one, so a refreshed token pair is
+written to the token Secret *before* the new access token is used, with the Secret's
+`resourceVersion` as a precondition. Refreshes in one process are serialized by a lock; across
+processes (a manual run beside a scheduled one, the operator's keep-alive timer) optimistic
+concurrency decides:
+
+- write conflict → re-read: if the Secret now holds a refresh token other than the one we started
+  from and other than ours, another writer rotated (or someone reconnected): use its tokens; if it
+  still holds the one we started from, only other data changed: write ours again on the new version.
+- `invalid_grant` → re-read first (a few times over ~3 s, since the other writer may still be storing
+  its answer): if the refresh token changed meanwhile, another writer rotated and ours was stale, so
+  use theirs; only an unchanged token means the grant is really dead (`TokenRevoked`, or
+  `RefreshTokenExpired` past its expiry).
+
+Used by the sync (`TokenManager`, which is the QBO client's token source) and by the operator's
+keep-alive timer (`ensure_fresh_tokens`). No token value is ever logged or put in a message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from qbo_operator import oauth
+from qbo_operator.config import Settings
+from qbo_operator.kube import ApiException, Kube
+from qbo_operator.models import Tokens
+from qbo_operator.oauth import OAuthError, TokenResponse
+
+log = logging.getLogger(__name__)
+
+MIN_VALIDITY = timedelta(minutes=5)  # refresh when the access token expires sooner than this
+MAX_AGE = timedelta(hours=20)  # ... or the last refresh is older (keeps the rolling refresh token alive)
+_MAX_CONFLICTS = 5
+CONFIRM_DEAD_DELAYS = (0.0, 0.5, 1.0, 2.0)  # re-reads of the Secret after invalid_grant
+
+RefreshFn = Callable[[Settings, str], TokenResponse]
+Clock = Callable[[], datetime]
+
+
+class SecretMissing(Exception):
+    def __init__(self, namespace: str, name: str) -> None:
+        super().__init__(f"token Secret {namespace}/{name} does not exist")
+
+
+class GrantDead(Exception):
+    """Intuit refused the refresh token for good: a person must click Connect again."""
+
+    def __init__(self, reason: Literal["TokenRevoked", "RefreshTokenExpired"], message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RefreshUnavailable(Exception):
+    """Intuit's token endpoint failed (network, 5xx, garbled answer); the grant may be fine."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    tokens: Tokens
+    resource_version: str
+    data: dict[str, str]
+
+
+def needs_refresh(
+    tokens: Tokens, now: datetime, min_validity: timedelta = MIN_VALIDITY, max_age: timedelta = MAX_AGE
+) -> bool:
+    """Pure: expiring within `min_validity`, or last refreshed (else connected) more than `max_age` ago."""
+    last = tokens.refreshed_at or tokens.connected_at
+    return tokens.expires_at - now < min_validity or now - last > max_age
+
+
+def dead_grant_reason(tokens: Tokens, now: datetime) -> Literal["TokenRevoked", "RefreshTokenExpired"]:
+    hard = tokens.refresh_token_hard_expires_at
+    if now >= tokens.refresh_token_expires_at or (hard is not None and now >= hard):
+        return "RefreshTokenExpired"
+    return "TokenRevoked"
+
+
+async def read_tokens(kube: Kube, namespace: str, name: str) -> Stored:
+    """The Secret's tokens and version; SecretMissing or TokenSecretError (naming the key) otherwise."""
+    secret = await kube.read_secret(namespace, name)
+    if secret is None:
+        raise SecretMissing(namespace, name)
+    data: dict[str, str] = dict(secret.data or {})
+    tokens = Tokens.from_secret_data(data)
+    return Stored(tokens, str(secret.metadata.resource_version), data)
+
+
+async def ensure_fresh_tokens(
+    kube: Kube,
+    settings: Settings,
+    namespace: str,
+    name: str,
+    *,
+    force: bool = False,
+    rejected_access_token: str | None = None,
+    refresh_fn: RefreshFn = oauth.refresh,
+    clock: Clock = oauth.now,
+) -> tuple[Tokens, bool]:
+    """Tokens that are safe to use now, refreshing (and persisting first) when needed.
+
+    Returns (tokens, refreshed_by_us). `rejected_access_token`: QBO answered 401 to this token, so
+    refresh unless the Secret already holds a different one (another writer refreshed)."""
+    stored = await read_tokens(kube, namespace, name)
+    now = clock()
+    if rejected_access_token is not None:
+        if stored.tokens.access_token != rejected_access_token and not needs_refresh(stored.tokens, now):
+            return stored.tokens, False
+        force = True
+    if not force and not needs_refresh(stored.tokens, now):
+        return stored.tokens, False
+    return await _refresh_and_persist(kube, settings, namespace, name, stored, refresh_fn, clock)
+
+
+async def _refresh_and_persist(
+    kube: Kube,
+    settings: Settings,
+    namespace: str,
+    name: str,
+    stored: Stored,
+    refresh_fn: RefreshFn,
+    clock: Clock,
+) -> tuple[Tokens, bool]:
+    start = stored.tokens
+    try:
+        reply = await asyncio.to_thread(refresh_fn, settings, start.refresh_token)
+    except OAuthError as exc:
+        if not exc.dead_grant:
+            raise RefreshUnavailable(f"could not refresh the QuickBooks access token: {exc}") from None
+        # A concurrent writer that rotated the token may not have stored its answer yet: look again
+        # for a few seconds before declaring the grant dead.
+        for delay in CONFIRM_DEAD_DELAYS:
+            await asyncio.sleep(delay)
+            again = await read_tokens(kube, namespace, name)
+            if again.tokens.refresh_token != start.refresh_token:
+                log.info("refresh token was rotated by another writer meanwhile; using the stored tokens")
+                return again.tokens, False
+        reason = dead_grant_reason(start, clock())
+        what = "has expired" if reason == "RefreshTokenExpired" else "was revoked or is no longer valid"
+        raise GrantDead(
+            reason,
+            f"Intuit refused the refresh token ({exc.error}): the QuickBooks authorization {what}; "
+            "open the Connect link in status.authorizationURL to reconnect",
+        ) from None
+    now = clock()
+    new = reply.to_tokens(realm_id=start.realm_id, connected_at=start.connected_at, now=now, scope=start.scope)
+    if new.refresh_token_hard_expires_at is None and start.refresh_token_hard_expires_at is not None:
+        new = new.model_copy(update={"refresh_token_hard_expires_at": start.refresh_token_hard_expires_at})
+    current = stored
+    for _ in range(_MAX_CONFLICTS):
+        try:
+            await kube.replace_secret_data(
+                namespace, name, {**current.data, **new.to_secret_data()}, current.resource_version
+            )
+            log.info("access token refreshed and stored in Secret %s/%s", namespace, name)
+            return new, True
+        except ApiException as exc:
+            if exc.status not in (409, 422):
+                raise
+        current = await read_tokens(kube, namespace, name)
+        stored_rt = current.tokens.refresh_token
+        if stored_rt == new.refresh_token:
+            if not needs_refresh(current.tokens, clock()):
+                return current.tokens, False
+        elif stored_rt != start.refresh_token:
+            log.info("another writer rotated the tokens first; using the stored tokens")
+            return current.tokens, False
+    raise RefreshUnavailable(f"token Secret {namespace}/{name} kept changing while the refreshed tokens were stored")
+
+
+class TokenManager:
+    """The sync's token source: tokens kept fresh in this process, refreshes serialized."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        namespace: str,
+        secret_name: str,
+        *,
+        refresh_fn: RefreshFn = oauth.refresh,
+        clock: Clock = oauth.now,
+    ) -> None:
+        self._kube = kube
+        self._settings = settings
+        self._namespace = namespace
+        self._name = secret_name
+        self._refresh_fn = refresh_fn
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self.tokens: Tokens | None = None
+        self.refreshes = 0
+
+    async def _ensure(self, force: bool = False, rejected: str | None = None) -> Tokens:
+        async with self._lock:
+            if (
+                self.tokens is not None
+                and rejected is None
+                and not force
+                and not needs_refresh(self.tokens, self._clock())
+            ):
+                return self.tokens
+            if rejected is not None and self.tokens is not None and self.tokens.access_token != rejected:
+                return self.tokens  # another coroutine refreshed after this token was sent
+            tokens, refreshed = await ensure_fresh_tokens(
+                self._kube,
+                self._settings,
+                self._namespace,
+                self._name,
+                force=force,
+                rejected_access_token=rejected,
+                refresh_fn=self._refresh_fn,
+                clock=self._clock,
+            )
+            self.tokens = tokens
+            self.refreshes += int(refreshed)
+            return tokens
+
+    async def ensure_fresh(self) -> Tokens:
+        return await self._ensure()
+
+    async def access_token(self) -> str:
+        return (await self._ensure()).access_token
+
+    async def refreshed_access_token(self, rejected: str) -> str:
+        return (await self._ensure(rejected=rejected)).access_token

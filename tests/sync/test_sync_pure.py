@@ -1,0 +1,150 @@
+"""The sync command's pure parts: window, conditions, run metadata, tuning from the environment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from qbo_operator.config import ConfigError
+from qbo_operator.models import Tokens
+from qbo_operator.sync import Stats, Tuning, job_name_from_env, set_condition, trigger_from_env, window_start
+from qbo_operator.tokens import dead_grant_reason, needs_refresh
+
+T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("watermark", "expected"),
+    [
+        (None, T0),  # first run: from connectedAt
+        (T0 + timedelta(hours=5), T0 + timedelta(hours=5) - timedelta(minutes=10)),  # 10-minute overlap
+        (T0 + timedelta(minutes=5), T0),  # never before connectedAt
+        (T0 - timedelta(days=1), T0),
+    ],
+)
+def test_window_start(watermark: datetime | None, expected: datetime) -> None:
+    assert window_start(T0, watermark) == expected
+
+
+def test_set_condition_moves_transition_time_only_on_status_change() -> None:
+    first = set_condition([], "Synced", "True", "Succeeded", "ok", T0, generation=3)
+    assert first == [{"type": "Synced", "status": "True", "reason": "Succeeded", "message": "ok",
+                      "lastTransitionTime": "2026-11-24T17:00:00Z", "observedGeneration": 3}]  # fmt: skip
+    other = {"type": "Ready", "status": "True", "reason": "Connected", "message": "", "lastTransitionTime": "x"}
+    same = set_condition([other, *first], "Synced", "True", "RecordsRejected", "3 rejected", T0 + timedelta(hours=1))
+    assert same[0] == other
+    assert same[1]["lastTransitionTime"] == "2026-11-24T17:00:00Z" and same[1]["reason"] == "RecordsRejected"
+    flipped = set_condition(same, "Synced", "False", "GreenCheckUnavailable", "down", T0 + timedelta(hours=2))
+    assert flipped[1]["lastTransitionTime"] == "2026-11-24T19:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("env", "hostname", "expected"),
+    [
+        ({"JOB_NAME": "acme-qbo-sync-29123456"}, "whatever", "acme-qbo-sync-29123456"),
+        ({}, "acme-qbo-sync-29123456-x7k2p", "acme-qbo-sync-29123456"),  # a Job pod's hostname
+        ({"JOB_NAME": "  "}, "acme-qbo-sync-manual-abcde", "acme-qbo-sync-manual"),
+        ({}, "laptop", "laptop"),
+        ({}, "my-laptop-long", "my-laptop-long"),  # no 5-character pod suffix
+    ],
+)
+def test_job_name(env: dict[str, str], hostname: str, expected: str) -> None:
+    assert job_name_from_env(env, hostname) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", "Schedule"), ("Manual", "Manual"), ("webhook", "Webhook"), (" schedule ", "Schedule")],
+)
+def test_trigger(value: str, expected: str) -> None:
+    assert trigger_from_env({"QBO_SYNC_TRIGGER": value}) == expected
+
+
+def test_bad_trigger_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="QBO_SYNC_TRIGGER='Nightly' must be Schedule, Manual or Webhook"):
+        trigger_from_env({"QBO_SYNC_TRIGGER": "Nightly"})
+
+
+def test_tuning_defaults_are_production_values() -> None:
+    t = Tuning.from_env({})
+    assert (t.page_size, t.batch_size, t.throttle_wait) == (1000, 500, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"QBO_SYNC_PAGE_SIZE": "1001"}, "QBO_SYNC_PAGE_SIZE=1001 must be between 1 and 1000"),
+        ({"QBO_SYNC_BATCH_SIZE": "501"}, "QBO_SYNC_BATCH_SIZE=501 must be between 1 and 500"),
+        ({"QBO_SYNC_BATCH_SIZE": "0"}, "must be between 1 and 500"),
+        ({"QBO_THROTTLE_WAIT_SECONDS": "soon"}, "QBO_THROTTLE_WAIT_SECONDS='soon' is not a number"),
+        ({"QBO_SYNC_RETRIES": "2.5"}, "QBO_SYNC_RETRIES='2.5' is not a number"),
+    ],
+)
+def test_bad_tuning_names_the_variable(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Tuning.from_env(env)
+    assert any(problem in p for p in err.value.problems)
+
+
+def test_summary_names_rejections_and_skip_reasons() -> None:
+    s = Stats(created=12, payments_synced=10, amount_cents=123456, duplicate=2, payments_skipped=3)
+    s.skip_reasons.update({"voided": 2, "no invoice link": 1})
+    s.rejected = [(f"qbo:1:payment:{i}:invoice:{i}", "invoice.number: is required") for i in range(7)]
+    text = s.summary()
+    assert text.startswith("delivered 12 new records for 10 payments ($1,234.56)")
+    assert "2 records already at Green Check" in text
+    assert "skipped 3 payments (1 no invoice link, 2 voided)" in text
+    assert "Green Check rejected 7 records: qbo:1:payment:0:invoice:0 (invoice.number: is required)" in text
+    assert "qbo:1:payment:4:invoice:4" in text and "qbo:1:payment:5:invoice:5" not in text
+    assert text.endswith("and 2 more")
+
+
+# --- token refresh policy ---------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def tokens_at(**over: Any) -> Tokens:
+    base = {
+        "access_token": "a",
+        "refresh_token": "r",
+        "realm_id": "1",
+        "scope": "s",
+        "connected_at": NOW - timedelta(days=3),
+        "expires_at": NOW + timedelta(hours=1),
+        "refresh_token_expires_at": NOW + timedelta(days=100),
+        "refreshed_at": NOW - timedelta(minutes=5),
+    }
+    return Tokens.model_validate({**base, **over})
+
+
+@pytest.mark.parametrize(
+    ("over", "refresh"),
+    [
+        ({}, False),
+        ({"expires_at": NOW + timedelta(minutes=4, seconds=59)}, True),
+        ({"expires_at": NOW + timedelta(minutes=5, seconds=1)}, False),
+        ({"expires_at": NOW - timedelta(minutes=1)}, True),
+        ({"refreshed_at": NOW - timedelta(hours=20, seconds=1)}, True),
+        ({"refreshed_at": NOW - timedelta(hours=19, minutes=59)}, False),
+        ({"refreshed_at": None, "connected_at": NOW - timedelta(hours=21)}, True),  # never refreshed
+        ({"refreshed_at": None, "connected_at": NOW - timedelta(hours=1)}, False),
+    ],
+)
+def test_needs_refresh(over: dict[str, Any], refresh: bool) -> None:
+    assert needs_refresh(tokens_at(**over), NOW) is refresh
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({}, "TokenRevoked"),
+        ({"refresh_token_expires_at": NOW - timedelta(seconds=1)}, "RefreshTokenExpired"),
+        ({"refresh_token_hard_expires_at": NOW - timedelta(days=1)}, "RefreshTokenExpired"),
+        ({"refresh_token_hard_expires_at": NOW + timedelta(days=1)}, "TokenRevoked"),
+    ],
+)
+def test_dead_grant_reason(over: dict[str, Any], reason: str) -> None:
+    assert dead_grant_reason(tokens_at(**over), NOW) == reason
