@@ -85,7 +85,8 @@ class Kube:
     async def replace_secret_data(
         self, namespace: str, name: str, data: dict[str, str], resource_version: str
     ) -> client.V1Secret:
-        """Replace `data` only if nobody wrote since `resource_version` (409 otherwise)."""
+        """Replace `data` only if nobody wrote since `resource_version`; otherwise the failed `test` op
+        answers 422 (Unprocessable), which callers treat like a 409 conflict: re-read, do not overwrite."""
         body = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "replace", "path": "/data", "value": data},
