@@ -53,9 +53,7 @@ def widget(name: str, size: int, color: str | None = None) -> str:
     spec: dict[str, object] = {"size": size}
     if color:
         spec["color"] = color
-    return json.dumps(
-        {"apiVersion": "test.example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}
-    )
+    return json.dumps({"apiVersion": "test.example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})
 
 
 @pytest.fixture(scope="module")
@@ -185,9 +183,7 @@ def test_jobs_complete_or_fail_through_the_test_kubelet(
     cluster: ControlPlane, namespace: str, kubelet: object, code: int, condition: str
 ) -> None:
     job = f"exit-{code}"
-    cluster.kubectl(
-        "create", "job", job, "-n", namespace, "--image=busybox", "--", "sh", "-c", f"exit {code}"
-    )
+    cluster.kubectl("create", "job", job, "-n", namespace, "--image=busybox", "--", "sh", "-c", f"exit {code}")
     cluster.kubectl(
         "patch", "job", job, "-n", namespace, "--type=merge", "-p", '{"spec":{"backoffLimit":0}}', check=False
     )
@@ -240,14 +236,10 @@ def test_a_killed_run_leaves_no_orphans(tmp_path: Path) -> None:
         "import time\nfrom qbo_operator.controlplane import ControlPlane\n"
         "cp = ControlPlane(); cp.start(); print(cp.dir, flush=True); time.sleep(600)\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     assert proc.stdout is not None
     run_dir = Path(proc.stdout.readline().strip())
-    pids = [
-        int((run_dir / f"{n}.pid").read_text()) for n in ("etcd", "kube-apiserver", "kube-controller-manager")
-    ]
+    pids = [int((run_dir / f"{n}.pid").read_text()) for n in ("etcd", "kube-apiserver", "kube-controller-manager")]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert all(pid_alive(pid) for pid in pids)  # still running: orphans
