@@ -276,39 +276,31 @@ def test_pods_are_hardened(rendered: dict[str, list[dict[str, Any]]], mode: str)
 CR_GROUP = names.GROUP
 OPERATOR_RULES = [
     {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations/status"], "verbs": ["get", "patch"]},
     {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations/finalizers"], "verbs": ["update"]},
-    {
-        "apiGroups": [""],
-        "resources": ["secrets", "serviceaccounts"],
-        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-    },
+    {"apiGroups": ["batch"], "resources": ["cronjobs/finalizers"], "verbs": ["update"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["list", "watch", "create", "patch"]},
     {
         "apiGroups": ["rbac.authorization.k8s.io"],
         "resources": ["roles", "rolebindings"],
-        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch"],
     },
-    {
-        "apiGroups": ["batch"],
-        "resources": ["cronjobs", "jobs"],
-        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["list", "watch", "create", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch", "create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 GATEWAY_RULES = [
     {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations/status"], "verbs": ["patch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "update", "patch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "update"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CRD_RULE = {
     "apiGroups": ["apiextensions.k8s.io"],
     "resources": ["customresourcedefinitions"],
-    "verbs": ["get", "list", "watch"],
+    "verbs": ["list", "watch"],
 }
-NAMESPACES_RULE = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
 
 
 def _binding_subject(binding: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -321,7 +313,7 @@ def test_cluster_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert find(objs, "Role") == [] and find(objs, "RoleBinding") == []
     assert one(objs, "ClusterRole", "qbo-operator-operator")["rules"] == OPERATOR_RULES
     assert one(objs, "ClusterRole", "-gateway")["rules"] == GATEWAY_RULES
-    assert one(objs, "ClusterRole", "-operator-cluster")["rules"] == [CRD_RULE, NAMESPACES_RULE]
+    assert one(objs, "ClusterRole", "-operator-cluster")["rules"] == [CRD_RULE]  # kopf lists no namespaces
     for suffix, account in (
         ("qbo-operator-operator", "operator"),
         ("-operator-cluster", "operator"),
@@ -339,7 +331,7 @@ def test_cluster_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
 def test_namespaced_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objs = rendered["namespaced"]
     assert [o["metadata"]["name"] for o in find(objs, "ClusterRole")] == [f"{FULLNAME}-operator-cluster"]
-    assert one(objs, "ClusterRole")["rules"] == [CRD_RULE]  # no namespaces list/watch with explicit namespaces
+    assert one(objs, "ClusterRole")["rules"] == [CRD_RULE]
     for account, rules in (("operator", OPERATOR_RULES), ("gateway", GATEWAY_RULES)):
         roles = find(objs, "Role", f"-{account}")
         assert sorted(r["metadata"]["namespace"] for r in roles) == WATCHED

@@ -7,36 +7,44 @@ The operator, in every watched namespace. It owns, per integration: the token Se
 Secret <name>-qbo-sync it mirrors from its own environment, and the sync Job's ServiceAccount, Role,
 RoleBinding and CronJob. Kubernetes refuses to let anyone create a Role granting more than they hold
 (RBAC escalation prevention), so the operator holds every verb the sync Role grants (get/update/patch on
-the token Secret, get/patch on the integration and its status, events) and no `escalate` or `bind` verb.
+the token Secret, get/patch on the integration and its status, events create) and no `escalate` or `bind` verb.
 */}}
 {{- define "qbo-operator.rbac.operatorRules" -}}
+# Verbs the operator calls (checked against the API server's audit log in tests/security), plus those it
+# must hold only to grant them in each sync Role (get on the integration and its status, update on Secrets).
 - apiGroups: ["integrations.greencheckverified.com"]
   resources: ["quickbooksintegrations"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["integrations.greencheckverified.com"]
   resources: ["quickbooksintegrations/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 # ownerReferences with blockOwnerDeletion need `update` on the owner's finalizers subresource where the
-# OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift). The finalizer itself is
-# added and removed with `patch` on the resource.
+# OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift): the CR owns the sync
+# objects, the CronJob owns sync-now Jobs. The finalizer itself is added and removed with `patch`.
 - apiGroups: ["integrations.greencheckverified.com"]
   resources: ["quickbooksintegrations/finalizers"]
   verbs: ["update"]
+- apiGroups: ["batch"]
+  resources: ["cronjobs/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
-  resources: ["secrets", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "update", "patch"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["batch"]
-  resources: ["cronjobs", "jobs"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["cronjobs"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch", "create"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
@@ -52,15 +60,12 @@ status, write token Secrets, emit Events. Nothing else.
   verbs: ["patch"]
 # Token Secrets. RBAC cannot restrict `create` by name (resourceNames do not apply to create: the name is
 # not known when the request is authorized), and each integration chooses its own token Secret name, so
-# get/update/patch cannot be narrowed with resourceNames at install time either. No list, watch or delete:
+# get/update cannot be narrowed with resourceNames at install time either. No list, watch or delete:
 # the gateway reads only the Secret it is about to update, by name.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "get", "update", "patch"]
+  verbs: ["create", "get", "update"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
