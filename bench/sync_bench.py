@@ -1,0 +1,596 @@
+"""Sync efficiency (measure 1) and sync under Intuit's throttle (measure 2).
+
+Our sync runs as the real `qbo-operator sync` process against a real control plane: the
+QuickbooksIntegration CR (real CRD) and its token Secret, obtained through the QBO sandbox's OAuth flow
+(consent → code → `qbo_operator.oauth.exchange_code`, then a refresh with the same client). The QBO
+and Green Check sandboxes are their own processes (`qbo-operator sandbox …`, driven through their
+control APIs), so the sync's peak RSS, read with wait4(2), is the sync's alone.
+
+Data: the sandbox's seeded generator (invoices with several lines, split, partial and over-payments,
+credit memos, voids, sales receipts). New payments arrive in chunks of 1,000, an hour of sandbox time
+apart, after the company connected; the counts that the baselines need (payments in the window,
+distinct linked invoices, expected records) are read from the sandbox's control API, which is not
+metered. Request counts come from the sandboxes' own per-realm counters, never from the client."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import yaml
+from pydantic import SecretStr
+
+from bench import (
+    BenchError,
+    Child,
+    Measure,
+    Target,
+    Ticker,
+    child_env,
+    mib,
+    python_module_argv,
+    qbo_operator_argv,
+    say,
+    skipped,
+    spawn,
+    wait_http,
+)
+from bench.naive_peer import PeerSpec
+from qbo_operator import names, oauth
+from qbo_operator.config import Settings
+from qbo_operator.controlplane import ControlPlane, free_port
+from qbo_operator.localstack import Credentials
+from qbo_operator.models import rfc3339
+from qbo_operator.oauth import TokenResponse
+
+THROTTLED_SIZE = 100_000  # the size measure 2 runs at (full mode); its skipped rows are named after it
+CHUNK = 1_000  # new payments per generator call
+CHUNK_GAP_SECONDS = 3_600  # sandbox time between chunks: a busy wholesaler, not 1,000 payments a second
+HISTORY = 400  # payments before the connection (never synced; they give the company its customers)
+NAMESPACE = "bench-sync"
+API_KINDS = ("query", "read", "cdc")  # Accounting API calls: what Intuit meters (CorePlus)
+INTUIT_PER_MINUTE = 500
+INTUIT_PER_SECOND = 10
+INTUIT_CONCURRENT = 10
+
+
+# --- the world: control plane, CRD, sandboxes ---------------------------------------------------
+
+
+@dataclass
+class Company:
+    """A sandbox company that connected and then received `n` payments."""
+
+    size: int
+    realm_id: str
+    connected_at: datetime
+    tokens: TokenResponse
+    payments: int = 0  # in the sync window
+    distinct_invoices: list[str] = field(default_factory=list)
+    expected_records: int = 0
+
+    @property
+    def lower_bound(self) -> int:
+        return math.ceil(self.payments / 1000) + math.ceil(len(self.distinct_invoices) / 1000)
+
+
+class SyncWorld:
+    """The sandboxes as processes plus the control plane the sync reads its CR and Secret from."""
+
+    def __init__(self, cp: ControlPlane, workdir: Path) -> None:
+        self.cp = cp
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.creds = Credentials()
+        self.redirect_uri = "http://127.0.0.1:9/oauth/callback"  # the code is exchanged here, never followed
+        self.qbo_port = free_port()
+        self.gc_port = free_port()
+        self.qbo: Child | None = None
+        self.gc: Child | None = None
+        self.http = httpx.Client(timeout=600)
+        self.companies: dict[int, Company] = {}
+        self._gc_generation = 0
+
+    @property
+    def qbo_url(self) -> str:
+        return f"http://127.0.0.1:{self.qbo_port}"
+
+    @property
+    def gc_url(self) -> str:
+        return f"http://127.0.0.1:{self.gc_port}"
+
+    def sandbox_env(self) -> dict[str, str]:
+        c = self.creds
+        return child_env(
+            {
+                "QBO_CLIENT_ID": c.qbo_client_id,
+                "QBO_CLIENT_SECRET": c.qbo_client_secret,
+                "QBO_REDIRECT_URI": self.redirect_uri,
+                "QBO_WEBHOOK_VERIFIER_TOKEN": c.webhook_verifier_token,
+                "GREENCHECK_CLIENT_ID": c.greencheck_client_id,
+                "GREENCHECK_CLIENT_SECRET": c.greencheck_client_secret,
+                "GREENCHECK_SERVICE_PROVIDER_ID": c.service_provider_id,
+            }
+        )
+
+    def sync_env(self, job_name: str) -> dict[str, str]:
+        """What the CronJob's pod gets (DESIGN §6), pointed at the sandboxes."""
+        c = self.creds
+        return child_env(
+            {
+                "KUBECONFIG": str(self.cp.kubeconfig),
+                "QBO_CLIENT_ID": c.qbo_client_id,
+                "QBO_CLIENT_SECRET": c.qbo_client_secret,
+                "QBO_TOKEN_URL": f"{self.qbo_url}/oauth2/v1/tokens/bearer",
+                "QBO_API_URL": self.qbo_url,
+                "GREENCHECK_API_URL": self.gc_url,
+                "GREENCHECK_CLIENT_ID": c.greencheck_client_id,
+                "GREENCHECK_CLIENT_SECRET": c.greencheck_client_secret,
+                "GREENCHECK_SERVICE_PROVIDER_ID": c.service_provider_id,
+                "JOB_NAME": job_name,
+                "QBO_SYNC_TRIGGER": "Manual",
+            }
+        )
+
+    @property
+    def settings(self) -> Settings:
+        c = self.creds
+        return Settings(
+            qbo_client_id=c.qbo_client_id,
+            qbo_client_secret=SecretStr(c.qbo_client_secret),
+            qbo_redirect_uri=self.redirect_uri,
+            qbo_token_url=f"{self.qbo_url}/oauth2/v1/tokens/bearer",
+        )
+
+    def start(self) -> None:
+        if self.qbo is not None:
+            return
+        say("sync: starting the QBO and Green Check sandboxes (separate processes) and the CRD")
+        crds = sorted((Path(__file__).resolve().parents[1] / "crds").glob("*.yaml"))
+        self.cp.apply_crds(*crds)
+        self.cp.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.qbo = spawn(
+            "qbo-sandbox",
+            qbo_operator_argv(
+                "sandbox", "qbo", "--port", str(self.qbo_port), "--company", "Bench Warm-up",
+                "--history", "0", "--no-throttle",
+            ),
+            self.sandbox_env(),
+            self.logs,
+        )  # fmt: skip
+        self.start_gc()
+        wait_http(self.qbo, f"{self.qbo_url}/_sandbox/state")
+
+    def start_gc(self) -> None:
+        """A fresh Green Check sandbox (its records live in memory; a fresh one per run bounds that)."""
+        if self.gc is not None:
+            self.gc.stop()
+        self._gc_generation += 1
+        self.gc = spawn(
+            f"greencheck-sandbox-{self._gc_generation}",
+            qbo_operator_argv("sandbox", "greencheck", "--port", str(self.gc_port)),
+            self.sandbox_env(),
+            self.logs,
+        )
+        wait_http(self.gc, f"{self.gc_url}/_sandbox/state")
+
+    def stop(self) -> None:
+        for child in (self.gc, self.qbo):
+            if child is not None:
+                child.stop()
+        self.http.close()
+
+    # --- control APIs ---------------------------------------------------------------------------
+
+    def _qbo(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self.http.request(method, f"{self.qbo_url}/_sandbox{path}", json=body)
+        if resp.status_code >= 300:
+            raise BenchError(f"QBO sandbox {method} {path}: HTTP {resp.status_code} {resp.text[:300]}")
+        return resp.json()
+
+    def sandbox_now(self) -> datetime:
+        return datetime.fromisoformat(self._qbo("GET", "/state")["now"])
+
+    def throttle(self, enabled: bool) -> None:
+        self._qbo("POST", "/throttle", {"enabled": enabled} if not enabled else {
+            "enabled": True, "per_minute": INTUIT_PER_MINUTE, "per_second": INTUIT_PER_SECOND,
+            "concurrent": INTUIT_CONCURRENT,
+        })  # fmt: skip
+
+    def realm_requests(self, realm_id: str) -> Counter[str]:
+        for realm in self._qbo("GET", "/state")["realms"]:
+            if realm["realmId"] == realm_id:
+                return Counter(realm["requests"])
+        raise BenchError(f"realm {realm_id} is not in the QBO sandbox")
+
+    def gc_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.http.get(f"{self.gc_url}/_sandbox/state").raise_for_status().json()
+        return state
+
+    def issue_tokens(self, realm_id: str) -> TokenResponse:
+        """A separate grant for a baseline client (the sandbox's consent+exchange in one call)."""
+        return TokenResponse.model_validate(self._qbo("POST", f"/companies/{realm_id}/tokens"))
+
+    # --- a company that connects, then gets paid ---------------------------------------------------
+
+    def company(self, size: int) -> Company:
+        if size in self.companies:
+            return self.companies[size]
+        self.start()
+        say(f"sync: generating a company with {size:,} new payments (seeded)")
+        created = self._qbo(
+            "POST", "/companies", {"name": f"Bench {size} Wholesale", "seed": size, "payments": HISTORY}
+        )
+        realm = str(created["realmId"])
+        connected_at = self.sandbox_now().replace(microsecond=0)
+        location = self._qbo("POST", "/approve", {"state": "bench", "realmId": realm})["location"]
+        code = parse_qs(urlparse(location).query)["code"][0]
+        tokens = oauth.exchange_code(self.settings, code)
+        done = 0
+        chunk_no = 0
+        while done < size:
+            n = min(CHUNK, size - done)
+            self._qbo("POST", "/clock", {"advance": CHUNK_GAP_SECONDS})
+            self._qbo("POST", f"/companies/{realm}/payments", {"n": n, "seed": size * 10_000 + chunk_no})
+            done += n
+            chunk_no += 1
+            if chunk_no % 10 == 0 and done < size:
+                say(f"sync:   {done:,}/{size:,} payments generated")
+        # Hours of sandbox time passed: refresh once, as the sync would, so the Secret holds a live token.
+        tokens = oauth.refresh(self.settings, tokens.refresh_token)
+        company = Company(size, realm, connected_at, tokens)
+        self._count(company)
+        if company.payments != size:
+            raise BenchError(f"the window holds {company.payments} payments, expected {size}")
+        self.companies[size] = company
+        return company
+
+    def _count(self, company: Company) -> None:
+        """Payments in the window, distinct invoices they link, records a correct sync delivers."""
+        invoices: dict[str, None] = {}
+        offset = 0
+        step = 5_000
+        while True:
+            page = self._qbo("GET", f"/companies/{company.realm_id}/payments?offset={offset}&limit={step}")
+            for p in page["payments"]:
+                created = datetime.fromisoformat(p["MetaData"]["CreateTime"])
+                if created < company.connected_at:
+                    continue
+                company.payments += 1
+                linked = {
+                    link["TxnId"]
+                    for line in p.get("Line", [])
+                    for link in line.get("LinkedTxn", [])
+                    if link.get("TxnType") == "Invoice"
+                }
+                company.expected_records += len(linked)
+                invoices.update(dict.fromkeys(sorted(linked, key=int)))
+            offset += len(page["payments"])
+            if not page["payments"] or offset >= page["total"]:
+                break
+        company.distinct_invoices = list(invoices)
+
+    # --- one integration (CR + token Secret) -----------------------------------------------------
+
+    def remove_integration(self, name: str) -> None:
+        """Delete a measured integration, so later suites (the operator's) do not reconcile it."""
+        self.cp.kubectl("delete", names.PLURAL, name, "-n", NAMESPACE, "--wait=false", check=False)
+        self.cp.kubectl("delete", "secret", names.token_secret_name(name), "-n", NAMESPACE, check=False)
+
+    def integration(self, name: str, company: Company, tokens: TokenResponse) -> str:
+        """Apply the CR and its token Secret; returns the CR's companyId (the Green Check CRB)."""
+        crb = str(uuid.uuid4())
+        secret = names.token_secret_name(name)
+        stored = tokens.to_tokens(company.realm_id, company.connected_at, datetime.now(UTC))
+        docs = [
+            {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": {"companyId": crb, "companyName": f"Bench {company.size}", "environment": "sandbox"},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": secret,
+                    "namespace": NAMESPACE,
+                    "labels": {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.INTEGRATION_LABEL: name},
+                },
+                "data": stored.to_secret_data(),
+            },
+        ]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.workdir, delete=False) as fh:
+            yaml.safe_dump_all(docs, fh)
+        Path(fh.name).chmod(0o600)
+        try:
+            self.cp.kubectl("apply", "-f", fh.name)
+        finally:
+            Path(fh.name).unlink()
+        return crb
+
+
+# --- running one client ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    client: str
+    seconds: float
+    qbo_requests: int
+    qbo_throttled: int
+    qbo_token_calls: int
+    greencheck_requests: int
+    records_created: int
+    maxrss_kb: int | None
+    exit_code: int
+    last_sync: dict[str, Any] = field(default_factory=dict)
+
+
+def _last_line(child: Child, prefix: str) -> str:
+    lines = [ln for ln in child.tail(20_000).splitlines() if prefix in ln]
+    return lines[-1].strip() if lines else ""
+
+
+def _wait_child(child: Child, what: str, progress_prefix: str = "progress:") -> tuple[int, float]:
+    """wait4 in a thread (peak RSS of this child only) while a ticker relays its progress lines."""
+    box: dict[str, int] = {}
+    started = time.perf_counter()
+
+    def wait() -> None:
+        box["rc"] = child.wait_rusage()
+
+    waiter = threading.Thread(target=wait, daemon=True)
+
+    def message() -> str:
+        line = _last_line(child, progress_prefix)
+        return f"{what}: {time.perf_counter() - started:.0f}s" + (f" — {line[-160:]}" if line else "")
+
+    with Ticker(message, every=20.0):
+        waiter.start()
+        waiter.join()
+    return box["rc"], time.perf_counter() - started
+
+
+def _requests_delta(before: Counter[str], after: Counter[str]) -> tuple[int, int, int]:
+    api = sum(after[k] - before[k] for k in API_KINDS)
+    return api, after["throttled"] - before["throttled"], after["token"] - before["token"]
+
+
+def run_our_sync(world: SyncWorld, company: Company, name: str, tokens: TokenResponse | None = None) -> RunResult:
+    crb = world.integration(name, company, tokens or company.tokens)
+    world.start_gc()
+    before, gc_before = world.realm_requests(company.realm_id), world.gc_state()
+    say(f"sync: `qbo-operator sync` for {company.size:,} payments ({name})")
+    child = spawn(
+        name, qbo_operator_argv("sync", "--namespace", NAMESPACE, "--name", name), world.sync_env(name), world.logs
+    )
+    rc, seconds = _wait_child(child, f"sync {name}")
+    after, gc_after = world.realm_requests(company.realm_id), world.gc_state()
+    if rc != 0:
+        raise BenchError(f"qbo-operator sync exited {rc}:\n{child.tail()}")
+    api, throttled, token = _requests_delta(before, after)
+    obj = world.cp.kubectl_json("get", names.PLURAL, name, "-n", NAMESPACE)
+    world.remove_integration(name)
+    gc_requests = sum(
+        gc_after["requests"].get(k, 0) - gc_before["requests"].get(k, 0) for k in ("auth_token", "invoice_payments")
+    )
+    return RunResult(
+        "ours", seconds, api, throttled, token, gc_requests, int(gc_after["records"].get(crb, 0)),
+        child.maxrss_kb, rc, (obj.get("status") or {}).get("lastSync") or {},
+    )  # fmt: skip
+
+
+def run_peer(world: SyncWorld, company: Company, mode: str) -> RunResult:
+    """The naive peer or the floor reader, in its own process, on its own grant (and Green Check CRB)."""
+    tokens = world.issue_tokens(company.realm_id)
+    crb = str(uuid.uuid4())
+    c = world.creds
+    spec = PeerSpec(
+        api_url=world.qbo_url, realm_id=company.realm_id, access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token, token_url=f"{world.qbo_url}/oauth2/v1/tokens/bearer",
+        client_id=c.qbo_client_id, client_secret=c.qbo_client_secret, since=rfc3339(company.connected_at),
+        greencheck_url=world.gc_url, greencheck_client_id=c.greencheck_client_id,
+        greencheck_client_secret=c.greencheck_client_secret, service_provider_id=c.service_provider_id, crb_id=crb,
+        payments=company.payments, invoice_ids=company.distinct_invoices,
+    )  # fmt: skip
+    spec_file = world.workdir / f"peer-{mode}-{company.size}-{secrets.token_hex(4)}.json"
+    spec_file.write_text(json.dumps(asdict(spec)))
+    spec_file.chmod(0o600)
+    if mode == "naive":
+        world.start_gc()
+    before, gc_before = world.realm_requests(company.realm_id), world.gc_state()
+    say(f"sync: {'naive peer' if mode == 'naive' else 'lower-bound reader'} for {company.size:,} payments")
+    child = spawn(
+        f"{mode}-{company.size}",
+        python_module_argv("bench.naive_peer", mode, "--spec", str(spec_file)),
+        child_env({}),
+        world.logs,
+    )
+    try:
+        rc, seconds = _wait_child(child, f"{mode} {company.size:,}")
+    finally:
+        spec_file.unlink(missing_ok=True)
+    if rc != 0:
+        raise BenchError(f"bench.naive_peer {mode} exited {rc}:\n{child.tail()}")
+    after, gc_after = world.realm_requests(company.realm_id), world.gc_state()
+    api, throttled, token = _requests_delta(before, after)
+    reported = json.loads(_last_line(child, '{"qbo_requests"'))
+    gc_requests = sum(
+        gc_after["requests"].get(k, 0) - gc_before["requests"].get(k, 0) for k in ("auth_token", "invoice_payments")
+    )
+    if reported["qbo_requests"] != api:
+        say(f"sync: note: {mode} counted {reported['qbo_requests']} QBO requests, the sandbox {api}")
+    return RunResult(
+        mode, seconds, api, throttled, token, gc_requests,
+        int(gc_after["records"].get(crb, 0)), child.maxrss_kb, rc,
+    )  # fmt: skip
+
+
+# --- the suites --------------------------------------------------------------------------------------
+
+
+def per_1000(count: int, of: int) -> float:
+    return count * 1000.0 / of if of else math.nan
+
+
+def sync_suite(world: SyncWorld | None, sizes: tuple[int, ...], run: tuple[int, ...], naive_max: int) -> list[Measure]:
+    """Measure 1 at each of `sizes`; sizes not in `run` print as "skipped (quick)"."""
+    out: list[Measure] = []
+    rss: dict[int, float] = {}
+    base = min(run) if run else None
+    for size in sizes:
+        if size not in run or world is None:
+            out += size_measures(size, None, None, None, None, rss, base, "skipped (quick)")
+            continue
+        company = world.company(size)
+        ours = run_our_sync(world, company, f"sync-{size}")
+        floor = run_peer(world, company, "floor")
+        naive = run_peer(world, company, "naive") if size <= naive_max else None
+        rss[size] = mib(ours.maxrss_kb) or math.nan
+        out += size_measures(size, company, ours, floor, naive, rss, base)
+    return out
+
+
+def size_measures(
+    n: int,
+    company: Company | None,
+    ours: RunResult | None,
+    floor: RunResult | None,
+    naive: RunResult | None,
+    rss: dict[int, float],
+    base: int | None,
+    why_skipped: str = "",
+) -> list[Measure]:
+    """The seven rows of one size; all of them skipped (with `why_skipped`) when `ours` is None."""
+    key, tag = f"sync.{n}", f"sync {n:,}"
+    rows: list[tuple[str, str, Target | None, str]] = [
+        ("qbo_requests_per_1000_payments", "QBO requests / 1,000 payments",
+         Target("ratio", "<=", 1.1, "≤ 1.1× the lower bound"), ""),
+        ("qbo_requests_vs_naive", "QBO requests vs naive peer",
+         Target("ratio", "<=", 0.01, "≥ 100× fewer than the naive peer") if n == 10_000 else None, ""),
+        ("greencheck_requests_per_1000_records", "Green Check requests / 1,000 records", None, ""),
+        ("records_delivered", "records at Green Check / expected",
+         Target("ratio", "==", 1, "nothing lost or duplicated"), ""),
+        ("wall_seconds_vs_floor", "wall time vs lower-bound reads", None, "s"),
+        ("wall_seconds_vs_naive", "wall time vs naive peer", None, "s"),
+        ("peak_rss", "sync peak RSS",
+         Target("ratio", "<=", 1.5, "≤ 1.5× the RSS at 1,000") if n == 100_000 else None, "MiB"),
+    ]  # fmt: skip
+    if ours is None or company is None or floor is None:
+        return [skipped(f"{key}.{k}", f"{tag}: {label}", why_skipped, t, u) for k, label, t, u in rows]
+    t = {k: target for k, _, target, _ in rows}
+    lbl = {k: f"{tag}: {label}" for k, label, _, _ in rows}
+    p, lb, records = company.payments, company.lower_bound, company.expected_records
+    invoices = len(company.distinct_invoices)
+    ls = ours.last_sync
+    rss_base = rss.get(base) if base is not None and base != n else None
+    out = [
+        Measure(
+            f"{key}.qbo_requests_per_1000_payments", lbl["qbo_requests_per_1000_payments"],
+            per_1000(ours.qbo_requests, p), per_1000(lb, p), baseline_label="lower bound",
+            target=t["qbo_requests_per_1000_payments"],
+            note=f"{ours.qbo_requests} requests ({ours.qbo_throttled} throttled) for {p:,} payments linking "
+            f"{invoices:,} distinct invoices; lower bound ⌈{p}/1000⌉ + ⌈{invoices}/1000⌉ = {lb}; "
+            f"the sync's own count (status.lastSync.qboRequests): {ls.get('qboRequests')}"
+            + ("; the one page is full, so learning that it was the last costs a second query" if p == 1000 else ""),
+        ),
+        Measure(
+            f"{key}.qbo_requests_vs_naive", lbl["qbo_requests_vs_naive"],
+            ours.qbo_requests, naive.qbo_requests if naive else None, baseline_label="naive peer",
+            target=t["qbo_requests_vs_naive"],
+            note=f"the naive peer made {naive.qbo_requests / max(ours.qbo_requests, 1):,.0f}× as many"
+            if naive else "naive peer not run at this size",
+        ),
+        Measure(
+            f"{key}.greencheck_requests_per_1000_records", lbl["greencheck_requests_per_1000_records"],
+            per_1000(ours.greencheck_requests, records),
+            per_1000(naive.greencheck_requests, records) if naive else None, baseline_label="naive peer",
+            note=f"{ours.greencheck_requests} requests (token + batches of ≤ 500) for {records:,} records; "
+            f"lower bound 1 + ⌈{records}/500⌉ = {1 + math.ceil(records / 500)}",
+        ),
+        Measure(
+            f"{key}.records_delivered", lbl["records_delivered"], ours.records_created, records,
+            baseline_label="expected", target=t["records_delivered"],
+            note=f"the naive peer delivered {naive.records_created:,}" if naive else "",
+        ),
+        Measure(
+            f"{key}.wall_seconds_vs_floor", lbl["wall_seconds_vs_floor"], ours.seconds, floor.seconds, unit="s",
+            baseline_label="lower-bound reads",
+            note=f"the floor reader made exactly {floor.qbo_requests} reads and delivered nothing; ours includes "
+            "process start, token handling, mapping, delivery and status writes",
+        ),
+        Measure(
+            f"{key}.wall_seconds_vs_naive", lbl["wall_seconds_vs_naive"], ours.seconds,
+            naive.seconds if naive else None, unit="s", baseline_label="naive peer",
+            note="loopback sandboxes answer in about a millisecond; against Intuit every request also pays an "
+            "Internet round trip, so the naive peer's real cost grows with its request count" if naive else "",
+        ),
+        Measure(
+            f"{key}.peak_rss", lbl["peak_rss"], rss[n], rss_base, unit="MiB",
+            baseline_label=f"at {base:,}" if rss_base is not None and base is not None else "",
+            target=t["peak_rss"], note="ru_maxrss of the `qbo-operator sync` process (wait4)",
+        ),
+    ]  # fmt: skip
+    return out
+
+
+def throttle_floor_seconds(
+    requests: int, per_minute: int = INTUIT_PER_MINUTE, per_second: int = INTUIT_PER_SECOND
+) -> float:
+    """The least time `requests` requests take when no more than `per_second` start in any second and no
+    more than `per_minute` in any minute (the sandbox's sliding windows, QBO.md §4.2)."""
+    if requests <= 0:
+        return 0.0
+    return float(max(math.ceil(requests / per_second) - 1, 60 * (math.ceil(requests / per_minute) - 1)))
+
+
+def throttle_suite(world: SyncWorld | None, size: int | None) -> list[Measure]:
+    """Measure 2; `size` None (quick mode) prints both rows as skipped."""
+    label = f"throttled sync {THROTTLED_SIZE:,}: time vs throttle floor"
+    label_429 = f"throttled sync {THROTTLED_SIZE:,}: 429 answers"
+    if size is None or world is None:
+        return [
+            skipped(f"throttle.{THROTTLED_SIZE}.seconds_vs_floor", label, "skipped (quick)", None, "s"),
+            skipped(f"throttle.{THROTTLED_SIZE}.throttled_responses", label_429, "skipped (quick)"),
+        ]
+    label = f"throttled sync {size:,}: time vs throttle floor"
+    label_429 = f"throttled sync {size:,}: 429 answers"
+    company = world.company(size)
+    world.throttle(True)
+    try:
+        ours = run_our_sync(world, company, f"throttled-{size}", world.issue_tokens(company.realm_id))
+    finally:
+        world.throttle(False)
+    admitted = ours.qbo_requests - ours.qbo_throttled
+    floor = throttle_floor_seconds(admitted)
+    naive_floor = throttle_floor_seconds(company.payments // 100 + company.expected_records)
+    return [
+        Measure(
+            f"throttle.{size}.seconds_vs_floor", label, ours.seconds, floor, unit="s",
+            baseline_label="throttle floor",
+            note=f"{admitted} admitted requests need ≥ {floor:.0f}s at {INTUIT_PER_MINUTE}/min and "
+            f"{INTUIT_PER_SECOND}/s; the sandbox answered 429 {ours.qbo_throttled} times; records delivered "
+            f"{ours.records_created:,}/{company.expected_records:,}. A naive peer's ≥"
+            f"{company.payments // 100 + company.expected_records:,} requests would need ≥ {naive_floor / 3600:.1f} h "
+            "under the same throttle (computed, not run)",
+        ),
+        Measure(
+            f"throttle.{size}.throttled_responses", label_429,
+            ours.qbo_throttled, None,
+            note="each 429 costs the client a 60 s wait (Intuit sends no Retry-After)",
+        ),
+    ]  # fmt: skip

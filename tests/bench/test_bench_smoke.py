@@ -1,0 +1,172 @@
+"""The bench machinery at tiny sizes: every suite runs end to end as in `make bench`, results.json has the
+agreed shape, and the count-based ratios are computed from the counts. No time is asserted anywhere."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench.operator_bench import spread, start_minute
+from bench.sync_bench import throttle_floor_seconds
+
+from bench import RESULT_KEYS, Measure, Target, ratio, table
+
+ROOT = Path(__file__).resolve().parents[2]
+Run = tuple[subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]
+
+# Measures whose value and baseline are counts (requests, records, writes, integrations): their ratio must be
+# exactly value / baseline, whatever the machine.
+COUNT_MEASURES = (
+    "sync.40.qbo_requests_per_1000_payments",
+    "sync.40.qbo_requests_vs_naive",
+    "sync.40.greencheck_requests_per_1000_records",
+    "sync.40.records_delivered",
+    "operator.settled",
+    "operator.writes_per_integration",
+    "schedule.120.busiest_minute",
+    "operator.cronjob_busiest_minute",
+    "gateway.webhooks_accepted",
+)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    if not Path("/usr/bin/wrk").exists() or shutil.which("taskset") is None:
+        pytest.skip("the gateway measure needs wrk and taskset (`make system-packages`)")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the gateway measure needs two CPUs")
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    argv = [
+        sys.executable, "-m", "bench", "--quick", "--output", str(out),
+        "--sync-sizes", "40", "--integrations", "3", "--idle-seconds", "2", "--spread-names", "120",
+        "--load-seconds", "1",
+    ]  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert out.exists(), proc.stderr[-3000:]
+    return proc, json.loads(out.read_text())
+
+
+def test_the_run_exits_zero_and_prints_the_table(results: Run) -> None:
+    proc, data = results
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "measure" in proc.stdout and "baseline" in proc.stdout and "ratio" in proc.stdout
+    for entry in data.values():
+        assert entry["label"] in proc.stdout
+
+
+def test_every_measure_has_the_agreed_shape(results: Run) -> None:
+    _, data = results
+    assert data, "no measures written"
+    for name, entry in data.items():
+        assert set(RESULT_KEYS) <= set(entry), name
+        assert entry["met"] in (True, False, None), name
+        assert entry["target"] is None or isinstance(entry["target"], str), name
+        for key in ("value", "baseline", "ratio"):
+            assert entry[key] is None or isinstance(entry[key], int | float), (name, key)
+        if entry["target"] is not None and entry["value"] is not None:
+            assert isinstance(entry["met"], bool), name
+
+
+def test_count_ratios_are_value_over_baseline(results: Run) -> None:
+    _, data = results
+    for name in COUNT_MEASURES:
+        entry = data[name]
+        assert isinstance(entry["value"], int | float) and isinstance(entry["baseline"], int | float), name
+        assert entry["baseline"] > 0, name
+        assert entry["ratio"] == pytest.approx(entry["value"] / entry["baseline"], rel=1e-3, abs=1e-3), name
+
+
+def test_counts_come_from_the_servers(results: Run) -> None:
+    """The naive peer makes more QBO requests than ours, and every record and webhook arrived."""
+    _, data = results
+    assert data["sync.40.qbo_requests_vs_naive"]["value"] < data["sync.40.qbo_requests_vs_naive"]["baseline"]
+    assert data["sync.40.records_delivered"]["met"] is True
+    assert data["operator.settled"]["value"] == 3
+    assert data["gateway.webhooks_accepted"]["met"] is True
+
+
+def test_quick_mode_prints_the_skipped_rows(results: Run) -> None:
+    _, data = results
+    throttled = [e for n, e in data.items() if n.startswith("throttle.")]
+    assert throttled
+    for entry in throttled:
+        assert entry["value"] is None and entry["met"] is None
+        assert entry["note"] == "skipped (quick)"
+
+
+# --- the pure parts -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requests", "expected"),
+    [(0, 0.0), (1, 0.0), (10, 0.0), (11, 1.0), (500, 49.0), (501, 60.0), (1_000, 99.0), (1_001, 120.0)],
+)
+def test_throttle_floor(requests: int, expected: float) -> None:
+    assert throttle_floor_seconds(requests) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "value", "rat", "met"),
+    [
+        (Target("ratio", "<=", 1.1), 11, 1.1, True),
+        (Target("ratio", "<=", 1.1), 12, 1.2, False),
+        (Target("ratio", ">=", 0.4), 40, 0.4, True),
+        (Target("ratio", ">=", 0.4), 39, 0.39, False),
+        (Target("value", "==", 0), 0, None, True),
+        (Target("value", "==", 0), 3, None, False),
+        (Target("ratio", "<=", 1.5), 10, None, None),
+        (Target("ratio", "<=", 1.5), 10, math.nan, None),
+    ],
+)
+def test_targets(target: Target, value: float, rat: float | None, met: bool | None) -> None:
+    assert target.met(value, rat) is met
+
+
+def test_measure_computes_ratio_and_met() -> None:
+    m = Measure("x", "x", 21, 19, target=Target("ratio", "<=", 1.1))
+    assert m.ratio == pytest.approx(21 / 19)
+    assert m.met is False
+    assert ratio(5, 0) is None and ratio(None, 3) is None
+    assert set(RESULT_KEYS) <= set(m.to_json())
+
+
+def test_skipped_rows_print_their_reason() -> None:
+    rows = [Measure("a", "first row", 1.0, 2.0), Measure("b", "second row", None, skipped="skipped (quick)")]
+    text = table(rows)
+    assert "skipped (quick)" in text and "first row" in text and "0.5" in text
+
+
+@pytest.mark.parametrize(
+    ("expanded", "minute"),
+    [("7 2 * * *", (2, 7)), ("59 23 * * *", (23, 59)), ("*/5 2 * * *", None), ("@daily", None)],
+)
+def test_start_minute(expanded: str, minute: tuple[int, int] | None) -> None:
+    assert start_minute(expanded) == minute
+
+
+def test_spread_counts_the_busiest_minute() -> None:
+    s = spread(["1 2 * * *", "1 2 * * *", "3 2 * * *", "@daily"], "H 2 * * *")
+    assert (s.integrations, s.slots, s.busiest, s.unparsed) == (4, 60, 2, 1)
+    assert s.even_share == pytest.approx(4 / 60)
+
+
+def test_a_crashed_measurement_exits_non_zero_and_the_rest_still_reports(tmp_path: Path) -> None:
+    """No control plane binaries: the sync measurement cannot run, the pure schedule measure still does."""
+    out = tmp_path / "results.json"
+    env = {**os.environ, "KUBEBUILDER_ASSETS": str(tmp_path / "no-binaries-here")}
+    argv = [sys.executable, "-m", "bench", "--only", "sync", "--only", "schedule", "--sync-sizes", "10",
+            "--spread-names", "60", "--output", str(out)]  # fmt: skip
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "measurements that crashed: sync" in proc.stderr
+    data = json.loads(out.read_text())
+    assert data["sync.crashed"]["value"] is None and data["sync.crashed"]["note"].startswith("CRASHED")
+    assert isinstance(data["schedule.60.busiest_minute"]["met"], bool)
+    assert "CRASHED" in proc.stdout
