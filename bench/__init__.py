@@ -277,7 +277,19 @@ def spawn(
             preexec_fn=pin if pinned is not None else None,
             cwd=str(ROOT),
         )
-    return Child(name, popen, log)
+    child = Child(name, popen, log)
+    _CHILDREN.append(child)
+    return child
+
+
+_CHILDREN: list[Child] = []
+
+
+def stop_children() -> None:
+    """Stop every child `spawn` started that is still running (an interrupted run leaves none behind)."""
+    for child in reversed(_CHILDREN):
+        if child.returncode is None and child.popen.poll() is None:
+            child.stop(grace=5.0)
 
 
 def proc_status_kb(pid: int, key: str) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -17,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS, Measure, say, table
+from bench import RESULTS, Measure, say, stop_children, table
 
 SUITES = ("sync", "throttle", "operator", "schedule", "gateway")
 
@@ -59,7 +60,7 @@ class Context:
             from qbo_operator.controlplane import ControlPlane
 
             say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
-            cp = ControlPlane(directory=self.workdir / "cluster")
+            cp = ControlPlane()  # under qbo_operator.controlplane.RUNS_ROOT, so a killed run's is reaped later
             cp.start()
             self._cp = cp
         return self._cp
@@ -89,6 +90,7 @@ class Context:
 
     def close(self) -> None:
         """Stop everything that was started, in reverse order, and keep going past a failure."""
+        stop_children()
         for part in (self._world, self._stack, self._cp):
             if part is None:
                 continue
@@ -129,6 +131,10 @@ def crashed(name: str, exc: BaseException) -> Measure:
     return Measure(
         f"{name}.crashed", f"{name}: measurement crashed", None, skipped=f"CRASHED: {type(exc).__name__}: {first}"
     )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def write_results(measures: Sequence[Measure], path: Path) -> None:
@@ -179,6 +185,7 @@ def main(argv: Sequence[str] | None = None, runner: Callable[[str, Context], lis
     workdir = Path(tempfile.mkdtemp(prefix="qbo-bench-"))
     say(f"{'quick' if args.quick else 'full'} run of {', '.join(suites)}; logs in {workdir}")
     ctx = Context(plan, workdir)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children on `kill` too, not only on Ctrl-C
     measures: list[Measure] = []
     failures: list[str] = []
     try:
@@ -192,7 +199,8 @@ def main(argv: Sequence[str] | None = None, runner: Callable[[str, Context], lis
                 measures.append(crashed(name, exc))
     except KeyboardInterrupt:
         failures.append("interrupted")
-        say("interrupted")
+        measures.append(Measure("run.interrupted", "run: interrupted", None, skipped="INTERRUPTED (SIGINT or SIGTERM)"))
+        say("interrupted: stopping what was started")
     finally:
         ctx.close()
     print()
@@ -206,7 +214,11 @@ def main(argv: Sequence[str] | None = None, runner: Callable[[str, Context], lis
     )
     print(f"results written to {args.output}")
     if failures:
-        print(f"measurements that crashed: {', '.join(failures)} (logs kept in {workdir})", file=sys.stderr)
+        if any(workdir.iterdir()):
+            print(f"measurements that crashed: {', '.join(failures)} (logs kept in {workdir})", file=sys.stderr)
+        else:
+            print(f"measurements that crashed: {', '.join(failures)}", file=sys.stderr)
+            workdir.rmdir()
         return 1
     if args.keep:
         print(f"logs kept in {workdir}")
