@@ -61,10 +61,13 @@ def to_cents(amount: Decimal | int) -> int:
     value = Decimal(amount)
     if not value.is_finite():
         raise ValueError(f"amount {amount!r} is not a finite number")
-    cents = value * 100
-    if cents == cents.to_integral_value():
-        return int(cents)
-    return int(cents.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    try:
+        cents = value * 100
+        if cents == cents.to_integral_value():
+            return int(cents)
+        return int(cents.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    except ArithmeticError:  # Overflow/InvalidOperation for absurd magnitudes
+        raise ValueError(f"amount {amount!r} is out of range") from None
 
 
 def decimal_string(value: Decimal) -> str:

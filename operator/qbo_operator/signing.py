@@ -55,7 +55,7 @@ def verify_connect_link(
     key: str, namespace: str, name: str, uid: str, expires: str | None, sig: str | None, now: float
 ) -> int:
     """Return the expiry of a valid link, else raise SignatureError (bad_link or expired_link)."""
-    if not expires or not sig or not expires.isdigit():
+    if not expires or not sig or len(expires) > 20 or not (expires.isascii() and expires.isdigit()):
         raise SignatureError("bad_link", "This Connect link is incomplete.")
     expected = connect_link_signature(key, namespace, name, uid, int(expires))
     if not hmac.compare_digest(expected.encode(), sig.encode()):
