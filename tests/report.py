@@ -27,10 +27,12 @@ _OUTCOMES: dict[str, str] = {}
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Outcome per test: failed if any phase failed, skipped if skipped, passed if its call passed."""
     current = _OUTCOMES.get(report.nodeid)
+    if report.failed and report.when == "teardown" and current not in (None, "passed"):
+        return  # a session-level finalizer failing in the last test's teardown is not that test's result
     if report.failed:
         _OUTCOMES[report.nodeid] = "failed" if report.when == "call" else "error"
     elif report.skipped and current is None:
-        _OUTCOMES[report.nodeid] = "skipped"
+        _OUTCOMES[report.nodeid] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
     elif report.when == "call" and report.passed and current is None:
         _OUTCOMES[report.nodeid] = "passed"
 
@@ -51,7 +53,7 @@ def summary() -> dict[str, Any]:
     return {"totals": totals, "faults": {"passed": passed, "tried": len(faults)}, "secret_leaks": leaks, "line": line}
 
 
-_RANK = {"failed": 0, "error": 1, "not run": 2, "running": 2, "skipped": 3, "passed": 4}
+_RANK = {"failed": 0, "error": 1, "not run": 2, "running": 2, "xfailed": 3, "skipped": 3, "passed": 4}
 
 
 def _merged(rows: list[ledger.Row]) -> list[tuple[str, str, str, str, str]]:
@@ -82,7 +84,7 @@ def _merged(rows: list[ledger.Row]) -> list[tuple[str, str, str, str, str]]:
 def _table(rows: list[ledger.Row]) -> list[str]:
     head = ("area", "what was tried", "tried", "held", "result")
     cells = _merged(rows)
-    widths = [min(60, max([len(h), *(len(c[i]) for c in cells)])) for i, h in enumerate(head)]
+    widths = [min(70, max([len(h), *(len(c[i]) for c in cells)])) for i, h in enumerate(head)]
 
     def fmt(values: tuple[str, ...]) -> str:
         return "  ".join(

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from qbo_operator import oauth
 from qbo_operator.config import ConfigError, Settings, load_settings
 from qbo_operator.models import Tokens, TokenSecretError
-from tests.reliability.ledger import SecretLedger
+from tests.reliability.ledger import SECRETS, Report, SecretLedger
 
 ACCESS = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..planted-access-token-value-0123456789"
 REFRESH = "AB11764633600planted-refresh-token-value"
@@ -120,3 +120,17 @@ def _echo_handler(status: int, ctype: str, body: str) -> type[BaseHTTPRequestHan
             return None
 
     return Echo
+
+
+def test_no_secret_a_stack_used_appears_in_anything_it_produced(report: Report) -> None:
+    """The scan, once every stack of tests/reliability and tests/security before this module has run (it
+    runs again at the session's end for what comes later, e.g. when only tests/reliability is run)."""
+    hits = SECRETS.final_scan()
+    report.row(
+        "secret hygiene",
+        "secret values searched for in captured output",
+        tried=f"{len(SECRETS.values)} values x {len(SECRETS.sources())} sources",
+        held=f"{len(hits)} leaks",
+    )
+    where = "\n".join(f"  {h.label} in {h.source}" for h in hits[:40])
+    assert hits == [], f"{len(hits)} secret leaks (values never printed):\n{where}"
