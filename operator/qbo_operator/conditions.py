@@ -420,10 +420,10 @@ def connect_link_current(
     if not url:
         return False
     query = parse_qs(urlsplit(url).query)
-    exp = (query.get("exp") or [""])[0]
-    if not exp.isdigit() or int(exp) - now < CONNECT_LINK_RENEW_BEFORE_SECONDS:
+    exp = signing.parse_expiry((query.get("exp") or [""])[0])
+    if exp is None or exp - now < CONNECT_LINK_RENEW_BEFORE_SECONDS:
         return False
-    expected = signing.connect_link(gateway_url, key, namespace, name, uid, int(exp))
+    expected = signing.connect_link(gateway_url, key, namespace, name, uid, exp)
     return hmac.compare_digest(expected.encode(), url.encode())
 
 

@@ -35,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
+from qbo_operator.redaction import redact
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -545,13 +547,14 @@ def _json(resp: httpx.Response) -> Any:
 
 
 def _message(resp: httpx.Response) -> str:
+    """What the server said, bounded and with our bearer token (should it be echoed) removed."""
+    bearer = resp.request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     data = _json(resp)
     if isinstance(data, dict):
         parts = [str(data[k]) for k in ("message", "details") if isinstance(data.get(k), str)]
         if parts:
-            return ": ".join(parts)[:200]
-    text = " ".join(resp.text.split())
-    return (text[:120] or "empty body") if data is None else "no message"
+            return redact(": ".join(parts), 200, (bearer,))
+    return (redact(resp.text, 120, (bearer,)) or "empty body") if data is None else "no message"
 
 
 def _details(details: Any) -> list[ResultError]:
@@ -559,8 +562,8 @@ def _details(details: Any) -> list[ResultError]:
         out = []
         for key, value in details.items():
             msg = value.get("message") if isinstance(value, dict) else value
-            out.append(ResultError(field=str(key).removeprefix("body.records[0]."), message=str(msg)[:200]))
+            out.append(ResultError(field=str(key).removeprefix("body.records[0]."), message=redact(str(msg), 200)))
         return out
     if isinstance(details, str):
-        return [ResultError(message=details[:200])]
+        return [ResultError(message=redact(details, 200))]
     return [ResultError(message="validation failed")]

@@ -21,12 +21,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
+
+from qbo_operator.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +37,15 @@ MAX_RESULTS = 1000
 # QBO ids are digit strings; anything else is refused before it reaches a query statement.
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 # Long opaque strings in error bodies (a token echoed in a fault detail) are cut out of messages.
-_OPAQUE_RE = re.compile(r"[A-Za-z0-9_\-.~+/=]{32,}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Models (QBO.md §3): the subset we read.
+
+
+# Money and quantities as exact decimals, bounded: an absurd value (1E+10000000) is a data error that
+# names the entity, not an arithmetic overflow deep in the mapping.
+Money = Annotated[Decimal, Field(max_digits=30, allow_inf_nan=False)]
 
 
 class _Qbo(BaseModel):
@@ -62,7 +68,7 @@ class LinkedTxn(_Qbo):
 
 
 class PaymentLine(_Qbo):
-    amount: Decimal = Field(default=Decimal(0), alias="Amount")
+    amount: Money = Field(default=Decimal(0), alias="Amount")
     linked_txn: list[LinkedTxn] = Field(default_factory=list, alias="LinkedTxn")
 
 
@@ -70,8 +76,8 @@ class Payment(_Qbo):
     id: str = Field(alias="Id")
     meta: MetaData = Field(alias="MetaData")
     txn_date: date | None = Field(default=None, alias="TxnDate")
-    total_amt: Decimal = Field(default=Decimal(0), alias="TotalAmt")
-    unapplied_amt: Decimal | None = Field(default=None, alias="UnappliedAmt")
+    total_amt: Money = Field(default=Decimal(0), alias="TotalAmt")
+    unapplied_amt: Money | None = Field(default=None, alias="UnappliedAmt")
     customer_ref: Ref | None = Field(default=None, alias="CustomerRef")
     currency_ref: Ref | None = Field(default=None, alias="CurrencyRef")
     payment_method_ref: Ref | None = Field(default=None, alias="PaymentMethodRef")
@@ -97,8 +103,8 @@ class Payment(_Qbo):
 
 class SalesItemLineDetail(_Qbo):
     item_ref: Ref | None = Field(default=None, alias="ItemRef")
-    qty: Decimal | None = Field(default=None, alias="Qty")
-    unit_price: Decimal | None = Field(default=None, alias="UnitPrice")
+    qty: Money | None = Field(default=None, alias="Qty")
+    unit_price: Money | None = Field(default=None, alias="UnitPrice")
 
 
 class GroupLineDetail(_Qbo):
@@ -106,7 +112,7 @@ class GroupLineDetail(_Qbo):
 
 
 class InvoiceLine(_Qbo):
-    amount: Decimal | None = Field(default=None, alias="Amount")
+    amount: Money | None = Field(default=None, alias="Amount")
     description: str | None = Field(default=None, alias="Description")
     detail_type: str | None = Field(default=None, alias="DetailType")
     sales_item_line_detail: SalesItemLineDetail | None = Field(default=None, alias="SalesItemLineDetail")
@@ -121,8 +127,8 @@ class Invoice(_Qbo):
     id: str = Field(alias="Id")
     doc_number: str | None = Field(default=None, alias="DocNumber")
     txn_date: date | None = Field(default=None, alias="TxnDate")
-    total_amt: Decimal = Field(default=Decimal(0), alias="TotalAmt")
-    balance: Decimal = Field(default=Decimal(0), alias="Balance")
+    total_amt: Money = Field(default=Decimal(0), alias="TotalAmt")
+    balance: Money = Field(default=Decimal(0), alias="Balance")
     customer_ref: Ref | None = Field(default=None, alias="CustomerRef")
     currency_ref: Ref | None = Field(default=None, alias="CurrencyRef")
     customer_memo: Memo | None = Field(default=None, alias="CustomerMemo")
@@ -196,13 +202,6 @@ class Fault(_Qbo):
             text = "; ".join(x for x in (e.message, e.detail) if x)
             parts.append(f"{text} (code {e.code})" if e.code else text)
         return redact(" | ".join(parts) or (self.type or "fault without details"))
-
-
-def redact(text: str, limit: int = 300) -> str:
-    """Cut long opaque strings (tokens echoed by a server) and bound the length."""
-    text = _OPAQUE_RE.sub("[redacted]", text)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,18 +51,26 @@ def connect_link(gateway_url: str, key: str, namespace: str, name: str, uid: str
     return f"{gateway_url.rstrip('/')}{path}?{urlencode({'exp': expires, 'sig': sig})}"
 
 
+def parse_expiry(text: str | None) -> int | None:
+    """A link's `exp`: plain ASCII digits of a sane length (`²` and 5,000-digit values are not)."""
+    if not text or len(text) > 20 or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def verify_connect_link(
     key: str, namespace: str, name: str, uid: str, expires: str | None, sig: str | None, now: float
 ) -> int:
     """Return the expiry of a valid link, else raise SignatureError (bad_link or expired_link)."""
-    if not expires or not sig or len(expires) > 20 or not (expires.isascii() and expires.isdigit()):
+    expiry = parse_expiry(expires)
+    if expiry is None or not sig:
         raise SignatureError("bad_link", "This Connect link is incomplete.")
-    expected = connect_link_signature(key, namespace, name, uid, int(expires))
+    expected = connect_link_signature(key, namespace, name, uid, expiry)
     if not hmac.compare_digest(expected.encode(), sig.encode()):
         raise SignatureError("bad_link", "This Connect link is not valid.")
-    if int(expires) < now:
+    if expiry < now:
         raise SignatureError("expired_link", "This Connect link has expired.")
-    return int(expires)
+    return expiry
 
 
 # --- OAuth state -----------------------------------------------------------------------------
