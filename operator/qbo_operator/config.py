@@ -95,6 +95,8 @@ class Settings(BaseModel):
     qbo_default_schedule: str = "H 2 * * *"
     qbo_default_time_zone: str = "UTC"
     qbo_sync_image: str = "ghcr.io/greencheck/qbo-operator:0.1.0"
+    # "<namespace>/<name>" of the gateway's ServiceAccount: the operator grants it each token Secret by name.
+    qbo_gateway_service_account: str = ""
     qbo_auth_url: str = INTUIT_AUTH_URL
     qbo_token_url: str = INTUIT_TOKEN_URL
     qbo_revoke_url: str = INTUIT_REVOKE_URL
@@ -126,6 +128,9 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
         value = env.get(var, "")
         if value and len(value.encode()) < _MIN_KEY_BYTES:
             problems.append(f"{var} must be at least {_MIN_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+    account = env.get("QBO_GATEWAY_SERVICE_ACCOUNT", "").strip()
+    if account and (account.count("/") != 1 or not all(account.split("/"))):
+        problems.append(f"QBO_GATEWAY_SERVICE_ACCOUNT={account!r} must be <namespace>/<name>")
     schedule = env.get("QBO_DEFAULT_SCHEDULE", "").strip()
     if schedule:
         try:

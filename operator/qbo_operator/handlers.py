@@ -516,6 +516,11 @@ class Runtime:
             ],
             [("rolebindings", manifests.role_binding(owner))],
         ]
+        if settings.qbo_gateway_service_account:
+            waves[0].append(("roles", manifests.gateway_role(owner, integ.token_secret_name)))
+            waves[1].append(
+                ("rolebindings", manifests.gateway_role_binding(owner, settings.qbo_gateway_service_account))
+            )
         try:
             results = [r for wave in waves for r in await asyncio.gather(*(self._ensure(i, o) for i, o in wave))]
         except ApiException as exc:

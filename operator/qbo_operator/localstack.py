@@ -118,6 +118,7 @@ class LocalStack:
             "GREENCHECK_CLIENT_SECRET": c.greencheck_client_secret,
             "GREENCHECK_SERVICE_PROVIDER_ID": c.service_provider_id,
             "QBO_SYNC_IMAGE": "ghcr.io/greencheck/qbo-operator:0.1.0",
+            "QBO_GATEWAY_SERVICE_ACCOUNT": f"{SYSTEM_NAMESPACE}/{self.service_account('gateway')}",
         }
 
     # --- processes ---------------------------------------------------------------------------

@@ -135,6 +135,34 @@ def role_binding(owner: Owner) -> dict[str, Any]:
     }
 
 
+GATEWAY_COMPONENT = "gateway-access"
+
+
+def gateway_role(owner: Owner, token_secret: str) -> dict[str, Any]:
+    """The gateway may read and replace this integration's token Secret, by name, and no other Secret
+    (it creates a first token Secret through its namespace-wide `create`, which RBAC cannot narrow)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _metadata(owner, names.gateway_access_name(owner.name), GATEWAY_COMPONENT),
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [token_secret], "verbs": ["get", "update"]}
+        ],
+    }
+
+
+def gateway_role_binding(owner: Owner, service_account: str) -> dict[str, Any]:
+    namespace, name = service_account.split("/")
+    role_name = names.gateway_access_name(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(owner, role_name, GATEWAY_COMPONENT),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    }
+
+
 def credentials_secret(owner: Owner, settings: Settings) -> dict[str, Any]:
     """The operator's client credentials, mirrored for the Job's `envFrom` (never in the pod spec)."""
     values = {

@@ -43,6 +43,11 @@ def cronjob_name(name: str) -> str:
     return shorten(name, "-qbo-sync", _CRONJOB_MAX)
 
 
+def gateway_access_name(name: str) -> str:
+    """Role and RoleBinding that let the gateway read and update exactly this integration's token Secret."""
+    return shorten(name, "-qbo-gateway", _DNS_MAX)
+
+
 def sync_account_name(name: str) -> str:
     """ServiceAccount, Role and RoleBinding of the integration's sync Job share this name."""
     return shorten(name, "-qbo-sync", _DNS_MAX)

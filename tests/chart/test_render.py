@@ -293,7 +293,7 @@ OPERATOR_RULES = [
 GATEWAY_RULES = [
     {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations/status"], "verbs": ["patch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "update"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CRD_RULE = {

@@ -100,6 +100,8 @@ def test_connect_with_the_operator_running(
         "GREENCHECK_CLIENT_SECRET": "greencheck-secret-gw-e2e-7c41",
         "GREENCHECK_SERVICE_PROVIDER_ID": "sp-gateway-e2e",
         "QBO_SYNC_IMAGE": "registry.example/qbo-operator:test",
+        # as the chart sets it: the operator grants the gateway each token Secret by name
+        "QBO_GATEWAY_SERVICE_ACCOUNT": f"{RELEASE_NAMESPACE}/{str(accounts['gateway-user']).rsplit(':', 1)[-1]}",
     }
     operator = Operator(accounts["operator"], env, tmp_path / "operator.log")
     operator_for.append(operator)

@@ -256,11 +256,6 @@ def test_gateway_reads_no_integration_outside_its_namespaces(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: RBAC cannot narrow the gateway's Secret `get` by name at install time; "
-    "fix: a per-integration Role naming the token Secret, created by the operator",
-)
 def test_gateway_cannot_read_secrets_it_did_not_write(
     cluster: ControlPlane, namespaced_release: dict[str, Any], report: Report
 ) -> None:
@@ -272,8 +267,8 @@ def test_gateway_cannot_read_secrets_it_did_not_write(
     held = not allowed(result)
     report.row("least privilege", "gateway cannot read a Secret it did not write", tried=1, held=int(held))
     assert held, (
-        "the gateway's ServiceAccount read a Secret it never wrote (the chart grants `get` on every Secret in "
-        "the namespaces it serves)"
+        "the gateway's ServiceAccount read a Secret it never wrote (it may get/update only token Secrets, "
+        "granted by name per integration)"
     )
 
 

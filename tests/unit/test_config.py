@@ -90,3 +90,10 @@ def test_a_bad_discovery_url_is_one_clear_line(path: str) -> None:
     with sandbox.serve_in_thread("127.0.0.1", 0) as base_url, pytest.raises(ConfigError) as err:
         load_settings("sync", {**GOOD, "QBO_DISCOVERY_URL": base_url + path})
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("QBO_DISCOVERY_URL: ")
+
+
+@pytest.mark.parametrize("value", ["qbo-gateway", "a/b/c", "/gw", "ns/"])
+def test_gateway_service_account_must_be_namespace_slash_name(value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings("operator", {**GOOD, "QBO_GATEWAY_SERVICE_ACCOUNT": value})
+    assert err.value.problems == [f"QBO_GATEWAY_SERVICE_ACCOUNT={value!r} must be <namespace>/<name>"]

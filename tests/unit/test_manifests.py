@@ -317,3 +317,21 @@ def test_other_owners_may_be_added_to_our_objects() -> None:
     assert not needs_apply(desired, comparable(observed))
     observed["metadata"]["ownerReferences"] = observed["metadata"]["ownerReferences"][1:]
     assert needs_apply(desired, comparable(observed))
+
+
+def test_the_gateway_is_granted_exactly_the_token_secret_by_name() -> None:
+    from qbo_operator import names as _names
+    from qbo_operator.manifests import Owner, gateway_role, gateway_role_binding
+
+    owner = Owner("tenants", "acme", "uid-1")
+    role = gateway_role(owner, "acme-qbo-tokens")
+    assert role["metadata"]["name"] == _names.gateway_access_name("acme") == "acme-qbo-gateway"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["acme-qbo-tokens"], "verbs": ["get", "update"]}
+    ]
+    binding = gateway_role_binding(owner, "qbo-system/qbo-operator-gateway")
+    assert binding["roleRef"]["name"] == "acme-qbo-gateway"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "qbo-operator-gateway", "namespace": "qbo-system"}
+    ]
+    assert role["metadata"]["ownerReferences"] == binding["metadata"]["ownerReferences"] == [owner.reference()]

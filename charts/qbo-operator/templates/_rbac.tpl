@@ -59,12 +59,12 @@ status, write token Secrets, emit Events. Nothing else.
   resources: ["quickbooksintegrations/status"]
   verbs: ["patch"]
 # Token Secrets. RBAC cannot restrict `create` by name (resourceNames do not apply to create: the name is
-# not known when the request is authorized), and each integration chooses its own token Secret name, so
-# get/update cannot be narrowed with resourceNames at install time either. No list, watch or delete:
-# the gateway reads only the Secret it is about to update, by name.
+# not known when the request is authorized), so `create` is namespace-wide. `get` and `update` are not
+# granted here: the operator gives the gateway each integration's token Secret by name, in a Role
+# <name>-qbo-gateway owned by the integration. No list, watch or delete.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "get", "update"]
+  verbs: ["create"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
