@@ -36,7 +36,6 @@ MINOR_VERSION = "75"
 MAX_RESULTS = 1000
 # QBO ids are digit strings; anything else is refused before it reaches a query statement.
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
-# Long opaque strings in error bodies (a token echoed in a fault detail) are cut out of messages.
 
 
 # ---------------------------------------------------------------------------------------------
