@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from qbo_operator.controlplane import ControlPlane
+from qbo_operator.gateway.webhooks import BODY_READ_SECONDS
 from tests.gateway.gwtools import Gateway, Keys, cloudevent, create_integration, dumps
 from tests.reliability.ledger import SECRETS, Report
 
@@ -165,6 +166,18 @@ def test_slow_loris_connections_do_not_stop_the_gateway_answering_others(gateway
     report.row(
         "hostile input", f"slow-loris: {SLOW_CONNECTIONS} slow connections held open", tried=answered, held=answered
     )
+
+
+def test_a_webhook_body_that_never_finishes_is_answered_408_and_closed(gateway: Gateway, report: Report) -> None:
+    """A body announced but not sent does not hold a connection (and a handler) for ever."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=BODY_READ_SECONDS * 4) as s:
+        s.sendall(b"POST /webhooks/quickbooks HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        data = b""
+        while chunk := s.recv(4096):  # the gateway closes after answering; a hang fails on the socket timeout
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408"), data[:200]
+    still_serving(gateway)
+    report.row("hostile input", "webhook body never completed (408, connection closed)", tried=1, held=1)
 
 
 HOSTILE_LINK_QUERIES = [

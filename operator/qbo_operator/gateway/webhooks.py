@@ -28,6 +28,8 @@ from qbo_operator.models import Integration, rfc3339
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+# Intuit posts a few KiB at once; a body still arriving after this is a slow client holding a connection.
+BODY_READ_SECONDS = 10.0
 # Only payment changes mean "the next sync has something to deliver" (invoices are read through
 # their payments); every entity is still counted in qbo_webhook_events_total.
 SYNC_ENTITIES = frozenset({"Payment"})
@@ -194,15 +196,18 @@ class WebhookReceiver:
         self.metrics.webhook_requests.labels(result).inc()
         return web.Response(status=status, text=text + "\n", content_type="text/plain")
 
-    async def _too_large(self, request: web.Request) -> web.StreamResponse:
-        """413, then close the connection once the answer is out, rather than reading and discarding the
+    async def _refuse(self, request: web.Request, status: int, text: str) -> web.StreamResponse:
+        """Answer, then close the connection once the answer is out, rather than reading and discarding the
         rest of the body (aiohttp's default for keep-alive, which would swallow whatever a client sends)."""
-        self.metrics.webhook_requests.labels("too_large").inc()
-        response = web.Response(status=413, text="payload too large\n", headers={"Connection": "close"})
+        response = web.Response(status=status, text=text + "\n", headers={"Connection": "close"})
         await response.prepare(request)
         await response.write_eof()
         request.protocol.force_close()  # the transport flushes the answer before it closes
         return response
+
+    async def _too_large(self, request: web.Request) -> web.StreamResponse:
+        self.metrics.webhook_requests.labels("too_large").inc()
+        return await self._refuse(request, 413, "payload too large")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         length = request.content_length
@@ -210,10 +215,14 @@ class WebhookReceiver:
             log.warning("webhook body of %d bytes refused (limit %d)", length, MAX_BODY_BYTES)
             return await self._too_large(request)
         try:
-            body = await request.read()  # the app's client_max_size enforces the limit while reading
+            async with asyncio.timeout(BODY_READ_SECONDS):
+                body = await request.read()  # the app's client_max_size enforces the limit while reading
         except web.HTTPRequestEntityTooLarge:
             log.warning("webhook body over %d bytes refused while reading", MAX_BODY_BYTES)
             return await self._too_large(request)
+        except TimeoutError:
+            log.warning("webhook body not complete after %.0f s: answered 408 and closed", BODY_READ_SECONDS)
+            return await self._refuse(request, 408, "request body too slow")
         if not signing.verify_webhook(self._token, body, request.headers.get("intuit-signature")):
             log.warning("webhook with a missing or wrong intuit-signature refused (%d bytes)", len(body))
             return self._answer("bad_signature", 403, "bad signature")
