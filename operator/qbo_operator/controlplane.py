@@ -414,7 +414,7 @@ class ControlPlane(KubeClients):
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
             proc = self.processes.pop(name, None)
             if proc is not None:
-                _terminate(proc.pid, proc)
+                terminate_group(proc.pid, proc)
             with contextlib.suppress(FileNotFoundError):
                 (self.dir / f"{name}.pid").unlink()
         if self._owns_dir and self.directory is not None:
@@ -479,9 +479,12 @@ class ExternalCluster(KubeClients):
         return path
 
 
-def _terminate(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 10.0) -> None:
+def terminate_group(
+    pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
+    """Send `sig` to the process group led by `pid`; SIGKILL the group if it has not exited after `grace`."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if proc is not None:
@@ -537,7 +540,7 @@ def reap_orphans(root: Path = RUNS_ROOT) -> list[int]:
                 with contextlib.suppress(ValueError):
                     pid = int(pidfile.read_text())
                     if pid_alive(pid) and _is_ours(pid, name):
-                        _terminate(pid)
+                        terminate_group(pid)
                         stopped.append(pid)
         shutil.rmtree(run, ignore_errors=True)
     return stopped
@@ -673,7 +676,7 @@ def _cli(argv: Sequence[str] | None = None) -> int:
     if args.action == "down":
         pidfile = directory / "serve.pid"
         if pidfile.exists():
-            _terminate(int(pidfile.read_text()), grace=30)
+            terminate_group(int(pidfile.read_text()), grace=30)
             pidfile.unlink(missing_ok=True)
             print(f"control plane in {directory} stopped")
         else:

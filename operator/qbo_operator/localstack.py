@@ -25,7 +25,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from qbo_operator.controlplane import ControlPlane, free_port
+from qbo_operator.controlplane import ControlPlane, free_port, terminate_group
 
 RELEASE = "qbo-operator"  # the chart then names its objects qbo-operator-*
 SYSTEM_NAMESPACE = "qbo-system"
@@ -145,14 +145,7 @@ class LocalStack:
         proc = self.processes.pop(name, None)
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, sig)
-        try:
-            proc.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGKILL)
-            proc.popen.wait()
+        terminate_group(proc.popen.pid, proc.popen, grace, sig)
         with contextlib.suppress(FileNotFoundError):
             (self.workdir / "pids" / name).unlink()
 
