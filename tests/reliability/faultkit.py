@@ -11,8 +11,8 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,7 @@ from qbo_operator.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.sandbox.qbo_data import parse_time
 from tests.reliability.ledger import SECRETS
 from tests.sync.conftest import QBO_CLIENT_SECRET, expected_records, make_qbo
-from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Run
+from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Rewrite, Run
 
 # Short waits so a cell takes seconds, not minutes; the logic under test is the same.
 TUNING = {
@@ -142,47 +142,6 @@ def no_traceback(run: Run) -> None:
 
 
 # --- stand-ins ---------------------------------------------------------------------------------------
-
-Rewrite = Callable[[web.Request, httpx.Response], Awaitable[web.Response | None]]
-
-
-class Proxy:
-    """Forwards every request to `upstream`; `rewrite` may answer differently (None: pass the answer on)."""
-
-    def __init__(self, upstream: str, rewrite: Rewrite) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.rewrite = rewrite
-        self.requests = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with httpx.AsyncClient(timeout=30) as http:
-            resp = await http.request(
-                request.method, self.upstream + request.path_qs, content=await request.read(), headers=headers
-            )
-        replaced = await self.rewrite(request, resp)
-        if replaced is not None:
-            return replaced
-        keep = {
-            k: v
-            for k, v in resp.headers.items()
-            if k.lower() in ("content-type", "intuit_tid", "retry-after", "x-amzn-requestid")
-        }
-        return web.Response(status=resp.status_code, body=resp.content, headers=keep)
-
-    @asynccontextmanager
-    async def serve(self) -> AsyncIterator[str]:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            await runner.cleanup()
-
 
 HUGE = "1E+10000000"  # a JSON number Decimal can hold but no amount of money is
 

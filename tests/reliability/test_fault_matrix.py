@@ -23,7 +23,6 @@ from qbo_operator.controlplane import ControlPlane
 from tests.reliability import ledger
 from tests.reliability.faultkit import (
     TUNING,
-    Proxy,
     bearer_tokens_in,
     check_delivery,
     condition,
@@ -33,7 +32,7 @@ from tests.reliability.faultkit import (
     stage,
 )
 from tests.reliability.ledger import Report
-from tests.sync.harness import E2E
+from tests.sync.harness import E2E, Proxy
 
 pytestmark = pytest.mark.e2e
 

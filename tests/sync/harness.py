@@ -8,10 +8,15 @@ import base64
 import json
 import os
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
+from aiohttp import web
 
 from qbo_operator.models import Tokens, rfc3339
 from qbo_operator.oauth import TokenResponse
@@ -185,3 +190,46 @@ class E2E:
 
     async def sync(self, *args: str, measure_rss: bool = False, **env: str) -> Run:
         return await self.finish(await self.start(*args, measure_rss=measure_rss, **env))
+
+
+# --- a proxy in front of a sandbox ---------------------------------------------------------------
+
+Rewrite = Callable[[web.Request, httpx.Response], Awaitable[web.Response | None]]
+
+
+class Proxy:
+    """Forwards every request to `upstream`; `rewrite` may answer differently (None: pass the answer on)."""
+
+    def __init__(self, upstream: str, rewrite: Rewrite | None = None) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.rewrite = rewrite
+        self.requests = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.request(
+                request.method, self.upstream + request.path_qs, content=await request.read(), headers=headers
+            )
+        replaced = None if self.rewrite is None else await self.rewrite(request, resp)
+        if replaced is not None:
+            return replaced
+        keep = {
+            k: v
+            for k, v in resp.headers.items()
+            if k.lower() in ("content-type", "intuit_tid", "retry-after", "x-amzn-requestid")
+        }
+        return web.Response(status=resp.status_code, body=resp.content, headers=keep)
+
+    @asynccontextmanager
+    async def serve(self) -> AsyncIterator[str]:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        finally:
+            await runner.cleanup()

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 
@@ -25,7 +24,7 @@ from qbo_operator.models import Tokens, rfc3339
 from qbo_operator.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.sandbox.qbo_data import parse_time
 from tests.sync.conftest import expected_records, make_qbo, qbo_settings, utc
-from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Run
+from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Proxy, Run
 
 pytestmark = pytest.mark.e2e
 
@@ -274,11 +273,12 @@ async def test_quickbooks_unavailable_fails_with_the_reason_and_keeps_the_waterm
 # --- tokens -----------------------------------------------------------------------------------
 
 
-class SecretCheckingProxy:
+class SecretCheckingProxy(Proxy):
     """Forwards Accounting API calls to the QBO sandbox, first checking that the bearer token used is
     the one stored in the token Secret at that moment (so it was persisted before use)."""
 
     def __init__(self, e: E2E, on_query: Any = None) -> None:
+        super().__init__(e.qbo.api_url)
         self.e = e
         self.checked = 0
         self.violations: list[str] = []
@@ -294,24 +294,7 @@ class SecretCheckingProxy:
         self.queries += 1
         if self.on_query is not None:
             self.on_query(self.queries)
-        async with httpx.AsyncClient() as http:
-            resp = await http.request(request.method, self.e.qbo.api_url + request.path_qs,
-                                      content=await request.read(), headers=dict(request.headers))  # fmt: skip
-        headers = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "intuit_tid", "retry-after")}
-        return web.Response(status=resp.status_code, body=resp.content, headers=headers)
-
-    @asynccontextmanager
-    async def serve(self) -> AsyncIterator[str]:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            await runner.cleanup()
+        return await super().handle(request)
 
 
 async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is_used(
