@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,6 +25,7 @@ import httpx
 from qbo_operator import names
 from qbo_operator.controlplane import ControlPlane, _resolve_env, wait_for_pods
 from qbo_operator.localstack import SYSTEM_NAMESPACE, LocalStack, parse_forms, submit
+from tests.operator.opkit import wait_for
 from tests.reliability.ledger import SECRETS, snapshot_cluster
 
 QBO_OPERATOR = str(Path(sys.executable).parent / "qbo-operator")
@@ -62,14 +62,8 @@ def api_request(kubeconfig: Path, method: str, path: str, body: Any = None, cont
 
 
 def wait_until(what: str, probe: Any, timeout: float = 90.0, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """`opkit.wait_for` with the longer default a whole stack needs."""
+    return wait_for(what, probe, timeout, every)
 
 
 # --- the product ------------------------------------------------------------------------------------
