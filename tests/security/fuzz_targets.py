@@ -26,7 +26,7 @@ with atheris.instrument_imports(include=["qbo_operator"]):
 
     from qbo_operator import signing
     from qbo_operator.gateway.webhook_models import KNOWN_ENTITIES, PayloadError, parse_delivery
-    from qbo_operator.greencheck import GreenCheckClient, GreenCheckError, Record
+    from qbo_operator.greencheck import GreenCheckClient, GreenCheckError
     from qbo_operator.greencheck import _Expired as GcExpired
     from qbo_operator.greencheck import _Split as GcSplit
     from qbo_operator.greencheck import _Transient as GcTransient
@@ -36,21 +36,12 @@ with atheris.instrument_imports(include=["qbo_operator"]):
     from qbo_operator.qbo import _Transient as QboTransient
     from qbo_operator.qbo import _Unauthorized as QboUnauthorized
 
+from tests.security.samples import ALL_TOKEN_KEYS, record
+
 KEY = "fuzz-signing-key-0123456789abcdef"
 VERIFIER = "fuzz-verifier-token"
 CONNECTED = datetime(2020, 1, 1, tzinfo=UTC)
 STATUSES = (200, 200, 200, 400, 401, 403, 413, 422, 429, 500, 502, 503)
-TOKEN_KEYS = (
-    "access_token",
-    "refresh_token",
-    "realm_id",
-    "scope",
-    "connected_at",
-    "expires_at",
-    "refresh_token_expires_at",
-    "refresh_token_hard_expires_at",
-    "refreshed_at",
-)
 
 
 class _NoTokens:
@@ -99,7 +90,7 @@ def tokens(data: bytes) -> None:
             return
         raise AssertionError("a Connect link nobody signed was accepted")
     secret: dict[str, str] = {}
-    for key in TOKEN_KEYS:
+    for key in ALL_TOKEN_KEYS:
         if fdp.ConsumeBool():
             raw = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 60))
             secret[key] = base64.b64encode(raw).decode() if fdp.ConsumeBool() else raw.decode("ascii", "replace")
@@ -154,28 +145,7 @@ def greencheck(data: bytes) -> None:
     assert [r.external_id for r in results] == [r.external_id for r in records]
 
 
-def _record(i: int) -> Record:
-    return Record.model_validate(
-        {
-            "external_id": f"qbo:1:payment:{i}:invoice:1",
-            "payment": {
-                "id": str(i),
-                "date": None,
-                "amount": 1,
-                "total_amount": 1,
-                "type": "cash",
-                "reference": None,
-                "created_at": "2026-11-01T00:00:00+00:00",
-            },
-            "invoice": {"id": "1", "number": "1", "date": None, "total": 1, "open_balance": 0, "memo": None},
-            "customer": {"id": None, "name": None},
-            "currency": "USD",
-            "line_items": [],
-        }
-    )
-
-
-_RECORDS = [_record(i) for i in range(3)]
+_RECORDS = [record(i) for i in range(3)]
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "webhook": webhook,

@@ -32,6 +32,8 @@ from qbo_operator.qbo import Invoice, Payment, QboClient, QboDataError, QboError
 from qbo_operator.qbo import _Transient as QboTransient
 from qbo_operator.qbo import _Unauthorized as QboUnauthorized
 from tests.reliability.ledger import Report
+from tests.security.samples import ALL_TOKEN_KEYS
+from tests.security.samples import record as sample_record
 
 EXAMPLES = 300
 T = TypeVar("T")
@@ -434,7 +436,7 @@ def test_to_cents_of_any_finite_amount_is_cents_or_a_value_error(amount: Decimal
 def test_any_green_check_answer_is_results_or_one_of_the_clients_errors(status: int, body: bytes, n: int) -> None:
     counted("Green Check answers")
     client = _gc()
-    records = [_record(i) for i in range(n)]
+    records = [sample_record(i) for i in range(n)]
     resp = httpx.Response(status, content=body, request=httpx.Request("POST", "http://gc/ingest"))
     try:
         results = client._results(resp, records)
@@ -443,51 +445,18 @@ def test_any_green_check_answer_is_results_or_one_of_the_clients_errors(status: 
     assert [r.external_id for r in results] == [r.external_id for r in records]
 
 
-def _record(i: int) -> Record:
-    return Record.model_validate(
-        {
-            "external_id": f"qbo:1:payment:{i}:invoice:1",
-            "payment": {
-                "id": str(i),
-                "date": None,
-                "amount": 1,
-                "total_amount": 1,
-                "type": "cash",
-                "reference": None,
-                "created_at": "2026-11-01T00:00:00+00:00",
-            },
-            "invoice": {"id": "1", "number": "1", "date": None, "total": 1, "open_balance": 0, "memo": None},
-            "customer": {"id": None, "name": None},
-            "currency": "USD",
-            "line_items": [],
-        }
-    )
-
-
 # --- the token Secret ---------------------------------------------------------------------------------
-
-TOKEN_KEYS = [
-    "access_token",
-    "refresh_token",
-    "realm_id",
-    "scope",
-    "connected_at",
-    "expires_at",
-    "refresh_token_expires_at",
-    "refresh_token_hard_expires_at",
-    "refreshed_at",
-]
 
 
 @fast()
 @given(
     values=st.dictionaries(
-        st.sampled_from(TOKEN_KEYS),
+        st.sampled_from(ALL_TOKEN_KEYS),
         st.one_of(
             texts, st.sampled_from(["2026-11-24T17:03:11Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"])
         ),
     ),
-    raw=st.dictionaries(st.sampled_from(TOKEN_KEYS), st.text(alphabet=string.printable, max_size=40), max_size=2),
+    raw=st.dictionaries(st.sampled_from(ALL_TOKEN_KEYS), st.text(alphabet=string.printable, max_size=40), max_size=2),
 )
 def test_any_token_secret_is_tokens_or_an_error_naming_the_key_not_the_value(
     values: dict[str, str], raw: dict[str, str]
@@ -497,7 +466,7 @@ def test_any_token_secret_is_tokens_or_an_error_naming_the_key_not_the_value(
     data.update(raw)  # some keys not base64 at all (the API server only ever returns ASCII base64)
     _, error = attempt(lambda: Tokens.from_secret_data(data), TokenSecretError)
     if error is not None:
-        assert any(k in str(error) for k in TOKEN_KEYS)
+        assert any(k in str(error) for k in ALL_TOKEN_KEYS)
         for value in [*values.values(), *raw.values()]:
             if len(value) >= 12:
                 assert value not in str(error)
