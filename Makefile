@@ -59,10 +59,10 @@ demo: venv system-packages tools ## the whole mission on this machine: control p
 	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/qbo-operator demo $(DEMO_ARGS)
 
 cluster: venv tools ## start a local control plane in the background (.cache/cluster/kubeconfig)
-	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m qbo_operator.controlplane up --dir $(CLUSTER_DIR)
+	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m qbo_operator.harness.controlplane up --dir $(CLUSTER_DIR)
 
 cluster-down: ## stop the local control plane started by `make cluster`
-	@test -x $(BIN)/python && $(BIN)/python -m qbo_operator.controlplane down --dir $(CLUSTER_DIR) || true
+	@test -x $(BIN)/python && $(BIN)/python -m qbo_operator.harness.controlplane down --dir $(CLUSTER_DIR) || true
 
 bench: venv system-packages tools ## benchmarks: ratios against baselines (QUICK=1 for the small sizes)
 	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m bench $(if $(QUICK),--quick,)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
-from qbo_operator.controlplane import terminate_group
+from qbo_operator.harness.controlplane import terminate_group
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

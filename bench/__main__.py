@@ -57,10 +57,10 @@ class Context:
     @property
     def cp(self) -> Any:
         if self._cp is None:
-            from qbo_operator.controlplane import ControlPlane
+            from qbo_operator.harness.controlplane import ControlPlane
 
             say("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
-            cp = ControlPlane()  # under qbo_operator.controlplane.RUNS_ROOT, so a killed run's is reaped later
+            cp = ControlPlane()  # under qbo_operator.harness.controlplane.RUNS_ROOT, so a killed run's is reaped later
             cp.start()
             self._cp = cp
         return self._cp
@@ -77,7 +77,7 @@ class Context:
     def stack(self) -> Any:
         """The chart installed with helm; the operator and gateway run under its ServiceAccounts."""
         if self._stack is None:
-            from qbo_operator.localstack import LocalStack
+            from qbo_operator.harness.localstack import LocalStack
 
             stack = LocalStack(self.cp, self.workdir / "stack")
             stack.workdir.mkdir(parents=True, exist_ok=True)

@@ -47,10 +47,10 @@ from bench import (
     say,
     spawn,
 )
-from qbo_operator import names, signing
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.localstack import LocalStack
-from qbo_operator.sandbox.qbo_webhooks import WebhookEvent, cloudevents_body
+from qbo_operator.core import names, signing
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.harness.localstack import LocalStack
+from qbo_operator.harness.sandbox.qbo_webhooks import WebhookEvent, cloudevents_body
 
 WRK = "/usr/bin/wrk"
 SERVER_CPU = 0

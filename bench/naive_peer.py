@@ -3,7 +3,7 @@
 `NaivePeer` is the pattern of python-quickbooks scripts and small connectors: page payments 100 at a
 time with STARTPOSITION, read every linked invoice one by one (`GET …/invoice/{id}`, no cache, so an
 invoice paid in instalments is read again), and post every record to Green Check on its own. It maps
-records with our own `qbo_operator.mapping`, so both sides deliver the same records and only the request
+records with our own `qbo_operator.sync.mapping`, so both sides deliver the same records and only the request
 pattern differs. It is blocking (requests), one request at a time, as those clients are.
 
 `floor_read` issues exactly the lower-bound request set, ⌈payments/1000⌉ payment pages and
@@ -27,9 +27,9 @@ from typing import Any
 
 import requests
 
-from qbo_operator.greencheck import idempotency_key
-from qbo_operator.mapping import map_payment
-from qbo_operator.qbo import MINOR_VERSION, Invoice, Payment, qbo_time
+from qbo_operator.sync.greencheck import idempotency_key
+from qbo_operator.sync.mapping import map_payment
+from qbo_operator.sync.qbo import MINOR_VERSION, Invoice, Payment, qbo_time
 
 NAIVE_PAGE = 100  # python-quickbooks' `.all()` / `.filter()` default page; hotglue's page size
 FLOOR_PAGE = 1000  # Intuit's MAXRESULTS cap

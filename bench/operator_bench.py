@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import BenchError, Measure, Target, mib, proc_status_kb, say
-from qbo_operator import names
-from qbo_operator.config import Settings
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.localstack import SYSTEM_NAMESPACE, LocalStack
-from qbo_operator.schedule import expand
+from qbo_operator.core import names
+from qbo_operator.core.config import Settings
+from qbo_operator.core.schedule import expand
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.harness.localstack import SYSTEM_NAMESPACE, LocalStack
 
 NAMESPACES = 10
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})

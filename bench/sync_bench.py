@@ -2,7 +2,7 @@
 
 Our sync runs as the real `qbo-operator sync` process against a real control plane: the
 QuickbooksIntegration CR (real CRD) and its token Secret, obtained through the QBO sandbox's OAuth flow
-(consent → code → `qbo_operator.oauth.exchange_code`, then a refresh with the same client). The QBO
+(consent → code → `qbo_operator.core.oauth.exchange_code`, then a refresh with the same client). The QBO
 and Green Check sandboxes are their own processes (`qbo-operator sandbox …`, driven through their
 control APIs), so the sync's peak RSS, read with wait4(2), is the sync's alone.
 
@@ -48,12 +48,12 @@ from bench import (
     wait_http,
 )
 from bench.naive_peer import PeerSpec
-from qbo_operator import names, oauth
-from qbo_operator.config import Settings
-from qbo_operator.controlplane import ControlPlane, free_port
-from qbo_operator.localstack import Credentials
-from qbo_operator.models import rfc3339
-from qbo_operator.oauth import TokenResponse
+from qbo_operator.core import names, oauth
+from qbo_operator.core.config import Settings
+from qbo_operator.core.models import rfc3339
+from qbo_operator.core.oauth import TokenResponse
+from qbo_operator.harness.controlplane import ControlPlane, free_port
+from qbo_operator.harness.localstack import Credentials
 
 THROTTLED_SIZE = 100_000  # the size measure 2 runs at (full mode); its skipped rows are named after it
 CHUNK = 1_000  # new payments per generator call

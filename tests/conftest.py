@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qbo_operator.controlplane import ControlPlane, ControlPlaneError, ExternalCluster, PodRun, run_job_pods
+from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, ExternalCluster, PodRun, run_job_pods
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -9,18 +9,18 @@ import sys
 from collections.abc import Sequence
 
 from qbo_operator import __version__
-from qbo_operator.config import ConfigError
+from qbo_operator.core.config import ConfigError
 
 # command -> (module, help). Each module has `add_arguments(parser)` and `main(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("qbo_operator.controller", "run the operator (kopf) with /healthz and /metrics"),
+    "run": ("qbo_operator.reconciler.controller", "run the operator (kopf) with /healthz and /metrics"),
     "gateway": (
         "qbo_operator.gateway.app",
         "serve Connect pages, the OAuth callback and the webhook receiver",
     ),
-    "sync": ("qbo_operator.sync", "run one sync for one integration (the CronJob's command)"),
-    "demo": ("qbo_operator.demo", "the whole flow on this machine, with no accounts"),
-    "sandbox": ("qbo_operator.sandbox.cli", "run a QBO or Green Check sandbox server for local development"),
+    "sync": ("qbo_operator.sync.run", "run one sync for one integration (the CronJob's command)"),
+    "demo": ("qbo_operator.harness.demo", "the whole flow on this machine, with no accounts"),
+    "sandbox": ("qbo_operator.harness.sandbox.cli", "run a QBO or Green Check sandbox server for local development"),
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qbo_operator.controlplane import ControlPlaneError, find_assets
+from qbo_operator.harness.controlplane import ControlPlaneError, find_assets
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "qbo-operator"

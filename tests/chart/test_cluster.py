@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from qbo_operator import manifests, names
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.reconciler import manifests
 
 from .conftest import CHART, MODES
 

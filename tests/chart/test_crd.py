@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from qbo_operator import models, names, schedule
+from qbo_operator.core import models, names, schedule
 
 from .conftest import CHART, ROOT
 

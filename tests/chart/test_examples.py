@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.harness.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

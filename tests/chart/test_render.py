@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from qbo_operator import manifests, names
+from qbo_operator.core import names
+from qbo_operator.reconciler import manifests
 
 from .conftest import CHART, MODES, NAMESPACE, RELEASE, Helm, container, env_of, find, one
 

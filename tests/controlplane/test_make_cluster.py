@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from qbo_operator.controlplane import pid_alive
+from qbo_operator.harness.controlplane import pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qbo_operator.controlplane import ControlPlane, ControlPlaneError, pid_alive, reap_orphans
+from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, pid_alive, reap_orphans
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -233,7 +233,7 @@ def test_cronjob_schedule_and_time_zone_are_accepted(cluster: ControlPlane, name
 def test_a_killed_run_leaves_no_orphans(tmp_path: Path) -> None:
     """A test process SIGKILLed mid-run leaves etcd etc. behind; the next start stops them by pid file."""
     script = (
-        "import time\nfrom qbo_operator.controlplane import ControlPlane\n"
+        "import time\nfrom qbo_operator.harness.controlplane import ControlPlane\n"
         "cp = ControlPlane(); cp.start(); print(cp.dir, flush=True); time.sleep(600)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qbo_operator.controlplane import pid_alive
+from qbo_operator.harness.controlplane import pid_alive
 
 
 def _pids(workdir: Path) -> dict[str, int]:

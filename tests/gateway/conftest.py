@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from qbo_operator.controlplane import ControlPlane, free_port
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.harness.controlplane import ControlPlane, free_port
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.gateway.gwtools import Gateway, Keys
 
 GatewayFactory = Callable[..., Gateway]

@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from qbo_operator import signing
-from qbo_operator.controlplane import ControlPlane, free_port
+from qbo_operator.core import signing
+from qbo_operator.harness.controlplane import ControlPlane, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -7,8 +7,8 @@ import re
 
 from playwright.sync_api import Browser, Page, expect
 
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.models import TOKEN_KEYS, Tokens
+from qbo_operator.core.models import TOKEN_KEYS, Tokens
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.conftest import StackFactory
 from tests.gateway.gwtools import (
     ARTIFACTS,

@@ -15,9 +15,9 @@ import pytest
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 
-from qbo_operator import signing
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.models import Tokens
+from qbo_operator.core import signing
+from qbo_operator.core.models import Tokens
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.conftest import Stack, StackFactory
 from tests.gateway.gwtools import (
     callback,
@@ -326,7 +326,7 @@ def test_a_foreign_secret_is_never_overwritten(
 
 
 def test_intuit_down_at_the_code_exchange(cluster: ControlPlane, namespace: str, stack_factory: StackFactory) -> None:
-    from qbo_operator.controlplane import free_port
+    from qbo_operator.harness.controlplane import free_port
 
     s = stack_factory(start_gateway=False, token_url=f"http://127.0.0.1:{free_port()}/oauth2/v1/tokens/bearer")
     realm = new_company(s.sb, "Acme Dispensary LLC")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.conftest import GatewayFactory, StackFactory
 from tests.gateway.gwtools import (
     Keys,

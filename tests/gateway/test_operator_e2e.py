@@ -14,8 +14,8 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, expect
 
-from qbo_operator.controlplane import ControlPlane, free_port
-from qbo_operator.models import Tokens
+from qbo_operator.core.models import Tokens
+from qbo_operator.harness.controlplane import ControlPlane, free_port
 from tests.gateway.conftest import StackFactory
 from tests.gateway.gwtools import (
     ROOT,

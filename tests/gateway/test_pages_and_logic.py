@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from qbo_operator import names
+from qbo_operator.core import names
+from qbo_operator.core.models import Integration
 from qbo_operator.gateway import pages
 from qbo_operator.gateway.connect import choose_connected_at, owns_secret, previous_connection
 from qbo_operator.gateway.realm_index import IndexState
 from qbo_operator.gateway.webhooks import SeenIds
-from qbo_operator.models import Integration
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

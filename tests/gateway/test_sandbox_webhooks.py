@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.conftest import StackFactory
 from tests.gateway.gwtools import create_integration, get_integration, new_company, set_status, wait_for, webhook_count
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest_asyncio
 from kubernetes_asyncio import config
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane, free_port
+from qbo_operator.core import names
+from qbo_operator.core.kube import Kube
 from qbo_operator.gateway.metrics import GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
 from qbo_operator.gateway.webhooks import StatusRecorder
-from qbo_operator.kube import Kube
+from qbo_operator.harness.controlplane import ControlPlane, free_port
 from tests.gateway.gwtools import create_integration, get_integration, set_status, webhook_count
 
 NOW = datetime.now(UTC).replace(microsecond=0)

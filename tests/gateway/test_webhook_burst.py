@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
-from qbo_operator import signing
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import signing
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.gwtools import (
     ARTIFACTS,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from qbo_operator import signing
+from qbo_operator.core import signing
 from qbo_operator.gateway.webhook_models import Operation, PayloadError, canonical_entity, parse_delivery
 
 # QBO.md §5.2: Intuit's published test vector (dotnet-sdk WebhooksServiceTest).

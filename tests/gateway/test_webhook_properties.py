@@ -10,9 +10,9 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qbo_operator import signing
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import signing
 from qbo_operator.gateway.webhook_models import PayloadError, parse_delivery
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.gwtools import Keys, create_integration, get_integration, set_status, wait_for, webhook_count
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from qbo_operator import signing
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import signing
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.gwtools import (
     Keys,

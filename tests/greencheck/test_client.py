@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import web
 
-from qbo_operator.greencheck import (
+from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
+from qbo_operator.sync.greencheck import (
     MAX_BODY_BYTES,
     Batch,
     Batcher,
@@ -26,7 +27,6 @@ from qbo_operator.greencheck import (
     idempotency_key,
     token_expiry,
 )
-from qbo_operator.sandbox.greencheck import GreenCheckSandbox
 from tests.greencheck.conftest import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
 
 FAST = GreenCheckPolicy(backoff_initial=0.01, backoff_max=0.05, transient_retries=3, default_throttle_wait=0.01)
@@ -203,7 +203,7 @@ async def test_5xx_and_malformed_answers_are_retried_with_backoff(
     sandbox.faults.add(kind="status", status=503, path="invoice-payments", count=1)
     sandbox.faults.add(kind="html_502", path="invoice-payments", count=1)
     sandbox.faults.add(kind="malformed", path="invoice-payments", count=1)
-    caplog.set_level(logging.WARNING, logger="qbo_operator.greencheck")
+    caplog.set_level(logging.WARNING, logger="qbo_operator.sync.greencheck")
     async with sandbox.serve() as url, client(url) as gc:
         results = await gc.deliver(batch(1, 2))
     assert [r.status for r in results] == ["created", "created"]

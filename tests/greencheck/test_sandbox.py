@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from qbo_operator.greencheck import encode_body, encode_record, idempotency_key
-from qbo_operator.sandbox.greencheck import GreenCheckSandbox
+from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
+from qbo_operator.sync.greencheck import encode_body, encode_record, idempotency_key
 from tests.greencheck.conftest import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
 
 INGEST = f"/service-providers/{SP_ID}/crbs/{CRB}/sales/invoice-payments"

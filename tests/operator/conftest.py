@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane, free_port
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane, free_port
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.operator.opkit import Operator, apply, render_chart_rbac, scan_for_secrets
 
 QBO_CLIENT_ID = "ABoperator-test-client-0001"

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane, free_port
-from qbo_operator.models import Tokens
-from qbo_operator.oauth import TokenResponse
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.core import names
+from qbo_operator.core.models import Tokens
+from qbo_operator.core.oauth import TokenResponse
+from qbo_operator.harness.controlplane import ControlPlane, free_port
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.operator.opkit import (
     Operator,
     apply,

@@ -8,10 +8,10 @@ import base64
 import time
 from datetime import UTC, datetime, timedelta
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.models import Tokens
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.core import names
+from qbo_operator.core.models import Tokens
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.operator.conftest import StartOperator
 from tests.operator.opkit import (
     apply,

@@ -8,10 +8,10 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
-from qbo_operator import names, signing
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.sandbox.qbo import QboSandbox
-from qbo_operator.schedule import expand
+from qbo_operator.core import names, signing
+from qbo_operator.core.schedule import expand
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.operator.conftest import GATEWAY_URL, SIGNING_KEY, Account, StartOperator
 from tests.operator.opkit import (
     Operator,

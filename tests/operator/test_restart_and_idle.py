@@ -8,8 +8,9 @@ import signal
 import time
 from datetime import UTC, datetime
 
-from qbo_operator import manifests, names
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.reconciler import manifests
 from tests.operator.conftest import Account, StartOperator
 from tests.operator.opkit import (
     apply,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from qbo_operator import manifests, names
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.reconciler import manifests
 from tests.conftest import Kubelet
 from tests.operator.opkit import (
     Operator,

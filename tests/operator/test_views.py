@@ -9,9 +9,10 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from qbo_operator import manifests, names
-from qbo_operator.handlers import _fresher, job_view, secret_view
-from qbo_operator.metrics import OperatorMetrics, integration_families
+from qbo_operator.core import names
+from qbo_operator.reconciler import manifests
+from qbo_operator.reconciler.handlers import _fresher, job_view, secret_view
+from qbo_operator.reconciler.metrics import OperatorMetrics, integration_families
 from tests.operator.opkit import COMPANY_ID, fake_tokens, token_secret
 
 

@@ -1,4 +1,4 @@
-"""The whole product as processes (qbo_operator.localstack: the chart installed with helm, the operator and
+"""The whole product as processes (qbo_operator.harness.localstack: the chart installed with helm, the operator and
 the gateway under its ServiceAccounts, both sandboxes as `qbo-operator sandbox` processes), plus what the
 chaos and restart tests need on top: a kubelet whose pods can be SIGKILLed mid-run, respawning a killed
 component without waiting for it, the Connect flow as a browser walks it, and the expected records
@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane, _resolve_env, wait_for_pods
-from qbo_operator.localstack import SYSTEM_NAMESPACE, LocalStack, parse_forms, submit
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane, _resolve_env, wait_for_pods
+from qbo_operator.harness.localstack import SYSTEM_NAMESPACE, LocalStack, parse_forms, submit
 from tests.operator.opkit import wait_for
 from tests.reliability.ledger import SECRETS, snapshot_cluster
 
@@ -169,7 +169,7 @@ class Product:
         self.cp.kubectl(
             "annotate", "--overwrite", names.PLURAL, name, "-n", namespace, f"{names.SYNC_REQUESTED_ANNOTATION}={token}"
         )
-        from qbo_operator.manifests import manual_job_name
+        from qbo_operator.reconciler.manifests import manual_job_name
 
         return manual_job_name(names.cronjob_name(name), token)
 

@@ -24,9 +24,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from qbo_operator import oauth
-from qbo_operator.config import Settings
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import oauth
+from qbo_operator.core.config import Settings
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.reliability.ledger import Report
 from tests.reliability.stackkit import COMPANY_IDS, Kubelet, Product, product, wait_until
 

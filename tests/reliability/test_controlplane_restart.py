@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane, wait_for_pods
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane, wait_for_pods
 from tests.reliability.ledger import Report
 from tests.reliability.stackkit import COMPANY_IDS, Kubelet, Product, product, wait_until
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.reliability import ledger
 from tests.reliability.faultkit import (
     TUNING,

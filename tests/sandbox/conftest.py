@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from qbo_operator.sandbox.qbo import QboSandbox
-from qbo_operator.sandbox.qbo_api import ThrottleLimits
+from qbo_operator.harness.sandbox.qbo import QboSandbox
+from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
 
 CLIENT_ID = "ABqbo-sandbox-client-0001"
 CLIENT_SECRET = "s3cr3t-qbo-client-secret-value"

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from qbo_operator.sandbox.qbo import QboSandbox
-from qbo_operator.sandbox.qbo_api import ThrottleLimits
-from qbo_operator.sandbox.qbo_data import intuit_time, parse_time
+from qbo_operator.harness.sandbox.qbo import QboSandbox
+from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
+from qbo_operator.harness.sandbox.qbo_data import intuit_time, parse_time
 from tests.sandbox.conftest import FakeClock, FakeMonotonic, SandboxFactory, connect, realm_of
 
 

@@ -11,9 +11,9 @@ from intuitlib.client import AuthClient  # type: ignore[import-untyped]
 from intuitlib.enums import Scopes  # type: ignore[import-untyped]
 from intuitlib.exceptions import AuthClientError  # type: ignore[import-untyped]
 
-from qbo_operator import oauth
-from qbo_operator.config import Settings
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.core import oauth
+from qbo_operator.core.config import Settings
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.sandbox.conftest import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeClock, realm_of
 
 
@@ -93,7 +93,7 @@ def test_intuitlib_reports_invalid_client(sandbox: QboSandbox) -> None:
 def test_our_oauth_module_against_the_sandbox(
     sandbox: QboSandbox, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """qbo_operator.oauth (requests-oauthlib) exchanges, refreshes through a rotation, and revokes."""
+    """qbo_operator.core.oauth (requests-oauthlib) exchanges, refreshes through a rotation, and revokes."""
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # plain http on loopback
     realm = realm_of(sandbox)
     with sandbox.serve_in_thread():

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from qbo_operator.sandbox.qbo import QboSandbox
-from qbo_operator.sandbox.qbo_data import (
+from qbo_operator.harness.sandbox.qbo import QboSandbox
+from qbo_operator.harness.sandbox.qbo_data import (
     PAYMENT_METHODS,
     SandboxError,
     check_books,

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from qbo_operator.sandbox.faults import NGINX_502, FaultRule, Faults
-from qbo_operator.sandbox.qbo import QboSandbox, _loopback
+from qbo_operator.harness.sandbox.faults import NGINX_502, FaultRule, Faults
+from qbo_operator.harness.sandbox.qbo import QboSandbox, _loopback
 from tests.sandbox.conftest import FakeClock, FakeMonotonic, realm_of, token_request
 
 

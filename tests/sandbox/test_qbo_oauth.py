@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.sandbox.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,

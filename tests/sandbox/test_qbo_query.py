@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from qbo_operator.sandbox import qbo_query
-from qbo_operator.sandbox.qbo import QboSandbox
-from qbo_operator.sandbox.qbo_data import parse_time
-from qbo_operator.sandbox.qbo_query import Condition, OrderKey, QueryError, parse
+from qbo_operator.harness.sandbox import qbo_query
+from qbo_operator.harness.sandbox.qbo import QboSandbox
+from qbo_operator.harness.sandbox.qbo_data import parse_time
+from qbo_operator.harness.sandbox.qbo_query import Condition, OrderKey, QueryError, parse
 from tests.sandbox.conftest import SandboxFactory, realm_of
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
@@ -232,7 +232,7 @@ async def test_client_statement_uses_the_index_not_a_scan(
 
 
 def qbo_api_run(company: Any, text: str) -> dict[str, Any]:
-    from qbo_operator.sandbox.qbo_api import run_query
+    from qbo_operator.harness.sandbox.qbo_api import run_query
 
     return run_query(company, text)
 

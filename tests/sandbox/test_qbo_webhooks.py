@@ -11,8 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from qbo_operator.sandbox.qbo_webhooks import FAST_RETRY_DELAYS, INTUIT_RETRY_DELAYS, cloudevents_body, legacy_body
-from qbo_operator.signing import verify_webhook
+from qbo_operator.core.signing import verify_webhook
+from qbo_operator.harness.sandbox.qbo_webhooks import (
+    FAST_RETRY_DELAYS,
+    INTUIT_RETRY_DELAYS,
+    cloudevents_body,
+    legacy_body,
+)
 from tests.sandbox.conftest import VERIFIER, FakeClock, SandboxFactory
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from qbo_operator.greencheck import Record
-from qbo_operator.models import OPTIONAL_TOKEN_KEYS, TOKEN_KEYS
+from qbo_operator.core.models import OPTIONAL_TOKEN_KEYS, TOKEN_KEYS
+from qbo_operator.sync.greencheck import Record
 
 # Every key a token Secret may hold, required ones first.
 ALL_TOKEN_KEYS: tuple[str, ...] = TOKEN_KEYS + OPTIONAL_TOKEN_KEYS

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.reliability.ledger import Report
 
 pytestmark = pytest.mark.e2e

@@ -15,8 +15,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from qbo_operator.controlplane import ControlPlane
 from qbo_operator.gateway.webhooks import BODY_READ_SECONDS
+from qbo_operator.harness.controlplane import ControlPlane
 from tests.gateway.gwtools import Gateway, Keys, cloudevent, create_integration, dumps
 from tests.reliability.ledger import SECRETS, Report
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane
-from qbo_operator.localstack import CHART, RELEASE, SYSTEM_NAMESPACE
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane
+from qbo_operator.harness.localstack import CHART, RELEASE, SYSTEM_NAMESPACE
 from tests.reliability.ledger import SECRETS, Report
 from tests.reliability.stackkit import COMPANY_IDS, Kubelet, Product, api_request, product, wait_until
 

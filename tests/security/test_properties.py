@@ -20,17 +20,17 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from qbo_operator import signing
+from qbo_operator.core import signing
+from qbo_operator.core.models import Tokens, TokenSecretError
 from qbo_operator.gateway.webhook_models import KNOWN_ENTITIES, PayloadError, parse_delivery
-from qbo_operator.greencheck import GreenCheckClient, GreenCheckError, Record
-from qbo_operator.greencheck import _Expired as GcExpired
-from qbo_operator.greencheck import _Split as GcSplit
-from qbo_operator.greencheck import _Transient as GcTransient
-from qbo_operator.mapping import external_id, map_payment, to_cents
-from qbo_operator.models import Tokens, TokenSecretError
-from qbo_operator.qbo import Invoice, Payment, QboClient, QboDataError, QboError, _parse
-from qbo_operator.qbo import _Transient as QboTransient
-from qbo_operator.qbo import _Unauthorized as QboUnauthorized
+from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, Record
+from qbo_operator.sync.greencheck import _Expired as GcExpired
+from qbo_operator.sync.greencheck import _Split as GcSplit
+from qbo_operator.sync.greencheck import _Transient as GcTransient
+from qbo_operator.sync.mapping import external_id, map_payment, to_cents
+from qbo_operator.sync.qbo import Invoice, Payment, QboClient, QboDataError, QboError, _parse
+from qbo_operator.sync.qbo import _Transient as QboTransient
+from qbo_operator.sync.qbo import _Unauthorized as QboUnauthorized
 from tests.reliability.ledger import Report
 from tests.security.samples import ALL_TOKEN_KEYS
 from tests.security.samples import record as sample_record

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from qbo_operator import oauth
-from qbo_operator.config import ConfigError, Settings, load_settings
-from qbo_operator.models import Tokens, TokenSecretError
+from qbo_operator.core import oauth
+from qbo_operator.core.config import ConfigError, Settings, load_settings
+from qbo_operator.core.models import Tokens, TokenSecretError
 from tests.reliability.ledger import SECRETS, Report, SecretLedger
 
 ACCESS = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..planted-access-token-value-0123456789"

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from qbo_operator.models import Tokens, rfc3339
-from qbo_operator.oauth import TokenResponse
-from qbo_operator.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.sandbox.qbo import QboSandbox
+from qbo_operator.core.models import Tokens, rfc3339
+from qbo_operator.core.oauth import TokenResponse
+from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.sync.conftest import QBO_CLIENT_ID, QBO_CLIENT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]

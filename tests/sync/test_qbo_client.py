@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qbo_operator.oauth import OAuthError
-from qbo_operator.qbo import (
+from qbo_operator.core.oauth import OAuthError
+from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
+from qbo_operator.harness.sandbox.qbo_data import parse_time
+from qbo_operator.sync.qbo import (
     Fault,
     Payment,
     QboAuthError,
@@ -20,8 +22,6 @@ from qbo_operator.qbo import (
     RateLimiter,
     qbo_time,
 )
-from qbo_operator.sandbox.qbo_api import ThrottleLimits
-from qbo_operator.sandbox.qbo_data import parse_time
 from tests.sync.conftest import SandboxTokens, make_qbo
 
 # Tests lift the client-side pacing (tested on its own below) so they finish quickly.

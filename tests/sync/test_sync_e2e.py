@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from qbo_operator import oauth
-from qbo_operator.models import Tokens, rfc3339
-from qbo_operator.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.sandbox.qbo_data import parse_time
+from qbo_operator.core import oauth
+from qbo_operator.core.models import Tokens, rfc3339
+from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
+from qbo_operator.harness.sandbox.qbo_data import parse_time
 from tests.sync.conftest import expected_records, make_qbo, qbo_settings, utc
 from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Proxy, Run
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from qbo_operator.config import ConfigError
-from qbo_operator.models import Tokens
-from qbo_operator.sync import Stats, Tuning, job_name_from_env, set_condition, trigger_from_env, window_start
-from qbo_operator.tokens import dead_grant_reason, needs_refresh
+from qbo_operator.core.config import ConfigError
+from qbo_operator.core.models import Tokens
+from qbo_operator.core.tokens import dead_grant_reason, needs_refresh
+from qbo_operator.sync.run import Stats, Tuning, job_name_from_env, set_condition, trigger_from_env, window_start
 
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
 

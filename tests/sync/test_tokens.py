@@ -1,4 +1,4 @@
-"""Token refresh with rotation, persisted first under optimistic concurrency (qbo_operator.tokens),
+"""Token refresh with rotation, persisted first under optimistic concurrency (qbo_operator.core.tokens),
 against the real API server and the QBO sandbox's token endpoint."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from qbo_operator import kube as kube_mod
-from qbo_operator import oauth
-from qbo_operator.config import Settings
-from qbo_operator.models import Tokens
-from qbo_operator.oauth import TokenResponse
-from qbo_operator.tokens import (
+from qbo_operator.core import kube as kube_mod
+from qbo_operator.core import oauth
+from qbo_operator.core.config import Settings
+from qbo_operator.core.models import Tokens
+from qbo_operator.core.oauth import TokenResponse
+from qbo_operator.core.tokens import (
     GrantDead,
     RefreshUnavailable,
     SecretMissing,

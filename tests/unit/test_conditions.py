@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from qbo_operator import names, signing
-from qbo_operator.conditions import (
+from qbo_operator.core import names, signing
+from qbo_operator.core.models import IntegrationSpec, IntegrationStatus, Phase, Tokens
+from qbo_operator.reconciler.conditions import (
     CONNECTED,
     READY,
     SUSPENDED,
@@ -28,7 +29,6 @@ from qbo_operator.conditions import (
     phase_event,
     status_patch,
 )
-from qbo_operator.models import IntegrationSpec, IntegrationStatus, Phase, Tokens
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(days=3)
@@ -276,7 +276,7 @@ def test_transition_time_moves_only_when_the_status_changes() -> None:
 
 
 def test_secret_invalid_message_names_the_key_and_never_a_value() -> None:
-    from qbo_operator.models import Tokens
+    from qbo_operator.core.models import Tokens
 
     now = NOW
     tokens = Tokens(

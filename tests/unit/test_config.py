@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qbo_operator.config import ConfigError, load_settings
+from qbo_operator.core.config import ConfigError, load_settings
 
 GOOD = {
     "QBO_CLIENT_ID": "client",
@@ -69,7 +69,7 @@ def test_secret_values_never_in_errors() -> None:
 
 
 def test_discovery_document_supplies_the_oauth_endpoints() -> None:
-    from qbo_operator.sandbox.qbo import QboSandbox
+    from qbo_operator.harness.sandbox.qbo import QboSandbox
 
     sandbox = QboSandbox(client_id="c", client_secret="s", redirect_uri="http://127.0.0.1/oauth/callback")
     with sandbox.serve_in_thread("127.0.0.1", 0):
@@ -84,7 +84,7 @@ def test_discovery_document_supplies_the_oauth_endpoints() -> None:
 
 @pytest.mark.parametrize("path", ["/nothing-here", "/_sandbox/state"])
 def test_a_bad_discovery_url_is_one_clear_line(path: str) -> None:
-    from qbo_operator.sandbox.qbo import QboSandbox
+    from qbo_operator.harness.sandbox.qbo import QboSandbox
 
     sandbox = QboSandbox(client_id="c", client_secret="s", redirect_uri="http://127.0.0.1/oauth/callback")
     with sandbox.serve_in_thread("127.0.0.1", 0) as base_url, pytest.raises(ConfigError) as err:

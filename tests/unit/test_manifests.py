@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from qbo_operator import names
-from qbo_operator.config import Settings
-from qbo_operator.manifests import (
+from qbo_operator.core import names
+from qbo_operator.core.config import Settings
+from qbo_operator.core.models import IntegrationSpec
+from qbo_operator.core.schedule import expand
+from qbo_operator.reconciler.manifests import (
     Owner,
     comparable,
     credentials_secret,
@@ -26,8 +28,6 @@ from qbo_operator.manifests import (
     role_binding,
     service_account,
 )
-from qbo_operator.models import IntegrationSpec
-from qbo_operator.schedule import expand
 
 SETTINGS = Settings(
     qbo_client_id="client-id",
@@ -320,8 +320,8 @@ def test_other_owners_may_be_added_to_our_objects() -> None:
 
 
 def test_the_gateway_is_granted_exactly_the_token_secret_by_name() -> None:
-    from qbo_operator import names as _names
-    from qbo_operator.manifests import Owner, gateway_role, gateway_role_binding
+    from qbo_operator.core import names as _names
+    from qbo_operator.reconciler.manifests import Owner, gateway_role, gateway_role_binding
 
     owner = Owner("tenants", "acme", "uid-1")
     role = gateway_role(owner, "acme-qbo-tokens")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from qbo_operator.greencheck import Record
-from qbo_operator.mapping import (
+from qbo_operator.sync.greencheck import Record
+from qbo_operator.sync.mapping import (
     SkipReason,
     decimal_string,
     external_id,
@@ -20,7 +20,7 @@ from qbo_operator.mapping import (
     payment_type,
     to_cents,
 )
-from qbo_operator.qbo import Invoice, Payment
+from qbo_operator.sync.qbo import Invoice, Payment
 
 REALM = "9130355357483456"
 CONNECTED = datetime(2026, 11, 1, tzinfo=UTC)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from qbo_operator import names
-from qbo_operator.models import Integration, Tokens, TokenSecretError
+from qbo_operator.core import names
+from qbo_operator.core.models import Integration, Tokens, TokenSecretError
 
 
 def b64(text: str) -> str:

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from croniter import croniter
 
-from qbo_operator.schedule import ScheduleError, expand, validate_schedule, validate_time_zone
+from qbo_operator.core.schedule import ScheduleError, expand, validate_schedule, validate_time_zone
 
 
 @pytest.mark.parametrize(

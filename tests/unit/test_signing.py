@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from qbo_operator import signing
-from qbo_operator.signing import SignatureError
+from qbo_operator.core import signing
+from qbo_operator.core.signing import SignatureError
 
 KEY = "k" * 32
 NOW = 1_764_000_000.0

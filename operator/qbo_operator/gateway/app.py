@@ -21,14 +21,14 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from kubernetes_asyncio import client
 
-from qbo_operator import kube as kube_module
-from qbo_operator.config import Settings, load_settings
+from qbo_operator.core import kube as kube_module
+from qbo_operator.core.config import Settings, load_settings
+from qbo_operator.core.kube import Kube
 from qbo_operator.gateway import pages
 from qbo_operator.gateway.connect import ConnectFlow
 from qbo_operator.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
 from qbo_operator.gateway.webhooks import MAX_BODY_BYTES, StatusRecorder, WebhookReceiver
-from qbo_operator.kube import Kube
 
 log = logging.getLogger("qbo_operator.gateway")
 

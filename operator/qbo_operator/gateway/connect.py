@@ -28,14 +28,14 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from pydantic import ValidationError
 
-from qbo_operator import names, oauth, signing
-from qbo_operator.config import Settings
+from qbo_operator.core import names, oauth, signing
+from qbo_operator.core.config import Settings
+from qbo_operator.core.kube import ApiException, Kube
+from qbo_operator.core.models import Integration, Tokens, rfc3339
 from qbo_operator.gateway import pages
 from qbo_operator.gateway.metrics import GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
 from qbo_operator.gateway.webhooks import SeenIds
-from qbo_operator.kube import ApiException, Kube
-from qbo_operator.models import Integration, Tokens, rfc3339
 
 log = logging.getLogger(__name__)
 

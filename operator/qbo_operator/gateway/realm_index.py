@@ -17,9 +17,9 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from qbo_operator import names
-from qbo_operator.kube import Kube
-from qbo_operator.models import Integration
+from qbo_operator.core import names
+from qbo_operator.core.kube import Kube
+from qbo_operator.core.models import Integration
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from aiohttp import web
 
-from qbo_operator import signing
+from qbo_operator.core import signing
+from qbo_operator.core.kube import ApiException, Kube
+from qbo_operator.core.models import Integration, rfc3339
 from qbo_operator.gateway.metrics import GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
 from qbo_operator.gateway.webhook_models import Delivery, PayloadError, parse_delivery
-from qbo_operator.kube import ApiException, Kube
-from qbo_operator.models import Integration, rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from qbo_operator import names
-from qbo_operator.models import Integration, rfc3339
+from qbo_operator.core import names
+from qbo_operator.core.models import Integration, rfc3339
 
 __all__ = ["ApiException", "Kube", "connect"]
 

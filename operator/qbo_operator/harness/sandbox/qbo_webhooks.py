@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from qbo_operator.signing import webhook_signature
+from qbo_operator.core.signing import webhook_signature
 
 WebhookFormat = Literal["cloudevents", "legacy"]
 # Intuit's retry schedule (seconds after a failed attempt), then every 6 hours.

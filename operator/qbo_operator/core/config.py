@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from qbo_operator.schedule import ScheduleError, validate_schedule
+from qbo_operator.core.schedule import ScheduleError, validate_schedule
 
 Component = Literal["operator", "gateway", "sync"]
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-from qbo_operator.greencheck import (
+from qbo_operator.sync.greencheck import (
     LineItem,
     PaymentType,
     Record,
@@ -29,7 +29,7 @@ from qbo_operator.greencheck import (
     RecordInvoice,
     RecordPayment,
 )
-from qbo_operator.qbo import Invoice, InvoiceLine, Payment
+from qbo_operator.sync.qbo import Invoice, InvoiceLine, Payment
 
 DEFAULT_CURRENCY = "USD"  # QBO omits CurrencyRef in single-currency companies; US companies are USD
 

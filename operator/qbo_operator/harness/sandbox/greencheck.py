@@ -6,7 +6,7 @@ with errors: negative amounts, a missing invoice number, another realm's externa
 `reject_external_ids`), de-duplication by `external_id`, `Idempotency-Key` replay (same key and body →
 the first response; same key, other body → 422); 429 with `X-RateLimit-*` above `rate_limit`
 requests per `rate_window` seconds; 413 over `max_body_bytes`; injected latency, 5xx and malformed
-answers through `qbo_operator.sandbox.faults`; the read-back `GET …/sales` in the public
+answers through `qbo_operator.harness.sandbox.faults`; the read-back `GET …/sales` in the public
 `WholesaleSale` shape; `x-amzn-requestid` on every response and a count of every request served.
 
 Python API (tests, benchmarks, demo): `sb.records[crb_id]` (external_id → record as received),
@@ -34,8 +34,8 @@ from typing import Any, Literal, cast
 from aiohttp import web
 from pydantic import ValidationError
 
-from qbo_operator.greencheck import IngestRequest, Record
-from qbo_operator.sandbox.faults import FaultRule, Faults
+from qbo_operator.harness.sandbox.faults import FaultRule, Faults
+from qbo_operator.sync.greencheck import IngestRequest, Record
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IngestHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from qbo_operator import oauth
-from qbo_operator.config import Settings
-from qbo_operator.kube import ApiException, Kube
-from qbo_operator.models import Tokens
-from qbo_operator.oauth import OAuthError, TokenResponse
+from qbo_operator.core import oauth
+from qbo_operator.core.config import Settings
+from qbo_operator.core.kube import ApiException, Kube
+from qbo_operator.core.models import Tokens
+from qbo_operator.core.oauth import OAuthError, TokenResponse
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qbo_operator import names
+from qbo_operator.core import names
 
 
 class Phase(StrEnum):

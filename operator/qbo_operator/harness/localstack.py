@@ -25,11 +25,11 @@ from urllib.parse import urljoin
 
 import httpx
 
-from qbo_operator.controlplane import ControlPlane, free_port, terminate_group
+from qbo_operator.harness.controlplane import ControlPlane, free_port, terminate_group
 
 RELEASE = "qbo-operator"  # the chart then names its objects qbo-operator-*
 SYSTEM_NAMESPACE = "qbo-system"
-CHART = Path(__file__).resolve().parents[2] / "charts" / "qbo-operator"
+CHART = Path(__file__).resolve().parents[3] / "charts" / "qbo-operator"
 
 
 class StackError(RuntimeError):

@@ -37,12 +37,13 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from qbo_operator import conditions, manifests, names, oauth, signing, tokens
-from qbo_operator.conditions import Computed, JobOutcome, Observed, Reason, SpecProblem, TokenState
-from qbo_operator.config import Settings
-from qbo_operator.kube import Kube
-from qbo_operator.metrics import OperatorMetrics
-from qbo_operator.models import Integration, Phase, Tokens, TokenSecretError, rfc3339
+from qbo_operator.core import names, oauth, signing, tokens
+from qbo_operator.core.config import Settings
+from qbo_operator.core.kube import Kube
+from qbo_operator.core.models import Integration, Phase, Tokens, TokenSecretError, rfc3339
+from qbo_operator.reconciler import conditions, manifests
+from qbo_operator.reconciler.conditions import Computed, JobOutcome, Observed, Reason, SpecProblem, TokenState
+from qbo_operator.reconciler.metrics import OperatorMetrics
 
 log = logging.getLogger("qbo_operator.operator")
 

@@ -28,7 +28,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from qbo_operator.sandbox.qbo_query import parse_datetime, to_micros
+from qbo_operator.harness.sandbox.qbo_query import parse_datetime, to_micros
 
 Entity = dict[str, Any]
 Money = Decimal | int | str | float

@@ -24,10 +24,10 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qbo_operator.sandbox import qbo_api, qbo_oauth
-from qbo_operator.sandbox.faults import FaultRule, Faults, Handler
-from qbo_operator.sandbox.qbo_api import INTUIT_LIMITS, Throttle, ThrottleLimits
-from qbo_operator.sandbox.qbo_data import (
+from qbo_operator.harness.sandbox import qbo_api, qbo_oauth
+from qbo_operator.harness.sandbox.faults import FaultRule, Faults, Handler
+from qbo_operator.harness.sandbox.qbo_api import INTUIT_LIMITS, Throttle, ThrottleLimits
+from qbo_operator.harness.sandbox.qbo_data import (
     Company,
     Entity,
     Money,
@@ -39,8 +39,8 @@ from qbo_operator.sandbox.qbo_data import (
     populate_history,
     realm_id_for,
 )
-from qbo_operator.sandbox.qbo_oauth import ACCOUNTING_SCOPE, Authority, Grant, with_query
-from qbo_operator.sandbox.qbo_webhooks import FAST_RETRY_DELAYS, WebhookDelivery, WebhookFormat, WebhookSender
+from qbo_operator.harness.sandbox.qbo_oauth import ACCOUNTING_SCOPE, Authority, Grant, with_query
+from qbo_operator.harness.sandbox.qbo_webhooks import FAST_RETRY_DELAYS, WebhookDelivery, WebhookFormat, WebhookSender
 
 Clock = Callable[[], datetime]
 CONSENT_MARGIN = timedelta(milliseconds=250)

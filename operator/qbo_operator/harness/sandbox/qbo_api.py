@@ -17,13 +17,13 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from qbo_operator.sandbox.faults import FaultRule, Handler, Renderer
-from qbo_operator.sandbox.qbo_data import ENTITIES, Company, dumps, envelope_time, intuit_time
-from qbo_operator.sandbox.qbo_oauth import AccessDenied
-from qbo_operator.sandbox.qbo_query import QueryError, execute, parse, parse_datetime, to_micros
+from qbo_operator.harness.sandbox.faults import FaultRule, Handler, Renderer
+from qbo_operator.harness.sandbox.qbo_data import ENTITIES, Company, dumps, envelope_time, intuit_time
+from qbo_operator.harness.sandbox.qbo_oauth import AccessDenied
+from qbo_operator.harness.sandbox.qbo_query import QueryError, execute, parse, parse_datetime, to_micros
 
 if TYPE_CHECKING:
-    from qbo_operator.sandbox.qbo import QboSandbox
+    from qbo_operator.harness.sandbox.qbo import QboSandbox
 
 CDC_CAP = 1000
 CDC_LOOKBACK = timedelta(days=30)

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qbo_operator import names
-from qbo_operator.config import Settings
-from qbo_operator.models import IntegrationSpec
-from qbo_operator.schedule import expand
+from qbo_operator.core import names
+from qbo_operator.core.config import Settings
+from qbo_operator.core.models import IntegrationSpec
+from qbo_operator.core.schedule import expand
 
 FIELD_MANAGER = "qbo-operator"
 COMPONENT_LABEL = "app.kubernetes.io/component"

@@ -4,7 +4,7 @@
    Error) → exit 1 with what to do. Suspended without a manual trigger → exit 0, "suspended, nothing
    to do" (a leftover scheduled Job is not a failure; the Suspended condition already says why).
 2. Refresh the access token if it expires within 5 minutes or was last refreshed over 20 h ago,
-   persisting first (`qbo_operator.tokens`). A dead grant → phase Disconnected, Connected=False
+   persisting first (`qbo_operator.core.tokens`). A dead grant → phase Disconnected, Connected=False
    (TokenRevoked or RefreshTokenExpired), exit 1.
 3. Window: payments created at or after max(connectedAt, syncWatermark − 10 min).
 4. Stream payment pages (1000 rows); collect the invoices they link and read them in bulk,
@@ -47,9 +47,13 @@ from typing import Any, Literal
 from aiohttp import ClientError
 from kubernetes_asyncio.config import ConfigException
 
-from qbo_operator import kube as kube_mod
-from qbo_operator.config import ConfigError, Settings, load_settings
-from qbo_operator.greencheck import (
+from qbo_operator.core import kube as kube_mod
+from qbo_operator.core.config import ConfigError, Settings, load_settings
+from qbo_operator.core.kube import ApiException, Kube
+from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
+from qbo_operator.core.oauth import now as utcnow
+from qbo_operator.core.tokens import GrantDead, RefreshUnavailable, SecretMissing, TokenManager, read_tokens
+from qbo_operator.sync.greencheck import (
     MAX_RECORDS,
     Batch,
     Batcher,
@@ -60,14 +64,10 @@ from qbo_operator.greencheck import (
     Result,
     ResultError,
 )
-from qbo_operator.kube import ApiException, Kube
-from qbo_operator.mapping import is_voided, map_payment
-from qbo_operator.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
-from qbo_operator.oauth import now as utcnow
-from qbo_operator.qbo import MAX_RESULTS, Invoice, Payment, QboClient, QboError, QboPolicy
-from qbo_operator.tokens import GrantDead, RefreshUnavailable, SecretMissing, TokenManager, read_tokens
+from qbo_operator.sync.mapping import is_voided, map_payment
+from qbo_operator.sync.qbo import MAX_RESULTS, Invoice, Payment, QboClient, QboError, QboPolicy
 
-log = logging.getLogger("qbo_operator.sync")
+log = logging.getLogger("qbo_operator.sync.run")
 
 OVERLAP = timedelta(minutes=10)
 INVOICE_CACHE = 1000

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Mapping
 
-from qbo_operator.config import ConfigError
+from qbo_operator.core.config import ConfigError
 
 QBO_ENV = ("QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "QBO_REDIRECT_URI", "QBO_WEBHOOK_VERIFIER_TOKEN")
 GREENCHECK_ENV = ("GREENCHECK_CLIENT_ID", "GREENCHECK_CLIENT_SECRET", "GREENCHECK_SERVICE_PROVIDER_ID")
@@ -68,8 +68,8 @@ async def _until_stopped() -> None:
 
 
 async def _serve_qbo(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from qbo_operator.sandbox.qbo import QboSandbox, summary_lines
-    from qbo_operator.sandbox.qbo_api import INTUIT_LIMITS
+    from qbo_operator.harness.sandbox.qbo import QboSandbox, summary_lines
+    from qbo_operator.harness.sandbox.qbo_api import INTUIT_LIMITS
 
     sb = QboSandbox(
         client_id=env["QBO_CLIENT_ID"],
@@ -95,7 +95,7 @@ async def _serve_qbo(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 
 async def _serve_greencheck(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from qbo_operator.sandbox.greencheck import GreenCheckSandbox  # written alongside; imported only here
+    from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox  # written alongside; imported only here
 
     sb = GreenCheckSandbox(
         env["GREENCHECK_CLIENT_ID"], env["GREENCHECK_CLIENT_SECRET"], env["GREENCHECK_SERVICE_PROVIDER_ID"]

@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field, ValidationError
 from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
-from qbo_operator.config import Settings
-from qbo_operator.models import Tokens
-from qbo_operator.names import ACCOUNTING_SCOPE
+from qbo_operator.core.config import Settings
+from qbo_operator.core.models import Tokens
+from qbo_operator.core.names import ACCOUNTING_SCOPE
 
 TIMEOUT = (5, 20)
 _DEAD_GRANT = {"invalid_grant", "invalid_client", "unauthorized_client"}

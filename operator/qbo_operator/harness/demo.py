@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from qbo_operator import names
-from qbo_operator.controlplane import ControlPlane, ControlPlaneError, run_job_pods
-from qbo_operator.localstack import LocalStack, StackError, parse_forms, submit
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, run_job_pods
+from qbo_operator.harness.localstack import LocalStack, StackError, parse_forms, submit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "quickbooksintegration-minimal.yaml"
 ALERTS = ROOT / "charts" / "qbo-operator" / "files" / "alerts.yaml"
 T = TypeVar("T")

@@ -67,7 +67,7 @@ def find_assets() -> Path:
     if env:
         path = Path(env)
     else:
-        script = Path(__file__).resolve().parents[2] / "tools" / "build.sh"
+        script = Path(__file__).resolve().parents[3] / "tools" / "build.sh"
         if not script.exists():
             raise ControlPlaneError("set KUBEBUILDER_ASSETS to a folder with etcd, kube-apiserver, kubectl and helm")
         path = Path(subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True).stdout.strip())
@@ -667,7 +667,7 @@ def run_job_pods(
 
 
 def _cli(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qbo_operator.controlplane")
+    parser = argparse.ArgumentParser(prog="python -m qbo_operator.harness.controlplane")
     parser.add_argument("action", choices=["up", "down", "serve"])
     parser.add_argument("--dir", type=Path, default=Path(".cache/cluster"))
     parser.add_argument("--crds", type=Path, default=Path("crds"))
@@ -692,7 +692,7 @@ def _cli(argv: Sequence[str] | None = None) -> int:
             [
                 sys.executable,
                 "-m",
-                "qbo_operator.controlplane",
+                "qbo_operator.harness.controlplane",
                 "serve",
                 "--dir",
                 str(directory),

@@ -15,8 +15,8 @@ from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from qbo_operator import names, signing
-from qbo_operator.models import (
+from qbo_operator.core import names, signing
+from qbo_operator.core.models import (
     Condition,
     IntegrationSpec,
     IntegrationStatus,
@@ -27,7 +27,7 @@ from qbo_operator.models import (
     TokenSecretError,
     rfc3339,
 )
-from qbo_operator.schedule import ScheduleError, validate_schedule, validate_time_zone
+from qbo_operator.core.schedule import ScheduleError, validate_schedule, validate_time_zone
 
 READY = "Ready"
 CONNECTED = "Connected"

@@ -21,11 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-from qbo_operator import handlers, kube, names
-from qbo_operator.config import load_settings
-from qbo_operator.metrics import OperatorMetrics
+from qbo_operator.core import kube, names
+from qbo_operator.core.config import load_settings
+from qbo_operator.reconciler import handlers
+from qbo_operator.reconciler.metrics import OperatorMetrics
 
-log = logging.getLogger("qbo_operator.controller")
+log = logging.getLogger("qbo_operator.reconciler.controller")
 
 WATCH_SERVER_TIMEOUT = 300  # the API server ends each watch after this; kopf resumes from the last version
 WATCH_CLIENT_TIMEOUT = 330  # a stream silent for longer than the server's own limit is dead

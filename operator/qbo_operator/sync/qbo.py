@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
-from qbo_operator.redaction import redact
+from qbo_operator.core.redaction import redact
 
 log = logging.getLogger(__name__)
 

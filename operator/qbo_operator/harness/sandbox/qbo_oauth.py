@@ -24,7 +24,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from qbo_operator.sandbox.qbo import QboSandbox
+    from qbo_operator.harness.sandbox.qbo import QboSandbox
 
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 PAYMENT_SCOPE = "com.intuit.quickbooks.payment"

@@ -1,6 +1,0 @@
-"""Local imitations of the outside services (QBO.md, GREENCHECK.md) for tests, the demo and benchmarks.
-
-`qbo_operator.sandbox.qbo.QboSandbox` imitates Intuit (OAuth, Accounting API, webhooks);
-`qbo_operator.sandbox.greencheck.GreenCheckSandbox` imitates Green Check. Both use
-`qbo_operator.sandbox.faults.Faults` for fault injection. Nothing here is imported by the product
-code paths: the package is loaded only by `qbo-operator sandbox`, tests, the demo and benchmarks."""
