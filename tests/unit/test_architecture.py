@@ -1,0 +1,173 @@
+"""The import rules of docs/architecture.md's module map, checked on the source with `ast`.
+
+The folder tree is the architecture: `core` is shared by everyone, each process (`reconciler`, `gateway`, `sync`)
+is reached only through `cli.py`, and the development harness is never imported by the product. A rule that is
+only written down drifts; this test fails the first commit that breaks one. `cli.py` names every command's module
+as a *string* in its lazy command table (so `qbo-operator sync` starts without loading kopf or the gateway): those
+strings are not imports, by design, and are checked separately below."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qbo_operator import cli
+
+PACKAGE = "qbo_operator"
+SOURCE = Path(__file__).resolve().parents[2] / "operator" / PACKAGE
+LAYERS = ("core", "reconciler", "gateway", "sync", "harness")
+TOP_LEVEL = {"__init__", "__main__", "cli"}  # everything else lives in a layer's folder
+PRODUCT = ("top", "core", "reconciler", "gateway", "sync")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SOURCE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> str | None:
+    """The layer a `qbo_operator…` module belongs to: a folder in LAYERS, "top" for the package itself and
+    `cli`/`__main__`; None for modules outside the package."""
+    parts = module.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    if len(parts) > 1 and parts[1] in LAYERS:
+        return parts[1]
+    return "top"
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every module `source` imports, anywhere in the file (functions and TYPE_CHECKING blocks too), with
+    relative imports resolved, `from a import b` counted as both `a` and `a.b` (b may be a submodule), and
+    `importlib.import_module("literal")` counted as an import."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value)
+    return found
+
+
+@dataclass(frozen=True)
+class Edge:
+    importer: str
+    imported: str
+
+    @property
+    def importer_layer(self) -> str | None:
+        return layer_of(self.importer)
+
+    @property
+    def imported_layer(self) -> str | None:
+        return layer_of(self.imported)
+
+
+def package_edges() -> list[Edge]:
+    edges = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        module = module_name(path)
+        for target in imported_modules(path.read_text(), module, is_package=path.name == "__init__.py"):
+            if layer_of(target) is not None:
+                edges.append(Edge(module, target))
+    return edges
+
+
+@dataclass(frozen=True)
+class Rule:
+    why: str
+    importers: tuple[str, ...]
+    forbidden: tuple[str, ...]
+
+    def broken_by(self, edges: list[Edge]) -> list[str]:
+        return sorted(
+            f"{e.importer} imports {e.imported}"
+            for e in edges
+            if e.importer_layer in self.importers and e.imported_layer in self.forbidden
+        )
+
+
+RULES = [
+    Rule("the product never imports the development harness", PRODUCT, ("harness",)),
+    Rule("core is shared by everyone, so it imports no process and no harness", ("core",), LAYERS[1:]),
+    Rule("the reconciler never imports the gateway or the sync", ("reconciler",), ("gateway", "sync")),
+    Rule("the gateway never imports the reconciler or the sync", ("gateway",), ("reconciler", "sync")),
+    Rule("the sync never imports the reconciler or the gateway", ("sync",), ("reconciler", "gateway")),
+    Rule(
+        "the harness starts the operator and the gateway as processes, never imports them",
+        ("harness",),
+        ("reconciler", "gateway"),
+    ),
+    Rule("cli reaches the processes only through its lazy command table", ("top",), LAYERS[1:]),
+]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r.why for r in RULES])
+def test_import_rule(rule: Rule) -> None:
+    assert rule.broken_by(package_edges()) == [], rule.why
+
+
+def test_every_module_lives_in_a_layer_folder_or_is_top_level() -> None:
+    strays = [
+        module_name(p)
+        for p in SOURCE.rglob("*.py")
+        if (p.parent == SOURCE and p.stem not in TOP_LEVEL)
+        or (p.parent != SOURCE and p.relative_to(SOURCE).parts[0] not in LAYERS)
+    ]
+    assert strays == [], "add the folder to LAYERS and to docs/architecture.md's module map, or move the module"
+
+
+@pytest.mark.parametrize(
+    ("command", "layer"),
+    [("run", "reconciler"), ("gateway", "gateway"), ("sync", "sync"), ("demo", "harness"), ("sandbox", "harness")],
+)
+def test_the_lazy_command_table_names_each_process_in_its_own_folder(command: str, layer: str) -> None:
+    """The only place the product names the harness: as a string, imported when `demo` or `sandbox` is chosen."""
+    assert layer_of(cli.COMMANDS[command][0]) == layer
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "expected"),
+    [
+        ("import qbo_operator.harness.demo", "qbo_operator.sync.run", {"qbo_operator.harness.demo"}),
+        (
+            "from qbo_operator.harness import controlplane",
+            "qbo_operator.sync.run",
+            {"qbo_operator.harness", "qbo_operator.harness.controlplane"},
+        ),
+        ("from ..harness import demo", "qbo_operator.sync.run", {"qbo_operator.harness", "qbo_operator.harness.demo"}),
+        ("from . import mapping", "qbo_operator.sync.run", {"qbo_operator.sync", "qbo_operator.sync.mapping"}),
+        ("def f():\n    import qbo_operator.reconciler.handlers", "m", {"qbo_operator.reconciler.handlers"}),
+        ("importlib.import_module('qbo_operator.harness.demo')", "m", {"qbo_operator.harness.demo"}),
+        ("import_module(name)", "m", set()),  # a computed name (cli's command table) is not an import
+        ("COMMANDS = {'demo': ('qbo_operator.harness.demo', '')}", "m", set()),
+    ],
+)
+def test_imports_are_found_wherever_they_are_written(source: str, module: str, expected: set[str]) -> None:
+    assert imported_modules(source, module) == expected
+
+
+def test_a_broken_rule_is_reported() -> None:
+    edges = [Edge("qbo_operator.gateway.app", "qbo_operator.reconciler.handlers")]
+    assert RULES[3].broken_by(edges) == ["qbo_operator.gateway.app imports qbo_operator.reconciler.handlers"]
+    assert RULES[0].broken_by(edges) == []
