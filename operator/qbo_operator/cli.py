@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from qbo_operator import __version__
 from qbo_operator.core.config import ConfigError
@@ -22,6 +23,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("qbo_operator.harness.demo", "the whole flow on this machine, with no accounts"),
     "sandbox": ("qbo_operator.harness.sandbox.cli", "run a QBO or Green Check sandbox server for local development"),
 }
+# The harness's own dependencies are the `harness` extra (pyproject.toml), which the image does not install.
+HARNESS_EXTRA = "harness"
+
+
+def load(command: str) -> ModuleType:
+    """The command's module; a harness command whose extra is missing exits with how to install it."""
+    module = COMMANDS[command][0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if not module.startswith("qbo_operator.harness.") or (exc.name or "qbo_operator").startswith("qbo_operator"):
+            raise
+        raise SystemExit(
+            f"qbo-operator {command}: needs the Python package {exc.name!r}, part of the {HARNESS_EXTRA!r} extra:"
+            f" pip install 'qbo-operator[{HARNESS_EXTRA}]'"
+        ) from exc
 
 
 def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | None]:
@@ -29,10 +46,10 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | No
     parser.add_argument("--version", action="version", version=f"qbo-operator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if a in COMMANDS), None)
-    for command, (module, help_text) in COMMANDS.items():
+    for command, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         if command == chosen:
-            importlib.import_module(module).add_arguments(p)
+            load(command).add_arguments(p)
     return parser, chosen
 
 
@@ -43,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module = load(args.command)
     try:
         code: int = module.main(args)
     except ConfigError as exc:

@@ -9,7 +9,11 @@ strings are not imports, by design, and are checked separately below."""
 from __future__ import annotations
 
 import ast
+import re
+import sys
+import tomllib
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,8 @@ import pytest
 from qbo_operator import cli
 
 PACKAGE = "qbo_operator"
-SOURCE = Path(__file__).resolve().parents[2] / "operator" / PACKAGE
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "operator" / PACKAGE
 LAYERS = ("core", "reconciler", "gateway", "sync", "harness")
 TOP_LEVEL = {"__init__", "__main__", "cli"}  # everything else lives in a layer's folder
 PRODUCT = ("top", "core", "reconciler", "gateway", "sync")
@@ -88,8 +93,7 @@ def package_edges() -> list[Edge]:
     for path in sorted(SOURCE.rglob("*.py")):
         module = module_name(path)
         for target in imported_modules(path.read_text(), module, is_package=path.name == "__init__.py"):
-            if layer_of(target) is not None:
-                edges.append(Edge(module, target))
+            edges.append(Edge(module, target))
     return edges
 
 
@@ -171,3 +175,35 @@ def test_a_broken_rule_is_reported() -> None:
     edges = [Edge("qbo_operator.gateway.app", "qbo_operator.reconciler.handlers")]
     assert RULES[3].broken_by(edges) == ["qbo_operator.gateway.app imports qbo_operator.reconciler.handlers"]
     assert RULES[0].broken_by(edges) == []
+
+
+def canonical(requirement: str) -> str:
+    """`PyYAML>=6.0` -> `pyyaml`, `kubernetes_asyncio` -> `kubernetes-asyncio` (PEP 503 names)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0]).lower()
+
+
+def test_what_only_the_harness_imports_is_the_harness_extra_not_a_runtime_dependency() -> None:
+    """The image installs requirements/runtime.lock, resolved from [project].dependencies: a package the product
+    never imports does not belong there, and one it does import must not hide in the extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extra = {canonical(d) for d in project["optional-dependencies"]["harness"]}
+    runtime = {canonical(d) for d in project["dependencies"]}
+    dists = {name: {canonical(d) for d in ds} for name, ds in metadata.packages_distributions().items()}
+    assert extra <= {d for ds in dists.values() for d in ds}, "every extra is installed here, so this test sees it"
+    imported_by: dict[str, set[str]] = {}
+    for edge in package_edges():
+        for dist in dists.get(edge.imported.split(".")[0], set()):
+            imported_by.setdefault(dist, set()).add("harness" if edge.importer_layer == "harness" else "product")
+    assert {d for d in extra if "product" in imported_by.get(d, set())} == set(), "the product imports these"
+    assert {d for d in runtime if imported_by.get(d) == {"harness"}} == set(), "only the harness imports these"
+
+
+def test_a_harness_command_without_its_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)  # what `import yaml` meets when PyYAML is not installed
+    monkeypatch.delitem(sys.modules, "qbo_operator.harness.demo", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo"])
+    assert str(exc.value) == (
+        "qbo-operator demo: needs the Python package 'yaml', part of the 'harness' extra:"
+        " pip install 'qbo-operator[harness]'"
+    )
