@@ -37,7 +37,7 @@ tools: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubect
 	@bash tools/build.sh >/dev/null
 
 lock: ## re-resolve requirements/*.lock from pyproject.toml (with hashes)
-	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --extra test --extra dev pyproject.toml -o requirements/dev.lock
+	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --extra harness --extra test --extra dev pyproject.toml -o requirements/dev.lock
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 pyproject.toml -o requirements/runtime.lock
 
 lint: venv system-packages ## ruff, mypy (strict on operator/), hadolint, promtool, helm lint
