@@ -12,14 +12,10 @@ import pytest
 
 from qbo_operator.core import names, signing
 from qbo_operator.core.models import IntegrationSpec, IntegrationStatus, Phase, Tokens
+from qbo_operator.core.status import CONNECTED, READY, SUSPENDED, SYNCED, Reason
 from qbo_operator.reconciler.conditions import (
-    CONNECTED,
-    READY,
-    SUSPENDED,
-    SYNCED,
     JobOutcome,
     Observed,
-    Reason,
     SpecProblem,
     TokenState,
     check_spec,
@@ -50,6 +46,20 @@ def valid_token(realm: str = REALM, issued: datetime = EARLIER, expires: datetim
         refresh_token_expires_at=expires or NOW + timedelta(days=90),
         refresh_token_hard_expires_at=NOW + timedelta(days=1500),
     )
+
+
+def tokens(**over: Any) -> Tokens:
+    """Tokens as the gateway stores them, connected EARLIER and expiring NOW unless `over` says otherwise."""
+    fields: dict[str, Any] = {
+        "access_token": "a",
+        "refresh_token": "r",
+        "realm_id": REALM,
+        "scope": names.ACCOUNTING_SCOPE,
+        "connected_at": EARLIER,
+        "expires_at": NOW,
+        **over,
+    }
+    return Tokens(**fields)
 
 
 def condition(type_: str, status: str, reason: str, since: datetime = EARLIER, message: str = "m") -> dict[str, Any]:
@@ -276,19 +286,12 @@ def test_transition_time_moves_only_when_the_status_changes() -> None:
 
 
 def test_secret_invalid_message_names_the_key_and_never_a_value() -> None:
-    from qbo_operator.core.models import Tokens
-
-    now = NOW
-    tokens = Tokens(
+    data = tokens(
         access_token="AT-do-not-log",
         refresh_token="RT-do-not-log",
-        realm_id=REALM,
-        scope=names.ACCOUNTING_SCOPE,
-        connected_at=now,
-        expires_at=now,
-        refresh_token_expires_at=now + timedelta(days=100),
-    )
-    data = tokens.to_secret_data()
+        connected_at=NOW,
+        refresh_token_expires_at=NOW + timedelta(days=100),
+    ).to_secret_data()
     data["expires_at"] = "bm90LWEtdGltZQ=="  # "not-a-time"
     state = TokenState.from_secret_data(data)
     assert state.error_key == "expires_at"
@@ -300,17 +303,8 @@ def test_secret_invalid_message_names_the_key_and_never_a_value() -> None:
 
 
 def test_token_state_from_a_good_secret() -> None:
-    tokens = Tokens(
-        access_token="a",
-        refresh_token="r",
-        realm_id=REALM,
-        scope=names.ACCOUNTING_SCOPE,
-        connected_at=EARLIER,
-        expires_at=NOW,
-        refresh_token_expires_at=NOW + timedelta(days=99),
-        refreshed_at=NOW - timedelta(hours=1),
-    )
-    state = TokenState.from_secret_data(tokens.to_secret_data())
+    good = tokens(refresh_token_expires_at=NOW + timedelta(days=99), refreshed_at=NOW - timedelta(hours=1))
+    state = TokenState.from_secret_data(good.to_secret_data())
     assert state.valid and state.realm_id == REALM
     assert state.issued_at == NOW - timedelta(hours=1)  # the newer of connected_at and refreshed_at
     assert TokenState.from_secret_data({}).error_key == "access_token"

@@ -8,11 +8,10 @@ writes nothing). Messages never depend on the clock, only on the inputs, for the
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from qbo_operator.core import names, signing
@@ -28,67 +27,26 @@ from qbo_operator.core.models import (
     rfc3339,
 )
 from qbo_operator.core.schedule import ScheduleError, validate_schedule, validate_time_zone
-
-READY = "Ready"
-CONNECTED = "Connected"
-SYNCED = "Synced"
-SUSPENDED = "Suspended"
-CONDITION_TYPES = (READY, CONNECTED, SYNCED, SUSPENDED)
-
-# The operator writes these status keys and no others: lastSync, syncWatermark, webhook, ... belong to the
-# sync Job and the gateway.
-OWNED_STATUS_KEYS = (
-    "phase",
-    "conditions",
-    "observedGeneration",
-    "cronJobName",
-    "authorizationURL",
-    "authorizationURLExpiresAt",
-    "realmId",
-    "connectedAt",
-    "refreshTokenExpiresAt",
-    "refreshTokenHardExpiresAt",
-    "lastHandledSyncRequest",
+from qbo_operator.core.status import (
+    CONDITION_TYPES,
+    CONNECTED,
+    DEAD_GRANT_REASONS,
+    READY,
+    SUSPENDED,
+    SYNCED,
+    ConditionStatus,
+    Reason,
+    StatusWriter,
+    keys_of,
 )
+from qbo_operator.core.status import condition as make_condition
 
 CONNECT_LINK_RENEW_BEFORE_SECONDS = 24 * 3600
 CONNECTED_ENVIRONMENT_ANNOTATION = f"{names.GROUP}/connected-environment"
 
-Status = Literal["True", "False", "Unknown"]
-
-
-class Reason(StrEnum):
-    # Connected
-    AUTHORIZED = "Authorized"
-    AWAITING_AUTHORIZATION = "AwaitingAuthorization"
-    TOKEN_REVOKED = "TokenRevoked"  # noqa: S105 - a condition reason
-    REFRESH_TOKEN_EXPIRED = "RefreshTokenExpired"  # noqa: S105
-    SECRET_MISSING = "SecretMissing"  # noqa: S105
-    SECRET_INVALID = "SecretInvalid"  # noqa: S105
-    REALM_MISMATCH = "RealmMismatch"
-    DUPLICATE_REALM = "DuplicateRealm"
-    # Synced
-    SUCCEEDED = "Succeeded"
-    RECORDS_REJECTED = "RecordsRejected"
-    QUICKBOOKS_UNAVAILABLE = "QuickbooksUnavailable"
-    GREENCHECK_UNAVAILABLE = "GreenCheckUnavailable"
-    SYNC_FAILED = "SyncFailed"
-    JOB_FAILED = "JobFailed"
-    NEVER_RUN = "NeverRun"
-    # Suspended (and Synced while suspended)
-    SUSPENDED = "Suspended"
-    ACTIVE = "Active"
-    # Ready
-    CONNECTED = "Connected"
-    INVALID_SCHEDULE = "InvalidSchedule"
-    INVALID_TIME_ZONE = "InvalidTimeZone"
-    ENVIRONMENT_CHANGED = "EnvironmentChanged"
-    INVALID_SPEC = "InvalidSpec"
-
-
-# Reasons another writer (the sync Job, the token refresher) records on Connected=False after Intuit
-# refused the grant; they hold until the token Secret carries tokens issued after that moment.
-DEAD_GRANT_REASONS = frozenset({Reason.TOKEN_REVOKED, Reason.REFRESH_TOKEN_EXPIRED})
+# The status keys the operator writes (`status.STATUS_WRITERS`): lastSync, syncWatermark, webhook, ... belong
+# to the sync Job and the gateway.
+OWNED_STATUS_KEYS = keys_of(StatusWriter.OPERATOR)
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -192,24 +150,30 @@ def check_spec(
     spec: IntegrationSpec, name: str, connected_environment: str | None, default_time_zone: str
 ) -> SpecProblem | None:
     """What CEL cannot judge: the cron parses, the zone exists, the environment kept, names do not clash."""
-    if spec.schedule is not None:
+    checks: tuple[tuple[str | None, Callable[[str], object], Reason, str, str], ...] = (
+        (
+            spec.schedule,
+            validate_schedule,
+            Reason.INVALID_SCHEDULE,
+            "spec.schedule",
+            'Use a 5-field cron expression (minute hour day-of-month month day-of-week), for example "H 2 * * *" '
+            "for once a night between 02:00 and 02:59.",
+        ),
+        (
+            spec.time_zone,
+            validate_time_zone,
+            Reason.INVALID_TIME_ZONE,
+            "spec.timeZone",
+            f"Use an IANA zone name, or remove spec.timeZone to use the default ({default_time_zone}).",
+        ),
+    )
+    for value, validate, reason, field_name, advice in checks:
+        if value is None:
+            continue
         try:
-            validate_schedule(spec.schedule)
+            validate(value)
         except ScheduleError as exc:
-            return SpecProblem(
-                Reason.INVALID_SCHEDULE,
-                f"spec.schedule is not valid: {exc}. Use a 5-field cron expression (minute hour day-of-month "
-                'month day-of-week), for example "H 2 * * *" for once a night between 02:00 and 02:59.',
-            )
-    if spec.time_zone is not None:
-        try:
-            validate_time_zone(spec.time_zone)
-        except ScheduleError as exc:
-            return SpecProblem(
-                Reason.INVALID_TIME_ZONE,
-                f"spec.timeZone is not valid: {exc}. Use an IANA zone name, or remove spec.timeZone to use "
-                f"the default ({default_time_zone}).",
-            )
+            return SpecProblem(reason, f"{field_name} is not valid: {exc}. {advice}")
     if connected_environment and connected_environment != spec.environment:
         return SpecProblem(
             Reason.ENVIRONMENT_CHANGED,
@@ -229,7 +193,7 @@ def check_spec(
 # --- the computation ---------------------------------------------------------------------------
 
 
-def _connected(obs: Observed) -> tuple[Status, str, str]:
+def _connected(obs: Observed) -> tuple[ConditionStatus, str, str]:
     secret = obs.token_secret_name
     token, status = obs.token, obs.status
     relink = "Send the Connect link in status.authorizationURL to a person at the company to connect again."
@@ -290,7 +254,7 @@ def _connected(obs: Observed) -> tuple[Status, str, str]:
 _OPERATOR_SYNC_REASONS = frozenset({Reason.JOB_FAILED, Reason.SUSPENDED, Reason.NEVER_RUN})
 
 
-def _reported(last: LastSync, previous: Condition | None) -> tuple[Status, str, str]:
+def _reported(last: LastSync, previous: Condition | None) -> tuple[ConditionStatus, str, str]:
     """Synced for a run that reported its result. The sync Job writes lastSync and the Synced condition
     together (with a reason only it knows, e.g. QuickbooksUnavailable); agree with it word for word, so its
     write and ours never alternate."""
@@ -304,7 +268,7 @@ def _reported(last: LastSync, previous: Condition | None) -> tuple[Status, str, 
     return "False", Reason.SYNC_FAILED.value, message
 
 
-def _synced_underlying(obs: Observed) -> tuple[Status, str, str]:
+def _synced_underlying(obs: Observed) -> tuple[ConditionStatus, str, str]:
     """Synced as the runs say, before suspension is taken into account."""
     last = obs.status.last_sync
     job = obs.last_job
@@ -333,20 +297,12 @@ def _synced_underlying(obs: Observed) -> tuple[Status, str, str]:
     return _reported(last, previous)
 
 
-def _condition(obs: Observed, type_: str, status: Status, reason: str, message: str) -> dict[str, Any]:
+def _condition(obs: Observed, type_: str, status: ConditionStatus, reason: str, message: str) -> dict[str, Any]:
+    """`status.condition` against the condition as last parsed from the status."""
     previous = obs.status.condition(type_)
-    if previous is not None and previous.status == status and previous.last_transition_time is not None:
-        since = previous.last_transition_time
-    else:
-        since = obs.now
-    return {
-        "type": type_,
-        "status": status,
-        "reason": str(reason),
-        "message": message,
-        "lastTransitionTime": rfc3339(since),
-        "observedGeneration": obs.generation,
-    }
+    since = previous.last_transition_time if previous is not None else None
+    before = None if previous is None else {"status": previous.status, "lastTransitionTime": since and rfc3339(since)}
+    return make_condition(type_, status, reason, message, obs.now, before, obs.generation)
 
 
 def compute(obs: Observed) -> Computed:
@@ -356,7 +312,7 @@ def compute(obs: Observed) -> Computed:
 
     if obs.spec_problem is not None:
         phase = Phase.ERROR
-        ready: tuple[Status, str, str] = ("False", obs.spec_problem.reason, obs.spec_problem.message)
+        ready: tuple[ConditionStatus, str, str] = ("False", obs.spec_problem.reason, obs.spec_problem.message)
     elif c_reason == Reason.DUPLICATE_REALM:
         phase = Phase.ERROR
         ready = ("False", c_reason, c_message)
@@ -376,12 +332,12 @@ def compute(obs: Observed) -> Computed:
     if obs.spec.suspend:
         # A failed last run keeps its own reason (it is what someone must act on, and the sync Job's reason
         # could not be recovered later); otherwise Synced says no runs are scheduled.
-        synced: tuple[Status, str, str] = (
+        synced: tuple[ConditionStatus, str, str] = (
             (s_status, s_reason, s_message)
             if s_status == "False"
             else (s_status, Reason.SUSPENDED, f"Scheduled syncs are suspended (spec.suspend). {s_message}")
         )
-        suspended: tuple[Status, str, str] = (
+        suspended: tuple[ConditionStatus, str, str] = (
             "True",
             Reason.SUSPENDED,
             "Scheduled syncs are suspended by spec.suspend; the QuickBooks connection is kept alive.",

@@ -41,8 +41,9 @@ from qbo_operator.core import names, oauth, signing, tokens
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import Kube
 from qbo_operator.core.models import Integration, Phase, Tokens, TokenSecretError, rfc3339
+from qbo_operator.core.status import SYNCED, Reason
 from qbo_operator.reconciler import conditions, manifests
-from qbo_operator.reconciler.conditions import Computed, JobOutcome, Observed, Reason, SpecProblem, TokenState
+from qbo_operator.reconciler.conditions import Computed, JobOutcome, Observed, SpecProblem, TokenState
 from qbo_operator.reconciler.metrics import OperatorMetrics
 
 log = logging.getLogger("qbo_operator.operator")
@@ -650,9 +651,9 @@ class Runtime:
         if (event := conditions.phase_event(raw_status.get("phase"), computed)) is not None:
             await self.writer.event(integ, *event)
         old_synced: Mapping[str, Any] = next(
-            (c for c in raw_status.get("conditions") or [] if c.get("type") == conditions.SYNCED), {}
+            (c for c in raw_status.get("conditions") or [] if c.get("type") == SYNCED), {}
         )
-        new_synced = computed.condition(conditions.SYNCED)
+        new_synced = computed.condition(SYNCED)
         if new_synced["reason"] == Reason.JOB_FAILED and old_synced.get("reason") != Reason.JOB_FAILED:
             await self.writer.event(integ, "Warning", Reason.JOB_FAILED.value, new_synced["message"])
 
