@@ -27,9 +27,10 @@ from typing import Any
 
 import requests
 
-from qbo_operator.sync.greencheck import idempotency_key
 from qbo_operator.sync.mapping import map_payment
-from qbo_operator.sync.qbo import MINOR_VERSION, Invoice, Payment, qbo_time
+from qbo_operator.sync.qbo import MINOR_VERSION, qbo_time
+from qbo_operator.sync.qbo_models import Invoice, Payment
+from qbo_operator.sync.records import idempotency_key
 
 NAIVE_PAGE = 100  # python-quickbooks' `.all()` / `.filter()` default page; hotglue's page size
 FLOOR_PAGE = 1000  # Intuit's MAXRESULTS cap

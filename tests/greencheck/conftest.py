@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.sync.greencheck import LineItem, Record, RecordCustomer, RecordInvoice, RecordPayment
+from qbo_operator.sync.records import LineItem, Record, RecordCustomer, RecordInvoice, RecordPayment
 
 CLIENT_ID = "gc-client"
 CLIENT_SECRET = "gc-secret-4f1b2c9d8e7a6b5c"

@@ -14,18 +14,15 @@ import pytest
 from aiohttp import web
 
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.sync.greencheck import (
+from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy, token_expiry
+from qbo_operator.sync.records import (
     MAX_BODY_BYTES,
     Batch,
     Batcher,
-    GreenCheckClient,
-    GreenCheckError,
-    GreenCheckPolicy,
     batches,
     encode_body,
     encode_record,
     idempotency_key,
-    token_expiry,
 )
 from tests.greencheck.conftest import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
 

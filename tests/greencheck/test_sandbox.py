@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.sync.greencheck import encode_body, encode_record, idempotency_key
+from qbo_operator.sync.records import encode_body, encode_record, idempotency_key
 from tests.greencheck.conftest import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
 
 INGEST = f"/service-providers/{SP_ID}/crbs/{CRB}/sales/invoice-payments"

@@ -30,11 +30,11 @@ with atheris.instrument_imports(include=["qbo_operator"]):
     from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError
     from qbo_operator.sync.greencheck import _Expired as GcExpired
     from qbo_operator.sync.greencheck import _Split as GcSplit
-    from qbo_operator.sync.greencheck import _Transient as GcTransient
     from qbo_operator.sync.mapping import map_payment
-    from qbo_operator.sync.qbo import Invoice, Payment, QboClient, QboDataError, QboError, _parse
-    from qbo_operator.sync.qbo import _Transient as QboTransient
+    from qbo_operator.sync.qbo import QboClient, QboDataError, QboError, _parse
     from qbo_operator.sync.qbo import _Unauthorized as QboUnauthorized
+    from qbo_operator.sync.qbo_models import Invoice, Payment
+    from qbo_operator.sync.transport import Transient
 
 from tests.security.samples import ALL_TOKEN_KEYS, record
 
@@ -113,7 +113,7 @@ def qbo(data: bytes) -> None:
     )
     try:
         out = _QBO._interpret(resp, "bearer")
-    except (QboError, QboTransient, QboUnauthorized):
+    except (QboError, Transient, QboUnauthorized):
         return
     rows = (out.get("QueryResponse") or {}).get("Payment") if isinstance(out.get("QueryResponse"), dict) else None
     if not isinstance(rows, list):
@@ -140,7 +140,7 @@ def greencheck(data: bytes) -> None:
     records = _RECORDS[:n]
     try:
         results = _GC._results(resp, records)
-    except (GreenCheckError, GcTransient, GcSplit, GcExpired):
+    except (GreenCheckError, Transient, GcSplit, GcExpired):
         return
     assert [r.external_id for r in results] == [r.external_id for r in records]
 

@@ -23,14 +23,15 @@ from hypothesis import strategies as st
 from qbo_operator.core import signing
 from qbo_operator.core.models import Tokens, TokenSecretError
 from qbo_operator.gateway.webhook_models import KNOWN_ENTITIES, PayloadError, parse_delivery
-from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, Record
+from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError
 from qbo_operator.sync.greencheck import _Expired as GcExpired
 from qbo_operator.sync.greencheck import _Split as GcSplit
-from qbo_operator.sync.greencheck import _Transient as GcTransient
 from qbo_operator.sync.mapping import external_id, map_payment, to_cents
-from qbo_operator.sync.qbo import Invoice, Payment, QboClient, QboDataError, QboError, _parse
-from qbo_operator.sync.qbo import _Transient as QboTransient
+from qbo_operator.sync.qbo import QboClient, QboDataError, QboError, _parse
 from qbo_operator.sync.qbo import _Unauthorized as QboUnauthorized
+from qbo_operator.sync.qbo_models import Invoice, Payment
+from qbo_operator.sync.records import Record
+from qbo_operator.sync.transport import Transient
 from tests.reliability.ledger import Report
 from tests.security.samples import ALL_TOKEN_KEYS
 from tests.security.samples import record as sample_record
@@ -62,7 +63,7 @@ def attempt(fn: Callable[[], T], *errors: type[BaseException]) -> tuple[T | None
         return None, exc
 
 
-QBO_ERRORS = (QboError, QboTransient, QboUnauthorized)
+QBO_ERRORS = (QboError, Transient, QboUnauthorized)
 
 
 def fast(n: int = EXAMPLES) -> Any:
@@ -440,7 +441,7 @@ def test_any_green_check_answer_is_results_or_one_of_the_clients_errors(status: 
     resp = httpx.Response(status, content=body, request=httpx.Request("POST", "http://gc/ingest"))
     try:
         results = client._results(resp, records)
-    except (GreenCheckError, GcTransient, GcSplit, GcExpired):
+    except (GreenCheckError, Transient, GcSplit, GcExpired):
         return
     assert [r.external_id for r in results] == [r.external_id for r in records]
 

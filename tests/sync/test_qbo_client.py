@@ -11,8 +11,6 @@ from qbo_operator.core.oauth import OAuthError
 from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
 from qbo_operator.harness.sandbox.qbo_data import parse_time
 from qbo_operator.sync.qbo import (
-    Fault,
-    Payment,
     QboAuthError,
     QboClient,
     QboDataError,
@@ -22,6 +20,7 @@ from qbo_operator.sync.qbo import (
     RateLimiter,
     qbo_time,
 )
+from qbo_operator.sync.qbo_models import Fault, Payment
 from tests.sync.conftest import SandboxTokens, make_qbo
 
 # Tests lift the client-side pacing (tested on its own below) so they finish quickly.

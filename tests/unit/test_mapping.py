@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from qbo_operator.sync.greencheck import Record
 from qbo_operator.sync.mapping import (
     SkipReason,
     decimal_string,
@@ -20,7 +19,8 @@ from qbo_operator.sync.mapping import (
     payment_type,
     to_cents,
 )
-from qbo_operator.sync.qbo import Invoice, Payment
+from qbo_operator.sync.qbo_models import Invoice, Payment
+from qbo_operator.sync.records import Record
 
 REALM = "9130355357483456"
 CONNECTED = datetime(2026, 11, 1, tzinfo=UTC)

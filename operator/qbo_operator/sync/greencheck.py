@@ -1,4 +1,4 @@
-"""Green Check client and the ingestion contract's models (GREENCHECK.md §1-§2).
+"""Green Check client (GREENCHECK.md §1); the contract's records and their batching are in `records`.
 
 The ingestion endpoint is an assumed contract, so everything the sync needs goes through one small
 call, `GreenCheckClient.deliver(batch) -> list[Result]`: point `GREENCHECK_API_URL` elsewhere or
@@ -17,204 +17,39 @@ replace this module and nothing else changes.
   attempt repeats what an earlier request created: those records count as `duplicate`, so run
   statistics stay true (the header is the common convention; without it counts may run high).
 - 429 waits until `X-RateLimit-Reset` (or `Retry-After`); 5xx, timeouts and malformed answers back
-  off exponentially with jitter, bounded. Every failure is logged with `x-amzn-requestid`."""
+  off exponentially with jitter, bounded (`transport.Transport`). Every failure is logged with
+  `x-amzn-requestid`."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-from tenacity.wait import wait_random_exponential
+from pydantic import ValidationError
 
 from qbo_operator.core.redaction import redact
+from qbo_operator.sync.records import (
+    MAX_BODY_BYTES,
+    MAX_RECORDS,
+    Batch,
+    IngestResponse,
+    Record,
+    Result,
+    ResultError,
+    TokenReply,
+    encode_body,
+    encode_record,
+    idempotency_key,
+)
+from qbo_operator.sync.transport import Throttled, Transient, Transport, retry_after
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-MAX_RECORDS = 500
-MAX_BODY_BYTES = 5_000_000  # "5 MB": stay under both the decimal and the binary reading
-PaymentType = Literal["cash", "check", "ach", "debit", "credit", "other", "unknown"]
-
-
-# ---------------------------------------------------------------------------------------------
-# The record (GREENCHECK.md §2). Strict types: money is integer cents, never a float or a string.
-
-
-class _Gc(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RecordPayment(_Gc):
-    id: StrictStr
-    date: StrictStr | None
-    amount: StrictInt
-    total_amount: StrictInt
-    type: PaymentType
-    reference: StrictStr | None
-    created_at: StrictStr
-
-
-class RecordInvoice(_Gc):
-    id: StrictStr
-    number: StrictStr | None
-    date: StrictStr | None
-    total: StrictInt
-    open_balance: StrictInt
-    memo: StrictStr | None
-
-
-class RecordCustomer(_Gc):
-    id: StrictStr | None
-    name: StrictStr | None
-
-
-class LineItem(_Gc):
-    product_id: StrictStr | None
-    product_name: StrictStr | None
-    quantity: StrictStr  # a decimal string: QBO quantities can be fractional
-    unit_price: StrictInt
-    amount: StrictInt
-
-
-class Record(_Gc):
-    external_id: StrictStr
-    payment: RecordPayment
-    invoice: RecordInvoice
-    customer: RecordCustomer
-    currency: StrictStr
-    line_items: list[LineItem]
-
-
-class IngestRequest(_Gc):
-    source: Literal["quickbooks"]
-    realm_id: StrictStr
-    records: list[Record] = Field(max_length=MAX_RECORDS)
-
-
-class ResultError(BaseModel):
-    field: str | None = None
-    message: str
-
-
-class Result(BaseModel):
-    external_id: str
-    status: Literal["created", "duplicate", "rejected"]
-    errors: list[ResultError] = Field(default_factory=list)
-
-
-class IngestResponse(BaseModel):
-    results: list[Result]
-
-
-class TokenReply(BaseModel):
-    access_token: str = Field(repr=False)
-    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
-    expires_at: float
-    scope: list[str] | str | None = None
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Records for one CRB, all from one QBO realm, sent as one request. `encoded`, when the Batcher
-    made the batch, holds each record's bytes as measured, so they are not encoded twice."""
-
-    crb_id: str
-    realm_id: str
-    records: Sequence[Record]
-    encoded: Sequence[bytes] | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding and batching (pure)
-
-
-def encode_record(record: Record) -> bytes:
-    """Compact UTF-8 JSON: what is measured is exactly what is sent."""
-    return record.model_dump_json().encode()
-
-
-def _envelope(realm_id: str) -> tuple[bytes, bytes]:
-    head = json.dumps({"source": "quickbooks", "realm_id": realm_id}, separators=(",", ":")).encode()
-    return head[:-1] + b',"records":[', b"]}"
-
-
-def encode_body(realm_id: str, encoded_records: Sequence[bytes]) -> bytes:
-    head, tail = _envelope(realm_id)
-    return head + b",".join(encoded_records) + tail
-
-
-def idempotency_key(external_ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(external_ids)).encode()).hexdigest()
-
-
-@dataclass
-class Batcher:
-    """Cuts a record stream into batches of ≤ `max_records` whose encoded body is < `max_bytes`.
-
-    `add` returns a full batch when the new record does not fit (the record starts the next one)."""
-
-    crb_id: str
-    realm_id: str
-    max_records: int = MAX_RECORDS
-    max_bytes: int = MAX_BODY_BYTES
-    _records: list[Record] = field(default_factory=list)
-    _encoded: list[bytes] = field(default_factory=list)
-    _size: int = 0
-
-    def __post_init__(self) -> None:
-        head, tail = _envelope(self.realm_id)
-        self._overhead = len(head) + len(tail)
-        self._size = self._overhead
-
-    def add(self, record: Record) -> Batch | None:
-        data = encode_record(record)
-        size = len(data)
-        if self._overhead + size >= self.max_bytes:
-            raise ValueError(f"record {record.external_id} alone encodes to {size} bytes, over the body limit")
-        out = None
-        extra = size + (1 if self._records else 0)
-        if self._records and (len(self._records) >= self.max_records or self._size + extra >= self.max_bytes):
-            out = self.flush()
-            extra = size
-        self._records.append(record)
-        self._encoded.append(data)
-        self._size += extra
-        return out
-
-    def flush(self) -> Batch | None:
-        if not self._records:
-            return None
-        batch = Batch(self.crb_id, self.realm_id, tuple(self._records), tuple(self._encoded))
-        self._records, self._encoded = [], []
-        self._size = self._overhead
-        return batch
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-
-def batches(
-    records: Sequence[Record],
-    crb_id: str,
-    realm_id: str,
-    max_records: int = MAX_RECORDS,
-    max_bytes: int = MAX_BODY_BYTES,
-) -> Iterator[Batch]:
-    b = Batcher(crb_id, realm_id, max_records, max_bytes)
-    for r in records:
-        if (out := b.add(r)) is not None:
-            yield out
-    if (out := b.flush()) is not None:
-        yield out
 
 
 def token_expiry(expires_at: float, now: float) -> float:
@@ -232,18 +67,6 @@ class GreenCheckError(Exception):
     def __init__(self, message: str, request_id: str | None = None) -> None:
         super().__init__(message + (f" (x-amzn-requestid {request_id})" if request_id else ""))
         self.request_id = request_id
-
-
-class _Transient(Exception):
-    def __init__(self, reason: str, request_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.request_id = request_id
-
-
-class _Throttled(_Transient):
-    def __init__(self, reason: str, delay: float, request_id: str | None) -> None:
-        super().__init__(reason, request_id)
-        self.delay = delay
 
 
 class _Expired(Exception):
@@ -290,18 +113,28 @@ class GreenCheckClient:
         self._client_secret = client_secret
         self._sp = service_provider_id
         self.policy = policy or GreenCheckPolicy()
-        self._sleep = sleep
         self._clock = clock
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout, connect=10.0))
+        self._transport = Transport(
+            "Green Check",
+            self.policy,
+            GreenCheckError,
+            id_label="x-amzn-requestid",
+            always_tag=True,
+            throttle_pad=0.05,
+            sleep=sleep,
+        )
         self._token: str | None = None
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
         self._sent_keys: set[str] = set()
         self._acked_keys: set[str] = set()
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
+        return self._transport.requests
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> GreenCheckClient:
         return self
@@ -316,7 +149,7 @@ class GreenCheckClient:
             if not force and self._token and self._clock() < self._token_expiry - 60:
                 return self._token
             self._token = None
-            reply = await self._retrying(self._fetch_token)
+            reply = await self._transport.retrying(self._fetch_token)
             self._token = reply.access_token
             self._token_expiry = token_expiry(reply.expires_at, self._clock())
             return self._token
@@ -339,7 +172,7 @@ class GreenCheckClient:
             try:
                 return TokenReply.model_validate_json(resp.content)
             except ValidationError:
-                raise _Transient("the token endpoint answered 200 with an unreadable body", rid) from None
+                raise Transient("the token endpoint answered 200 with an unreadable body", rid) from None
         self._check_transient(resp)
         raise GreenCheckError(
             f"Green Check refused the client credentials (HTTP {resp.status_code}: {_message(resp)}); "
@@ -423,7 +256,7 @@ class GreenCheckClient:
                 return results
             raise AssertionError("unreachable")  # pragma: no cover
 
-        return await self._retrying(once)
+        return await self._transport.retrying(once)
 
     def _results(self, resp: httpx.Response, records: list[Record]) -> list[Result]:
         rid = resp.headers.get("x-amzn-requestid")
@@ -432,7 +265,7 @@ class GreenCheckClient:
             try:
                 parsed = IngestResponse.model_validate_json(resp.content)
             except ValidationError:
-                raise _Transient("Green Check answered 200 with an unreadable body", rid) from None
+                raise Transient("Green Check answered 200 with an unreadable body", rid) from None
             by_id = {r.external_id: r for r in parsed.results}
             missing = [r.external_id for r in records if r.external_id not in by_id]
             if missing:
@@ -465,78 +298,28 @@ class GreenCheckClient:
     def _check_transient(self, resp: httpx.Response) -> None:
         rid = resp.headers.get("x-amzn-requestid")
         if resp.status_code == 429:
-            raise _Throttled(f"HTTP 429 {_message(resp)}", self._throttle_delay(resp), rid)
+            raise Throttled(f"HTTP 429 {_message(resp)}", self._throttle_delay(resp), rid)
         if resp.status_code >= 500:
-            raise _Transient(f"HTTP {resp.status_code} {_message(resp)}", rid)
+            raise Transient(f"HTTP {resp.status_code} {_message(resp)}", rid)
 
     def _throttle_delay(self, resp: httpx.Response) -> float:
         reset = resp.headers.get("X-RateLimit-Reset")
-        retry_after = resp.headers.get("Retry-After")
-        try:
-            if reset:
+        if reset:
+            try:
                 return max(0.0, float(reset) - self._clock())
-            if retry_after:
-                return max(0.0, float(retry_after))
-        except ValueError:
-            pass
-        return self.policy.default_throttle_wait
+            except ValueError:
+                return self.policy.default_throttle_wait
+        delay = retry_after(resp.headers.get("Retry-After"))
+        return self.policy.default_throttle_wait if delay is None else delay
 
     # --- transport ----------------------------------------------------------------------------
 
     async def _post(self, path: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
-        self.requests += 1
-        try:
-            return await self._http.post(
-                self._base + path,
-                content=content,
-                headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
-            )
-        except httpx.TimeoutException:
-            raise _Transient("the request timed out") from None
-        except httpx.TransportError as exc:
-            raise _Transient(f"connection failed ({type(exc).__name__})") from None
-
-    async def _retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
-        p = self.policy
-        counts = {"throttled": 0, "transient": 0}
-        backoff = wait_random_exponential(multiplier=p.backoff_initial, max=p.backoff_max)
-
-        def stop(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            kind = "throttled" if isinstance(exc, _Throttled) else "transient"
-            counts[kind] += 1
-            return counts[kind] > (p.throttle_retries if kind == "throttled" else p.transient_retries)
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _Throttled):
-                return min(exc.delay, p.max_throttle_wait) + 0.05
-            return float(backoff(state))
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            rid = getattr(exc, "request_id", None)
-            delay = state.next_action.sleep if state.next_action else 0.0
-            log.warning("Green Check: %s (x-amzn-requestid %s); retrying in %.1fs", exc, rid, delay)
-
-        try:
-            result: T = await AsyncRetrying(
-                retry=retry_if_exception_type(_Transient),
-                stop=stop,
-                wait=wait,
-                sleep=self._sleep,
-                before_sleep=before_sleep,
-                reraise=True,
-            )(fn)
-        except _Throttled as exc:
-            raise GreenCheckError(
-                f"Green Check kept throttling (429) after {p.throttle_retries} waits: {exc}", exc.request_id
-            ) from None
-        except _Transient as exc:
-            raise GreenCheckError(
-                f"Green Check is unavailable after {p.transient_retries + 1} attempts: {exc}", exc.request_id
-            ) from None
-        return result
+        return await self._transport.post(
+            self._base + path,
+            content=content,
+            headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+        )
 
 
 def _json(resp: httpx.Response) -> Any:

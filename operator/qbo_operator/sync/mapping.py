@@ -21,7 +21,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-from qbo_operator.sync.greencheck import (
+from qbo_operator.sync.qbo_models import Invoice, InvoiceLine, Payment
+from qbo_operator.sync.records import (
     LineItem,
     PaymentType,
     Record,
@@ -29,7 +30,6 @@ from qbo_operator.sync.greencheck import (
     RecordInvoice,
     RecordPayment,
 )
-from qbo_operator.sync.qbo import Invoice, InvoiceLine, Payment
 
 DEFAULT_CURRENCY = "USD"  # QBO omits CurrencyRef in single-currency companies; US companies are USD
 

@@ -1,34 +1,34 @@
 """QuickBooks Online Accounting API client (QBO.md §2-§4): payment pages and bulk invoice reads.
 
-Only the fields the Green Check contract needs are modelled; pydantic drops everything else
-(addresses, e-mails, phone numbers, private notes) at this boundary, so it can never leave QBO.
-Money is parsed from JSON as `Decimal` (never float) so cents stay exact.
+The entities it reads, and why only a subset, are in `qbo_models`; money is parsed from JSON as
+`Decimal` (never float) so cents stay exact.
 
 Transport rules (DESIGN §5.7): POST `application/text` queries with `minorversion=75`; at most 10
 concurrent requests, under 500 a minute and 10 a second per realm, enforced here; 429 waits `Retry-After` (else
 60 s, configurable) and retries; 5xx, timeouts and malformed bodies back off exponentially with
-jitter, bounded; 401 asks the token source for a refreshed token once and retries."""
+jitter, bounded (`transport.Transport`); 401 asks the token source for a refreshed token once and retries."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-from tenacity.wait import wait_random_exponential
+from pydantic import BaseModel, ValidationError
 
 from qbo_operator.core.redaction import redact
+from qbo_operator.sync.qbo_models import Fault, Invoice, Payment
+from qbo_operator.sync.transport import Throttled, Transient, Transport, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -36,171 +36,6 @@ MINOR_VERSION = "75"
 MAX_RESULTS = 1000
 # QBO ids are digit strings; anything else is refused before it reaches a query statement.
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
-
-
-# ---------------------------------------------------------------------------------------------
-# Models (QBO.md §3): the subset we read.
-
-
-# Money and quantities as exact decimals, bounded: an absurd value (1E+10000000) is a data error that
-# names the entity, not an arithmetic overflow deep in the mapping.
-Money = Annotated[Decimal, Field(max_digits=30, allow_inf_nan=False)]
-
-
-class _Qbo(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
-
-
-class Ref(_Qbo):
-    value: str
-    name: str | None = None
-
-
-class MetaData(_Qbo):
-    create_time: datetime = Field(alias="CreateTime")
-    last_updated_time: datetime | None = Field(default=None, alias="LastUpdatedTime")
-
-
-class LinkedTxn(_Qbo):
-    txn_id: str = Field(alias="TxnId")
-    txn_type: str = Field(alias="TxnType")
-
-
-class PaymentLine(_Qbo):
-    amount: Money = Field(default=Decimal(0), alias="Amount")
-    linked_txn: list[LinkedTxn] = Field(default_factory=list, alias="LinkedTxn")
-
-
-class Payment(_Qbo):
-    id: str = Field(alias="Id")
-    meta: MetaData = Field(alias="MetaData")
-    txn_date: date | None = Field(default=None, alias="TxnDate")
-    total_amt: Money = Field(default=Decimal(0), alias="TotalAmt")
-    unapplied_amt: Money | None = Field(default=None, alias="UnappliedAmt")
-    customer_ref: Ref | None = Field(default=None, alias="CustomerRef")
-    currency_ref: Ref | None = Field(default=None, alias="CurrencyRef")
-    payment_method_ref: Ref | None = Field(default=None, alias="PaymentMethodRef")
-    payment_ref_num: str | None = Field(default=None, alias="PaymentRefNum")
-    # Read only to recognise a void ("Voided" is prepended by QBO); never sent anywhere.
-    private_note: str | None = Field(default=None, alias="PrivateNote", repr=False)
-    txn_status: str | None = Field(default=None, alias="TxnStatus")
-    line: list[PaymentLine] = Field(default_factory=list, alias="Line")
-
-    @property
-    def create_time(self) -> datetime:
-        return self.meta.create_time
-
-    def invoice_ids(self) -> list[str]:
-        """Ids of the invoices this payment is applied to, in line order, without repeats."""
-        seen: dict[str, None] = {}
-        for line in self.line:
-            for link in line.linked_txn:
-                if link.txn_type == "Invoice":
-                    seen.setdefault(link.txn_id, None)
-        return list(seen)
-
-
-class SalesItemLineDetail(_Qbo):
-    item_ref: Ref | None = Field(default=None, alias="ItemRef")
-    qty: Money | None = Field(default=None, alias="Qty")
-    unit_price: Money | None = Field(default=None, alias="UnitPrice")
-
-
-class GroupLineDetail(_Qbo):
-    line: list[InvoiceLine] = Field(default_factory=list, alias="Line")
-
-
-class InvoiceLine(_Qbo):
-    amount: Money | None = Field(default=None, alias="Amount")
-    description: str | None = Field(default=None, alias="Description")
-    detail_type: str | None = Field(default=None, alias="DetailType")
-    sales_item_line_detail: SalesItemLineDetail | None = Field(default=None, alias="SalesItemLineDetail")
-    group_line_detail: GroupLineDetail | None = Field(default=None, alias="GroupLineDetail")
-
-
-class Memo(_Qbo):
-    value: str | None = None
-
-
-class Invoice(_Qbo):
-    id: str = Field(alias="Id")
-    doc_number: str | None = Field(default=None, alias="DocNumber")
-    txn_date: date | None = Field(default=None, alias="TxnDate")
-    total_amt: Money = Field(default=Decimal(0), alias="TotalAmt")
-    balance: Money = Field(default=Decimal(0), alias="Balance")
-    customer_ref: Ref | None = Field(default=None, alias="CustomerRef")
-    currency_ref: Ref | None = Field(default=None, alias="CurrencyRef")
-    customer_memo: Memo | None = Field(default=None, alias="CustomerMemo")
-    line: list[InvoiceLine] = Field(default_factory=list, alias="Line")
-
-
-GroupLineDetail.model_rebuild()
-
-
-class FaultError(_Qbo):
-    message: str | None = None
-    detail: str | None = None
-    code: str | None = None
-
-
-class Fault(_Qbo):
-    """Both envelopes: `{"Fault":{"Error":[{"Message",…}],"type"}}` and 401's `{"fault":{"error":[…]}}`."""
-
-    type: str | None = None
-    errors: list[FaultError] = Field(default_factory=list)
-
-    @classmethod
-    def from_json(cls, body: Any) -> Fault | None:
-        if not isinstance(body, dict):
-            return None
-        raw = next((v for k, v in body.items() if k.lower() == "fault" and isinstance(v, dict)), None)
-        if raw is None:
-            return None
-        errors_raw = next((v for k, v in raw.items() if k.lower() == "error" and isinstance(v, list)), [])
-        errors = [
-            FaultError(
-                **{
-                    k.lower(): (str(v) if v is not None else None)
-                    for k, v in e.items()
-                    if k.lower() in ("message", "detail", "code")
-                }
-            )
-            for e in errors_raw
-            if isinstance(e, dict)
-        ]
-        fault_type = raw.get("type")
-        return cls(type=str(fault_type) if fault_type is not None else None, errors=errors)
-
-    @classmethod
-    def from_xml(cls, text: str) -> Fault | None:
-        """Intuit's XML faults (auth and throttling paths), read tolerantly without an XML parser."""
-        if "<Fault" not in text:
-            return None
-        type_m = re.search(r"<Fault[^>]*\btype=\"([^\"]*)\"", text)
-        errors = []
-        for m in re.finditer(r"<Error\b([^>]*)>(.*?)</Error>", text, re.S):
-            code_m = re.search(r"\bcode=\"([^\"]*)\"", m.group(1))
-            msg_m = re.search(r"<Message>(.*?)</Message>", m.group(2), re.S)
-            det_m = re.search(r"<Detail>(.*?)</Detail>", m.group(2), re.S)
-            errors.append(
-                FaultError(
-                    code=code_m.group(1) if code_m else None,
-                    message=msg_m.group(1).strip() if msg_m else None,
-                    detail=det_m.group(1).strip() if det_m else None,
-                )
-            )
-        return cls(type=type_m.group(1) if type_m else None, errors=errors)
-
-    @property
-    def codes(self) -> set[str]:
-        return {e.code.lstrip("0") for e in self.errors if e.code}
-
-    def summary(self) -> str:
-        parts = []
-        for e in self.errors[:3]:
-            text = "; ".join(x for x in (e.message, e.detail) if x)
-            parts.append(f"{text} (code {e.code})" if e.code else text)
-        return redact(" | ".join(parts) or (self.type or "fault without details"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,18 +64,6 @@ class QboRequestError(QboError):
 
 class QboDataError(QboError):
     """An entity we cannot read (a required field missing or garbled): the run stops rather than guess."""
-
-
-class _Transient(Exception):
-    def __init__(self, reason: str, intuit_tid: str | None = None) -> None:
-        super().__init__(reason)
-        self.intuit_tid = intuit_tid
-
-
-class _Throttled(_Transient):
-    def __init__(self, reason: str, delay: float, intuit_tid: str | None = None) -> None:
-        super().__init__(reason, intuit_tid)
-        self.delay = delay
 
 
 class _Unauthorized(Exception):
@@ -309,15 +132,6 @@ class RateLimiter:
                 await self.sleep(self.window - (now - self._starts[0]))
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 def qbo_time(value: datetime) -> str:
     """A query literal: ISO 8601 in UTC with an explicit offset (QBO.md §2.3)."""
     return value.astimezone(UTC).replace(microsecond=0).isoformat()
@@ -344,11 +158,13 @@ class QboClient:
         self.realm_id = realm_id
         self._base = f"{api_url.rstrip('/')}/v3/company/{realm_id}"
         self._tokens = tokens
-        self._sleep = sleep
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.policy.timeout, connect=10.0))
+        self._transport = Transport("QuickBooks", self.policy, QboUnavailable, id_label="intuit_tid", sleep=sleep)
         self._sem = asyncio.Semaphore(self.policy.max_concurrency)
         self._limiters = (RateLimiter(self.policy.max_per_minute), RateLimiter(self.policy.max_per_second, 1.0))
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
+        return self._transport.requests
 
     @staticmethod
     def check_realm_id(realm_id: str) -> None:
@@ -356,7 +172,7 @@ class QboClient:
             raise ValueError("realm id must be an Intuit company id (digits)")
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> QboClient:
         return self
@@ -434,7 +250,7 @@ class QboClient:
         token = await self._tokens.access_token()
         for attempt in range(2):
             try:
-                return await self._with_retries(statement, token)
+                return await self._transport.retrying(functools.partial(self._send, statement, token))
             except _Unauthorized as exc:
                 if attempt:
                     raise QboAuthError(
@@ -444,70 +260,20 @@ class QboClient:
                 token = await self._tokens.refreshed_access_token(exc.token)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _with_retries(self, statement: str, token: str) -> dict[str, Any]:
-        counts = {"throttled": 0, "transient": 0}
-        p = self.policy
-        backoff = wait_random_exponential(multiplier=p.backoff_initial, max=p.backoff_max)
-
-        def stop(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            kind = "throttled" if isinstance(exc, _Throttled) else "transient"
-            counts[kind] += 1
-            limit = p.throttle_retries if kind == "throttled" else p.transient_retries
-            return counts[kind] > limit
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _Throttled):
-                return min(exc.delay, p.max_throttle_wait)
-            return float(backoff(state))
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            wait_s = state.next_action.sleep if state.next_action else 0.0
-            tid = getattr(exc, "intuit_tid", None)
-            log.warning("QuickBooks: %s%s; retrying in %.1fs", exc, f" (intuit_tid {tid})" if tid else "", wait_s)
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Transient),
-            stop=stop,
-            wait=wait,
-            sleep=self._sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            result: dict[str, Any] = await retrying(self._send, statement, token)
-        except _Throttled as exc:
-            raise QboUnavailable(
-                f"QuickBooks kept throttling (429) after {p.throttle_retries} waits: {exc}", exc.intuit_tid
-            ) from None
-        except _Transient as exc:
-            raise QboUnavailable(
-                f"QuickBooks is unavailable after {p.transient_retries + 1} attempts: {exc}", exc.intuit_tid
-            ) from None
-        return result
-
     async def _send(self, statement: str, token: str) -> dict[str, Any]:
         async with self._sem:
             for limiter in self._limiters:
                 await limiter.acquire()
-            self.requests += 1
-            try:
-                resp = await self._http.post(
-                    f"{self._base}/query",
-                    params={"minorversion": MINOR_VERSION},
-                    content=statement.encode(),
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Accept": "application/json",
-                        "Content-Type": "application/text",
-                    },
-                )
-            except httpx.TimeoutException:
-                raise _Transient("the request timed out") from None
-            except httpx.TransportError as exc:
-                raise _Transient(f"connection failed ({type(exc).__name__})") from None
+            resp = await self._transport.post(
+                f"{self._base}/query",
+                params={"minorversion": MINOR_VERSION},
+                content=statement.encode(),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/json",
+                    "Content-Type": "application/text",
+                },
+            )
         return self._interpret(resp, token)
 
     def _interpret(self, resp: httpx.Response, token: str) -> dict[str, Any]:
@@ -520,12 +286,12 @@ class QboClient:
         if status == 200:
             if fault is not None:
                 raise QboRequestError(f"QuickBooks answered with a fault: {what}", tid)
-            raise _Transient(f"QuickBooks answered 200 with {what}", tid)
+            raise Transient(f"QuickBooks answered 200 with {what}", tid)
         if status == 401:
             raise _Unauthorized(token, f"HTTP 401: {what}", tid)
         if status == 429 or (fault is not None and "3001" in fault.codes):
-            delay = _retry_after(resp.headers.get("Retry-After"))
-            raise _Throttled(
+            delay = retry_after(resp.headers.get("Retry-After"))
+            raise Throttled(
                 f"HTTP {status} throttled: {what}", self.policy.throttle_wait if delay is None else delay, tid
             )
         if status == 403:
@@ -534,7 +300,7 @@ class QboClient:
                 tid,
             )
         if status >= 500:
-            raise _Transient(f"HTTP {status}: {what}", tid)
+            raise Transient(f"HTTP {status}: {what}", tid)
         raise QboRequestError(f"QuickBooks refused the request (HTTP {status}): {what}", tid)
 
 

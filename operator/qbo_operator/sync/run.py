@@ -53,19 +53,11 @@ from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
 from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.tokens import GrantDead, RefreshUnavailable, SecretMissing, TokenManager, read_tokens
-from qbo_operator.sync.greencheck import (
-    MAX_RECORDS,
-    Batch,
-    Batcher,
-    GreenCheckClient,
-    GreenCheckError,
-    GreenCheckPolicy,
-    Record,
-    Result,
-    ResultError,
-)
+from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
 from qbo_operator.sync.mapping import is_voided, map_payment
-from qbo_operator.sync.qbo import MAX_RESULTS, Invoice, Payment, QboClient, QboError, QboPolicy
+from qbo_operator.sync.qbo import MAX_RESULTS, QboClient, QboError, QboPolicy
+from qbo_operator.sync.qbo_models import Invoice, Payment
+from qbo_operator.sync.records import MAX_RECORDS, Batch, Batcher, Record, Result, ResultError
 
 log = logging.getLogger("qbo_operator.sync.run")
 

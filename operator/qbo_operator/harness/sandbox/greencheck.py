@@ -35,7 +35,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from qbo_operator.harness.sandbox.faults import FaultRule, Faults
-from qbo_operator.sync.greencheck import IngestRequest, Record
+from qbo_operator.sync.records import IngestRequest, Record
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IngestHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
