@@ -32,6 +32,7 @@ from qbo_operator.core import names, oauth, signing
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Tokens, rfc3339
+from qbo_operator.core.status import Reason
 from qbo_operator.gateway import pages
 from qbo_operator.gateway.metrics import GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
@@ -337,7 +338,7 @@ class ConnectFlow:
             await self._event(
                 integration,
                 "Warning",
-                "DuplicateRealm",
+                Reason.DUPLICATE_REALM,
                 f"A Connect attempt chose QuickBooks company {realm_id}, which another integration "
                 "already uses; nothing was stored.",
             )
@@ -362,7 +363,7 @@ class ConnectFlow:
             await self._event(
                 integration,
                 "Warning",
-                "RealmMismatch",
+                Reason.REALM_MISMATCH,
                 f"A Connect attempt chose QuickBooks company {realm_id}, but this integration is "
                 f"connected to company {connected_realm}; nothing was stored.",
             )
@@ -397,7 +398,7 @@ class ConnectFlow:
         await self._event(
             integration,
             "Normal",
-            "Authorized",
+            Reason.AUTHORIZED,
             f"QuickBooks company {realm_id} was connected through the Connect page; tokens stored in Secret "
             f"{secret_name}.",
         )

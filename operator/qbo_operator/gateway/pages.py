@@ -16,6 +16,8 @@ from importlib import resources
 from string import Template
 from urllib.parse import urlsplit
 
+from qbo_operator.core.status import Reason
+
 _TEMPLATES = resources.files("qbo_operator.gateway") / "templates"
 
 
@@ -169,7 +171,7 @@ FAILURES: dict[str, Failure] = {
         "The company chosen at Intuit is already connected to another Green Check integration, and a "
         "QuickBooks company can belong to only one. Nothing was saved.",
         "If you picked the wrong company, start again and choose the one for {company}. If it is the right "
-        "company, tell your Green Check contact (reason: DuplicateRealm).",
+        f"company, tell your Green Check contact (reason: {Reason.DUPLICATE_REALM}).",
     ),
     "realm_mismatch": Failure(
         409,
@@ -177,14 +179,15 @@ FAILURES: dict[str, Failure] = {
         "{company} is already linked to a different QuickBooks company, and the company cannot be switched. "
         "Nothing was saved.",
         "Start again and choose the same company as before. To move to another company, your Green Check "
-        "contact needs to set up a new integration (reason: RealmMismatch).",
+        f"contact needs to set up a new integration (reason: {Reason.REALM_MISMATCH}).",
     ),
     "secret_conflict": Failure(
         409,
         "The connection cannot be stored",
         "The place where this integration keeps its QuickBooks connection is already used by something "
         "else, so it was not overwritten. Nothing was saved.",
-        "Tell your Green Check contact (reason: SecretConflict); they can fix it and send you the link again.",
+        f"Tell your Green Check contact (reason: {Reason.SECRET_CONFLICT}); they can fix it and send you the link "
+        "again.",
     ),
     "exchange_failed": Failure(
         502,
