@@ -6,20 +6,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from qbo_operator.core import kube as kube_mod
-from qbo_operator.core import oauth
+from qbo_operator.core import oauth, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import TokenResponse
+from qbo_operator.core.token_secret import SecretMissing
 from qbo_operator.core.tokens import (
     GrantDead,
     RefreshUnavailable,
-    SecretMissing,
     TokenManager,
     ensure_fresh_tokens,
 )
@@ -30,22 +32,40 @@ SECRET = "acme-qbo-tokens"
 
 
 class Env:
-    def __init__(self, cluster: Any, namespace: str, sb: Any, realm: str) -> None:
-        self.cluster, self.namespace, self.sb, self.realm = cluster, namespace, sb, realm
+    def __init__(self, cluster: Any, namespace: str, sb: Any, realm: str, kube: kube_mod.Kube) -> None:
+        self.cluster, self.namespace, self.sb, self.realm, self.kube = cluster, namespace, sb, realm, kube
         self.settings: Settings = qbo_settings(sb)
 
     def write(self, reply: dict[str, Any], **over: Any) -> Tokens:
         now = datetime.now(UTC)
         tokens = TokenResponse.model_validate(reply).to_tokens(self.realm, now - timedelta(days=1), now)
         tokens = tokens.model_copy(update=over)
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": self.namespace},
-                  "type": "Opaque", "data": {**tokens.to_secret_data(), "extra_key": "a2VwdA=="}}  # fmt: skip
+        data = {**tokens.to_secret_data(), "extra_key": "a2VwdA=="}
+        secret = token_secret.manifest(self.namespace, "acme", data, name=SECRET)
         self.cluster.kubectl("-n", self.namespace, "apply", "-f", "-", input=json.dumps(secret))
         return tokens
+
+    def write_issued(self, **over: Any) -> Tokens:
+        """A live grant from the sandbox, stored."""
+        return self.write(self.sb.issue_tokens(self.realm), **over)
 
     def stored(self) -> tuple[Tokens, dict[str, str]]:
         raw = self.cluster.kubectl_json("-n", self.namespace, "get", "secret", SECRET)
         return Tokens.from_secret_data(raw["data"]), raw["data"]
+
+    async def ensure(self, secret: str = SECRET, **kw: Any) -> tuple[Tokens, bool]:
+        return await ensure_fresh_tokens(self.kube, self.settings, self.namespace, secret, **kw)
+
+
+@asynccontextmanager
+async def serving(cluster: Any, namespace: str, company: str, seed: int, **faults: Any) -> AsyncIterator[Env]:
+    """A QBO sandbox with one company (and `faults`), served, and an API client for the test cluster."""
+    sb = make_qbo(throttle=None)
+    realm = sb.add_company(company, seed=seed, payments=3)
+    if faults:
+        sb.faults.add(**faults)
+    async with sb.serve(), kube_mod.connect() as kube:
+        yield Env(cluster, namespace, sb, realm, kube)
 
 
 @pytest.fixture
@@ -54,15 +74,11 @@ def kubeconfig(cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_refresh_persists_first_and_keeps_other_keys(cluster: Any, namespace: str, kubeconfig: None) -> None:
-    sb = make_qbo(throttle=None)
-    realm = sb.add_company("Tokens", seed=1, payments=3)
-    async with sb.serve():
-        env = Env(cluster, namespace, sb, realm)
-        old = env.write(sb.issue_tokens(realm), expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        sb.force_rotation(realm)
-        async with kube_mod.connect() as kube:
-            fresh, refreshed = await ensure_fresh_tokens(kube, env.settings, namespace, SECRET)
-            again, refreshed_again = await ensure_fresh_tokens(kube, env.settings, namespace, SECRET)
+    async with serving(cluster, namespace, "Tokens", 1) as env:
+        old = env.write_issued(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        env.sb.force_rotation(env.realm)
+        fresh, refreshed = await env.ensure()
+        again, refreshed_again = await env.ensure()
     assert refreshed and not refreshed_again
     stored, data = env.stored()
     assert stored.refresh_token == fresh.refresh_token != old.refresh_token  # rotated and stored
@@ -75,20 +91,16 @@ async def test_refresh_persists_first_and_keeps_other_keys(cluster: Any, namespa
 async def test_conflict_with_a_writer_that_rotated_uses_its_tokens(
     cluster: Any, namespace: str, kubeconfig: None
 ) -> None:
-    sb = make_qbo(throttle=None)
-    realm = sb.add_company("Race", seed=2, payments=3)
-    async with sb.serve():
-        env = Env(cluster, namespace, sb, realm)
-        env.write(sb.issue_tokens(realm), expires_at=datetime.now(UTC))
-        theirs = sb.issue_tokens(realm)  # a reconnect that lands while we refresh
+    async with serving(cluster, namespace, "Race", 2) as env:
+        env.write_issued(expires_at=datetime.now(UTC))
+        theirs = env.sb.issue_tokens(env.realm)  # a reconnect that lands while we refresh
 
         def refresh_racing(settings: Settings, refresh_token: str) -> TokenResponse:
             reply = oauth.refresh(settings, refresh_token)
             env.write(theirs)  # the other writer stores first: our write must conflict
             return reply
 
-        async with kube_mod.connect() as kube:
-            got, refreshed = await ensure_fresh_tokens(kube, env.settings, namespace, SECRET, refresh_fn=refresh_racing)
+        got, refreshed = await env.ensure(refresh_fn=refresh_racing)
     assert not refreshed
     assert got.refresh_token == theirs["refresh_token"]
     assert env.stored()[0].refresh_token == theirs["refresh_token"]  # not overwritten
@@ -97,22 +109,16 @@ async def test_conflict_with_a_writer_that_rotated_uses_its_tokens(
 async def test_conflict_with_an_unrelated_write_stores_ours_on_the_new_version(
     cluster: Any, namespace: str, kubeconfig: None
 ) -> None:
-    sb = make_qbo(throttle=None)
-    realm = sb.add_company("Label", seed=3, payments=3)
-    async with sb.serve():
-        env = Env(cluster, namespace, sb, realm)
-        env.write(sb.issue_tokens(realm), expires_at=datetime.now(UTC))
-        sb.force_rotation(realm)
+    async with serving(cluster, namespace, "Label", 3) as env:
+        env.write_issued(expires_at=datetime.now(UTC))
+        env.sb.force_rotation(env.realm)
 
         def refresh_then_touch(settings: Settings, refresh_token: str) -> TokenResponse:
             reply = oauth.refresh(settings, refresh_token)
             cluster.kubectl("-n", namespace, "label", "secret", SECRET, "touched=yes")  # bumps resourceVersion
             return reply
 
-        async with kube_mod.connect() as kube:
-            got, refreshed = await ensure_fresh_tokens(
-                kube, env.settings, namespace, SECRET, refresh_fn=refresh_then_touch
-            )
+        got, refreshed = await env.ensure(refresh_fn=refresh_then_touch)
         assert refreshed
         assert env.stored()[0].refresh_token == got.refresh_token
         # the stored token is the live one
@@ -122,67 +128,52 @@ async def test_conflict_with_an_unrelated_write_stores_ours_on_the_new_version(
 async def test_invalid_grant_after_another_writer_rotated_is_not_a_dead_grant(
     cluster: Any, namespace: str, kubeconfig: None
 ) -> None:
-    sb = make_qbo(throttle=None)
-    realm = sb.add_company("Stale", seed=4, payments=3)
-    async with sb.serve():
-        env = Env(cluster, namespace, sb, realm)
-        first = sb.issue_tokens(realm)
+    async with serving(cluster, namespace, "Stale", 4) as env:
+        first = env.sb.issue_tokens(env.realm)
         env.write(first, expires_at=datetime.now(UTC))
-        sb.force_rotation(realm)
+        env.sb.force_rotation(env.realm)
         rotated = (await asyncio.to_thread(oauth.refresh, env.settings, first["refresh_token"])).model_dump()
 
         def stale_refresh(settings: Settings, refresh_token: str) -> TokenResponse:
             env.write(rotated)  # ... stores its rotation while our refresh with the old token fails
             return oauth.refresh(settings, refresh_token)
 
-        async with kube_mod.connect() as kube:
-            got, refreshed = await ensure_fresh_tokens(kube, env.settings, namespace, SECRET, refresh_fn=stale_refresh)
+        got, refreshed = await env.ensure(refresh_fn=stale_refresh)
     assert not refreshed and got.refresh_token == rotated["refresh_token"]
 
 
 async def test_revoked_grant_is_dead_and_missing_secret_is_named(
     cluster: Any, namespace: str, kubeconfig: None
 ) -> None:
-    sb = make_qbo(throttle=None)
-    realm = sb.add_company("Gone", seed=5, payments=3)
-    async with sb.serve():
-        env = Env(cluster, namespace, sb, realm)
-        env.write(sb.issue_tokens(realm), expires_at=datetime.now(UTC))
-        sb.revoke_all(realm)
-        async with kube_mod.connect() as kube:
-            with pytest.raises(GrantDead) as dead:
-                await ensure_fresh_tokens(kube, env.settings, namespace, SECRET)
-            with pytest.raises(SecretMissing, match=f"{namespace}/nope does not exist"):
-                await ensure_fresh_tokens(kube, env.settings, namespace, "nope")
-    assert dead.value.reason == "TokenRevoked"
+    async with serving(cluster, namespace, "Gone", 5) as env:
+        env.write_issued(expires_at=datetime.now(UTC))
+        env.sb.revoke_all(env.realm)
+        with pytest.raises(GrantDead) as dead:
+            await env.ensure()
+        with pytest.raises(SecretMissing, match=f"{namespace}/nope does not exist"):
+            await env.ensure("nope")
+    assert str(dead.value.reason) == "TokenRevoked"
     assert "invalid_grant" in str(dead.value)
     stored = env.stored()[0]
     assert stored.refresh_token not in str(dead.value) and stored.access_token not in str(dead.value)
 
 
 async def test_token_endpoint_down_is_not_a_dead_grant(cluster: Any, namespace: str, kubeconfig: None) -> None:
-    sb = make_qbo(throttle=None)
-    realm = sb.add_company("Down", seed=6, payments=3)
-    sb.faults.add(kind="status", status=503, path="/oauth2/v1/tokens/bearer")
-    async with sb.serve():
-        env = Env(cluster, namespace, sb, realm)
-        before = env.write(sb.issue_tokens(realm), expires_at=datetime.now(UTC))
-        async with kube_mod.connect() as kube:
-            with pytest.raises(RefreshUnavailable):
-                await ensure_fresh_tokens(kube, env.settings, namespace, SECRET)
+    async with serving(
+        cluster, namespace, "Down", 6, kind="status", status=503, path="/oauth2/v1/tokens/bearer"
+    ) as env:
+        before = env.write_issued(expires_at=datetime.now(UTC))
+        with pytest.raises(RefreshUnavailable):
+            await env.ensure()
     assert env.stored()[0].refresh_token == before.refresh_token
 
 
 async def test_token_manager_refreshes_once_for_concurrent_401s(cluster: Any, namespace: str, kubeconfig: None) -> None:
-    sb = make_qbo(throttle=None)
-    realm = sb.add_company("Manager", seed=7, payments=3)
-    async with sb.serve():
-        env = Env(cluster, namespace, sb, realm)
-        env.write(sb.issue_tokens(realm))
-        async with kube_mod.connect() as kube:
-            manager = TokenManager(kube, env.settings, namespace, SECRET)
-            first = await manager.access_token()
-            results = await asyncio.gather(*(manager.refreshed_access_token(first) for _ in range(5)))
+    async with serving(cluster, namespace, "Manager", 7) as env:
+        env.write_issued()
+        manager = TokenManager(env.kube, env.settings, namespace, SECRET)
+        first = await manager.access_token()
+        results = await asyncio.gather(*(manager.refreshed_access_token(first) for _ in range(5)))
     assert manager.refreshes == 1
     assert len(set(results)) == 1 and results[0] != first
     assert env.stored()[0].access_token == results[0]

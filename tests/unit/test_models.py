@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from qbo_operator.core import names
-from qbo_operator.core.models import Integration, Tokens, TokenSecretError
+from qbo_operator.core.models import (
+    Integration,
+    TimeZoneMissing,
+    Tokens,
+    TokenSecretError,
+    parse_rfc3339,
+    rfc3339,
+    secret_text,
+)
 
 
 def b64(text: str) -> str:
@@ -61,6 +69,48 @@ def test_undecodable_value_names_the_key() -> None:
     with pytest.raises(TokenSecretError) as err:
         Tokens.from_secret_data(data)
     assert err.value.key == "scope"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-24T17:03:11Z", datetime(2026, 11, 24, 17, 3, 11, tzinfo=UTC)),
+        ("2026-11-24T17:03:11.250Z", datetime(2026, 11, 24, 17, 3, 11, 250000, tzinfo=UTC)),
+        ("2026-11-24T09:03:11-08:00", datetime(2026, 11, 24, 9, 3, 11, tzinfo=timezone(timedelta(hours=-8)))),
+        ("2026-11-24T17:03:11+00:00", datetime(2026, 11, 24, 17, 3, 11, tzinfo=UTC)),
+        ("2026-11-24T17:03:11", TimeZoneMissing),
+        ("tomorrow", ValueError),
+        ("", ValueError),
+    ],
+)
+def test_parse_rfc3339(text: str, expected: datetime | type[Exception]) -> None:
+    if isinstance(expected, datetime):
+        parsed = parse_rfc3339(text)
+        assert parsed == expected and parsed.utcoffset() == expected.utcoffset()
+        assert parse_rfc3339(rfc3339(parsed)) == parsed.replace(microsecond=0)
+    else:
+        with pytest.raises(expected):
+            parse_rfc3339(text)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (None, None),
+        ({}, None),
+        ({"realm_id": b64(" 123 ")}, "123"),
+        ({"realm_id": b64("   ")}, "is empty"),
+        ({"realm_id": "%%%"}, "is not valid base64 text"),
+        ({"realm_id": base64.b64encode(b"\xff").decode()}, "is not valid base64 text"),
+    ],
+)
+def test_secret_text(data: dict[str, str] | None, expected: str | None) -> None:
+    if expected is None or not expected.startswith("is "):
+        assert secret_text(data, "realm_id") == expected
+    else:
+        with pytest.raises(TokenSecretError, match=expected) as err:
+            secret_text(data, "realm_id")
+        assert err.value.key == "realm_id"
 
 
 def test_integration_from_object_defaults() -> None:

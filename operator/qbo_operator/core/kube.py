@@ -1,7 +1,9 @@
 """Thin async access to the API server (kubernetes_asyncio) shared by operator, gateway and sync.
 
-Only what the three processes need: read an integration, patch its status, read and write the
-token Secret with optimistic concurrency, and emit Events. No business logic here."""
+Only what the three processes need: read an integration, patch its status, read and write Secrets
+with optimistic concurrency, and emit Events. The two shapes every writer shares are built here and
+nowhere else: the Event on an integration (`event_body`) and the ownerReference (`owner_reference`).
+No business logic here; the token Secret's own rules are in `token_secret`."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from qbo_operator.core import names
 from qbo_operator.core.models import Integration, rfc3339
 
-__all__ = ["ApiException", "Kube", "connect"]
+__all__ = ["ApiException", "Kube", "connect", "event_body", "owner_reference"]
 
 
 async def _load_config() -> None:
@@ -82,15 +84,19 @@ class Kube:
                 return None
             raise
 
-    async def replace_secret_data(
-        self, namespace: str, name: str, data: dict[str, str], resource_version: str
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> client.V1Secret:
+        return await self.core.create_namespaced_secret(namespace, body)  # type: ignore[arg-type]  # dicts serialise as-is
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> client.V1Secret:
+        """PUT the whole Secret; the body's resourceVersion makes it fail with 409 if someone wrote since."""
+        return await self.core.replace_namespaced_secret(name, namespace, body)  # type: ignore[arg-type]
+
+    async def patch_secret_if_unchanged(
+        self, namespace: str, name: str, resource_version: str, ops: list[dict[str, Any]]
     ) -> client.V1Secret:
-        """Replace `data` only if nobody wrote since `resource_version`; otherwise the failed `test` op
-        answers 422 (Unprocessable), which callers treat like a 409 conflict: re-read, do not overwrite."""
-        body = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-            {"op": "replace", "path": "/data", "value": data},
-        ]
+        """Apply JSON-patch `ops` only if nobody wrote since `resource_version`; otherwise the leading
+        `test` op fails with 422 (Unprocessable), which callers treat like a 409: re-read, never overwrite."""
+        body = [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}, *ops]
         return await self.core.patch_namespaced_secret(
             name,
             namespace,
@@ -101,26 +107,87 @@ class Kube:
     # --- Events ------------------------------------------------------------------------------
 
     async def emit_event(
-        self, integration: Integration, event_type: str, reason: str, message: str, component: str
+        self,
+        integration: Integration,
+        event_type: str,
+        reason: str,
+        message: str,
+        component: str,
+        *,
+        event_name: str | None = None,
+        instance: str | None = None,
     ) -> None:
-        """A core/v1 Event on the integration, as `kubectl describe qbi` shows them."""
-        now = datetime.now(UTC)
-        event = {
-            "metadata": {"generateName": f"{integration.name}.", "namespace": integration.namespace},
-            "involvedObject": {
-                "apiVersion": names.API_VERSION,
-                "kind": names.KIND,
-                "name": integration.name,
-                "namespace": integration.namespace,
-                "uid": integration.uid,
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": component},
-            "reportingComponent": component,
-            "firstTimestamp": rfc3339(now),
-            "lastTimestamp": rfc3339(now),
-            "count": 1,
-        }
-        await self.core.create_namespaced_event(integration.namespace, event)  # type: ignore[arg-type]
+        """Create the Event `event_body` describes (ApiException 409 when `event_name` exists already)."""
+        body = event_body(
+            integration, event_type, reason, message, component, datetime.now(UTC), name=event_name, instance=instance
+        )
+        await self.core.create_namespaced_event(integration.namespace, body)  # type: ignore[arg-type]
+
+
+def event_body(
+    integration: Integration,
+    event_type: str,
+    reason: str,
+    message: str,
+    component: str,
+    now: datetime,
+    *,
+    name: str | None = None,
+    instance: str | None = None,
+) -> dict[str, Any]:
+    """A core/v1 Event on the integration, as `kubectl describe qbi` shows them. With `name`, at most
+    one such Event can exist (the operator's once-only notices); otherwise the API server names it."""
+    stamp = rfc3339(now)
+    metadata: dict[str, Any] = {"namespace": integration.namespace}
+    if name:
+        metadata["name"] = name
+    else:
+        metadata["generateName"] = f"{integration.name}."
+    event: dict[str, Any] = {
+        "metadata": metadata,
+        "involvedObject": {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": integration.name,
+            "namespace": integration.namespace,
+            "uid": integration.uid,
+        },
+        "type": event_type,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    if instance:
+        event["reportingInstance"] = instance
+    return event
+
+
+def owner_reference(
+    name: str,
+    uid: str,
+    *,
+    api_version: str = names.API_VERSION,
+    kind: str = names.KIND,
+    controller: bool = True,
+    block_owner_deletion: bool = True,
+) -> dict[str, Any]:
+    """An ownerReference, so garbage collection removes the object with its owner.
+
+    blockOwnerDeletion is True by default: a foreground delete of the owner then waits for its
+    children. The API server lets a writer set it only if that writer may `update` the owner's
+    `finalizers` subresource (OwnerReferencesPermissionEnforcement); the operator's role grants that
+    for QuickbooksIntegrations and CronJobs, so everything the operator writes or adopts blocks. The
+    gateway is deliberately not given it, so the token Secret it creates says False
+    (`block_owner_deletion=False`); the operator leaves a reference with the right uid alone."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": controller,
+        "blockOwnerDeletion": block_owner_deletion,
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -161,6 +162,22 @@ class TokenSecretError(ValueError):
         self.key = key
 
 
+def secret_text(data: Mapping[str, str] | None, key: str) -> str | None:
+    """The stripped text under `key` of a Secret's base64 `data`: None when the key is absent,
+    TokenSecretError when it is not base64 text or is blank. The strict parser and the gateway's
+    lenient look at a broken Secret both read keys through this."""
+    raw = (data or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        value = base64.b64decode(raw, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise TokenSecretError(key, "is not valid base64 text") from None
+    if not value.strip():
+        raise TokenSecretError(key, "is empty")
+    return value.strip()
+
+
 class Tokens(_Model):
     """The decoded token Secret. `repr` hides the token values so they never reach a log."""
 
@@ -175,31 +192,24 @@ class Tokens(_Model):
     refreshed_at: datetime | None = None
 
     @classmethod
-    def from_secret_data(cls, data: dict[str, str] | None) -> Tokens:
+    def from_secret_data(cls, data: Mapping[str, str] | None) -> Tokens:
         """Decode a Secret's base64 `data`; raises TokenSecretError naming the first bad key."""
-        data = data or {}
         decoded: dict[str, str] = {}
         for key in TOKEN_KEYS + OPTIONAL_TOKEN_KEYS:
-            raw = data.get(key)
-            if raw is None:
+            value = secret_text(data, key)
+            if value is None:
                 if key in TOKEN_KEYS:
                     raise TokenSecretError(key, "is missing")
                 continue
-            try:
-                value = base64.b64decode(raw, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                raise TokenSecretError(key, "is not valid base64 text") from None
-            if not value.strip():
-                raise TokenSecretError(key, "is empty")
-            decoded[key] = value.strip()
+            decoded[key] = value
         for key in _TIME_KEYS:
             if key in decoded:
                 try:
-                    parsed = datetime.fromisoformat(decoded[key].replace("Z", "+00:00"))
+                    parse_rfc3339(decoded[key])
+                except TimeZoneMissing:
+                    raise TokenSecretError(key, "has no time zone (use RFC 3339 with Z)") from None
                 except ValueError:
                     raise TokenSecretError(key, "is not an RFC 3339 time") from None
-                if parsed.tzinfo is None:
-                    raise TokenSecretError(key, "has no time zone (use RFC 3339 with Z)")
         try:
             return cls.model_validate(decoded)
         except ValidationError as exc:  # pragma: no cover - every key was checked above
@@ -217,6 +227,24 @@ class Tokens(_Model):
         return out
 
 
+# ---------------------------------------------------------------------------------------------
+# RFC 3339: the one time format on the wire (Kubernetes, the token Secret, Intuit's answers)
+
+
+class TimeZoneMissing(ValueError):
+    """An ISO 8601 time without an offset: RFC 3339 requires one, and a naive time compared with an
+    aware one fails later, far from the bad value."""
+
+
 def rfc3339(value: datetime) -> str:
     """UTC, second precision, with a Z: the one time format written to Kubernetes."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An aware datetime from RFC 3339 text (`Z` or an offset). ValueError when it is not a time,
+    TimeZoneMissing (a ValueError) when it has no offset."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise TimeZoneMissing("has no time zone")
+    return parsed

@@ -20,17 +20,29 @@ keep-alive timer (`ensure_fresh_tokens`). No token value is ever logged or put i
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
-from qbo_operator.core import oauth
+from qbo_operator.core import oauth, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import OAuthError, TokenResponse
+from qbo_operator.core.status import DeadGrantReason, Reason
+from qbo_operator.core.token_secret import SecretMissing, Stored, read_tokens
+
+# SecretMissing is part of this module's contract: `ensure_fresh_tokens` raises it.
+__all__ = [
+    "GrantDead",
+    "RefreshUnavailable",
+    "SecretMissing",
+    "TokenManager",
+    "dead_grant_reason",
+    "ensure_fresh_tokens",
+    "needs_refresh",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +55,16 @@ RefreshFn = Callable[[Settings, str], TokenResponse]
 Clock = Callable[[], datetime]
 
 
-class SecretMissing(Exception):
-    def __init__(self, namespace: str, name: str) -> None:
-        super().__init__(f"token Secret {namespace}/{name} does not exist")
-
-
 class GrantDead(Exception):
     """Intuit refused the refresh token for good: a person must click Connect again."""
 
-    def __init__(self, reason: Literal["TokenRevoked", "RefreshTokenExpired"], message: str) -> None:
+    def __init__(self, reason: DeadGrantReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
 class RefreshUnavailable(Exception):
     """Intuit's token endpoint failed (network, 5xx, garbled answer); the grant may be fine."""
-
-
-@dataclass(frozen=True)
-class Stored:
-    tokens: Tokens
-    resource_version: str
-    data: dict[str, str]
 
 
 def needs_refresh(
@@ -75,21 +75,11 @@ def needs_refresh(
     return tokens.expires_at - now < min_validity or now - last > max_age
 
 
-def dead_grant_reason(tokens: Tokens, now: datetime) -> Literal["TokenRevoked", "RefreshTokenExpired"]:
+def dead_grant_reason(tokens: Tokens, now: datetime) -> DeadGrantReason:
     hard = tokens.refresh_token_hard_expires_at
     if now >= tokens.refresh_token_expires_at or (hard is not None and now >= hard):
-        return "RefreshTokenExpired"
-    return "TokenRevoked"
-
-
-async def read_tokens(kube: Kube, namespace: str, name: str) -> Stored:
-    """The Secret's tokens and version; SecretMissing or TokenSecretError (naming the key) otherwise."""
-    secret = await kube.read_secret(namespace, name)
-    if secret is None:
-        raise SecretMissing(namespace, name)
-    data: dict[str, str] = dict(secret.data or {})
-    tokens = Tokens.from_secret_data(data)
-    return Stored(tokens, str(secret.metadata.resource_version), data)
+        return Reason.REFRESH_TOKEN_EXPIRED
+    return Reason.TOKEN_REVOKED
 
 
 async def ensure_fresh_tokens(
@@ -142,7 +132,7 @@ async def _refresh_and_persist(
                 log.info("refresh token was rotated by another writer meanwhile; using the stored tokens")
                 return again.tokens, False
         reason = dead_grant_reason(start, clock())
-        what = "has expired" if reason == "RefreshTokenExpired" else "was revoked or is no longer valid"
+        what = "has expired" if reason == Reason.REFRESH_TOKEN_EXPIRED else "was revoked or is no longer valid"
         raise GrantDead(
             reason,
             f"Intuit refused the refresh token ({exc.error}): the QuickBooks authorization {what}; "
@@ -155,8 +145,8 @@ async def _refresh_and_persist(
     current = stored
     for _ in range(_MAX_CONFLICTS):
         try:
-            await kube.replace_secret_data(
-                namespace, name, {**current.data, **new.to_secret_data()}, current.resource_version
+            await token_secret.replace_data(
+                kube, namespace, name, {**current.data, **new.to_secret_data()}, current.resource_version
             )
             log.info("access token refreshed and stored in Secret %s/%s", namespace, name)
             return new, True
@@ -187,11 +177,9 @@ class TokenManager:
         refresh_fn: RefreshFn = oauth.refresh,
         clock: Clock = oauth.now,
     ) -> None:
-        self._kube = kube
-        self._settings = settings
-        self._namespace = namespace
-        self._name = secret_name
-        self._refresh_fn = refresh_fn
+        self._fetch = functools.partial(
+            ensure_fresh_tokens, kube, settings, namespace, secret_name, refresh_fn=refresh_fn, clock=clock
+        )
         self._clock = clock
         self._lock = asyncio.Lock()
         self.tokens: Tokens | None = None
@@ -208,16 +196,7 @@ class TokenManager:
                 return self.tokens
             if rejected is not None and self.tokens is not None and self.tokens.access_token != rejected:
                 return self.tokens  # another coroutine refreshed after this token was sent
-            tokens, refreshed = await ensure_fresh_tokens(
-                self._kube,
-                self._settings,
-                self._namespace,
-                self._name,
-                force=force,
-                rejected_access_token=rejected,
-                refresh_fn=self._refresh_fn,
-                clock=self._clock,
-            )
+            tokens, refreshed = await self._fetch(force=force, rejected_access_token=rejected)
             self.tokens = tokens
             self.refreshes += int(refreshed)
             return tokens
