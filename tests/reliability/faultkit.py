@@ -21,7 +21,7 @@ import httpx
 from aiohttp import web
 
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.harness.sandbox.qbo_data import parse_time
+from qbo_operator.harness.sandbox.qbo_store import parse_time
 from tests.reliability.ledger import SECRETS
 from tests.sync.conftest import QBO_CLIENT_SECRET, expected_records, make_qbo
 from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Rewrite, Run

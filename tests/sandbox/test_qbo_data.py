@@ -12,15 +12,8 @@ from typing import Any
 import pytest
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from qbo_operator.harness.sandbox.qbo_data import (
-    PAYMENT_METHODS,
-    SandboxError,
-    check_books,
-    dumps,
-    intuit_time,
-    money,
-    parse_time,
-)
+from qbo_operator.harness.sandbox.qbo_books import check_books
+from qbo_operator.harness.sandbox.qbo_store import PAYMENT_METHODS, SandboxError, dumps, intuit_time, money, parse_time
 from tests.sandbox.conftest import FakeClock, SandboxFactory, realm_of
 
 

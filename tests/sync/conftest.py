@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from qbo_operator.core import oauth
 from qbo_operator.core.config import Settings
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from qbo_operator.harness.sandbox.qbo_data import parse_time
+from qbo_operator.harness.sandbox.qbo_store import parse_time
 
 QBO_CLIENT_ID = "ABsync-test-client-0001"
 QBO_CLIENT_SECRET = "qbo-client-secret-3c1d9e8f7a6b"

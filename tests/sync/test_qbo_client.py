@@ -9,7 +9,7 @@ import pytest
 
 from qbo_operator.core.oauth import OAuthError
 from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
-from qbo_operator.harness.sandbox.qbo_data import parse_time
+from qbo_operator.harness.sandbox.qbo_store import parse_time
 from qbo_operator.sync.qbo import (
     QboAuthError,
     QboClient,

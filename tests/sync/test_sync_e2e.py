@@ -22,7 +22,7 @@ from aiohttp import web
 from qbo_operator.core import oauth
 from qbo_operator.core.models import Tokens, rfc3339
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.harness.sandbox.qbo_data import parse_time
+from qbo_operator.harness.sandbox.qbo_store import parse_time
 from tests.sync.conftest import expected_records, make_qbo, qbo_settings, utc
 from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Proxy, Run
 

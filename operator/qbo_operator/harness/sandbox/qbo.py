@@ -27,19 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from qbo_operator.harness.sandbox import qbo_api, qbo_oauth
 from qbo_operator.harness.sandbox.faults import FaultRule, Faults, Handler
 from qbo_operator.harness.sandbox.qbo_api import INTUIT_LIMITS, Throttle, ThrottleLimits
-from qbo_operator.harness.sandbox.qbo_data import (
-    Company,
-    Entity,
-    Money,
-    SandboxError,
-    dumps,
+from qbo_operator.harness.sandbox.qbo_generator import (
     generate_new_payments,
-    intuit_time,
     next_payment_time,
     populate_history,
     realm_id_for,
 )
 from qbo_operator.harness.sandbox.qbo_oauth import ACCOUNTING_SCOPE, Authority, Grant, with_query
+from qbo_operator.harness.sandbox.qbo_store import Company, Entity, Money, SandboxError, dumps, intuit_time
 from qbo_operator.harness.sandbox.qbo_webhooks import FAST_RETRY_DELAYS, WebhookDelivery, WebhookFormat, WebhookSender
 
 Clock = Callable[[], datetime]
@@ -176,7 +171,7 @@ class QboSandbox:
         return company
 
     def generate_payments(self, realm_id: str, n: int = 1000, seed: int | None = None) -> list[Entity]:
-        """n new payments created now, in a realistic mix (see `qbo_data`); returns them as they stand.
+        """n new payments created now, in a realistic mix (see `qbo_generator`); returns them as they stand.
 
         CreateTime is strictly increasing, after the newest payment and after the realm's latest
         consent (+0.25 s, so after the gateway's `connectedAt`), within the last minute of the

@@ -18,9 +18,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from qbo_operator.harness.sandbox.faults import FaultRule, Handler, Renderer
-from qbo_operator.harness.sandbox.qbo_data import ENTITIES, Company, dumps, envelope_time, intuit_time
 from qbo_operator.harness.sandbox.qbo_oauth import AccessDenied
 from qbo_operator.harness.sandbox.qbo_query import QueryError, execute, parse, parse_datetime, to_micros
+from qbo_operator.harness.sandbox.qbo_store import ENTITIES, Company, dumps, envelope_time, intuit_time
 
 if TYPE_CHECKING:
     from qbo_operator.harness.sandbox.qbo import QboSandbox

@@ -1,0 +1,850 @@
+"""The QBO sandbox's store: one company's books as entities in Intuit's JSON shape (QBO.md §3).
+
+A `Company` holds one table per entity, each kept in (CreateTime, Id) order so queries page by
+bisect, and hands out Ids, SyncTokens and MetaData. Every write goes through a Company method that
+keeps the books consistent: an invoice's `Balance` is its `TotalAmt` minus the live payments applied
+to it, a payment's `TotalAmt = Σ invoice lines − Σ credit lines + UnappliedAmt`, voids zero a payment
+and give the invoices their balance back, deletes leave a CDC stub. Money is `Decimal` with two
+places and is written to JSON as a number with two places (`dumps`). No I/O and no randomness here:
+`qbo_generator` decides what a company holds, `qbo_books` checks that it adds up."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from qbo_operator.harness.sandbox.qbo_query import parse_datetime, to_micros
+
+Entity = dict[str, Any]
+Money = Decimal | int | str | float
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+PACIFIC = ZoneInfo("America/Los_Angeles")
+USD = {"value": "USD", "name": "United States Dollar"}
+UNDEPOSITED = {"value": "4", "name": "Undeposited Funds"}
+CHECKING = {"value": "35", "name": "Checking"}
+AR_ACCOUNT = {"value": "84", "name": "Accounts Receivable (A/R)"}
+INCOME_ACCOUNT = {"value": "79", "name": "Sales of Product Income"}
+COGS_ACCOUNT = {"value": "80", "name": "Cost of Goods Sold"}
+DISCOUNT_ACCOUNT = {"value": "86", "name": "Discounts given"}
+PAYMENT_METHODS: dict[str, str] = {
+    "Cash": "1",
+    "Check": "2",
+    "Visa": "3",
+    "MasterCard": "4",
+    "ACH/EFT": "5",
+    "Debit": "6",
+    "Wire Transfer": "7",
+}
+TERMS = [
+    ({"value": "1", "name": "Due on receipt"}, 0),
+    ({"value": "2", "name": "Net 15"}, 15),
+    ({"value": "3", "name": "Net 30"}, 30),
+]
+
+# Entity name -> (table attribute, read path segment)
+ENTITIES: dict[str, str] = {
+    "Payment": "payment",
+    "Invoice": "invoice",
+    "Customer": "customer",
+    "Item": "item",
+    "SalesReceipt": "salesreceipt",
+    "CreditMemo": "creditmemo",
+    "CompanyInfo": "companyinfo",
+}
+
+
+class SandboxError(ValueError):
+    """A request to the sandbox's Python or control API that cannot be honoured; the message says why."""
+
+
+# --- money, time, JSON ------------------------------------------------------------------------
+
+
+def money(value: Money) -> Decimal:
+    """Exact two-place Decimal; refuses values with more than two decimal places."""
+    try:
+        d = Decimal(str(value)) if not isinstance(value, Decimal) else value
+    except InvalidOperation:
+        raise SandboxError(f"{value!r} is not an amount") from None
+    if not d.is_finite():
+        raise SandboxError(f"{value!r} is not an amount")
+    q = d.quantize(CENT, rounding=ROUND_HALF_UP)
+    if q != d:
+        raise SandboxError(f"{value!r} has more than two decimal places")
+    return q
+
+
+def round_cents(value: Decimal) -> Decimal:
+    """To the cent, half up: how QBO rounds line amounts, discounts and tax."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def intuit_time(dt: datetime, tz: tzinfo = PACIFIC) -> str:
+    """`2026-11-24T09:03:11-08:00` (milliseconds only when the instant has them)."""
+    local = dt.astimezone(tz)
+    return local.isoformat(timespec="milliseconds" if local.microsecond else "seconds")
+
+
+def envelope_time(dt: datetime, tz: tzinfo = PACIFIC) -> str:
+    """The `time` field of API envelopes: always with milliseconds."""
+    return dt.astimezone(tz).isoformat(timespec="milliseconds")
+
+
+def parse_time(text: str, tz: tzinfo = PACIFIC) -> datetime:
+    """An ISO 8601 date-time as Intuit writes it (a bare one is in `tz`); SandboxError otherwise."""
+    dt = parse_datetime(text, tz)
+    if dt is None:
+        raise SandboxError(f"{text!r} is not an ISO 8601 date-time")
+    return dt
+
+
+def whole_ms(dt: datetime) -> datetime:
+    """Cut to the millisecond: QBO's MetaData times carry no finer precision."""
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
+_DECIMAL_MARK = re.compile(r'"\\u0000D(-?[0-9]+(?:\.[0-9]+)?)"')
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return f"\x00D{value:f}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON with Decimals written as exact numbers (`275.00`, not `"275.00"` or `275.0`)."""
+    text = json.dumps(obj, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    return _DECIMAL_MARK.sub(r"\1", text).encode()
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+class Table:
+    """One entity's rows by Id, plus a (CreateTime µs, int Id) index for ordered paging."""
+
+    def __init__(self, entity: str, tz: tzinfo) -> None:
+        self.entity = entity
+        self.tz = tz
+        self.rows: dict[str, Entity] = {}
+        self._keys: list[tuple[int, int]] = []
+        self._ids: list[str] = []
+        self._created: dict[str, int] = {}
+        self._updated: dict[str, int] = {}
+
+    def created_of(self, row: Mapping[str, Any]) -> int:
+        """CreateTime in µs (cached: CreateTime never changes)."""
+        cached = self._created.get(row["Id"])
+        if cached is None:
+            cached = to_micros(parse_time(row["MetaData"]["CreateTime"], self.tz))
+        return cached
+
+    def updated_of(self, row: Mapping[str, Any]) -> int:
+        """LastUpdatedTime in µs (cached; writes go through `touched`)."""
+        cached = self._updated.get(row["Id"])
+        if cached is None:
+            cached = to_micros(parse_time(row["MetaData"]["LastUpdatedTime"], self.tz))
+        return cached
+
+    def touched(self, row_id: str, updated_us: int) -> None:
+        self._updated[row_id] = updated_us
+
+    def _key(self, row: Mapping[str, Any]) -> tuple[int, int]:
+        return self.created_of(row), int(row["Id"])
+
+    def add(self, row: Entity) -> None:
+        if row["Id"] in self.rows:
+            raise SandboxError(f"{self.entity} {row['Id']} already exists")
+        created = to_micros(parse_time(row["MetaData"]["CreateTime"], self.tz))
+        key = (created, int(row["Id"]))
+        i = bisect.bisect(self._keys, key)
+        self._keys.insert(i, key)
+        self._ids.insert(i, row["Id"])
+        self.rows[row["Id"]] = row
+        self._created[row["Id"]] = created
+        meta = row["MetaData"]
+        same = meta["LastUpdatedTime"] == meta["CreateTime"]
+        self._updated[row["Id"]] = created if same else to_micros(parse_time(meta["LastUpdatedTime"], self.tz))
+
+    def remove(self, row_id: str) -> Entity:
+        row = self.rows[row_id]
+        key = self._key(row)
+        del self.rows[row_id]
+        self._created.pop(row_id, None)
+        self._updated.pop(row_id, None)
+        i = bisect.bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            del self._keys[i]
+            del self._ids[i]
+        return row
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def ids_between(self, lo_us: int | None, hi_us: int | None) -> Sequence[str]:
+        lo = 0 if lo_us is None else bisect.bisect_left(self._keys, (lo_us, -1))
+        hi = len(self._keys) if hi_us is None else bisect.bisect_left(self._keys, (hi_us, -1))
+        if lo == 0 and hi == len(self._ids):
+            return self._ids
+        return self._ids[lo:hi]
+
+    def in_order(self, ids: Iterable[str]) -> list[str]:
+        found = [(self._key(self.rows[i]), i) for i in ids if i in self.rows]
+        return [i for _, i in sorted(found)]
+
+    def ordered(self) -> list[Entity]:
+        return [self.rows[i] for i in self._ids if i in self.rows]
+
+    def last_create_us(self) -> int | None:
+        return self._keys[-1][0] if self._keys else None
+
+
+ChangeListener = Callable[[str, str, str, datetime], None]  # entity, id, operation, time
+
+
+@dataclass
+class Deleted:
+    entity: str
+    id: str
+    time: datetime
+
+
+@dataclass
+class Company:
+    """One QBO company (realm): its tables and every write that keeps them consistent."""
+
+    realm_id: str
+    name: str
+    tz: tzinfo = PACIFIC
+    created_at: datetime | None = None
+    deleted: list[Deleted] = field(default_factory=list)
+    listeners: list[ChangeListener] = field(default_factory=list)
+    not_before: datetime | None = None  # new payments are created after this (the latest consent)
+    tables: dict[str, Table] = field(init=False)
+    _next_id: int = 1
+    _doc_numbers: dict[str, int] = field(
+        default_factory=lambda: {"Invoice": 1001, "SalesReceipt": 5001, "CreditMemo": 9001}
+    )
+    _open_invoices: dict[str, list[str]] = field(default_factory=dict)  # customer -> ids with Balance > 0
+    _credit_memos: dict[str, list[str]] = field(default_factory=dict)  # customer -> ids with credit left
+
+    def __post_init__(self) -> None:
+        self.tables = {name: Table(name, self.tz) for name in ENTITIES}
+
+    # The dicts the brief promises: sb.companies[realm].payments etc.
+    @property
+    def payments(self) -> dict[str, Entity]:
+        return self.tables["Payment"].rows
+
+    @property
+    def invoices(self) -> dict[str, Entity]:
+        return self.tables["Invoice"].rows
+
+    @property
+    def customers(self) -> dict[str, Entity]:
+        return self.tables["Customer"].rows
+
+    @property
+    def items(self) -> dict[str, Entity]:
+        return self.tables["Item"].rows
+
+    @property
+    def sales_receipts(self) -> dict[str, Entity]:
+        return self.tables["SalesReceipt"].rows
+
+    @property
+    def credit_memos(self) -> dict[str, Entity]:
+        return self.tables["CreditMemo"].rows
+
+    def counts(self) -> dict[str, int]:
+        out = {name: len(table) for name, table in self.tables.items()}
+        out["Deleted"] = len(self.deleted)
+        return out
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        value = self._next_id
+        self._next_id += 1
+        return str(value)
+
+    def _doc_number(self, entity: str) -> str:
+        value = self._doc_numbers[entity]
+        self._doc_numbers[entity] = value + 1
+        return str(value)
+
+    def _meta(self, at: datetime) -> dict[str, str]:
+        stamp = intuit_time(whole_ms(at), self.tz)
+        return {"CreateTime": stamp, "LastUpdatedTime": stamp}
+
+    def _head(self, at: datetime, row_id: str | None = None) -> Entity:
+        """The keys every entity opens with: a new Id (unless given), SyncToken 0, MetaData at `at`."""
+        return {
+            "Id": self.new_id() if row_id is None else row_id,
+            "SyncToken": "0",
+            "domain": "QBO",
+            "sparse": False,
+            "MetaData": self._meta(at),
+        }
+
+    def _touch(self, entity: str, row: Entity, at: datetime) -> None:
+        """A write: SyncToken + 1, LastUpdatedTime moves forward (never back)."""
+        row["SyncToken"] = str(int(row["SyncToken"]) + 1)
+        table = self.tables[entity]
+        at = whole_ms(at)
+        at_us = to_micros(at)
+        if at_us > table.updated_of(row):
+            row["MetaData"]["LastUpdatedTime"] = intuit_time(at, self.tz)
+            table.touched(row["Id"], at_us)
+
+    def _notify(self, entity: str, row_id: str, operation: str, at: datetime) -> None:
+        for listener in list(self.listeners):
+            listener(entity, row_id, operation, at)
+
+    def _txn_date(self, at: datetime) -> str:
+        return at.astimezone(self.tz).date().isoformat()
+
+    def _customer(self, customer_id: str) -> Entity:
+        row = self.customers.get(customer_id)
+        if row is None:
+            raise SandboxError(f"customer {customer_id} does not exist in company {self.realm_id}")
+        return row
+
+    def _adjust_customer(self, customer_id: str, delta: Decimal) -> None:
+        row = self.customers.get(customer_id)
+        if row is not None:
+            row["Balance"] = row["Balance"] + delta
+            row["BalanceWithJobs"] = row["Balance"]
+
+    def open_invoices(self, customer_id: str) -> list[str]:
+        """Ids of the customer's invoices with a balance, oldest first (prunes settled ones)."""
+        live = [i for i in self._open_invoices.get(customer_id, []) if self.invoices.get(i, {}).get("Balance")]
+        self._open_invoices[customer_id] = live
+        return list(live)
+
+    def open_credits(self, customer_id: str) -> list[str]:
+        """Ids of the customer's credit memos with credit left, oldest first (prunes used ones)."""
+        memos = self.credit_memos
+        live = [c for c in self._credit_memos.get(customer_id, []) if memos.get(c, {}).get("RemainingCredit")]
+        self._credit_memos[customer_id] = live
+        return list(live)
+
+    # --- lists --------------------------------------------------------------------------------
+
+    def add_company_info(self, at: datetime) -> Entity:
+        """The CompanyInfo entity (Id "1"), which clients read to show the company's name."""
+        email = re.sub(r"[^a-z]", "", self.name.lower())[:24] or "company"
+        row: Entity = {
+            **self._head(at, "1"),
+            "CompanyName": self.name,
+            "LegalName": f"{self.name} LLC",
+            "Country": "US",
+            "CompanyAddr": {
+                "Line1": "2100 SE Water Ave",
+                "City": "Portland",
+                "CountrySubDivisionCode": "OR",
+                "PostalCode": "97214",
+                "Country": "US",
+            },
+            "Email": {"Address": f"accounting@{email}.com"},
+            "FiscalYearStartMonth": "January",
+            "SupportedLanguages": "en",
+            "DefaultTimeZone": str(self.tz),
+            "NameValue": [{"Name": "IndustryType", "Value": "Cannabis Wholesale"}],
+        }
+        self.tables["CompanyInfo"].add(row)
+        return row
+
+    def add_customer(self, fields: Mapping[str, Any], at: datetime) -> Entity:
+        name = fields["DisplayName"]
+        if any(c["DisplayName"] == name for c in self.customers.values()):
+            raise SandboxError(f"a customer named {name!r} already exists")
+        row: Entity = {
+            **self._head(at),
+            "DisplayName": name,
+            "CompanyName": name,
+            "FullyQualifiedName": name,
+            "PrintOnCheckName": name,
+            "Active": True,
+            "Job": False,
+            "BillWithParent": False,
+            "Taxable": False,
+            "Balance": ZERO,
+            "BalanceWithJobs": ZERO,
+            "CurrencyRef": dict(USD),
+            "PreferredDeliveryMethod": "Email",
+            **{k: v for k, v in fields.items() if k != "DisplayName"},
+        }
+        self.tables["Customer"].add(row)
+        return row
+
+    def add_item(self, fields: Mapping[str, Any], at: datetime) -> Entity:
+        row: Entity = {
+            **self._head(at),
+            "Active": True,
+            "Taxable": False,
+            "IncomeAccountRef": dict(INCOME_ACCOUNT),
+            **fields,
+            "FullyQualifiedName": fields["Name"],
+        }
+        self.tables["Item"].add(row)
+        return row
+
+    # --- transactions -------------------------------------------------------------------------
+
+    def _sales_lines(self, lines: Sequence[tuple[str, Decimal]], taxed: bool) -> tuple[list[Entity], Decimal, Decimal]:
+        out: list[Entity] = []
+        subtotal = taxable = ZERO
+        for n, (item_id, qty) in enumerate(lines, start=1):
+            item = self.items.get(item_id)
+            if item is None:
+                raise SandboxError(f"item {item_id} does not exist in company {self.realm_id}")
+            price: Decimal = item["UnitPrice"]
+            amount = round_cents(price * qty)
+            line_taxed = taxed and item.get("Type") != "Service"
+            out.append(
+                {
+                    "Id": str(n),
+                    "LineNum": n,
+                    "Description": item.get("Description", item["Name"]),
+                    "Amount": amount,
+                    "DetailType": "SalesItemLineDetail",
+                    "SalesItemLineDetail": {
+                        "ItemRef": {"value": item_id, "name": item["Name"]},
+                        "Qty": qty,
+                        "UnitPrice": price,
+                        "TaxCodeRef": {"value": "TAX" if line_taxed else "NON"},
+                    },
+                }
+            )
+            subtotal += amount
+            if line_taxed:
+                taxable += amount
+        return out, subtotal, taxable
+
+    def _invoice_lines(
+        self,
+        lines: Sequence[tuple[str, Decimal]],
+        note_line: str | None,
+        discount_percent: Decimal | None,
+        discount_amount: Decimal | None,
+        taxed: bool,
+    ) -> tuple[list[Entity], Decimal, Decimal, Decimal]:
+        """An invoice's Line array (items, note, SubTotal, Discount) with its subtotal, discount and taxable sum."""
+        line_rows, subtotal, taxable = self._sales_lines(lines, taxed=taxed)
+        n = len(line_rows)
+        if note_line:
+            n += 1
+            line_rows.append(
+                {
+                    "Id": str(n),
+                    "LineNum": n,
+                    "Description": note_line,
+                    "DetailType": "DescriptionOnly",
+                    "DescriptionLineDetail": {},
+                }
+            )
+        line_rows.append(_subtotal_line(subtotal))
+        discount = ZERO
+        discounted = _discount(subtotal, discount_percent, discount_amount)
+        if discounted is not None:
+            discount, detail = discounted
+            line_rows.append(
+                {"Id": str(n + 1), "Amount": discount, "DetailType": "DiscountLineDetail", "DiscountLineDetail": detail}
+            )
+        return line_rows, subtotal, discount, taxable
+
+    def add_invoice(
+        self,
+        customer_id: str,
+        lines: Sequence[tuple[str, Decimal]],
+        at: datetime,
+        *,
+        discount_percent: Decimal | None = None,
+        discount_amount: Decimal | None = None,
+        tax_percent: Decimal | None = None,
+        note_line: str | None = None,
+        terms: int = 2,
+        private_note: str | None = None,
+        manifest: str | None = None,
+    ) -> Entity:
+        """An invoice with SalesItemLineDetail lines, optional DescriptionOnly note, SubTotal and Discount."""
+        customer = self._customer(customer_id)
+        if not lines:
+            raise SandboxError("an invoice needs at least one line")
+        line_rows, subtotal, discount, taxable = self._invoice_lines(
+            lines, note_line, discount_percent, discount_amount, taxed=tax_percent is not None
+        )
+        tax, tax_detail = _tax(taxable, tax_percent)
+        total = subtotal - discount + tax
+        term, days = TERMS[terms]
+        txn_date = at.astimezone(self.tz).date()
+        row: Entity = {
+            **self._head(at),
+            "CustomField": [
+                {
+                    "DefinitionId": "1",
+                    "Name": "METRC Manifest",
+                    "Type": "StringType",
+                    **({"StringValue": manifest} if manifest else {}),
+                }
+            ],
+            "DocNumber": self._doc_number("Invoice"),
+            "TxnDate": txn_date.isoformat(),
+            "DueDate": (txn_date + timedelta(days=days)).isoformat(),
+            "CurrencyRef": dict(USD),
+            "LinkedTxn": [],
+            "Line": line_rows,
+            "TxnTaxDetail": tax_detail,
+            "CustomerRef": _customer_ref(customer_id, customer),
+            "SalesTermRef": dict(term),
+            "ApplyTaxAfterDiscount": False,
+            "PrintStatus": "NotSet",
+            "EmailStatus": "EmailSent",
+            "TotalAmt": total,
+            "Balance": total,
+            "Deposit": ZERO,
+            "AllowOnlinePayment": False,
+            "AllowOnlineCreditCardPayment": False,
+            "AllowOnlineACHPayment": False,
+        }
+        if "PrimaryEmailAddr" in customer:
+            row["BillEmail"] = dict(customer["PrimaryEmailAddr"])
+        if "BillAddr" in customer:
+            row["BillAddr"] = dict(customer["BillAddr"])
+            row["ShipAddr"] = dict(customer["BillAddr"])
+        if private_note:
+            row["PrivateNote"] = private_note
+        self.tables["Invoice"].add(row)
+        self._adjust_customer(customer_id, total)
+        if total > 0:
+            self._open_invoices.setdefault(customer_id, []).append(row["Id"])
+        return row
+
+    def _untaxed_sale(
+        self, entity: str, customer_id: str, lines: Sequence[tuple[str, Decimal]], at: datetime
+    ) -> tuple[Entity, Decimal]:
+        """What a credit memo and a sales receipt share: one customer, untaxed item lines and a SubTotal."""
+        customer = self._customer(customer_id)
+        line_rows, subtotal, _ = self._sales_lines(lines, taxed=False)
+        line_rows.append(_subtotal_line(subtotal))
+        head: Entity = {
+            **self._head(at),
+            "DocNumber": self._doc_number(entity),
+            "TxnDate": self._txn_date(at),
+            "CurrencyRef": dict(USD),
+            "Line": line_rows,
+            "TxnTaxDetail": {"TotalTax": ZERO},
+            "CustomerRef": _customer_ref(customer_id, customer),
+        }
+        return head, subtotal
+
+    def add_credit_memo(
+        self, customer_id: str, lines: Sequence[tuple[str, Decimal]], at: datetime, reason: str
+    ) -> Entity:
+        head, subtotal = self._untaxed_sale("CreditMemo", customer_id, lines, at)
+        row: Entity = {
+            **head,
+            "PrivateNote": reason,
+            **_NOT_SENT,
+            "TotalAmt": subtotal,
+            "RemainingCredit": subtotal,
+            "Balance": subtotal,
+            "LinkedTxn": [],
+        }
+        self.tables["CreditMemo"].add(row)
+        self._adjust_customer(customer_id, -subtotal)
+        self._credit_memos.setdefault(customer_id, []).append(row["Id"])
+        return row
+
+    def add_sales_receipt(
+        self, customer_id: str, lines: Sequence[tuple[str, Decimal]], at: datetime, method: str, ref_num: str | None
+    ) -> Entity:
+        head, subtotal = self._untaxed_sale("SalesReceipt", customer_id, lines, at)
+        row: Entity = {
+            **head,
+            "PaymentMethodRef": _method_ref(method),
+            "DepositToAccountRef": _deposit_account(method),
+            **_NOT_SENT,
+            "TotalAmt": subtotal,
+            "Balance": ZERO,
+        }
+        if ref_num:
+            row["PaymentRefNum"] = ref_num
+        self.tables["SalesReceipt"].add(row)
+        return row
+
+    def _payer(
+        self,
+        inv_amounts: Sequence[tuple[str, Decimal]],
+        credit_amounts: Sequence[tuple[str, Decimal]],
+        customer_id: str | None,
+    ) -> str:
+        """The one customer a payment's invoices and credit memos belong to; refuses what QBO refuses."""
+        customers: set[str] = {customer_id} if customer_id else set()
+        seen: set[str] = set()
+        for inv_id, amount in inv_amounts:
+            inv = self.invoices.get(inv_id)
+            if inv is None:
+                raise SandboxError(f"invoice {inv_id} does not exist in company {self.realm_id}")
+            if inv_id in seen:
+                raise SandboxError(f"invoice {inv_id} is listed twice")
+            seen.add(inv_id)
+            if amount <= 0:
+                raise SandboxError(f"the amount applied to invoice {inv_id} must be positive, not {amount}")
+            if amount > inv["Balance"]:
+                raise SandboxError(f"{amount} is more than invoice {inv_id}'s open balance {inv['Balance']}")
+            customers.add(inv["CustomerRef"]["value"])
+        for cm_id, amount in credit_amounts:
+            memo = self.credit_memos.get(cm_id)
+            if memo is None:
+                raise SandboxError(f"credit memo {cm_id} does not exist in company {self.realm_id}")
+            if amount <= 0 or amount > memo["RemainingCredit"]:
+                raise SandboxError(f"credit memo {cm_id} has {memo['RemainingCredit']} left, cannot apply {amount}")
+            customers.add(memo["CustomerRef"]["value"])
+        if len(customers) != 1:
+            raise SandboxError(
+                "a payment needs exactly one customer (give customer_id, or invoices of one customer)"
+                if not customers
+                else f"a payment cannot mix customers {sorted(customers)}"
+            )
+        (cust_id,) = customers
+        return cust_id
+
+    def _settle(self, entity: str, txn_id: str, amount: Decimal, pay_id: str, at: datetime) -> Entity:
+        """Apply `amount` of payment `pay_id` to an invoice or credit memo; returns the payment's Line."""
+        target = (self.invoices if entity == "Invoice" else self.credit_memos)[txn_id]
+        open_before: Decimal = target[_OPEN_FIELD[entity]]
+        line: Entity = {
+            "Amount": amount,
+            "LinkedTxn": [{"TxnId": txn_id, "TxnType": entity}],
+            "LineEx": {
+                "any": [
+                    _name_value("txnId", txn_id),
+                    _name_value("txnOpenBalance", str(open_before)),
+                    _name_value("txnReferenceNumber", target.get("DocNumber", "")),
+                ]
+            },
+        }
+        _set_open(entity, target, open_before - amount)
+        target["LinkedTxn"].append({"TxnId": pay_id, "TxnType": "Payment"})
+        self._touch(entity, target, at)
+        return line
+
+    def add_payment(
+        self,
+        at: datetime,
+        *,
+        invoices: Sequence[tuple[str, Money]] = (),
+        credits: Sequence[tuple[str, Money]] = (),
+        unapplied: Money = ZERO,
+        customer_id: str | None = None,
+        method: str | None = "Check",
+        ref_num: str | None = None,
+        private_note: str | None = None,
+        txn_date: str | None = None,
+    ) -> Entity:
+        """Receive a payment: one Line per invoice or credit memo it settles. Validates everything first."""
+        inv_amounts = [(str(i), money(a)) for i, a in invoices]
+        credit_amounts = [(str(c), money(a)) for c, a in credits]
+        unapplied_amt = money(unapplied)
+        cust_id = self._payer(inv_amounts, credit_amounts, customer_id)
+        customer = self._customer(cust_id)
+        total = payment_total(inv_amounts, credit_amounts, unapplied_amt, method)
+        pay_id = self.new_id()
+        lines = [
+            self._settle(entity, txn_id, amount, pay_id, at)
+            for entity, amounts in (("Invoice", inv_amounts), ("CreditMemo", credit_amounts))
+            for txn_id, amount in amounts
+        ]
+        row: Entity = {
+            **self._head(at, pay_id),
+            "TxnDate": txn_date or self._txn_date(at),
+            "CurrencyRef": dict(USD),
+            "CustomerRef": _customer_ref(cust_id, customer),
+            "DepositToAccountRef": _deposit_account(method),
+            "ARAccountRef": dict(AR_ACCOUNT),
+            "TotalAmt": total,
+            "UnappliedAmt": unapplied_amt,
+            "ProcessPayment": False,
+            "Line": lines,
+        }
+        if method is not None:
+            row["PaymentMethodRef"] = _method_ref(method)
+        if ref_num:
+            row["PaymentRefNum"] = ref_num
+        if private_note:
+            row["PrivateNote"] = private_note
+        self.tables["Payment"].add(row)
+        self._adjust_customer(cust_id, -total)
+        self._notify("Payment", pay_id, "Create", at)
+        return row
+
+    def _unapply(self, payment: Entity, at: datetime) -> None:
+        """Give every linked invoice/credit memo its amount back and drop the link."""
+        for line in payment.get("Line", []):
+            for link in line.get("LinkedTxn", []):
+                entity = link.get("TxnType")
+                table = self.invoices if entity == "Invoice" else self.credit_memos if entity == "CreditMemo" else None
+                target = table.get(link.get("TxnId", "")) if table is not None else None
+                if target is None:
+                    continue
+                _set_open(entity, target, target[_OPEN_FIELD[entity]] + line["Amount"])
+                target["LinkedTxn"] = [t for t in target["LinkedTxn"] if t.get("TxnId") != payment["Id"]]
+                self._touch(entity, target, at)
+                self._reopen(entity, target)
+        self._adjust_customer(payment["CustomerRef"]["value"], payment["TotalAmt"])
+
+    def _reopen(self, entity: str, target: Entity) -> None:
+        """Track an invoice or credit memo a void or delete gave its amount back to as open again."""
+        customer_id = target["CustomerRef"]["value"]
+        if entity == "Invoice":
+            pending = self._open_invoices.setdefault(customer_id, [])
+            if target["Id"] not in pending:
+                bisect.insort(pending, target["Id"], key=int)
+        else:
+            memos = self._credit_memos.setdefault(customer_id, [])
+            if target["Id"] not in memos:
+                memos.append(target["Id"])
+
+    def _payment(self, payment_id: str) -> Entity:
+        payment = self.payments.get(str(payment_id))
+        if payment is None:
+            raise SandboxError(f"payment {payment_id} does not exist in company {self.realm_id}")
+        return payment
+
+    def void_payment(self, payment_id: str, at: datetime) -> Entity:
+        """QBO.md §3.1: amounts zeroed, lines cleared, "Voided" prepended to PrivateNote; still queryable."""
+        payment = self._payment(payment_id)
+        if payment.get("PrivateNote", "").startswith("Voided") and payment["TotalAmt"] == 0 and not payment["Line"]:
+            raise SandboxError(f"payment {payment_id} is already voided")
+        self._unapply(payment, at)
+        note = payment.get("PrivateNote")
+        payment["PrivateNote"] = f"Voided {note}" if note else "Voided"
+        payment["TotalAmt"] = ZERO
+        payment["UnappliedAmt"] = ZERO
+        payment["Line"] = []
+        self._touch("Payment", payment, at)
+        self._notify("Payment", payment["Id"], "Void", at)
+        return payment
+
+    def delete_payment(self, payment_id: str, at: datetime) -> Deleted:
+        """Gone from queries and reads (610); only CDC and webhooks tell."""
+        payment = self._payment(payment_id)
+        self._unapply(payment, at)
+        self.tables["Payment"].remove(payment["Id"])
+        stub = Deleted("Payment", payment["Id"], whole_ms(at))
+        self.deleted.append(stub)
+        self._notify("Payment", payment["Id"], "Delete", at)
+        return stub
+
+    def last_payment_time(self) -> datetime | None:
+        last = self.tables["Payment"].last_create_us()
+        return None if last is None else datetime.fromtimestamp(0, self.tz) + timedelta(microseconds=last)
+
+
+# --- the shapes of lines and references -------------------------------------------------------
+
+# Which field holds what is still open on an invoice or a credit memo.
+_OPEN_FIELD = {"Invoice": "Balance", "CreditMemo": "RemainingCredit"}
+# Credit memos and sales receipts are neither printed nor e-mailed.
+_NOT_SENT: Entity = {"ApplyTaxAfterDiscount": False, "PrintStatus": "NotSet", "EmailStatus": "NotSet"}
+
+
+def payment_total(
+    inv_amounts: Sequence[tuple[str, Decimal]],
+    credit_amounts: Sequence[tuple[str, Decimal]],
+    unapplied: Decimal,
+    method: str | None,
+) -> Decimal:
+    """A payment's TotalAmt (Σ invoice lines − Σ credit lines + unapplied), refusing the totals QBO refuses."""
+    if unapplied < 0:
+        raise SandboxError("the unapplied amount cannot be negative")
+    total = sum((a for _, a in inv_amounts), ZERO) - sum((a for _, a in credit_amounts), ZERO) + unapplied
+    if total < 0:
+        raise SandboxError(f"credits exceed the amounts applied: the payment total would be {total}")
+    if not inv_amounts and not credit_amounts and unapplied == 0:
+        raise SandboxError("a payment must apply to an invoice or credit memo, or carry an unapplied amount")
+    if method is not None and method not in PAYMENT_METHODS:
+        raise SandboxError(f"unknown payment method {method!r}; known: {', '.join(PAYMENT_METHODS)}")
+    return total
+
+
+def _set_open(entity: str, target: Entity, value: Decimal) -> None:
+    """What is open on an invoice or credit memo; a credit memo's Balance follows its RemainingCredit."""
+    target[_OPEN_FIELD[entity]] = value
+    if entity == "CreditMemo":
+        target["Balance"] = target["RemainingCredit"]
+
+
+def _discount(subtotal: Decimal, percent: Decimal | None, amount: Decimal | None) -> tuple[Decimal, Entity] | None:
+    """The Discount line's amount and detail, if any; a discount never makes the total negative."""
+    if percent is not None:
+        detail: Entity = {"PercentBased": True, "DiscountPercent": percent}
+        discount = round_cents(subtotal * percent / 100)
+    elif amount is not None:
+        detail = {"PercentBased": False}
+        discount = min(money(amount), subtotal)
+    else:
+        return None
+    detail["DiscountAccountRef"] = dict(DISCOUNT_ACCOUNT)
+    return discount, detail
+
+
+def _tax(taxable: Decimal, percent: Decimal | None) -> tuple[Decimal, Entity]:
+    """The tax on the taxable lines and the TxnTaxDetail that states it (TotalTax 0 when untaxed)."""
+    if percent is None:
+        return ZERO, {"TotalTax": ZERO}
+    tax = round_cents(taxable * percent / 100)
+    line = {
+        "Amount": tax,
+        "DetailType": "TaxLineDetail",
+        "TaxLineDetail": {
+            "TaxRateRef": {"value": "5"},
+            "PercentBased": True,
+            "TaxPercent": percent,
+            "NetAmountTaxable": taxable,
+        },
+    }
+    return tax, {"TxnTaxCodeRef": {"value": "3"}, "TotalTax": tax, "TaxLine": [line]}
+
+
+def _subtotal_line(subtotal: Decimal) -> Entity:
+    return {"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}
+
+
+def _customer_ref(customer_id: str, customer: Mapping[str, Any]) -> dict[str, str]:
+    return {"value": customer_id, "name": customer["DisplayName"]}
+
+
+def _method_ref(method: str) -> dict[str, str]:
+    return {"value": PAYMENT_METHODS[method], "name": method}
+
+
+def _deposit_account(method: str | None) -> dict[str, str]:
+    """Bank transfers land in Checking; cash, checks and cards wait in Undeposited Funds."""
+    return dict(CHECKING if method in ("ACH/EFT", "Wire Transfer") else UNDEPOSITED)
+
+
+def _name_value(name: str, value: str) -> Entity:
+    return {
+        "name": "{http://schema.intuit.com/finance/v3}NameValue",
+        "declaredType": "com.intuit.schema.finance.v3.NameValue",
+        "scope": "javax.xml.bind.JAXBElement$GlobalScope",
+        "value": {"Name": name, "Value": value},
+        "nil": False,
+        "globalScope": True,
+        "typeSubstituted": False,
+    }
