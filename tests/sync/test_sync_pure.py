@@ -1,4 +1,4 @@
-"""The sync command's pure parts: window, conditions, run metadata, tuning from the environment."""
+"""The sync command's pure parts: window, conditions, the run summary, the token refresh policy."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from qbo_operator.core.config import ConfigError
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.tokens import dead_grant_reason, needs_refresh
-from qbo_operator.sync.run import Stats, Tuning, job_name_from_env, set_condition, trigger_from_env, window_start
+from qbo_operator.sync.run import Stats, set_condition, window_start
 
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
 
@@ -38,54 +37,6 @@ def test_set_condition_moves_transition_time_only_on_status_change() -> None:
     assert same[1]["lastTransitionTime"] == "2026-11-24T17:00:00Z" and same[1]["reason"] == "RecordsRejected"
     flipped = set_condition(same, "Synced", "False", "GreenCheckUnavailable", "down", T0 + timedelta(hours=2))
     assert flipped[1]["lastTransitionTime"] == "2026-11-24T19:00:00Z"
-
-
-@pytest.mark.parametrize(
-    ("env", "hostname", "expected"),
-    [
-        ({"JOB_NAME": "acme-qbo-sync-29123456"}, "whatever", "acme-qbo-sync-29123456"),
-        ({}, "acme-qbo-sync-29123456-x7k2p", "acme-qbo-sync-29123456"),  # a Job pod's hostname
-        ({"JOB_NAME": "  "}, "acme-qbo-sync-manual-abcde", "acme-qbo-sync-manual"),
-        ({}, "laptop", "laptop"),
-        ({}, "my-laptop-long", "my-laptop-long"),  # no 5-character pod suffix
-    ],
-)
-def test_job_name(env: dict[str, str], hostname: str, expected: str) -> None:
-    assert job_name_from_env(env, hostname) == expected
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("", "Schedule"), ("Manual", "Manual"), ("webhook", "Webhook"), (" schedule ", "Schedule")],
-)
-def test_trigger(value: str, expected: str) -> None:
-    assert trigger_from_env({"QBO_SYNC_TRIGGER": value}) == expected
-
-
-def test_bad_trigger_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="QBO_SYNC_TRIGGER='Nightly' must be Schedule, Manual or Webhook"):
-        trigger_from_env({"QBO_SYNC_TRIGGER": "Nightly"})
-
-
-def test_tuning_defaults_are_production_values() -> None:
-    t = Tuning.from_env({})
-    assert (t.page_size, t.batch_size, t.throttle_wait) == (1000, 500, 60.0)
-
-
-@pytest.mark.parametrize(
-    ("env", "problem"),
-    [
-        ({"QBO_SYNC_PAGE_SIZE": "1001"}, "QBO_SYNC_PAGE_SIZE=1001 must be between 1 and 1000"),
-        ({"QBO_SYNC_BATCH_SIZE": "501"}, "QBO_SYNC_BATCH_SIZE=501 must be between 1 and 500"),
-        ({"QBO_SYNC_BATCH_SIZE": "0"}, "must be between 1 and 500"),
-        ({"QBO_THROTTLE_WAIT_SECONDS": "soon"}, "QBO_THROTTLE_WAIT_SECONDS='soon' is not a number"),
-        ({"QBO_SYNC_RETRIES": "2.5"}, "QBO_SYNC_RETRIES='2.5' is not a number"),
-    ],
-)
-def test_bad_tuning_names_the_variable(env: dict[str, str], problem: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        Tuning.from_env(env)
-    assert any(problem in p for p in err.value.problems)
 
 
 def test_summary_names_rejections_and_skip_reasons() -> None:

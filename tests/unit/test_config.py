@@ -1,10 +1,10 @@
-"""Start-up configuration: each problem is one line naming the variable."""
+"""Start-up configuration, the sync's tuning and run metadata: each problem is one line naming the variable."""
 
 from __future__ import annotations
 
 import pytest
 
-from qbo_operator.core.config import ConfigError, load_settings
+from qbo_operator.core.config import ConfigError, Tuning, job_name_from_env, load_settings, trigger_from_env
 
 GOOD = {
     "QBO_CLIENT_ID": "client",
@@ -97,3 +97,54 @@ def test_gateway_service_account_must_be_namespace_slash_name(value: str) -> Non
     with pytest.raises(ConfigError) as err:
         load_settings("operator", {**GOOD, "QBO_GATEWAY_SERVICE_ACCOUNT": value})
     assert err.value.problems == [f"QBO_GATEWAY_SERVICE_ACCOUNT={value!r} must be <namespace>/<name>"]
+
+
+# --- the sync's tuning and run metadata ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "hostname", "expected"),
+    [
+        ({"JOB_NAME": "acme-qbo-sync-29123456"}, "whatever", "acme-qbo-sync-29123456"),
+        ({}, "acme-qbo-sync-29123456-x7k2p", "acme-qbo-sync-29123456"),  # a Job pod's hostname
+        ({"JOB_NAME": "  "}, "acme-qbo-sync-manual-abcde", "acme-qbo-sync-manual"),
+        ({}, "laptop", "laptop"),
+        ({}, "my-laptop-long", "my-laptop-long"),  # no 5-character pod suffix
+    ],
+)
+def test_job_name(env: dict[str, str], hostname: str, expected: str) -> None:
+    assert job_name_from_env(env, hostname) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", "Schedule"), ("Manual", "Manual"), ("webhook", "Webhook"), (" schedule ", "Schedule")],
+)
+def test_trigger(value: str, expected: str) -> None:
+    assert trigger_from_env({"QBO_SYNC_TRIGGER": value}) == expected
+
+
+def test_bad_trigger_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="QBO_SYNC_TRIGGER='Nightly' must be Schedule, Manual or Webhook"):
+        trigger_from_env({"QBO_SYNC_TRIGGER": "Nightly"})
+
+
+def test_tuning_defaults_are_production_values() -> None:
+    t = Tuning.from_env({})
+    assert (t.page_size, t.batch_size, t.throttle_wait) == (1000, 500, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"QBO_SYNC_PAGE_SIZE": "1001"}, "QBO_SYNC_PAGE_SIZE=1001 must be between 1 and 1000"),
+        ({"QBO_SYNC_BATCH_SIZE": "501"}, "QBO_SYNC_BATCH_SIZE=501 must be between 1 and 500"),
+        ({"QBO_SYNC_BATCH_SIZE": "0"}, "must be between 1 and 500"),
+        ({"QBO_THROTTLE_WAIT_SECONDS": "soon"}, "QBO_THROTTLE_WAIT_SECONDS='soon' is not a number"),
+        ({"QBO_SYNC_RETRIES": "2.5"}, "QBO_SYNC_RETRIES='2.5' is not a number"),
+    ],
+)
+def test_bad_tuning_names_the_variable(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Tuning.from_env(env)
+    assert any(problem in p for p in err.value.problems)

@@ -1,13 +1,16 @@
 """Operator-wide configuration from environment variables (DESIGN §6).
 
 Each command loads only what it needs; anything missing or malformed fails at start-up with one
-line per variable, so a person fixes the chart values in one go."""
+line per variable, so a person fixes the chart values in one go. The sync's tuning and run metadata
+are read here too (`Tuning`, `trigger_from_env`, `job_name_from_env`), so one module reads the environment."""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,20 +30,20 @@ INTUIT_API_URLS = {
     "sandbox": "https://sandbox-quickbooks.api.intuit.com",
 }
 
+# What the sync Job itself needs: the QuickBooks app's credentials and Green Check's.
+_SYNC_REQUIRED = (
+    "QBO_CLIENT_ID",
+    "QBO_CLIENT_SECRET",
+    "GREENCHECK_API_URL",
+    "GREENCHECK_CLIENT_ID",
+    "GREENCHECK_CLIENT_SECRET",
+    "GREENCHECK_SERVICE_PROVIDER_ID",
+)
 # Which variables each command cannot start without.
 REQUIRED: dict[Component, tuple[str, ...]] = {
     # The operator mirrors the client credentials into each sync Job's Secret and the Green Check
     # settings into its CronJob: without them every Job would fail, so it refuses to start instead.
-    "operator": (
-        "QBO_STATE_SIGNING_KEY",
-        "QBO_GATEWAY_URL",
-        "QBO_CLIENT_ID",
-        "QBO_CLIENT_SECRET",
-        "GREENCHECK_API_URL",
-        "GREENCHECK_CLIENT_ID",
-        "GREENCHECK_CLIENT_SECRET",
-        "GREENCHECK_SERVICE_PROVIDER_ID",
-    ),
+    "operator": ("QBO_STATE_SIGNING_KEY", "QBO_GATEWAY_URL", *_SYNC_REQUIRED),
     "gateway": (
         "QBO_CLIENT_ID",
         "QBO_CLIENT_SECRET",
@@ -49,14 +52,7 @@ REQUIRED: dict[Component, tuple[str, ...]] = {
         "QBO_REDIRECT_URI",
         "QBO_GATEWAY_URL",
     ),
-    "sync": (
-        "QBO_CLIENT_ID",
-        "QBO_CLIENT_SECRET",
-        "GREENCHECK_API_URL",
-        "GREENCHECK_CLIENT_ID",
-        "GREENCHECK_CLIENT_SECRET",
-        "GREENCHECK_SERVICE_PROVIDER_ID",
-    ),
+    "sync": _SYNC_REQUIRED,
 }
 _URLS = (
     "QBO_REDIRECT_URI",
@@ -181,3 +177,93 @@ def discover_endpoints(url: str) -> dict[str, str]:
         "qbo_token_url": doc.token_endpoint,
         "qbo_revoke_url": doc.revocation_endpoint,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The sync's tuning and run metadata
+
+# The two APIs' hard limits; they bound the tuning, and the clients use the same constants.
+QBO_MAX_RESULTS = 1000  # Intuit's MAXRESULTS cap on one query page
+GREENCHECK_MAX_RECORDS = 500  # records in one Green Check ingestion request
+Trigger = Literal["Schedule", "Manual", "Webhook"]
+
+
+class RetryKnobs(TypedDict):
+    """The retry settings both API clients take from the tuning."""
+
+    backoff_initial: float
+    backoff_max: float
+    transient_retries: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the sync pages, batches and retries. Defaults are production values; tests shorten them:
+    QBO_SYNC_PAGE_SIZE (1000), QBO_SYNC_BATCH_SIZE (500), QBO_THROTTLE_WAIT_SECONDS (60),
+    QBO_SYNC_BACKOFF_SECONDS (1), QBO_SYNC_BACKOFF_MAX_SECONDS (30), QBO_SYNC_RETRIES (5),
+    QBO_SYNC_TIMEOUT_SECONDS (60)."""
+
+    page_size: int = QBO_MAX_RESULTS
+    batch_size: int = GREENCHECK_MAX_RECORDS
+    throttle_wait: float = 60.0
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+    retries: int = 5
+    timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tuning:
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        spec: list[tuple[str, str, type, float, float]] = [
+            ("QBO_SYNC_PAGE_SIZE", "page_size", int, 1, QBO_MAX_RESULTS),
+            ("QBO_SYNC_BATCH_SIZE", "batch_size", int, 1, GREENCHECK_MAX_RECORDS),
+            ("QBO_THROTTLE_WAIT_SECONDS", "throttle_wait", float, 0, 3600),
+            ("QBO_SYNC_BACKOFF_SECONDS", "backoff", float, 0, 600),
+            ("QBO_SYNC_BACKOFF_MAX_SECONDS", "backoff_max", float, 0, 3600),
+            ("QBO_SYNC_RETRIES", "retries", int, 0, 100),
+            ("QBO_SYNC_TIMEOUT_SECONDS", "timeout", float, 0.1, 600),
+        ]
+        for var, attr, kind, lo, hi in spec:
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                problems.append(f"{var}={raw!r} is not a number")
+                continue
+            if not lo <= value <= hi:
+                problems.append(f"{var}={raw} must be between {lo:g} and {hi:g}")
+                continue
+            values[attr] = value
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    def retry(self) -> RetryKnobs:
+        return RetryKnobs(
+            backoff_initial=self.backoff,
+            backoff_max=self.backoff_max,
+            transient_retries=self.retries,
+            timeout=self.timeout,
+        )
+
+
+def trigger_from_env(env: Mapping[str, str]) -> Trigger:
+    """QBO_SYNC_TRIGGER: what started this run (Schedule | Manual | Webhook; default Schedule)."""
+    raw = env.get("QBO_SYNC_TRIGGER", "").strip() or "Schedule"
+    for trigger in ("Schedule", "Manual", "Webhook"):
+        if raw.lower() == trigger.lower():
+            return trigger
+    raise ConfigError([f"QBO_SYNC_TRIGGER={raw!r} must be Schedule, Manual or Webhook"])
+
+
+def job_name_from_env(env: Mapping[str, str], hostname: str | None = None) -> str:
+    """JOB_NAME, else the pod's hostname without the pod suffix (`<job>-<5 chars>`)."""
+    if env.get("JOB_NAME", "").strip():
+        return env["JOB_NAME"].strip()
+    host = hostname if hostname is not None else socket.gethostname()
+    head, sep, tail = host.rpartition("-")
+    return head if sep and head and len(tail) == 5 and tail.isalnum() else host

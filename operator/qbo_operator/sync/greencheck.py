@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from qbo_operator.core.config import Tuning
 from qbo_operator.core.redaction import redact
 from qbo_operator.sync.records import (
     MAX_BODY_BYTES,
@@ -92,6 +93,11 @@ class GreenCheckPolicy:
     backoff_max: float = 30.0
     transient_retries: int = 5
     timeout: float = 60.0
+
+    @classmethod
+    def from_tuning(cls, tuning: Tuning) -> GreenCheckPolicy:
+        # A Green Check 429 without a reset time is brief: never wait the QuickBooks minute for it.
+        return cls(default_throttle_wait=min(tuning.throttle_wait, 5.0), **tuning.retry())
 
 
 class GreenCheckClient:

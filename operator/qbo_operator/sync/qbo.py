@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from qbo_operator.core.config import QBO_MAX_RESULTS, Tuning
 from qbo_operator.core.redaction import redact
 from qbo_operator.sync.qbo_models import Fault, Invoice, Payment
 from qbo_operator.sync.transport import Throttled, Transient, Transport, retry_after
@@ -33,7 +34,7 @@ from qbo_operator.sync.transport import Throttled, Transient, Transport, retry_a
 log = logging.getLogger(__name__)
 
 MINOR_VERSION = "75"
-MAX_RESULTS = 1000
+MAX_RESULTS = QBO_MAX_RESULTS
 # QBO ids are digit strings; anything else is refused before it reaches a query statement.
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
@@ -101,6 +102,10 @@ class QboPolicy:
     max_concurrency: int = 10
     max_per_minute: int = 480  # under Intuit's 500/min per realm
     max_per_second: int = 8  # under Intuit's 10/s per realm and app
+
+    @classmethod
+    def from_tuning(cls, tuning: Tuning) -> QboPolicy:
+        return cls(throttle_wait=tuning.throttle_wait, **tuning.retry())
 
 
 class RateLimiter:

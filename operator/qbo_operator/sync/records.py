@@ -13,7 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-MAX_RECORDS = 500
+from qbo_operator.core.config import GREENCHECK_MAX_RECORDS
+
+MAX_RECORDS = GREENCHECK_MAX_RECORDS
 MAX_BODY_BYTES = 5_000_000  # "5 MB": stay under both the decimal and the binary reading
 PaymentType = Literal["cash", "check", "ach", "debit", "credit", "other", "unknown"]
 

@@ -23,11 +23,8 @@
 `--dry-run` prints the records it would send as JSON lines on stdout and sends and writes nothing
 (a token refresh, when due, is still persisted: Intuit may already have rotated the old one).
 
-Tuning from the environment (defaults are production values; tests shorten them):
-QBO_SYNC_PAGE_SIZE (1000), QBO_SYNC_BATCH_SIZE (500), QBO_THROTTLE_WAIT_SECONDS (60),
-QBO_SYNC_BACKOFF_SECONDS (1), QBO_SYNC_BACKOFF_MAX_SECONDS (30), QBO_SYNC_RETRIES (5),
-QBO_SYNC_TIMEOUT_SECONDS (60). Run metadata: JOB_NAME (else derived from the pod's hostname) and
-QBO_SYNC_TRIGGER (Schedule | Manual | Webhook; default Schedule)."""
+Tuning (page and batch sizes, waits, retries) and run metadata (JOB_NAME, QBO_SYNC_TRIGGER) come from
+the environment through `core.config`."""
 
 from __future__ import annotations
 
@@ -36,10 +33,9 @@ import asyncio
 import collections
 import logging
 import os
-import socket
 import sys
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -48,16 +44,17 @@ from aiohttp import ClientError
 from kubernetes_asyncio.config import ConfigException
 
 from qbo_operator.core import kube as kube_mod
-from qbo_operator.core.config import ConfigError, Settings, load_settings
+from qbo_operator.core.config import Settings, Trigger, Tuning, job_name_from_env, load_settings, trigger_from_env
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
 from qbo_operator.core.oauth import now as utcnow
-from qbo_operator.core.tokens import GrantDead, RefreshUnavailable, SecretMissing, TokenManager, read_tokens
+from qbo_operator.core.token_secret import SecretMissing, read_tokens
+from qbo_operator.core.tokens import GrantDead, RefreshUnavailable, TokenManager
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
 from qbo_operator.sync.mapping import is_voided, map_payment
-from qbo_operator.sync.qbo import MAX_RESULTS, QboClient, QboError, QboPolicy
+from qbo_operator.sync.qbo import QboClient, QboError, QboPolicy
 from qbo_operator.sync.qbo_models import Invoice, Payment
-from qbo_operator.sync.records import MAX_RECORDS, Batch, Batcher, Record, Result, ResultError
+from qbo_operator.sync.records import Batch, Batcher, Record, Result, ResultError
 
 log = logging.getLogger("qbo_operator.sync.run")
 
@@ -65,89 +62,8 @@ OVERLAP = timedelta(minutes=10)
 INVOICE_CACHE = 1000
 COMPONENT = "qbo-operator-sync"
 MAX_NAMED_REJECTIONS = 5
-Trigger = Literal["Schedule", "Manual", "Webhook"]
 # What a call to the API server can raise: an answer, or no connection at all.
 KUBE_ERRORS = (ApiException, OSError, ClientError, asyncio.TimeoutError)
-
-
-# ---------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(frozen=True)
-class Tuning:
-    page_size: int = MAX_RESULTS
-    batch_size: int = MAX_RECORDS
-    throttle_wait: float = 60.0
-    backoff: float = 1.0
-    backoff_max: float = 30.0
-    retries: int = 5
-    timeout: float = 60.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Tuning:
-        problems: list[str] = []
-        values: dict[str, Any] = {}
-        spec: list[tuple[str, str, type, float, float]] = [
-            ("QBO_SYNC_PAGE_SIZE", "page_size", int, 1, MAX_RESULTS),
-            ("QBO_SYNC_BATCH_SIZE", "batch_size", int, 1, MAX_RECORDS),
-            ("QBO_THROTTLE_WAIT_SECONDS", "throttle_wait", float, 0, 3600),
-            ("QBO_SYNC_BACKOFF_SECONDS", "backoff", float, 0, 600),
-            ("QBO_SYNC_BACKOFF_MAX_SECONDS", "backoff_max", float, 0, 3600),
-            ("QBO_SYNC_RETRIES", "retries", int, 0, 100),
-            ("QBO_SYNC_TIMEOUT_SECONDS", "timeout", float, 0.1, 600),
-        ]
-        for var, attr, kind, lo, hi in spec:
-            raw = env.get(var, "").strip()
-            if not raw:
-                continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                problems.append(f"{var}={raw!r} is not a number")
-                continue
-            if not lo <= value <= hi:
-                problems.append(f"{var}={raw} must be between {lo:g} and {hi:g}")
-                continue
-            values[attr] = value
-        if problems:
-            raise ConfigError(problems)
-        return cls(**values)
-
-    def qbo_policy(self) -> QboPolicy:
-        return QboPolicy(
-            throttle_wait=self.throttle_wait,
-            backoff_initial=self.backoff,
-            backoff_max=self.backoff_max,
-            transient_retries=self.retries,
-            timeout=self.timeout,
-        )
-
-    def greencheck_policy(self) -> GreenCheckPolicy:
-        return GreenCheckPolicy(
-            backoff_initial=self.backoff,
-            backoff_max=self.backoff_max,
-            transient_retries=self.retries,
-            timeout=self.timeout,
-            default_throttle_wait=min(self.throttle_wait, 5.0),
-        )
-
-
-def trigger_from_env(env: Mapping[str, str]) -> Trigger:
-    raw = env.get("QBO_SYNC_TRIGGER", "").strip() or "Schedule"
-    for trigger in ("Schedule", "Manual", "Webhook"):
-        if raw.lower() == trigger.lower():
-            return trigger
-    raise ConfigError([f"QBO_SYNC_TRIGGER={raw!r} must be Schedule, Manual or Webhook"])
-
-
-def job_name_from_env(env: Mapping[str, str], hostname: str | None = None) -> str:
-    """JOB_NAME, else the pod's hostname without the pod suffix (`<job>-<5 chars>`)."""
-    if env.get("JOB_NAME", "").strip():
-        return env["JOB_NAME"].strip()
-    host = hostname if hostname is not None else socket.gethostname()
-    head, sep, tail = host.rpartition("-")
-    return head if sep and head and len(tail) == 5 and tail.isalnum() else host
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,14 +309,16 @@ class SyncRun:
             rfc3339(since),
             " (dry run: nothing is sent)" if self.dry_run else "",
         )
-        self.qbo = QboClient(self.settings.api_url(integ.spec.environment), realm, tokens, self.tuning.qbo_policy())
+        self.qbo = QboClient(
+            self.settings.api_url(integ.spec.environment), realm, tokens, QboPolicy.from_tuning(self.tuning)
+        )
         if not self.dry_run:
             self.gc = GreenCheckClient(
                 self.settings.greencheck_api_url,
                 self.settings.greencheck_client_id,
                 self.settings.greencheck_client_secret.get_secret_value(),
                 self.settings.greencheck_service_provider_id,
-                self.tuning.greencheck_policy(),
+                GreenCheckPolicy.from_tuning(self.tuning),
             )
         batcher = Batcher(integ.spec.company_id, realm, max_records=self.tuning.batch_size)
         try:
