@@ -38,7 +38,7 @@ from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import ClientError
 from kubernetes_asyncio.config import ConfigException
@@ -48,6 +48,7 @@ from qbo_operator.core.config import Settings, Trigger, Tuning, job_name_from_en
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
 from qbo_operator.core.oauth import now as utcnow
+from qbo_operator.core.status import CONNECTED, READY, SYNCED, ConditionStatus, ConditionType, Reason, set_condition
 from qbo_operator.core.token_secret import SecretMissing, read_tokens
 from qbo_operator.core.tokens import GrantDead, RefreshUnavailable, TokenManager
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
@@ -74,32 +75,6 @@ def window_start(connected_at: datetime, watermark: datetime | None) -> datetime
     return connected_at if watermark is None else max(connected_at, watermark - OVERLAP)
 
 
-def set_condition(
-    conditions: list[dict[str, Any]],
-    type_: str,
-    status: Literal["True", "False", "Unknown"],
-    reason: str,
-    message: str,
-    now: datetime,
-    generation: int | None = None,
-) -> list[dict[str, Any]]:
-    """Conditions with `type_` set; lastTransitionTime moves only when the status changes."""
-    out = [dict(c) for c in conditions if c.get("type") != type_]
-    old = next((c for c in conditions if c.get("type") == type_), None)
-    changed = old is None or old.get("status") != status
-    cond: dict[str, Any] = {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message[:32768],
-        "lastTransitionTime": rfc3339(now) if changed or not old else old.get("lastTransitionTime", rfc3339(now)),
-    }
-    if generation:
-        cond["observedGeneration"] = generation
-    out.append(cond)
-    return out
-
-
 def dollars(cents: int) -> str:
     return f"${cents / 100:,.2f}"
 
@@ -108,7 +83,7 @@ class SyncFailed(Exception):
     """Ends the run. `reason`: the Synced condition's reason (None leaves Synced alone); `record`: write
     lastSync (False for "not connected" preconditions, which the Connected condition already shows)."""
 
-    def __init__(self, reason: str | None, message: str, *, record: bool = True, exit_code: int = 1) -> None:
+    def __init__(self, reason: Reason | None, message: str, *, record: bool = True, exit_code: int = 1) -> None:
         super().__init__(message)
         self.reason = reason
         self.record = record
@@ -240,7 +215,7 @@ class SyncRun:
             log.info("%s is suspended, nothing to do", self.ref)
             return None
         if phase == Phase.ERROR:
-            cond = integ.status.condition("Ready")
+            cond = integ.status.condition(READY)
             raise SyncFailed(
                 None,
                 record=False,
@@ -248,7 +223,7 @@ class SyncRun:
                 "fix the spec first",
             )
         if phase == Phase.DISCONNECTED:
-            cond = integ.status.condition("Connected")
+            cond = integ.status.condition(CONNECTED)
             why = f" ({cond.reason})" if cond else ""
             raise SyncFailed(
                 None,
@@ -298,9 +273,11 @@ class SyncRun:
             await self._disconnected(exc)
             raise SyncFailed(None, str(exc)) from None
         except RefreshUnavailable as exc:
-            raise SyncFailed("QuickbooksUnavailable", f"{exc}; the next run retries") from None
+            raise SyncFailed(Reason.QUICKBOOKS_UNAVAILABLE, f"{exc}; the next run retries") from None
         except KUBE_ERRORS as exc:
-            raise SyncFailed("JobFailed", f"cannot read or update token Secret {secret_name} ({_why(exc)})") from None
+            raise SyncFailed(
+                Reason.JOB_FAILED, f"cannot read or update token Secret {secret_name} ({_why(exc)})"
+            ) from None
         since = window_start(self.connected_at, self.watermark)
         log.info(
             "syncing %s: QuickBooks company %s, payments created since %s%s",
@@ -332,17 +309,17 @@ class SyncRun:
             await self._disconnected(exc)
             raise SyncFailed(None, str(exc)) from None
         except (SecretMissing, TokenSecretError) as exc:
-            raise SyncFailed("JobFailed", f"the token Secret changed under the run: {exc}") from None
+            raise SyncFailed(Reason.JOB_FAILED, f"the token Secret changed under the run: {exc}") from None
         except (QboError, RefreshUnavailable) as exc:
             raise SyncFailed(
-                "QuickbooksUnavailable", f"QuickBooks: {exc}; the next run resumes from the watermark"
+                Reason.QUICKBOOKS_UNAVAILABLE, f"QuickBooks: {exc}; the next run resumes from the watermark"
             ) from None
         except GreenCheckError as exc:
             raise SyncFailed(
-                "GreenCheckUnavailable", f"Green Check: {exc}; the next run resumes from the watermark"
+                Reason.GREENCHECK_UNAVAILABLE, f"Green Check: {exc}; the next run resumes from the watermark"
             ) from None
         except KUBE_ERRORS as exc:
-            raise SyncFailed("JobFailed", f"Kubernetes API error during the run ({_why(exc)})") from None
+            raise SyncFailed(Reason.JOB_FAILED, f"Kubernetes API error during the run ({_why(exc)})") from None
 
     # --- reading: payment pages → groups of payments with their invoices ----------------------
 
@@ -515,12 +492,14 @@ class SyncRun:
             await self.kube.patch_status(self.namespace, self.name, status)
         except KUBE_ERRORS as exc:
             raise SyncFailed(
-                "JobFailed",
+                Reason.JOB_FAILED,
                 f"could not record progress in {self.ref} status ({_why(exc)}); the next run "
                 "resumes from the last recorded watermark",
             ) from None
 
-    async def _patch_with_conditions(self, status: dict[str, Any], conditions: list[tuple[str, str, str, str]]) -> None:
+    async def _patch_with_conditions(
+        self, status: dict[str, Any], conditions: list[tuple[ConditionType, ConditionStatus, str, str]]
+    ) -> None:
         """Status plus conditions, read-modify-write under the object's resourceVersion (retry on 409)."""
         for _ in range(5):
             obj = await self.kube.get_integration_object(self.namespace, self.name)
@@ -528,7 +507,7 @@ class SyncRun:
             generation = (obj.get("metadata") or {}).get("generation")
             now = utcnow()
             for type_, cstatus, reason, message in conditions:
-                current = set_condition(current, type_, cstatus, reason, message, now, generation)  # type: ignore[arg-type]
+                current = set_condition(current, type_, cstatus, reason, message, now, generation)
             try:
                 await self.kube.patch_status(
                     self.namespace,
@@ -574,14 +553,14 @@ class SyncRun:
         }
         if watermark is not None and (self.watermark is None or watermark > self.watermark):
             status["syncWatermark"] = rfc3339(watermark)
-        reason = "RecordsRejected" if rejected else "Succeeded"
+        reason = Reason.RECORDS_REJECTED if rejected else Reason.SUCCEEDED
         try:
-            await self._patch_with_conditions(status, [("Synced", "True", reason, message)])
+            await self._patch_with_conditions(status, [(SYNCED, "True", reason, message)])
         except KUBE_ERRORS as exc:
             _fail_line(f"the sync finished but its status could not be written ({_why(exc)}): {message}")
             return 1
         if rejected:
-            await self._event("Warning", "RecordsRejected", message)
+            await self._event("Warning", Reason.RECORDS_REJECTED, message)
         log.info("finished (%s): %s", result, message)
         return 0
 
@@ -592,19 +571,21 @@ class SyncRun:
             return
         done = self.stats.summary()
         full = f"{message} (before failing: {done})" if self.stats.records_sent or self.stats.payments_read else message
-        conditions = [("Synced", "False", exc.reason, full)] if exc.reason else []
+        conditions: list[tuple[ConditionType, ConditionStatus, str, str]] = (
+            [(SYNCED, "False", exc.reason, full)] if exc.reason else []
+        )
         try:
             await self._patch_with_conditions({"lastSync": self._last_sync(SyncResult.FAILED, full)}, conditions)
         except KUBE_ERRORS as api_exc:
             log.warning("could not write the failure to status (%s)", _why(api_exc))
-        await self._event("Warning", "SyncFailed", full)
+        await self._event("Warning", Reason.SYNC_FAILED, full)
 
     async def _disconnected(self, exc: GrantDead) -> None:
         """A dead grant: phase Disconnected and Connected=False with the reason, visible at once."""
         try:
             await self._patch_with_conditions(
                 {"phase": str(Phase.DISCONNECTED)},
-                [("Connected", "False", exc.reason, str(exc)), ("Ready", "False", exc.reason, str(exc))],
+                [(CONNECTED, "False", exc.reason, str(exc)), (READY, "False", exc.reason, str(exc))],
             )
         except KUBE_ERRORS as api_exc:
             log.warning("could not mark %s Disconnected (%s)", self.ref, _why(api_exc))
