@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from qbo_operator import __version__
+from qbo_operator.core import logging as logs
 from qbo_operator.core.config import ConfigError
 
 # command -> (module, help). Each module has `add_arguments(parser)` and `main(args) -> int`.
@@ -23,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("qbo_operator.harness.demo", "the whole flow on this machine, with no accounts"),
     "sandbox": ("qbo_operator.harness.sandbox.cli", "run a QBO or Green Check sandbox server for local development"),
 }
+# The commands whose logs `setup_logging` sets up; the demo prints its own lines, and the operator sets up
+# its own from --log-format (JSON by default).
+LOGGED_COMMANDS = ("gateway", "sync", "sandbox")
 # The harness's own dependencies are the `harness` extra (pyproject.toml), which the image does not install.
 HARNESS_EXTRA = "harness"
 
@@ -61,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = load(args.command)
+    if args.command in LOGGED_COMMANDS:
+        try:
+            setup_logging(args)
+        except logs.LogConfigError as exc:
+            print(f"qbo-operator {args.command}: configuration error: {exc}", file=sys.stderr)
+            return 2
     try:
         code: int = module.main(args)
     except ConfigError as exc:
@@ -70,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    """QBO_LOG_FORMAT (json or text, default text) for every command; the sync's lines name its integration."""
+    subject = logs.about(args.namespace, args.name) if args.command == "sync" else None
+    logs.configure(args.command, logs.log_format(), getattr(args, "log_level", "INFO"), subject)
 
 
 if __name__ == "__main__":  # pragma: no cover
