@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import secrets
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qbo_operator.harness.sandbox import qbo_api, qbo_oauth
-from qbo_operator.harness.sandbox.faults import FaultRule, Faults, Handler
-from qbo_operator.harness.sandbox.qbo_api import INTUIT_LIMITS, Throttle, ThrottleLimits
+from qbo_operator.harness.sandbox import qbo_api, qbo_control, qbo_oauth
+from qbo_operator.harness.sandbox.faults import Faults, Handler
+from qbo_operator.harness.sandbox.qbo_api import INTUIT_LIMITS, Throttle, ThrottleLimits, limits_json
 from qbo_operator.harness.sandbox.qbo_generator import (
     generate_new_payments,
     next_payment_time,
@@ -34,7 +32,7 @@ from qbo_operator.harness.sandbox.qbo_generator import (
     realm_id_for,
 )
 from qbo_operator.harness.sandbox.qbo_oauth import ACCOUNTING_SCOPE, Authority, Grant, with_query
-from qbo_operator.harness.sandbox.qbo_store import Company, Entity, Money, SandboxError, dumps, intuit_time
+from qbo_operator.harness.sandbox.qbo_store import Company, Entity, Money, SandboxError
 from qbo_operator.harness.sandbox.qbo_webhooks import FAST_RETRY_DELAYS, WebhookDelivery, WebhookFormat, WebhookSender
 
 Clock = Callable[[], datetime]
@@ -52,6 +50,36 @@ _KINDS = {
     "/v1/openid_connect/userinfo": "userinfo",
     "/op/v1/jwks": "jwks",
 }
+
+
+# Label -> path of the sandbox's endpoints; `api` is the Accounting API base (QBO_API_URL): clients
+# append `/v3/company/{realmId}/...`.
+_ENDPOINTS = {
+    "discovery": "/.well-known/openid_configuration",
+    "authorize": "/connect/oauth2",
+    "token": "/oauth2/v1/tokens/bearer",
+    "revoke": "/v2/oauth2/tokens/revoke",
+    "api": "",
+    "control": "/_sandbox",
+}
+
+
+class _Endpoint:
+    """A URL of the serving sandbox read as an attribute (`sb.token_url`); RuntimeError before `serve()`."""
+
+    def __init__(self, label: str) -> None:
+        self.path = _ENDPOINTS[label]
+
+    def __get__(self, sb: QboSandbox, owner: type[QboSandbox]) -> str:
+        return sb._url(self.path)
+
+
+def _redirect_uris(client_id: str, client_secret: str, redirect_uri: str | Sequence[str]) -> list[str]:
+    """The registered redirect URIs; an app without an id, a secret or a redirect URI cannot exist at Intuit."""
+    redirect_uris = [redirect_uri] if isinstance(redirect_uri, str) else list(redirect_uri)
+    if not client_id or not client_secret or not redirect_uris:
+        raise ValueError("client_id, client_secret and redirect_uri are required")
+    return redirect_uris
 
 
 def _utc_now() -> datetime:
@@ -92,11 +120,8 @@ class QboSandbox:
         app_name: str = "Green Check for QuickBooks",
         control_from_anywhere: bool = False,
     ) -> None:
-        redirect_uris = [redirect_uri] if isinstance(redirect_uri, str) else list(redirect_uri)
-        if not client_id or not client_secret or not redirect_uris:
-            raise ValueError("client_id, client_secret and redirect_uri are required")
         self.client_id = client_id
-        self.redirect_uris = redirect_uris
+        self.redirect_uris = redirect_uris = _redirect_uris(client_id, client_secret, redirect_uri)
         self.app_name = app_name
         self.clock: Clock = clock or _utc_now
         self.clock_offset = timedelta(0)
@@ -105,16 +130,10 @@ class QboSandbox:
         self.requests: Counter[str] = Counter()
         self.realm_requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.authority = Authority(
-            client_id,
-            client_secret,
-            redirect_uris,
-            rotation_seconds=rotation_seconds,
-            refresh_token_lifetime=refresh_token_lifetime,
-            hard_expiry_seconds=hard_expiry_seconds,
-            access_token_lifetime=access_token_lifetime,
-            code_lifetime=code_lifetime,
-            refresh_grace_seconds=refresh_grace_seconds,
-        )
+            client_id, client_secret, redirect_uris, rotation_seconds=rotation_seconds, code_lifetime=code_lifetime,
+            refresh_token_lifetime=refresh_token_lifetime, hard_expiry_seconds=hard_expiry_seconds,
+            access_token_lifetime=access_token_lifetime, refresh_grace_seconds=refresh_grace_seconds,
+        )  # fmt: skip
         self.authority.on_grant = self._consented
         self.throttle = Throttle(throttle, throttle_clock)
         self.faults = Faults(seed=fault_seed)
@@ -322,30 +341,12 @@ class QboSandbox:
             raise RuntimeError("the sandbox is not serving: use `async with sb.serve()` first")
         return self.base_url + path
 
-    @property
-    def discovery_url(self) -> str:
-        return self._url("/.well-known/openid_configuration")
-
-    @property
-    def auth_url(self) -> str:
-        return self._url("/connect/oauth2")
-
-    @property
-    def token_url(self) -> str:
-        return self._url("/oauth2/v1/tokens/bearer")
-
-    @property
-    def revoke_url(self) -> str:
-        return self._url("/v2/oauth2/tokens/revoke")
-
-    @property
-    def api_url(self) -> str:
-        """The Accounting API base (QBO_API_URL): clients append `/v3/company/{realmId}/...`."""
-        return self._url("")
-
-    @property
-    def control_url(self) -> str:
-        return self._url("/_sandbox")
+    discovery_url = _Endpoint("discovery")
+    auth_url = _Endpoint("authorize")
+    token_url = _Endpoint("token")
+    revoke_url = _Endpoint("revoke")
+    api_url = _Endpoint("api")
+    control_url = _Endpoint("control")
 
     # --- state --------------------------------------------------------------------------------
 
@@ -375,7 +376,7 @@ class QboSandbox:
                 },
                 "faults": self.faults.rules,
                 "faultsFired": dict(self.faults.fired),
-                "throttle": _limits_dict(self.throttle.limits),
+                "throttle": limits_json(self.throttle.limits),
                 "webhooks": {
                     "url": self.webhooks.url,
                     "format": self.webhooks.format,
@@ -386,14 +387,7 @@ class QboSandbox:
             }
 
     def _urls(self) -> dict[str, str]:
-        return {
-            "discovery": self.discovery_url,
-            "authorize": self.auth_url,
-            "token": self.token_url,
-            "revoke": self.revoke_url,
-            "api": self.api_url,
-            "control": self.control_url,
-        }
+        return {label: self._url(path) for label, path in _ENDPOINTS.items()}
 
     # --- HTTP ---------------------------------------------------------------------------------
 
@@ -409,7 +403,7 @@ class QboSandbox:
         app.on_response_prepare.append(_add_tid)
         app.add_routes(qbo_oauth.routes(self))
         app.add_routes(qbo_api.routes(self))
-        app.add_routes(_control_routes(self))
+        app.add_routes(qbo_control.routes(self))
         return app
 
     def _count_middleware(self) -> Middleware:
@@ -497,251 +491,6 @@ def _loopback(remote: str | None) -> bool:
 async def _add_tid(request: web.Request, response: web.StreamResponse) -> None:
     if not request.path.startswith("/_sandbox"):
         response.headers.setdefault("intuit_tid", _tid())
-
-
-def _limits_dict(limits: ThrottleLimits | None) -> dict[str, Any] | None:
-    if limits is None:
-        return None
-    return {
-        "per_minute": limits.per_minute,
-        "per_second": limits.per_second,
-        "concurrent": limits.concurrent,
-        "format": limits.format,
-        "retry_after": limits.retry_after,
-    }
-
-
-# --- the control API (/_sandbox/) -------------------------------------------------------------
-
-
-class _NewCompany(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
-    seed: int = 1
-    payments: int = Field(default=200, ge=0, le=1_000_000)
-    history_days: int = Field(default=90, ge=1, le=3650)
-
-
-class _NewPayments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    n: int | None = Field(default=None, ge=0, le=1_000_000)
-    seed: int | None = None
-    invoice_ids: list[str] | None = None
-    amounts: list[str] | None = None
-    method: str | None = "Check"
-    customer_id: str | None = None
-    credit_memo_ids: list[str] = []
-    credit_amounts: list[str] | None = None
-    unapplied: str = "0"
-    ref_num: str | None = None
-    private_note: str | None = None
-
-
-class _Throttle(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
-    per_minute: int | None = Field(default=500, ge=1)
-    per_second: int | None = Field(default=10, ge=1)
-    concurrent: int | None = Field(default=10, ge=1)
-    format: Literal["json", "xml"] = "json"
-    retry_after: int | None = Field(default=None, ge=0)
-
-
-class _Webhooks(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str | None
-    format: WebhookFormat | None = None
-
-
-class _Approve(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    state: str = Field(min_length=1)
-    realmId: str | None = None  # Intuit's spelling
-    redirect_uri: str | None = None
-
-
-class _Clock(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    advance: float = Field(ge=0)
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=dumps(payload), status=status, content_type="application/json")
-
-
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(text='{"error": "the body is not JSON"}', content_type="application/json") from None
-
-
-def _control_routes(sb: QboSandbox) -> list[web.RouteDef]:
-    Handler_ = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-    def safe(fn: Handler_) -> Handler_:
-        async def wrapped(request: web.Request) -> web.StreamResponse:
-            try:
-                return await fn(request)
-            except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-                return _json({"error": problems}, 400)
-            except SandboxError as exc:
-                return _json({"error": str(exc)}, 404 if str(exc).startswith("no company") else 400)
-
-        return wrapped
-
-    async def state(request: web.Request) -> web.Response:
-        return _json(sb.state())
-
-    async def new_company(request: web.Request) -> web.Response:
-        spec = _NewCompany.model_validate(await _body(request))
-        realm = await asyncio.to_thread(sb.add_company, spec.name, spec.seed, spec.payments, spec.history_days)
-        return _json({"realmId": realm, "name": spec.name, "counts": sb.company(realm).counts()}, 201)
-
-    async def company(request: web.Request) -> web.Response:
-        c = sb.company(request.match_info["realm"])
-        return _json({"realmId": c.realm_id, "name": c.name, "counts": c.counts()})
-
-    async def new_payments(request: web.Request) -> web.Response:
-        realm = request.match_info["realm"]
-        spec = _NewPayments.model_validate(await _body(request))
-        if spec.invoice_ids is not None or spec.customer_id is not None:
-            payment = sb.create_payment(
-                realm,
-                spec.invoice_ids or [],
-                spec.amounts,
-                spec.method,
-                customer_id=spec.customer_id,
-                credit_memo_ids=spec.credit_memo_ids,
-                credit_amounts=spec.credit_amounts,
-                unapplied=spec.unapplied,
-                ref_num=spec.ref_num,
-                private_note=spec.private_note,
-            )
-            return _json({"payment": payment}, 201)
-        n = 1000 if spec.n is None else spec.n
-        created = await asyncio.to_thread(sb.generate_payments, realm, n, spec.seed)
-        return _json({"created": len(created), "ids": [p["Id"] for p in created]}, 201)
-
-    async def list_payments(request: web.Request) -> web.Response:
-        try:
-            offset = int(request.query.get("offset", "0"))
-            limit = int(request.query.get("limit", "1000"))
-        except ValueError:
-            return _json({"error": "offset and limit must be integers"}, 400)
-        with sb.lock:
-            rows = sb.company(request.match_info["realm"]).tables["Payment"].ordered()
-            return _json({"total": len(rows), "payments": rows[max(0, offset) : max(0, offset) + max(0, limit)]})
-
-    async def void(request: web.Request) -> web.Response:
-        return _json({"payment": sb.void_payment(request.match_info["realm"], request.match_info["id"])})
-
-    async def delete(request: web.Request) -> web.Response:
-        sb.delete_payment(request.match_info["realm"], request.match_info["id"])
-        return _json({"deleted": request.match_info["id"]})
-
-    async def revoke(request: web.Request) -> web.Response:
-        realm = request.match_info["realm"]
-        sb.company(realm)
-        return _json({"revoked": sb.revoke_all(realm)})
-
-    async def tokens(request: web.Request) -> web.Response:
-        return _json(sb.issue_tokens(request.match_info["realm"]), 201)
-
-    async def rotate(request: web.Request) -> web.Response:
-        body = await _body(request)
-        realm = body.get("realmId") if isinstance(body, dict) else None
-        return _json({"grants": sb.force_rotation(realm)})
-
-    async def add_faults(request: web.Request) -> web.Response:
-        body = await _body(request)
-        specs = body.get("rules") if isinstance(body, dict) and "rules" in body else [body]
-        if not isinstance(specs, list):
-            return _json({"error": "rules must be a list"}, 400)
-        rules = [FaultRule.model_validate(spec) for spec in specs]  # all or nothing
-        if isinstance(body, dict) and isinstance(body.get("seed"), int):
-            sb.faults.seed(body["seed"])
-        return _json({"ids": [sb.faults.add(rule) for rule in rules]}, 201)
-
-    async def list_faults(request: web.Request) -> web.Response:
-        return _json({"rules": sb.faults.rules, "fired": dict(sb.faults.fired)})
-
-    async def clear_faults(request: web.Request) -> web.Response:
-        sb.faults.clear()
-        return _json({"rules": []})
-
-    async def remove_fault(request: web.Request) -> web.Response:
-        if not sb.faults.remove(request.match_info["id"]):
-            return _json({"error": "no such fault rule"}, 404)
-        return _json({"removed": request.match_info["id"]})
-
-    async def throttle(request: web.Request) -> web.Response:
-        spec = _Throttle.model_validate(await _body(request))
-        sb.throttle.limits = (
-            ThrottleLimits(spec.per_minute, spec.per_second, spec.concurrent, spec.format, spec.retry_after)
-            if spec.enabled
-            else None
-        )
-        return _json({"throttle": _limits_dict(sb.throttle.limits)})
-
-    async def clock(request: web.Request) -> web.Response:
-        spec = _Clock.model_validate(await _body(request))
-        return _json({"now": sb.advance_clock(spec.advance).isoformat()})
-
-    async def webhooks(request: web.Request) -> web.Response:
-        if request.method == "POST":
-            spec = _Webhooks.model_validate(await _body(request))
-            sb.configure_webhooks(spec.url, spec.format)
-        deliveries = [
-            {
-                "number": d.number,
-                "attempt": d.attempt,
-                "events": len(d.event_ids),
-                "status": d.status,
-                "error": d.error,
-                "sentAt": intuit_time(d.sent_at),
-            }
-            for d in sb.webhook_deliveries
-        ]
-        return _json(
-            {
-                "url": sb.webhooks.url,
-                "format": sb.webhooks.format,
-                "pending": sb.webhooks.pending,
-                "deliveries": deliveries,
-            }
-        )
-
-    async def approve(request: web.Request) -> web.Response:
-        spec = _Approve.model_validate(await _body(request))
-        return _json({"location": sb.approve(spec.state, spec.realmId, spec.redirect_uri)})
-
-    table: list[tuple[str, str, Handler_]] = [
-        ("GET", "/_sandbox/state", state),
-        ("POST", "/_sandbox/companies", new_company),
-        ("GET", "/_sandbox/companies/{realm}", company),
-        ("POST", "/_sandbox/companies/{realm}/payments", new_payments),
-        ("GET", "/_sandbox/companies/{realm}/payments", list_payments),
-        ("POST", "/_sandbox/companies/{realm}/payments/{id}/void", void),
-        ("DELETE", "/_sandbox/companies/{realm}/payments/{id}", delete),
-        ("POST", "/_sandbox/companies/{realm}/revoke", revoke),
-        ("POST", "/_sandbox/companies/{realm}/tokens", tokens),
-        ("POST", "/_sandbox/rotate", rotate),
-        ("POST", "/_sandbox/faults", add_faults),
-        ("GET", "/_sandbox/faults", list_faults),
-        ("DELETE", "/_sandbox/faults", clear_faults),
-        ("DELETE", "/_sandbox/faults/{id}", remove_fault),
-        ("POST", "/_sandbox/throttle", throttle),
-        ("POST", "/_sandbox/clock", clock),
-        ("GET", "/_sandbox/webhooks", webhooks),
-        ("POST", "/_sandbox/webhooks", webhooks),
-        ("POST", "/_sandbox/approve", approve),
-    ]
-    return [web.route(method, path, safe(fn)) for method, path, fn in table]
 
 
 def summary_lines(sb: QboSandbox) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import escape
@@ -46,6 +46,11 @@ class ThrottleLimits:
 
 
 INTUIT_LIMITS = ThrottleLimits()
+
+
+def limits_json(limits: ThrottleLimits | None) -> dict[str, Any] | None:
+    """The limits as the control API and `state()` show them (None: no throttling)."""
+    return None if limits is None else asdict(limits)
 
 
 @dataclass
@@ -289,8 +294,14 @@ def run_query(company: Company, statement: str) -> dict[str, Any]:
     return {entity: result.rows, "startPosition": query.start_position, "maxResults": len(result.rows)}
 
 
-def routes(sb: QboSandbox) -> list[web.RouteDef]:
-    async def query(request: web.Request) -> web.Response:
+class _AccountingApi:
+    """The Accounting API's handlers, bound to one sandbox (the guard middleware has already let the request in)."""
+
+    def __init__(self, sb: QboSandbox) -> None:
+        self.sb = sb
+
+    async def query(self, request: web.Request) -> web.Response:
+        sb = self.sb
         if request.method == "POST":
             statement = (await request.read()).decode("utf-8", errors="replace")
         else:
@@ -304,78 +315,41 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
             # Serialise under the lock: rows are live dicts another thread may be writing.
             return qbo_json({"QueryResponse": body, "time": envelope_time(sb.now(), company.tz)})
 
-    async def read(request: web.Request) -> web.Response:
+    async def read(self, request: web.Request) -> web.Response:
         segment = request.match_info["entity"]
         row_id = request.match_info["id"]
-        with sb.lock:
-            now = sb.now()
+        with self.sb.lock:
+            now = self.sb.now()
             entity = _BY_PATH.get(segment)
             if entity is None:
-                return fault(
-                    400,
-                    "500",
-                    "Unsupported Operation",
+                detail = (
                     f"Operation Could not find resource for relative : /{segment}/{row_id} of full path: "
-                    f"{request.path} is not supported.",
-                    "ValidationFault",
-                    now,
+                    f"{request.path} is not supported."
                 )
-            company = _company(sb, request)
+                return fault(400, "500", "Unsupported Operation", detail, "ValidationFault", now)
+            company = _company(self.sb, request)
             if entity == "CompanyInfo" and row_id == company.realm_id:
                 row_id = "1"  # Intuit reads CompanyInfo by the realm id; the entity's own Id is "1"
             row = company.tables[entity].rows.get(row_id)
             if row is None:
-                return fault(
-                    400,
-                    "610",
-                    "Object Not Found",
-                    f"Object Not Found : Something you're trying to use has been made inactive. Check the "
-                    f"fields with accounts, customers, items, vendors or employees. ({entity} {row_id})",
-                    "ValidationFault",
-                    now,
-                    element="",
+                detail = (
+                    "Object Not Found : Something you're trying to use has been made inactive. Check the "
+                    f"fields with accounts, customers, items, vendors or employees. ({entity} {row_id})"
                 )
+                return fault(400, "610", "Object Not Found", detail, "ValidationFault", now, element="")
             return qbo_json({entity: row, "time": envelope_time(now, company.tz)})
 
-    async def cdc(request: web.Request) -> web.Response:
-        with sb.lock:
-            now = sb.now()
-            company = _company(sb, request)
+    async def cdc(self, request: web.Request) -> web.Response:
+        with self.sb.lock:
+            now = self.sb.now()
+            company = _company(self.sb, request)
             names = [n.strip() for n in request.query.get("entities", "").split(",") if n.strip()]
             since_text = request.query.get("changedSince", "")
-            if not names:
-                return fault(
-                    400, "4000", "Error parsing query", "QueryParserError: entities is required", "ValidationFault", now
-                )
-            unknown = [n for n in names if n.lower() not in _BY_NAME or n.lower() == "companyinfo"]
-            if unknown:
-                return fault(
-                    400,
-                    "4001",
-                    "Invalid query",
-                    f"QueryValidationError: Invalid entity name: {unknown[0]}",
-                    "ValidationFault",
-                    now,
-                )
             since = parse_datetime(since_text, company.tz) if since_text else None
-            if since is None:
-                return fault(
-                    400,
-                    "4000",
-                    "Error parsing query",
-                    f"QueryParserError: changedSince {since_text!r} is not a date-time",
-                    "ValidationFault",
-                    now,
-                )
-            if since < now - CDC_LOOKBACK:
-                return fault(
-                    400,
-                    "4001",
-                    "Invalid query",
-                    "QueryValidationError: changedSince must be within the last 30 days",
-                    "ValidationFault",
-                    now,
-                )
+            refusal = cdc_refusal(names, since_text, since, now)
+            if refusal is not None:
+                return fault(400, *refusal, "ValidationFault", now)
+            assert since is not None  # cdc_refusal refuses a missing changedSince
             return qbo_json(
                 {
                     "CDCResponse": [{"QueryResponse": changes(company, names, since)}],
@@ -383,12 +357,31 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
                 }
             )
 
+
+def cdc_refusal(
+    names: list[str], since_text: str, since: datetime | None, now: datetime
+) -> tuple[str, str, str] | None:
+    """Why Intuit refuses a CDC request, as (code, message, detail); None when it answers it."""
+    if not names:
+        return "4000", "Error parsing query", "QueryParserError: entities is required"
+    unknown = [n for n in names if n.lower() not in _BY_NAME or n.lower() == "companyinfo"]
+    if unknown:
+        return "4001", "Invalid query", f"QueryValidationError: Invalid entity name: {unknown[0]}"
+    if since is None:
+        return "4000", "Error parsing query", f"QueryParserError: changedSince {since_text!r} is not a date-time"
+    if since < now - CDC_LOOKBACK:
+        return "4001", "Invalid query", "QueryValidationError: changedSince must be within the last 30 days"
+    return None
+
+
+def routes(sb: QboSandbox) -> list[web.RouteDef]:
+    api = _AccountingApi(sb)
     realm = "/v3/company/{realm}"
     return [
-        web.get(f"{realm}/query", query),
-        web.post(f"{realm}/query", query),
-        web.get(f"{realm}/cdc", cdc),
-        web.get(realm + "/{entity}/{id}", read),
+        web.get(f"{realm}/query", api.query),
+        web.post(f"{realm}/query", api.query),
+        web.get(f"{realm}/cdc", api.cdc),
+        web.get(realm + "/{entity}/{id}", api.read),
     ]
 
 

@@ -402,23 +402,27 @@ def _basic(header: str | None) -> tuple[str, str] | None:
     return client_id, secret
 
 
-def routes(sb: QboSandbox) -> list[web.RouteDef]:
-    """The OAuth endpoints, bound to one sandbox."""
+class _OAuthEndpoints:
+    """The OAuth handlers, bound to one sandbox."""
 
-    async def discovery(request: web.Request) -> web.Response:
+    def __init__(self, sb: QboSandbox) -> None:
+        self.sb = sb
+
+    async def discovery(self, request: web.Request) -> web.Response:
         return web.json_response(discovery_document(str(request.url.origin())))
 
-    async def jwks(request: web.Request) -> web.Response:
+    async def jwks(self, request: web.Request) -> web.Response:
         return web.json_response({"keys": []})
 
-    async def authorize_get(request: web.Request) -> web.Response:
+    async def authorize_get(self, request: web.Request) -> web.Response:
         params = dict(request.query)
-        problem = sb.authority.check_authorize(params)
+        problem = self.sb.authority.check_authorize(params)
         if problem:
             return error_page(problem)
-        return consent_page(sb, params, request.path)
+        return consent_page(self.sb, params, request.path)
 
-    async def authorize_post(request: web.Request) -> web.Response:
+    async def authorize_post(self, request: web.Request) -> web.Response:
+        sb = self.sb
         form = await request.post()
         params = {k: str(v) for k, v in form.items()}
         problem = sb.authority.check_authorize(params)
@@ -436,7 +440,8 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
             location = sb.approve(params["state"], realm_id, params["redirect_uri"], params["scope"])
         raise web.HTTPFound(location)
 
-    async def token(request: web.Request) -> web.Response:
+    async def token(self, request: web.Request) -> web.Response:
+        sb = self.sb
         if request.content_type != "application/x-www-form-urlencoded":
             return _token_json({"error": "invalid_request"}, 400)
         form = {k: str(v) for k, v in (await request.post()).items()}
@@ -462,9 +467,9 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
             return _token_json(exc.body(), exc.status)
         return _token_json(body)
 
-    async def revoke(request: web.Request) -> web.Response:
+    async def revoke(self, request: web.Request) -> web.Response:
         creds = _basic(request.headers.get("Authorization"))
-        if creds is None or not sb.authority.client_ok(*creds):
+        if creds is None or not self.sb.authority.client_ok(*creds):
             return _token_json({"error": "invalid_client"}, 401)
         try:
             payload = json.loads(await request.read() or b"null")
@@ -473,14 +478,14 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
         token_value = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token_value, str) or not token_value:
             return _token_json({"error": "invalid_request"}, 400)
-        with sb.lock:
-            sb.authority.revoke(token_value)  # unknown tokens are not an error (RFC 7009 §2.2)
+        with self.sb.lock:
+            self.sb.authority.revoke(token_value)  # unknown tokens are not an error (RFC 7009 §2.2)
         return web.Response(status=200)
 
-    async def userinfo(request: web.Request) -> web.Response:
+    async def userinfo(self, request: web.Request) -> web.Response:
         try:
-            with sb.lock:
-                grant = sb.authority.authenticate(request.headers.get("Authorization"), sb.now())
+            with self.sb.lock:
+                grant = self.sb.authority.authenticate(request.headers.get("Authorization"), self.sb.now())
         except AccessDenied:
             return _token_json({"error": "invalid_token"}, 401)
         if "openid" not in grant.scope.split():
@@ -495,14 +500,18 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
             }
         )
 
+
+def routes(sb: QboSandbox) -> list[web.RouteDef]:
+    """The OAuth endpoints, bound to one sandbox."""
+    h = _OAuthEndpoints(sb)
     out = [
-        web.get("/op/v1/jwks", jwks),
-        web.post("/oauth2/v1/tokens/bearer", token),
-        web.post("/v2/oauth2/tokens/revoke", revoke),
-        web.get("/v1/openid_connect/userinfo", userinfo),
+        web.get("/op/v1/jwks", h.jwks),
+        web.post("/oauth2/v1/tokens/bearer", h.token),
+        web.post("/v2/oauth2/tokens/revoke", h.revoke),
+        web.get("/v1/openid_connect/userinfo", h.userinfo),
     ]
     for name in ("openid_configuration", "openid_sandbox_configuration"):
-        out += [web.get(f"/.well-known/{name}", discovery), web.get(f"/.well-known/{name}/", discovery)]
+        out += [web.get(f"/.well-known/{name}", h.discovery), web.get(f"/.well-known/{name}/", h.discovery)]
     for path in ("/connect/oauth2", "/app/connect/oauth2"):
-        out += [web.get(path, authorize_get), web.post(path, authorize_post)]
+        out += [web.get(path, h.authorize_get), web.post(path, h.authorize_post)]
     return out

@@ -493,14 +493,7 @@ class Company:
         txn_date = at.astimezone(self.tz).date()
         row: Entity = {
             **self._head(at),
-            "CustomField": [
-                {
-                    "DefinitionId": "1",
-                    "Name": "METRC Manifest",
-                    "Type": "StringType",
-                    **({"StringValue": manifest} if manifest else {}),
-                }
-            ],
+            "CustomField": [_manifest_field(manifest)],
             "DocNumber": self._doc_number("Invoice"),
             "TxnDate": txn_date.isoformat(),
             "DueDate": (txn_date + timedelta(days=days)).isoformat(),
@@ -520,11 +513,7 @@ class Company:
             "AllowOnlineCreditCardPayment": False,
             "AllowOnlineACHPayment": False,
         }
-        if "PrimaryEmailAddr" in customer:
-            row["BillEmail"] = dict(customer["PrimaryEmailAddr"])
-        if "BillAddr" in customer:
-            row["BillAddr"] = dict(customer["BillAddr"])
-            row["ShipAddr"] = dict(customer["BillAddr"])
+        row.update(_bill_to(customer))
         if private_note:
             row["PrivateNote"] = private_note
         self.tables["Invoice"].add(row)
@@ -819,6 +808,27 @@ def _tax(taxable: Decimal, percent: Decimal | None) -> tuple[Decimal, Entity]:
         },
     }
     return tax, {"TxnTaxCodeRef": {"value": "3"}, "TotalTax": tax, "TaxLine": [line]}
+
+
+def _manifest_field(manifest: str | None) -> Entity:
+    """The company's custom field for the METRC manifest number (empty when the invoice has none)."""
+    return {
+        "DefinitionId": "1",
+        "Name": "METRC Manifest",
+        "Type": "StringType",
+        **({"StringValue": manifest} if manifest else {}),
+    }
+
+
+def _bill_to(customer: Mapping[str, Any]) -> Entity:
+    """An invoice goes to the customer's e-mail and is billed and shipped to its billing address."""
+    out: Entity = {}
+    if "PrimaryEmailAddr" in customer:
+        out["BillEmail"] = dict(customer["PrimaryEmailAddr"])
+    if "BillAddr" in customer:
+        out["BillAddr"] = dict(customer["BillAddr"])
+        out["ShipAddr"] = dict(customer["BillAddr"])
+    return out
 
 
 def _subtotal_line(subtotal: Decimal) -> Entity:
