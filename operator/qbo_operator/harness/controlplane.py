@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from qbo_operator.harness.polling import WaitTimeout, wait_for
+
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
 CONTROLLERS = (
     "garbage-collector-controller",
@@ -99,65 +101,70 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    signing_key: ec.EllipticCurvePrivateKey,
+    now: dt.datetime,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    """A certificate valid from five minutes ago for 30 days (a test cluster lives minutes)."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _leaf(
+    ca_name: x509.Name, ca_key: ec.EllipticCurvePrivateKey, now: dt.datetime, cn: str, org: str | None, server: bool
+) -> tuple[bytes, bytes]:
+    """A serving certificate for loopback (and the service IP), or a client certificate; PEM cert and key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    extensions: list[tuple[x509.ExtensionType, bool]] = [(x509.ExtendedKeyUsage([usage]), False)]
+    if server:
+        names = [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        ]
+        extensions.append((x509.SubjectAlternativeName(names), False))
+    cert = _certificate(x509.Name(attrs), ca_name, key.public_key(), ca_key, now, extensions)
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
 def make_pki(pki: Path) -> None:
     """CA, API server serving cert, admin client cert (system:masters), service-account key pair."""
     pki.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "qbo-operator test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True),
+    ]
+    ca = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, now, ca_extensions)
     _write(pki / "ca.crt", ca.public_bytes(serialization.Encoding.PEM))
     _write(pki / "ca.key", _key_pem(ca_key), private=True)
-
-    def leaf(cn: str, org: str | None, server: bool) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-
-    crt, key = leaf("kube-apiserver", None, server=True)
-    _write(pki / "apiserver.crt", crt)
-    _write(pki / "apiserver.key", key, private=True)
-    crt, key = leaf("admin", "system:masters", server=False)
-    _write(pki / "admin.crt", crt)
-    _write(pki / "admin.key", key, private=True)
+    for stem, cn, org, server in (
+        ("apiserver", "kube-apiserver", None, True),
+        ("admin", "admin", "system:masters", False),
+    ):
+        crt, key = _leaf(ca_name, ca_key, now, cn, org, server)
+        _write(pki / f"{stem}.crt", crt)
+        _write(pki / f"{stem}.key", key, private=True)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write(pki / "sa.key", _key_pem(sa_key), private=True)
     _write(
@@ -218,6 +225,15 @@ class KubeClients:
 
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def patch_status(
+        self, resource: str, name: str, namespace: str, status: Mapping[str, Any], *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Merge `status` into the object's status subresource, as its controller (or a kubelet) would."""
+        body = json.dumps({"status": status})
+        return self.kubectl(
+            "patch", resource, name, "-n", namespace, "--subresource=status", "--type=merge", "-p", body, check=check
+        )
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {
@@ -589,14 +605,56 @@ class PodRun:
 
 
 def wait_for_pods(cp: ControlPlane, namespace: str, job: str, timeout: float = 60.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The Job's Pending Pods, once there is one (the Job controller creates them)."""
+
+    def pending() -> list[dict[str, Any]]:
         pods = cp.kubectl_json("get", "pods", "-n", namespace, "-l", f"job-name={job}")["items"]
-        pending = [p for p in pods if (p.get("status") or {}).get("phase", "Pending") == "Pending"]
-        if pending:
-            return pending
-        time.sleep(0.2)
-    raise ControlPlaneError(f"no Pending pod of Job {namespace}/{job} appeared within {timeout:.0f}s")
+        return [p for p in pods if (p.get("status") or {}).get("phase", "Pending") == "Pending"]
+
+    try:
+        return wait_for(f"a Pending pod of Job {namespace}/{job}", pending, timeout, 0.2)
+    except WaitTimeout:
+        raise ControlPlaneError(f"no Pending pod of Job {namespace}/{job} appeared within {timeout:.0f}s") from None
+
+
+def pod_argv(container: Mapping[str, Any], command_map: Mapping[str, str] | None = None) -> list[str]:
+    """The container's command and args, its program looked up in `command_map` (image path → local path)."""
+    argv = list(container.get("command") or []) + list(container.get("args") or [])
+    if command_map and argv and argv[0] in command_map:
+        argv[0] = command_map[argv[0]]
+    return argv
+
+
+def pod_env(
+    cp: ControlPlane, namespace: str, pod: Mapping[str, Any], kubeconfig: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment the Pod's first container would get (envFrom, env, Secret and ConfigMap refs),
+    here under `kubeconfig`, plus `extra`."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", tempfile.gettempdir()),
+        "HOSTNAME": pod["metadata"]["name"],
+        "KUBECONFIG": str(kubeconfig),
+        **_resolve_env(cp, namespace, pod["spec"]["containers"][0]),
+        **(extra or {}),
+    }
+
+
+def report_pod_exit(
+    cp: KubeClients, namespace: str, pod: str, container: str, image: str, exit_code: int, *, check: bool = True
+) -> None:
+    """What the kubelet reports when the container ends: phase and terminated state from its exit code,
+    from which the Job controller completes or retries the Job."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reason = "Completed" if exit_code == 0 else "Error"
+    state = {"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": now, "finishedAt": now}}
+    status = {
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
+        "containerStatuses": [
+            {"name": container, "image": image, "imageID": "", "ready": False, "restartCount": 0, "state": state}
+        ],
+    }
+    cp.patch_status("pod", pod, namespace, status, check=check)
 
 
 def run_job_pods(
@@ -611,55 +669,12 @@ def run_job_pods(
     environment (+ `env`), then set the Pod's phase from the exit code."""
     pod = wait_for_pods(cp, namespace, job)[0]
     container = pod["spec"]["containers"][0]
-    argv = list(container.get("command") or []) + list(container.get("args") or [])
-    if command_map and argv and argv[0] in command_map:
-        argv[0] = command_map[argv[0]]
-    pod_env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", tempfile.gettempdir()),
-        "HOSTNAME": pod["metadata"]["name"],
-        "KUBECONFIG": str(cp.kubeconfig),
-        **_resolve_env(cp, namespace, container),
-        **(env or {}),
-    }
-    result = subprocess.run(argv, env=pod_env, capture_output=True, text=True, timeout=timeout)
-    phase = "Succeeded" if result.returncode == 0 else "Failed"
-    name = pod["metadata"]["name"]
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    state = {
-        "terminated": {
-            "exitCode": result.returncode,
-            "reason": "Completed" if phase == "Succeeded" else "Error",
-            "startedAt": now,
-            "finishedAt": now,
-        }
-    }
-    status = {
-        "status": {
-            "phase": phase,
-            "containerStatuses": [
-                {
-                    "name": container["name"],
-                    "image": container.get("image", ""),
-                    "imageID": "",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": state,
-                }
-            ],
-        }
-    }
-    cp.kubectl(
-        "patch",
-        "pod",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(status),
+    argv = pod_argv(container, command_map)
+    result = subprocess.run(
+        argv, env=pod_env(cp, namespace, pod, cp.kubeconfig, env), capture_output=True, text=True, timeout=timeout
     )
+    name = pod["metadata"]["name"]
+    report_pod_exit(cp, namespace, name, container["name"], container.get("image", ""), result.returncode)
     return PodRun(name, result.returncode, result.stdout, result.stderr)
 
 
@@ -674,54 +689,67 @@ def _cli(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory: Path = args.dir.resolve()
     if args.action == "down":
-        pidfile = directory / "serve.pid"
-        if pidfile.exists():
-            terminate_group(int(pidfile.read_text()), grace=30)
-            pidfile.unlink(missing_ok=True)
-            print(f"control plane in {directory} stopped")
-        else:
-            print(f"no control plane running in {directory}")
-        return 0
+        return _down(directory)
     if args.action == "up":
-        if (directory / "serve.pid").exists() and pid_alive(int((directory / "serve.pid").read_text())):
-            print(f"already running: export KUBECONFIG={directory / 'kubeconfig'}")
-            return 0
-        directory.mkdir(parents=True, exist_ok=True)
-        log = open(directory / "serve.log", "wb")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qbo_operator.harness.controlplane",
-                "serve",
-                "--dir",
-                str(directory),
-                "--crds",
-                str(args.crds),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        (directory / "serve.pid").write_text(str(proc.pid))
-        print("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)...", flush=True)
-        deadline = time.monotonic() + 120
-        while not (directory / "ready").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                print((directory / "serve.log").read_text()[-3000:], file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-        print(f"ready. export KUBECONFIG={directory / 'kubeconfig'}\nstop it with: make cluster-down")
+        return _up(directory, args.crds)
+    return _serve(directory, args.crds)
+
+
+def _down(directory: Path) -> int:
+    pidfile = directory / "serve.pid"
+    if pidfile.exists():
+        terminate_group(int(pidfile.read_text()), grace=30)
+        pidfile.unlink(missing_ok=True)
+        print(f"control plane in {directory} stopped")
+    else:
+        print(f"no control plane running in {directory}")
+    return 0
+
+
+def _up(directory: Path, crds: Path) -> int:
+    """Start `serve` in the background, detached, and return once it has written `ready`."""
+    if (directory / "serve.pid").exists() and pid_alive(int((directory / "serve.pid").read_text())):
+        print(f"already running: export KUBECONFIG={directory / 'kubeconfig'}")
         return 0
-    # serve: foreground until SIGTERM
+    directory.mkdir(parents=True, exist_ok=True)
+    log = open(directory / "serve.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qbo_operator.harness.controlplane",
+            "serve",
+            "--dir",
+            str(directory),
+            "--crds",
+            str(crds),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (directory / "serve.pid").write_text(str(proc.pid))
+    print("starting the local control plane (etcd, kube-apiserver, kube-controller-manager)...", flush=True)
+    deadline = time.monotonic() + 120
+    while not (directory / "ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print((directory / "serve.log").read_text()[-3000:], file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print(f"ready. export KUBECONFIG={directory / 'kubeconfig'}\nstop it with: make cluster-down")
+    return 0
+
+
+def _serve(directory: Path, crds: Path) -> int:
+    """The control plane in the foreground until SIGTERM; `ready` exists while it serves."""
     (directory / "ready").unlink(missing_ok=True)
     cp = ControlPlane(directory=directory)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         cp.start()
-        if args.crds.exists():
-            cp.apply_crds(*sorted(args.crds.glob("*.yaml")))
+        if crds.exists():
+            cp.apply_crds(*sorted(crds.glob("*.yaml")))
         (directory / "ready").write_text("ok")
         while True:
             time.sleep(3600)
