@@ -13,8 +13,9 @@ from kubernetes_asyncio import client
 
 from qbo_operator.core import names
 from qbo_operator.core.models import Integration
+from qbo_operator.core.token_secret import owns, previous_connection
 from qbo_operator.gateway import pages
-from qbo_operator.gateway.connect import choose_connected_at, owns_secret, previous_connection
+from qbo_operator.gateway.connect import choose_connected_at
 from qbo_operator.gateway.realm_index import IndexState
 from qbo_operator.gateway.webhooks import SeenIds
 
@@ -184,4 +185,4 @@ def test_only_this_integrations_secret_is_overwritten(
         ),
         type=type_,
     )
-    assert owns_secret(secret, integration()) is mine
+    assert owns(secret, integration()) is mine

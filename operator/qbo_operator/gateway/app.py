@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 from kubernetes_asyncio import client
 
 from qbo_operator.core import kube as kube_module
@@ -152,6 +153,26 @@ def build_app(
     recorder = StatusRecorder(kube, index, metrics, flush_seconds)
     receiver = WebhookReceiver(settings.qbo_webhook_verifier_token.get_secret_value(), index, recorder, metrics)
     flow = ConnectFlow(settings, kube, index, metrics, clock=clock)
+    app = web.Application(middlewares=[_guard(settings, metrics)], client_max_size=MAX_BODY_BYTES)
+    app[INDEX_KEY] = index
+    app[RECORDER_KEY] = recorder
+    app[METRICS_KEY] = metrics
+    app[FLOW_KEY] = flow
+    probes = _Probes(app, kube, index, metrics)
+    app.router.add_get("/connect/{namespace}/{name}", flow.connect_page, name="connect", allow_head=False)
+    app.router.add_post("/connect/{namespace}/{name}", flow.start, name="connect_start")
+    app.router.add_get("/oauth/callback", flow.callback, name="oauth_callback", allow_head=False)
+    app.router.add_post("/webhooks/quickbooks", receiver.handle, name="webhook")
+    app.router.add_get("/healthz", probes.healthz, name="healthz")
+    app.router.add_get("/readyz", probes.readyz, name="readyz")
+    app.router.add_get("/metrics", probes.metrics, name="metrics")
+    app.router.add_get("/favicon.ico", probes.favicon, name="favicon")
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+def _guard(settings: Settings, metrics: GatewayMetrics) -> Middleware:
+    """The middleware around every route: our own error pages, the security headers, request timing."""
     csp = pages.content_security_policy((pages.origin(settings.qbo_auth_url),))
     https = settings.qbo_gateway_url.startswith("https://")
 
@@ -159,24 +180,7 @@ def build_app(
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                if exc.status in (404, 405):
-                    status, body = pages.failure_page(
-                        "page_not_found" if exc.status == 404 else "method_not_allowed", None, None
-                    )
-                    response = web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
-                    if exc.status == 405:
-                        response.headers["Allow"] = exc.headers.get("Allow", "")
-                elif exc.status >= 400:
-                    response = web.Response(status=exc.status, text=exc.reason, content_type="text/plain")
-                else:
-                    response = exc  # redirects carry their Location and cookies
-            except Exception:
-                log.exception("unexpected error answering %s %s", request.method, request.path)
-                status, body = pages.failure_page("write_failed", None, None)
-                response = web.Response(status=500, text=body, content_type="text/html", charset="utf-8")
+            response = await _answer(request, handler)
             headers = response.headers
             headers["Content-Security-Policy"] = csp
             headers["X-Content-Type-Options"] = "nosniff"
@@ -191,62 +195,78 @@ def build_app(
         finally:
             metrics.request_duration.labels(_route_name(request)).observe(time.perf_counter() - started)
 
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY_BYTES)
-    app[INDEX_KEY] = index
-    app[RECORDER_KEY] = recorder
-    app[METRICS_KEY] = metrics
-    app[FLOW_KEY] = flow
+    return guard
 
-    async def healthz(request: web.Request) -> web.Response:
-        dead = [t.get_name() for t in app.get(TASKS_KEY, []) if t.done()]
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, with aiohttp's 404/405 as our pages and anything unexpected as a 500 page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status in (404, 405):
+            status, body = pages.failure_page(
+                "page_not_found" if exc.status == 404 else "method_not_allowed", None, None
+            )
+            response = web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
+            if exc.status == 405:
+                response.headers["Allow"] = exc.headers.get("Allow", "")
+            return response
+        if exc.status >= 400:
+            return web.Response(status=exc.status, text=exc.reason, content_type="text/plain")
+        return exc  # redirects carry their Location and cookies
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        status, body = pages.failure_page("write_failed", None, None)
+        return web.Response(status=500, text=body, content_type="text/html", charset="utf-8")
+
+
+class _Probes:
+    """/healthz, /readyz, /metrics and /favicon.ico."""
+
+    def __init__(self, app: web.Application, kube: Kube, index: RealmIndex, metrics: GatewayMetrics) -> None:
+        self._app, self._kube, self._index, self._metrics = app, kube, index, metrics
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        dead = [t.get_name() for t in self._app.get(TASKS_KEY, []) if t.done()]
         if dead:
             return web.Response(status=500, text=f"background task stopped: {', '.join(dead)}\n")
         return web.Response(text="ok\n")
 
-    async def readyz(request: web.Request) -> web.Response:
+    async def readyz(self, request: web.Request) -> web.Response:
         problems = []
         try:
-            await client.VersionApi(kube.api).get_code(_request_timeout=3)
+            await client.VersionApi(self._kube.api).get_code(_request_timeout=3)
         except Exception as exc:
             problems.append(f"API server unreachable ({type(exc).__name__})")
-        if not index.synced:
+        if not self._index.synced:
             problems.append("realm index not synced yet")
         if problems:
             return web.Response(status=503, text="not ready: " + "; ".join(problems) + "\n")
         return web.Response(text="ready\n")
 
-    async def favicon(request: web.Request) -> web.Response:
+    async def favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)  # browsers ask for one; an empty answer keeps logs free of 404s
 
-    async def metrics_handler(request: web.Request) -> web.Response:
-        response = web.Response(body=metrics.render())
+    async def metrics(self, request: web.Request) -> web.Response:
+        response = web.Response(body=self._metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    app.router.add_get("/connect/{namespace}/{name}", flow.connect_page, name="connect", allow_head=False)
-    app.router.add_post("/connect/{namespace}/{name}", flow.start, name="connect_start")
-    app.router.add_get("/oauth/callback", flow.callback, name="oauth_callback", allow_head=False)
-    app.router.add_post("/webhooks/quickbooks", receiver.handle, name="webhook")
-    app.router.add_get("/healthz", healthz, name="healthz")
-    app.router.add_get("/readyz", readyz, name="readyz")
-    app.router.add_get("/metrics", metrics_handler, name="metrics")
-    app.router.add_get("/favicon.ico", favicon, name="favicon")
 
-    async def background(app: web.Application) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(index.run(), name="realm-index"),
-            asyncio.create_task(recorder.run(), name="webhook-status-flush"),
-        ]
-        app[TASKS_KEY] = tasks
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await recorder.flush()  # last counts go out before the process ends
-        if recorder.pending:
-            log.warning("%d integrations' webhook counts could not be written before exit", len(recorder.pending))
-
-    app.cleanup_ctx.append(background)
-    return app
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The realm-index watch and the webhook status flusher, for as long as the application runs."""
+    index, recorder = app[INDEX_KEY], app[RECORDER_KEY]
+    tasks = [
+        asyncio.create_task(index.run(), name="realm-index"),
+        asyncio.create_task(recorder.run(), name="webhook-status-flush"),
+    ]
+    app[TASKS_KEY] = tasks
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await recorder.flush()  # last counts go out before the process ends
+    if recorder.pending:
+        log.warning("%d integrations' webhook counts could not be written before exit", len(recorder.pending))

@@ -13,22 +13,19 @@ the browser that pressed Connect, so a forged or stolen link never yields a vali
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
-from kubernetes_asyncio import client
 from pydantic import ValidationError
 
-from qbo_operator.core import names, oauth, signing
+from qbo_operator.core import oauth, signing, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Tokens, rfc3339
@@ -64,40 +61,9 @@ class Refused(Exception):
         self.retry_url = retry_url
 
 
-@dataclass(frozen=True)
-class _Previous:
-    realm_id: str | None
-    connected_at: datetime | None
-
-
-def _decode(data: dict[str, str] | None, key: str) -> str | None:
-    raw = (data or {}).get(key)
-    if raw is None:
-        return None
-    try:
-        return base64.b64decode(raw, validate=True).decode().strip() or None
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
-def previous_connection(secret_data: dict[str, str] | None) -> _Previous:
-    """realm_id and connected_at of an existing token Secret, read leniently (a broken Secret that a
-    person is repairing by reconnecting still tells us when the connection began)."""
-    realm = _decode(secret_data, "realm_id")
-    when = _decode(secret_data, "connected_at")
-    connected_at = None
-    if when:
-        try:
-            parsed = datetime.fromisoformat(when.replace("Z", "+00:00"))
-            connected_at = parsed if parsed.tzinfo else None
-        except ValueError:
-            connected_at = None
-    return _Previous(realm, connected_at)
-
-
 def choose_connected_at(
     realm_id: str,
-    secret: _Previous | None,
+    secret: token_secret.Previous | None,
     status_realm: str | None,
     status_connected: datetime | None,
     now: datetime,
@@ -112,47 +78,19 @@ def choose_connected_at(
     return min(known) if known else now
 
 
-def owns_secret(secret: client.V1Secret, integration: Integration) -> bool:
-    """May the gateway overwrite this Secret? Only if it is this integration's (label or owner)."""
-    meta = secret.metadata
-    labels = (meta.labels if meta else None) or {}
-    if labels.get(names.INTEGRATION_LABEL) == integration.name and (secret.type or "Opaque") == "Opaque":
-        return True
-    owners = (meta.owner_references if meta else None) or []
-    return any(o.uid == integration.uid for o in owners) and (secret.type or "Opaque") == "Opaque"
-
-
-def _owner_reference(integration: Integration) -> client.V1OwnerReference:
-    # blockOwnerDeletion stays false: setting it needs `update` on the CR's finalizers, which the
-    # gateway is deliberately not given.
-    return client.V1OwnerReference(
-        api_version=names.API_VERSION,
-        kind=names.KIND,
-        name=integration.name,
-        uid=integration.uid,
-        controller=True,
-        block_owner_deletion=False,
-    )
-
-
+@dataclass(eq=False)
 class ConnectFlow:
-    def __init__(
-        self,
-        settings: Settings,
-        kube: Kube,
-        index: RealmIndex,
-        metrics: GatewayMetrics,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.kube = kube
-        self.index = index
-        self.metrics = metrics
-        self.clock = clock
-        # `__Host-`: Secure, Path=/, no Domain. Browsers accept it on https and on plain-http loopback
-        # (http://localhost, http://127.0.0.1), which is what `make demo` and the tests use.
-        self.cookie_name = STATE_COOKIE
-        self._key = settings.qbo_state_signing_key.get_secret_value()
+    settings: Settings
+    kube: Kube
+    index: RealmIndex
+    metrics: GatewayMetrics
+    clock: Callable[[], float] = time.time
+    # `__Host-`: Secure, Path=/, no Domain. Browsers accept it on https and on plain-http loopback
+    # (http://localhost, http://127.0.0.1), which is what `make demo` and the tests use.
+    cookie_name: str = field(default=STATE_COOKIE, init=False)
+
+    def __post_init__(self) -> None:
+        self._key = self.settings.qbo_state_signing_key.get_secret_value()
         self._used_nonces = SeenIds(capacity=50_000, ttl=signing.STATE_TTL_SECONDS * 2)
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -291,12 +229,42 @@ class ConnectFlow:
             return self._refusal("callback", exc.reason, None, retry, ref)
         ref = f"{state.namespace}/{state.name}"
         try:
-            return await self._finish(state, query)
+            return await self._finish(state, query, ref)
         except Refused as refused:
             return self._refusal("callback", refused.result, None, refused.retry_url, ref)
 
-    async def _finish(self, state: signing.OAuthState, query: Any) -> web.Response:
-        ref = f"{state.namespace}/{state.name}"
+    async def _finish(self, state: signing.OAuthState, query: Any, ref: str) -> web.Response:
+        """The callback past a valid state: every refusal from here on names the company and offers
+        the CR's current Connect link (the request proved it comes from the browser that pressed Connect)."""
+        integration = await self._callback_integration(state, ref)
+        company = pages.company_label(integration.spec.company_name, integration.name)
+        try:
+            code, realm_id = self._intuit_answer(state, query, ref)
+            await self._refuse_duplicate_realm(integration, state, realm_id, ref)
+            previous = await self._previous_connection(integration, realm_id, ref)
+            tokens, reconnected = await self._exchange(integration, code, realm_id, previous, ref)
+            await self._store(integration, tokens, ref)
+        except Refused as refused:
+            return self._refusal("callback", refused.result, company, integration.status.authorization_url, ref)
+        log.info(
+            "callback %s: connected realm %s (connectedAt %s%s)",
+            ref,
+            realm_id,
+            rfc3339(tokens.connected_at),
+            ", kept from the earlier connection" if reconnected else "",
+        )
+        await self._event(
+            integration,
+            "Normal",
+            Reason.AUTHORIZED,
+            f"QuickBooks company {realm_id} was connected through the Connect page; tokens stored in Secret "
+            f"{integration.token_secret_name}.",
+        )
+        self.metrics.oauth_callbacks.labels("connected").inc()
+        return self._html(200, pages.connected_page(company, reconnected, reference=ref))
+
+    async def _callback_integration(self, state: signing.OAuthState, ref: str) -> Integration:
+        """The CR the state was made for; the same uid, so a re-created namesake never gets its tokens."""
         try:
             integration = await self._integration(state.namespace, state.name)
         except Exception as exc:
@@ -305,58 +273,63 @@ class ConnectFlow:
         if integration is None or integration.uid != state.uid:
             log.info("callback %s: the integration is gone or was re-created", ref)
             raise Refused("not_found")
-        company = pages.company_label(integration.spec.company_name, integration.name)
-        retry = integration.status.authorization_url
+        return integration
 
-        def refuse(result: str) -> web.Response:
-            self.metrics.oauth_callbacks.labels(result).inc()
-            status, body = pages.failure_page(result, company, retry, reference=ref)
-            return self._html(status, body)
-
+    def _intuit_answer(self, state: signing.OAuthState, query: Any, ref: str) -> tuple[str, str]:
+        """(code, realmId) from Intuit's redirect, once per state."""
         error = query.get("error")
         if error is not None:
             word = error if _ERROR_WORD.fullmatch(error) else "(unreadable)"
             log.info("callback %s: Intuit answered error=%s", ref, word)
-            return refuse("denied" if error == "access_denied" else "intuit_error")
+            raise Refused("denied" if error == "access_denied" else "intuit_error")
         code, realm_id = query.get("code"), query.get("realmId")
         if not code or not realm_id or not _REALM_ID.fullmatch(realm_id) or len(code) > 2048:
             log.info("callback %s: Intuit's answer lacks a code or a realmId", ref)
-            return refuse("intuit_error")
+            raise Refused("intuit_error")
         if not self._used_nonces.add(state.nonce):
             log.info("callback %s: this state was already used", ref)
-            return refuse("replayed")
+            raise Refused("replayed")
+        return code, realm_id
 
-        # Refuse realm conflicts before the code exchange: no tokens are obtained that cannot be kept.
+    async def _refuse_duplicate_realm(
+        self, integration: Integration, state: signing.OAuthState, realm_id: str, ref: str
+    ) -> None:
+        """Refuse realm conflicts before the code exchange: no tokens are obtained that cannot be kept."""
         others = [i for i in self.index.by_realm(realm_id) if (i.namespace, i.name) != (state.namespace, state.name)]
-        if others:
-            log.warning(
-                "callback %s: realm %s already belongs to %s",
-                ref,
-                realm_id,
-                ", ".join(f"{i.namespace}/{i.name}" for i in others),
-            )
-            await self._event(
-                integration,
-                "Warning",
-                Reason.DUPLICATE_REALM,
-                f"A Connect attempt chose QuickBooks company {realm_id}, which another integration "
-                "already uses; nothing was stored.",
-            )
-            return refuse("duplicate_realm")
+        if not others:
+            return
+        log.warning(
+            "callback %s: realm %s already belongs to %s",
+            ref,
+            realm_id,
+            ", ".join(f"{i.namespace}/{i.name}" for i in others),
+        )
+        await self._event(
+            integration,
+            "Warning",
+            Reason.DUPLICATE_REALM,
+            f"A Connect attempt chose QuickBooks company {realm_id}, which another integration "
+            "already uses; nothing was stored.",
+        )
+        raise Refused("duplicate_realm")
+
+    async def _previous_connection(
+        self, integration: Integration, realm_id: str, ref: str
+    ) -> token_secret.Previous | None:
+        """What an existing token Secret says about the earlier connection; refuses a Secret that is
+        not this integration's, and a realm other than the one this integration is connected to."""
         secret_name = integration.token_secret_name
         try:
             existing = await self.kube.read_secret(integration.namespace, secret_name)
         except Exception as exc:
             log.warning("callback %s: cannot read Secret %s: %s", ref, secret_name, type(exc).__name__)
-            return refuse("write_failed")
-        if existing is not None and not owns_secret(existing, integration):
+            raise Refused("write_failed") from None
+        if existing is not None and not token_secret.owns(existing, integration):
             log.warning(
-                "callback %s: Secret %s exists and is not this integration's; not overwritten",
-                ref,
-                secret_name,
+                "callback %s: Secret %s exists and is not this integration's; not overwritten", ref, secret_name
             )
-            return refuse("secret_conflict")
-        previous = previous_connection(existing.data) if existing is not None else None
+            raise Refused("secret_conflict")
+        previous = token_secret.previous_connection(existing.data) if existing is not None else None
         connected_realm = integration.status.realm_id or (previous.realm_id if previous else None)
         if connected_realm and connected_realm != realm_id:
             log.warning("callback %s: chose realm %s but is connected to realm %s", ref, realm_id, connected_realm)
@@ -367,85 +340,38 @@ class ConnectFlow:
                 f"A Connect attempt chose QuickBooks company {realm_id}, but this integration is "
                 f"connected to company {connected_realm}; nothing was stored.",
             )
-            return refuse("realm_mismatch")
+            raise Refused("realm_mismatch")
+        return previous
 
+    async def _exchange(
+        self,
+        integration: Integration,
+        code: str,
+        realm_id: str,
+        previous: token_secret.Previous | None,
+        ref: str,
+    ) -> tuple[Tokens, bool]:
+        """The tokens for Intuit's code, and whether this reconnects an earlier connection."""
         try:
             response = await asyncio.to_thread(oauth.exchange_code, self.settings, code)
         except oauth.OAuthError as exc:
             log.warning("callback %s: code exchange failed: %s", ref, exc.error)
-            return refuse("replayed" if exc.error == "invalid_grant" else "exchange_failed")
-
+            raise Refused("replayed" if exc.error == "invalid_grant" else "exchange_failed") from None
         now = datetime.now(UTC)
-        connected_at = choose_connected_at(
-            realm_id, previous, integration.status.realm_id, integration.status.connected_at, now
-        )
-        tokens = response.to_tokens(realm_id, connected_at, now)
-        try:
-            await self._store(integration, tokens)
-        except Refused as refused:
-            return refuse(refused.result)
-        except Exception as exc:
-            log.warning("callback %s: cannot write Secret %s: %s", ref, secret_name, type(exc).__name__)
-            return refuse("write_failed")
-        reconnected = connected_at < now
-        log.info(
-            "callback %s: connected realm %s (connectedAt %s%s)",
-            ref,
-            realm_id,
-            rfc3339(connected_at),
-            ", kept from the earlier connection" if reconnected else "",
-        )
-        await self._event(
-            integration,
-            "Normal",
-            Reason.AUTHORIZED,
-            f"QuickBooks company {realm_id} was connected through the Connect page; tokens stored in Secret "
-            f"{secret_name}.",
-        )
-        self.metrics.oauth_callbacks.labels("connected").inc()
-        return self._html(200, pages.connected_page(company, reconnected, reference=ref))
+        status = integration.status
+        connected_at = choose_connected_at(realm_id, previous, status.realm_id, status.connected_at, now)
+        return response.to_tokens(realm_id, connected_at, now), connected_at < now
 
-    async def _store(self, integration: Integration, tokens: Tokens) -> None:
-        """Create the token Secret, or replace this integration's existing one with its
-        resourceVersion; a conflict (someone else wrote meanwhile) re-reads and retries once."""
-        namespace, secret_name = integration.namespace, integration.token_secret_name
-        data = tokens.to_secret_data()
-        labels = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.INTEGRATION_LABEL: integration.name}
-        for attempt in range(2):
-            existing = await self.kube.read_secret(namespace, secret_name)
-            try:
-                if existing is None:
-                    body = client.V1Secret(
-                        metadata=client.V1ObjectMeta(
-                            name=secret_name,
-                            namespace=namespace,
-                            labels=labels,
-                            owner_references=[_owner_reference(integration)],
-                        ),
-                        type="Opaque",
-                        data=data,
-                    )
-                    await self.kube.core.create_namespaced_secret(namespace, body)
-                    return
-                if not owns_secret(existing, integration):
-                    raise Refused("secret_conflict")
-                meta = existing.metadata
-                meta.labels = {**(meta.labels or {}), **labels}
-                owners = [
-                    o
-                    for o in (meta.owner_references or [])
-                    if not (o.kind == names.KIND and o.name == integration.name)
-                ]
-                meta.owner_references = [*owners, _owner_reference(integration)]
-                existing.data = data
-                await self.kube.core.replace_namespaced_secret(secret_name, namespace, existing)
-                return
-            except ApiException as exc:
-                if exc.status == 409 and attempt == 0:
-                    log.info("Secret %s/%s changed while writing; re-reading once", namespace, secret_name)
-                    continue
-                raise
-        raise Refused("write_failed")
+    async def _store(self, integration: Integration, tokens: Tokens, ref: str) -> None:
+        try:
+            await token_secret.store(self.kube, integration, tokens)
+        except token_secret.NotOurs:
+            raise Refused("secret_conflict") from None
+        except Exception as exc:
+            log.warning(
+                "callback %s: cannot write Secret %s: %s", ref, integration.token_secret_name, type(exc).__name__
+            )
+            raise Refused("write_failed") from None
 
     async def _event(self, integration: Integration, kind: str, reason: str, message: str) -> None:
         try:

@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # Bounds on values that end up as dict keys, log text or metric labels.
 _MAX_ID = 128
@@ -130,6 +130,9 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, str_strip_whitespace=True)
 
 
+_W = TypeVar("_W", bound=_Wire)
+
+
 def _bounded(value: str) -> str:
     if not value:
         raise ValueError("is empty")
@@ -138,19 +141,21 @@ def _bounded(value: str) -> str:
     return value
 
 
+# An id, name or word that becomes a dict key, log text or a metric label: present and bounded.
+BoundedText = Annotated[str, AfterValidator(_bounded)]
+
+
 class CloudEvent(_Wire):
     """One element of the CloudEvents array (dotnet `WebhooksCloudEvent`, QBO.md §5.4)."""
 
     specversion: str
-    id: str
+    id: BoundedText
     type: str
-    intuitaccountid: str
-    intuitentityid: str
+    intuitaccountid: BoundedText
+    intuitentityid: BoundedText
     source: str | None = None
     time: datetime | None = None
     data: Any = None
-
-    _check_ids = field_validator("id", "intuitaccountid", "intuitentityid")(_bounded)
 
     @field_validator("type")
     @classmethod
@@ -175,20 +180,16 @@ class CloudEvent(_Wire):
 
 
 class LegacyEntity(_Wire):
-    name: str
-    id: str
-    operation: str
+    name: BoundedText
+    id: BoundedText
+    operation: BoundedText
     last_updated: datetime | None = Field(default=None, alias="lastUpdated")
     deleted_id: str | None = Field(default=None, alias="deletedId")
 
-    _check_ids = field_validator("name", "id", "operation")(_bounded)
-
 
 class LegacyNotification(_Wire):
-    realm_id: str = Field(alias="realmId")
+    realm_id: BoundedText = Field(alias="realmId")
     data_change_event: dict[str, Any] = Field(alias="dataChangeEvent")
-
-    _check_realm = field_validator("realm_id")(_bounded)
 
 
 def _digest(*parts: str) -> str:
@@ -247,39 +248,38 @@ def _parse_legacy(notifications: Any) -> Delivery:
     if not isinstance(notifications, list):
         raise PayloadError("`eventNotifications` is not a list")
     for i, raw in enumerate(notifications):
-        try:
-            note = LegacyNotification.model_validate(raw)
-        except ValidationError as exc:
-            delivery.problems.append(_problem(f"eventNotifications[{i}]", exc))
+        note = _validated(LegacyNotification, raw, f"eventNotifications[{i}]", delivery)
+        if note is None:
             continue
         entities = note.data_change_event.get("entities")
         if not isinstance(entities, list):
             delivery.problems.append(f"eventNotifications[{i}].dataChangeEvent.entities is not a list")
             continue
         for j, raw_entity in enumerate(entities):
-            try:
-                ent = LegacyEntity.model_validate(raw_entity)
-            except ValidationError as exc:
-                delivery.problems.append(_problem(f"eventNotifications[{i}].entities[{j}]", exc))
-                continue
-            when = _utc(ent.last_updated)
-            delivery.events.append(
-                WebhookEvent(
-                    # Legacy events have no id: the same change re-sent by Intuit has the same fields.
-                    key=_digest(
-                        "legacy",
-                        note.realm_id,
-                        ent.name,
-                        ent.id,
-                        ent.operation,
-                        when.isoformat() if when else "",
-                    ),
-                    realm_id=note.realm_id,
-                    entity=canonical_entity(ent.name),
-                    entity_id=ent.id,
-                    operation=canonical_operation(ent.operation),
-                    time=when,
-                    source_format="legacy",
-                )
-            )
+            entity = _validated(LegacyEntity, raw_entity, f"eventNotifications[{i}].entities[{j}]", delivery)
+            if entity is not None:
+                delivery.events.append(_legacy_event(note.realm_id, entity))
     return delivery
+
+
+def _validated(model: type[_W], raw: Any, where: str, delivery: Delivery) -> _W | None:
+    """`raw` as `model`, or None with the first problem noted on `delivery`."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        delivery.problems.append(_problem(where, exc))
+        return None
+
+
+def _legacy_event(realm_id: str, ent: LegacyEntity) -> WebhookEvent:
+    when = _utc(ent.last_updated)
+    return WebhookEvent(
+        # Legacy events have no id: the same change re-sent by Intuit has the same fields.
+        key=_digest("legacy", realm_id, ent.name, ent.id, ent.operation, when.isoformat() if when else ""),
+        realm_id=realm_id,
+        entity=canonical_entity(ent.name),
+        entity_id=ent.id,
+        operation=canonical_operation(ent.operation),
+        time=when,
+        source_format="legacy",
+    )

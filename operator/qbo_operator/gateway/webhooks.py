@@ -124,56 +124,69 @@ class StatusRecorder:
         """Fold `item` into the integration's status.webhook. False = try again at the next flush."""
         namespace, name = key
         cached = self.index.get(namespace, name)
-        for attempt in range(_MAX_PATCH_ATTEMPTS):
-            if attempt == 0 and cached is not None and cached.resource_version:
-                current = cached
-            else:
-                try:
-                    current = Integration.from_object(await self.kube.get_integration_object(namespace, name))
-                except ApiException as exc:
-                    if exc.status == 404:
-                        self.metrics.webhook_status_patches.labels("gone").inc()
-                        return True  # deleted: its events have nowhere to go
-                    log.warning("cannot read %s/%s for its webhook status: HTTP %s", namespace, name, exc.status)
-                    self.metrics.webhook_status_patches.labels("failed").inc()
-                    return False
-                except Exception as exc:
-                    log.warning("cannot read %s/%s for its webhook status: %s", namespace, name, type(exc).__name__)
-                    self.metrics.webhook_status_patches.labels("failed").inc()
-                    return False
-            if current.uid != item.uid:
-                self.metrics.webhook_status_patches.labels("gone").inc()
-                return True  # recreated under the same name: the events were for the old one
-            webhook = current.status.webhook
-            last = item.last_event_time
-            if webhook is not None and webhook.last_event_time is not None:
-                last = max(last, webhook.last_event_time)
-            count = (webhook.events_since_last_sync if webhook is not None else 0) + item.count
-            try:
-                await self.kube.patch_status(
-                    namespace,
-                    name,
-                    {"webhook": {"lastEventTime": rfc3339(last), "eventsSinceLastSync": count}},
-                    resource_version=current.resource_version,
+        try:
+            for attempt in range(_MAX_PATCH_ATTEMPTS):
+                current = (
+                    cached
+                    if attempt == 0 and cached is not None and cached.resource_version
+                    else await self._read(namespace, name)
                 )
-            except ApiException as exc:
-                if exc.status == 409:
-                    self.metrics.webhook_status_patches.labels("conflict").inc()
-                    continue
-                if exc.status == 404:
+                if current.uid != item.uid:
                     self.metrics.webhook_status_patches.labels("gone").inc()
+                    return True  # recreated under the same name: the events were for the old one
+                if await self._patch(namespace, name, current, item):
+                    self.metrics.webhook_status_patches.labels("ok").inc()
                     return True
-                log.warning("cannot patch %s/%s webhook status: HTTP %s", namespace, name, exc.status)
-                self.metrics.webhook_status_patches.labels("failed").inc()
-                return False
-            except Exception as exc:
-                log.warning("cannot patch %s/%s webhook status: %s", namespace, name, type(exc).__name__)
-                self.metrics.webhook_status_patches.labels("failed").inc()
-                return False
-            self.metrics.webhook_status_patches.labels("ok").inc()
-            return True
+                self.metrics.webhook_status_patches.labels("conflict").inc()
+        except _Settled as settled:
+            return settled.done
         log.warning("webhook status of %s/%s kept changing under us; retrying at the next flush", namespace, name)
         return False
+
+    async def _read(self, namespace: str, name: str) -> Integration:
+        try:
+            return Integration.from_object(await self.kube.get_integration_object(namespace, name))
+        except Exception as exc:
+            raise self._settled(f"cannot read {namespace}/{name} for its webhook status", exc) from None
+
+    async def _patch(self, namespace: str, name: str, current: Integration, item: Pending) -> bool:
+        """Write the folded counts on `current`'s resourceVersion; False when someone wrote since (409)."""
+        webhook = current.status.webhook
+        last = item.last_event_time
+        if webhook is not None and webhook.last_event_time is not None:
+            last = max(last, webhook.last_event_time)
+        count = (webhook.events_since_last_sync if webhook is not None else 0) + item.count
+        try:
+            await self.kube.patch_status(
+                namespace,
+                name,
+                {"webhook": {"lastEventTime": rfc3339(last), "eventsSinceLastSync": count}},
+                resource_version=current.resource_version,
+            )
+        except Exception as exc:
+            if isinstance(exc, ApiException) and exc.status == 409:
+                return False
+            raise self._settled(f"cannot patch {namespace}/{name} webhook status", exc) from None
+        return True
+
+    def _settled(self, failure: str, exc: Exception) -> _Settled:
+        """A failed read or write ends this write: 404 means the integration is gone (nothing left to
+        do), anything else is logged and counted and the counts stay pending."""
+        if isinstance(exc, ApiException) and exc.status == 404:
+            self.metrics.webhook_status_patches.labels("gone").inc()
+            return _Settled(True)
+        why = f"HTTP {exc.status}" if isinstance(exc, ApiException) else type(exc).__name__
+        log.warning("%s: %s", failure, why)
+        self.metrics.webhook_status_patches.labels("failed").inc()
+        return _Settled(False)
+
+
+class _Settled(Exception):
+    """The write of one integration's counts is over: `done` True (written or moot) or False (retry later)."""
+
+    def __init__(self, done: bool) -> None:
+        super().__init__()
+        self.done = done
 
 
 class WebhookReceiver:
