@@ -26,6 +26,8 @@ import httpx
 import yaml
 
 from qbo_operator.core import names
+from qbo_operator.core.models import parse_rfc3339
+from qbo_operator.harness import polling
 from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, run_job_pods
 from qbo_operator.harness.localstack import LocalStack, StackError, parse_forms, submit
 
@@ -91,13 +93,11 @@ def step(number: int, title: str) -> Iterator[None]:
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120.0, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """`polling.wait_for` at the demo's pace; a timeout is a DemoError naming what was awaited."""
+    try:
+        return polling.wait_for(what, check, timeout, every)
+    except polling.WaitTimeout:
+        raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}") from None
 
 
 def indent(text: str) -> str:
@@ -155,96 +155,118 @@ class Demo:
 
     def steps(self) -> None:
         with step(1, "Start a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager)"):
-            self.cp = ControlPlane(directory=self.workdir / "cluster")
-            self.cp.start()
-            self.cp.apply_crds(ROOT / "crds" / "quickbooksintegrations.yaml")
-            say(indent(self.kubectl("version").strip()))
-        stack = self.stack = LocalStack(self.cp, self.workdir)
-
+            self.start_cluster()
+        self.stack = LocalStack(self.cluster, self.workdir)
         with step(2, "Start the QBO and Green Check sandboxes"):
-            stack.start_sandboxes(self.company_name, history=self.args.history, seed=self.args.seed)
-            state = stack.qbo_state()
-            self.realm = state["realms"][0]["realmId"]
-            say(f"    QBO sandbox        {stack.qbo_url}  (company {self.company_name!r}, realm {self.realm},")
-            say(f"                       {self.args.history} payments from before today)")
-            say(f"    Green Check sandbox {stack.greencheck_url}")
-
+            self.start_sandboxes()
         with step(
             3,
             "Install the Helm chart (real helm) and start the operator and the gateway under its ServiceAccounts",
         ):
-            stack.install_chart()
-            say(indent(self.cp.helm("list", "-n", "qbo-system").stdout))
-            stack.start_gateway()
-            stack.start_operator()
-            say("    The chart's Deployments stay Pending here (no nodes); the same code runs as local processes")
-            say(f"    gateway  {stack.gateway_url}    operator metrics {stack.operator_metrics_url}")
-
+            self.install()
         with step(4, f"Apply a QuickbooksIntegration ({EXAMPLE.relative_to(ROOT)})"):
-            self.kubectl("create", "namespace", self.namespace)
-            self.kubectl("apply", "-f", str(EXAMPLE))
-            wait_for("phase Pending", lambda: self.phase() == "Pending")
-            say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
-            self.link = self.integration()["status"]["authorizationURL"]
-            say(f"    Connect link: {self.link}")
-
+            self.apply_integration()
         with step(5, "Connect: a person at the company opens the link and approves at Intuit"):
-            if self.args.interactive:
-                say(f"    Open this link in your browser and approve:\n      {self.link}")
-            else:
-                self.connect_like_a_browser()
-            wait_for(
-                "phase Connected",
-                lambda: self.phase() == "Connected",
-                timeout=600 if self.args.interactive else 120,
-            )
-            say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
-            secret = self.cp.kubectl_json("get", "secret", f"{self.name}-qbo-tokens", "-n", self.namespace)
-            keys = ", ".join(sorted(secret["data"]))
-            say(f"    Token Secret {self.name}-qbo-tokens holds: {keys} (values never shown)")
-
+            self.connect()
         with step(6, f"A day of business: {self.args.payments} new payments in QuickBooks (webhooks arrive)"):
-            httpx.post(
-                f"{stack.qbo_url}/_sandbox/companies/{self.realm}/payments",
-                json={"n": self.args.payments, "seed": self.args.seed + 1},
-                timeout=60,
-            ).raise_for_status()
-            events = wait_for(
-                "webhook events on the integration",
-                lambda: ((self.integration().get("status") or {}).get("webhook") or {}).get("eventsSinceLastSync"),
-                timeout=60,
-            )
-            say(f"    status.webhook.eventsSinceLastSync = {events} (signed webhooks, verified by the gateway)")
-
+            self.day_of_business()
         with step(7, "The night's sync: a Job from the integration's CronJob, run by the test kubelet"):
-            cronjob = names.cronjob_name(self.name)
-            cj = self.cp.kubectl_json("get", "cronjob", cronjob, "-n", self.namespace)
-            say(f"    CronJob {cronjob}: schedule {cj['spec']['schedule']!r} ({cj['spec'].get('timeZone', 'UTC')})")
-            job = f"{cronjob}-demo"
-            self.kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", self.namespace)
-            run = run_job_pods(
-                self.cp,
-                self.namespace,
-                job,
-                command_map={"qbo-operator": str(Path(sys.executable).parent / "qbo-operator")},
-            )
-            say(indent(run.stderr.strip()[-1500:]) if run.stderr.strip() else "")
-            if run.exit_code != 0:
-                raise DemoError(f"the sync exited with {run.exit_code}")
-            self.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", self.namespace, "--timeout=120s")
-            wait_for(
-                "the Last Sync column",
-                lambda: (self.integration().get("status") or {}).get("lastSuccessfulSyncTime"),
-            )
-            say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
-
+            self.nightly_sync()
         with step(8, "What arrived in Green Check (its read-back API) next to what QuickBooks holds"):
             self.compare()
-
         with step(9, "Metrics and alerts"):
             self.metrics_and_alerts()
-
         self.next_steps()
+
+    @property
+    def cluster(self) -> ControlPlane:
+        assert self.cp is not None, "the control plane is not started"
+        return self.cp
+
+    def start_cluster(self) -> None:
+        self.cp = ControlPlane(directory=self.workdir / "cluster")
+        self.cp.start()
+        self.cp.apply_crds(ROOT / "crds" / "quickbooksintegrations.yaml")
+        say(indent(self.kubectl("version").strip()))
+
+    def start_sandboxes(self) -> None:
+        stack = self.stack
+        assert stack is not None
+        stack.start_sandboxes(self.company_name, history=self.args.history, seed=self.args.seed)
+        state = stack.qbo_state()
+        self.realm = state["realms"][0]["realmId"]
+        say(f"    QBO sandbox        {stack.qbo_url}  (company {self.company_name!r}, realm {self.realm},")
+        say(f"                       {self.args.history} payments from before today)")
+        say(f"    Green Check sandbox {stack.greencheck_url}")
+
+    def install(self) -> None:
+        stack = self.stack
+        assert stack is not None
+        stack.install_chart()
+        say(indent(self.cluster.helm("list", "-n", "qbo-system").stdout))
+        stack.start_gateway()
+        stack.start_operator()
+        say("    The chart's Deployments stay Pending here (no nodes); the same code runs as local processes")
+        say(f"    gateway  {stack.gateway_url}    operator metrics {stack.operator_metrics_url}")
+
+    def apply_integration(self) -> None:
+        self.kubectl("create", "namespace", self.namespace)
+        self.kubectl("apply", "-f", str(EXAMPLE))
+        wait_for("phase Pending", lambda: self.phase() == "Pending")
+        say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
+        self.link = self.integration()["status"]["authorizationURL"]
+        say(f"    Connect link: {self.link}")
+
+    def connect(self) -> None:
+        if self.args.interactive:
+            say(f"    Open this link in your browser and approve:\n      {self.link}")
+        else:
+            self.connect_like_a_browser()
+        wait_for(
+            "phase Connected",
+            lambda: self.phase() == "Connected",
+            timeout=600 if self.args.interactive else 120,
+        )
+        say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
+        secret = self.cluster.kubectl_json("get", "secret", f"{self.name}-qbo-tokens", "-n", self.namespace)
+        keys = ", ".join(sorted(secret["data"]))
+        say(f"    Token Secret {self.name}-qbo-tokens holds: {keys} (values never shown)")
+
+    def day_of_business(self) -> None:
+        assert self.stack is not None
+        httpx.post(
+            f"{self.stack.qbo_url}/_sandbox/companies/{self.realm}/payments",
+            json={"n": self.args.payments, "seed": self.args.seed + 1},
+            timeout=60,
+        ).raise_for_status()
+        events = wait_for(
+            "webhook events on the integration",
+            lambda: ((self.integration().get("status") or {}).get("webhook") or {}).get("eventsSinceLastSync"),
+            timeout=60,
+        )
+        say(f"    status.webhook.eventsSinceLastSync = {events} (signed webhooks, verified by the gateway)")
+
+    def nightly_sync(self) -> None:
+        cronjob = names.cronjob_name(self.name)
+        cj = self.cluster.kubectl_json("get", "cronjob", cronjob, "-n", self.namespace)
+        say(f"    CronJob {cronjob}: schedule {cj['spec']['schedule']!r} ({cj['spec'].get('timeZone', 'UTC')})")
+        job = f"{cronjob}-demo"
+        self.kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", self.namespace)
+        run = run_job_pods(
+            self.cluster,
+            self.namespace,
+            job,
+            command_map={"qbo-operator": str(Path(sys.executable).parent / "qbo-operator")},
+        )
+        say(indent(run.stderr.strip()[-1500:]) if run.stderr.strip() else "")
+        if run.exit_code != 0:
+            raise DemoError(f"the sync exited with {run.exit_code}")
+        self.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", self.namespace, "--timeout=120s")
+        wait_for(
+            "the Last Sync column",
+            lambda: (self.integration().get("status") or {}).get("lastSuccessfulSyncTime"),
+        )
+        say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
 
     def connect_like_a_browser(self) -> None:
         with httpx.Client(follow_redirects=False, timeout=30) as browser:
@@ -275,7 +297,7 @@ class Demo:
         records = stack.greencheck_records(self.company_id)
         qbo = httpx.get(f"{stack.qbo_url}/_sandbox/companies/{self.realm}/payments", timeout=30).json()
         payments: list[dict[str, Any]] = qbo["payments"]
-        connected_at = datetime.fromisoformat(self.integration()["status"]["connectedAt"].replace("Z", "+00:00"))
+        connected_at = parse_rfc3339(self.integration()["status"]["connectedAt"])
         say(f"    Green Check now holds {len(records)} invoice-payment records for {self.company_name}:")
         header = ("invoice #", "inv. total", "payment", "paid on", "applied")
         say("    {:>9} {:>11} {:>8} {:>10} {:>11}  customer: products".format(*header))
@@ -359,7 +381,7 @@ class Demo:
 
 
 def _created(payment: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(payment["MetaData"]["CreateTime"])
+    return parse_rfc3339(payment["MetaData"]["CreateTime"])
 
 
 def _voided(payment: dict[str, Any]) -> bool:

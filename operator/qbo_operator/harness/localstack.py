@@ -70,6 +70,18 @@ class Process:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
+class LoopbackUrl:
+    """`http://127.0.0.1:<port><path>` of a process we started, read as an attribute (`stack.qbo_url`)
+    from the owner's `port_attribute`: our processes listen on loopback only."""
+
+    def __init__(self, port_attribute: str, path: str = "") -> None:
+        self.port_attribute = port_attribute
+        self.path = path
+
+    def __get__(self, instance: object, owner: type | None = None) -> str:
+        return f"http://127.0.0.1:{getattr(instance, self.port_attribute)}{self.path}"
+
+
 @dataclass
 class LocalStack:
     cp: ControlPlane
@@ -83,21 +95,10 @@ class LocalStack:
     processes: dict[str, Process] = field(default_factory=dict)
 
     # --- URLs --------------------------------------------------------------------------------
-    @property
-    def qbo_url(self) -> str:
-        return f"http://127.0.0.1:{self.qbo_port}"
-
-    @property
-    def greencheck_url(self) -> str:
-        return f"http://127.0.0.1:{self.greencheck_port}"
-
-    @property
-    def gateway_url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
-
-    @property
-    def operator_metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.operator_metrics_port}/metrics"
+    qbo_url = LoopbackUrl("qbo_port")
+    greencheck_url = LoopbackUrl("greencheck_port")
+    gateway_url = LoopbackUrl("gateway_port")
+    operator_metrics_url = LoopbackUrl("operator_metrics_port", "/metrics")
 
     def base_env(self) -> dict[str, str]:
         """What the chart would put in the pods' environment, pointed at the sandboxes."""
