@@ -11,9 +11,10 @@ from prometheus_client import generate_latest
 
 from qbo_operator.core import names
 from qbo_operator.reconciler import manifests
-from qbo_operator.reconciler.handlers import _fresher, job_view, secret_view
 from qbo_operator.reconciler.metrics import OperatorMetrics, integration_families
-from tests.operator.opkit import COMPANY_ID, fake_tokens, token_secret
+from qbo_operator.reconciler.views import fresher as _fresher
+from qbo_operator.reconciler.views import job_view, secret_view
+from tests.support.objects import COMPANY_ID, fake_tokens, token_secret
 
 
 def body(name: str, phase: str | None, **status: Any) -> dict[str, Any]:

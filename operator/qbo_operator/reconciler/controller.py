@@ -23,8 +23,11 @@ from pythonjsonlogger.json import JsonFormatter
 
 from qbo_operator.core import kube, names
 from qbo_operator.core.config import load_settings
-from qbo_operator.reconciler import handlers
+from qbo_operator.reconciler.housekeeping import HOUSEKEEPING_INTERVAL
 from qbo_operator.reconciler.metrics import OperatorMetrics
+from qbo_operator.reconciler.reconcile import Runtime
+from qbo_operator.reconciler.registration import build_registry
+from qbo_operator.reconciler.views import CHILD_RESOURCES
 
 log = logging.getLogger("qbo_operator.reconciler.controller")
 
@@ -59,7 +62,7 @@ def operator_settings(standalone: bool, priority: int | None = None) -> kopf.Ope
     settings.watching.connect_timeout = CONNECT_TIMEOUT
     settings.networking.request_timeout = REQUEST_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT
-    for resource in handlers.CHILD_RESOURCES:  # only our labelled children travel over the watches
+    for resource in CHILD_RESOURCES:  # only our labelled children travel over the watches
         settings.watching.label_selectors[resource] = names.INTEGRATION_LABEL
     settings.posting.enabled = False  # Events are written by the handlers themselves (and counted)
     settings.posting.reporting_component = names.MANAGED_BY
@@ -138,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--housekeeping-interval",
         type=float,
-        default=handlers.HOUSEKEEPING_INTERVAL,
+        default=HOUSEKEEPING_INTERVAL,
         metavar="SECONDS",
         help="how often each integration's timer re-checks link and token expiry (default 3600)",
     )
@@ -160,11 +163,11 @@ def main(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, settings: Any) -> int:
     standalone = args.peering is None
     kopf_settings = operator_settings(standalone, args.priority)
-    registry = handlers.build_registry(args.housekeeping_interval)
+    registry = build_registry(args.housekeeping_interval)
     async with kube.connect() as k:
-        holder: dict[str, handlers.Runtime] = {}
+        holder: dict[str, Runtime] = {}
         metrics = OperatorMetrics(lambda: holder["runtime"].integration_bodies() if holder else [])
-        runtime = handlers.Runtime(settings, k, metrics)
+        runtime = Runtime(settings, k, metrics)
         holder["runtime"] = runtime
         runner = await start_metrics_server(metrics, args.bind_address, args.metrics_port)
         log.info(

@@ -1,0 +1,143 @@
+"""What depends on the clock, and the goodbye: the housekeeping timer and revoke-on-delete.
+
+The timer re-runs the reconcile (the Connect link and the refresh token expire without any watch event),
+keeps a suspended integration's grant alive (no sync runs to refresh its rolling refresh token), and warns
+before Intuit's 5-year hard expiry, at most once a day. Deletion revokes the grant at Intuit with bounded
+retries and never blocks the deletion for good; garbage collection removes the owned objects."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from qbo_operator.core import names, oauth, tokens
+from qbo_operator.core.models import Integration, Phase, Tokens, TokenSecretError, rfc3339
+from qbo_operator.core.status import Reason
+from qbo_operator.reconciler.conditions import TokenState
+from qbo_operator.reconciler.reconcile import Runtime
+from qbo_operator.reconciler.views import plain
+from qbo_operator.reconciler.writes import describe
+
+log = logging.getLogger("qbo_operator.operator")
+
+HOUSEKEEPING_INTERVAL = 3600.0
+HARD_EXPIRY_WARNING = dt.timedelta(days=30)
+KEEPALIVE_WINDOW = dt.timedelta(days=30)  # refresh a suspended integration's tokens this long before expiry
+REVOKE_ATTEMPTS = 4
+DELETE_HANDLER_RETRIES = 5
+
+
+def _ref(integ: Integration) -> dict[str, str]:
+    return {"namespace": integ.namespace, "name": integ.name, "kind": names.KIND}
+
+
+async def tick(runtime: Runtime, namespace: str, name: str) -> None:
+    """The timer: re-check what depends on the clock (Connect link expiry, refresh-token expiry), keep a
+    suspended integration's grant alive, and warn before Intuit's hard expiry."""
+    await runtime.reconcile(namespace, name)
+    body = runtime.body(namespace, name)
+    if body is None:
+        return
+    integ = Integration.from_object(body)
+    view = runtime.secret(namespace, integ.token_secret_name)
+    token = view.token if view is not None else None
+    if token is None or not token.valid or integ.status.phase != Phase.CONNECTED:
+        return
+    now = dt.datetime.now(dt.UTC)
+    if integ.spec.suspend:
+        await _keep_alive(runtime, integ, token, now)
+    hard = token.refresh_token_hard_expires_at
+    if hard is not None and hard - now <= HARD_EXPIRY_WARNING:
+        day = now.strftime("%Y%m%d")
+        state = runtime.state((namespace, name))
+        if state.warned_day != day:
+            digest = hashlib.sha256(f"{integ.uid}/{day}".encode()).hexdigest()[:10]
+            await runtime.writer.event(
+                integ,
+                "Warning",
+                Reason.REFRESH_TOKEN_HARD_EXPIRY,
+                f"Intuit ends this grant at {rfc3339(hard)} (its 5-year limit), whatever the refreshes: "
+                "before then a person at the company must connect again with a fresh Connect link "
+                "(delete the token Secret to get one).",
+                event_name=f"{name}.hard-expiry.{digest}",
+            )
+            runtime.state((namespace, name)).warned_day = day
+
+
+async def _keep_alive(runtime: Runtime, integ: Integration, token: TokenState, now: dt.datetime) -> None:
+    """Suspended integrations run no sync, so nothing else refreshes their rolling refresh token: refresh
+    it (persisting the rotation first, `tokens`) once it has less than KEEPALIVE_WINDOW left."""
+    expires = token.refresh_token_expires_at
+    if expires is None or expires - now > KEEPALIVE_WINDOW:
+        return
+    ref = _ref(integ)
+    try:
+        await tokens.ensure_fresh_tokens(
+            runtime.kube, runtime.settings, integ.namespace, integ.token_secret_name, force=True
+        )
+    except tokens.GrantDead as exc:
+        log.warning("keep-alive refresh: Intuit refused the grant (%s)", exc.reason, extra={"k8s_ref": ref})
+        runtime.state((integ.namespace, integ.name)).dead_grant = (exc.reason, str(exc))
+        await runtime.reconcile(integ.namespace, integ.name)
+        return
+    except (tokens.RefreshUnavailable, tokens.SecretMissing, TokenSecretError, ApiException) as exc:
+        log.warning("keep-alive refresh failed, retrying at the next tick: %s", describe(exc), extra={"k8s_ref": ref})
+        return
+    log.info("refreshed the tokens of a suspended integration to keep its grant alive", extra={"k8s_ref": ref})
+
+
+async def finalize(runtime: Runtime, body: Mapping[str, Any], retry: int) -> None:
+    """Revoke the grant at Intuit (when asked to), with bounded retries; never block deletion for good."""
+    integ = Integration.from_object(plain(body))
+    ref = _ref(integ)
+    if not integ.spec.revoke_on_delete:
+        return
+    try:
+        secret = await runtime.kube.read_secret(integ.namespace, integ.token_secret_name)
+    except ApiException as exc:
+        if retry + 1 < DELETE_HANDLER_RETRIES:
+            raise kopf.TemporaryError(f"cannot read the token Secret: HTTP {exc.status}", delay=10) from None
+        await _gave_up(runtime, integ, f"the token Secret could not be read (HTTP {exc.status})")
+        return
+    if secret is None or not secret.data:
+        log.info("no token Secret: nothing to revoke at Intuit", extra={"k8s_ref": ref})
+        return
+    try:
+        refresh_token = Tokens.from_secret_data(secret.data).refresh_token
+    except TokenSecretError as exc:
+        log.info("token Secret unusable (%s): nothing to revoke", exc, extra={"k8s_ref": ref})
+        return
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(REVOKE_ATTEMPTS),
+            wait=wait_exponential(multiplier=1, min=1, max=15),
+            retry=retry_if_exception_type(oauth.OAuthError),
+            reraise=False,
+        ):
+            with attempt:
+                await asyncio.to_thread(oauth.revoke, runtime.settings, refresh_token)
+    except RetryError as exc:
+        cause = exc.last_attempt.exception()
+        await _gave_up(runtime, integ, str(cause) if cause is not None else "unknown error")
+        return
+    log.info("revoked the grant at Intuit", extra={"k8s_ref": ref})
+    await runtime.writer.event(integ, "Normal", Reason.REVOKED, "Revoked the QuickBooks grant at Intuit.")
+
+
+async def _gave_up(runtime: Runtime, integ: Integration, why: str) -> None:
+    log.warning("gave up revoking the grant at Intuit: %s", why, extra={"k8s_ref": _ref(integ)})
+    await runtime.writer.event(
+        integ,
+        "Warning",
+        Reason.REVOKE_FAILED,
+        f"Could not revoke the QuickBooks grant at Intuit ({why}); deleting anyway. Disconnect the app in "
+        "QuickBooks (Settings > Apps) to end the grant.",
+    )

@@ -1,0 +1,322 @@
+"""The level-based `reconcile(namespace, name)`: read the views, call the pure functions, write the differences.
+
+It computes the desired children and status from the indexes (`manifests`, `conditions`) and writes only
+what differs, under a per-integration lock. Watch events of the CR and of every labelled child, the
+housekeeping timer and a retry timer after an error all call it. Running it twice changes nothing; in a
+steady state it makes no API call at all. It waits for kopf's finalizer before its first write, so kopf's
+precondition-guarded patch never loses a race against ours: a new integration costs exactly 8 writes (10
+with its token Secret), none retried."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from qbo_operator.core import names, signing
+from qbo_operator.core.config import Settings
+from qbo_operator.core.kube import Kube
+from qbo_operator.core.models import Integration, rfc3339
+from qbo_operator.core.status import SYNCED, Reason
+from qbo_operator.reconciler import conditions, manifests
+from qbo_operator.reconciler.conditions import Computed, Observed, SpecProblem, TokenState
+from qbo_operator.reconciler.metrics import OperatorMetrics
+from qbo_operator.reconciler.views import IntegrationState, Key, SecretView, Views, fresher, plain
+from qbo_operator.reconciler.writes import Writer, describe
+
+log = logging.getLogger("qbo_operator.operator")
+
+MAX_CONCURRENT_RECONCILES = 16
+RETRY_MAX_DELAY = 300.0
+
+
+def _ref(namespace: str, name: str, kind: str = names.KIND) -> dict[str, str]:
+    return {"namespace": namespace, "name": name, "kind": kind}
+
+
+def cronjob_refusal(exc: ApiException) -> SpecProblem | None:
+    """A 422 Invalid from the API server about the CronJob we built from the spec, as a spec problem."""
+    if exc.status != 422:
+        return None
+    try:
+        status = json.loads(exc.body or "{}")
+    except ValueError:
+        return None
+    if (status.get("details") or {}).get("kind") not in ("CronJob", "cronjobs"):
+        return None
+    message = str(status.get("message") or "")
+    reason = Reason.INVALID_TIME_ZONE if "timeZone" in message else Reason.INVALID_SCHEDULE
+    field_name = "spec.timeZone" if reason == Reason.INVALID_TIME_ZONE else "spec.schedule"
+    return SpecProblem(
+        reason, f"The API server refused the sync CronJob: {message[:512]}. Fix {field_name} of this integration."
+    )
+
+
+class Runtime(Views):
+    """Everything the handlers share, passed to kopf as the operator-wide memo (`memo.runtime`)."""
+
+    def __init__(self, settings: Settings, kube: Kube, metrics: OperatorMetrics) -> None:
+        super().__init__()
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.writer = Writer(kube, metrics)
+        self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
+
+    # one integration at a time, errors retried ------------------------------------------------
+    async def reconcile(self, namespace: str, name: str) -> None:
+        """Bring one integration to its desired state; errors are logged and retried with back-off."""
+        key = (namespace, name)
+        async with self.state(key).lock, self._semaphore:
+            started = time.monotonic()
+            try:
+                await self._reconcile(namespace, name)
+            except Exception as exc:
+                self.metrics.reconcile_total.labels(result="error").inc()
+                delay = self._schedule_retry(key)
+                log.error(
+                    "reconcile failed (%s); retrying in %.0fs",
+                    describe(exc),
+                    delay,
+                    extra={"k8s_ref": _ref(namespace, name)},
+                )
+            else:
+                self.metrics.reconcile_total.labels(result="success").inc()
+                self.state(key).failures = 0
+            finally:
+                self.metrics.reconcile_duration.observe(time.monotonic() - started)
+
+    def _schedule_retry(self, key: Key) -> float:
+        state = self.state(key)
+        state.failures += 1
+        delay = min(RETRY_MAX_DELAY, float(2**state.failures))
+        if state.retry is None or state.retry.done():
+            state.retry = asyncio.create_task(self._retry_later(key, delay))
+        return delay
+
+    async def _retry_later(self, key: Key, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if (state := self.states.get(key)) is not None:
+            state.retry = None
+        await self.reconcile(*key)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what we remember of a deleted integration (a reconcile still holding its lock keeps it)."""
+        state = self.states.pop((namespace, name), None)
+        if state is None:
+            return
+        if state.retry is not None:
+            state.retry.cancel()
+        if state.lock.locked():
+            self.states[(namespace, name)] = IntegrationState(lock=state.lock)
+
+    async def stop(self) -> None:
+        tasks = [state.retry for state in self.states.values() if state.retry is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # the reconcile ---------------------------------------------------------------------------
+    async def _reconcile(self, namespace: str, name: str, attempt: int = 0) -> None:
+        body = self.body(namespace, name)
+        meta = (body or {}).get("metadata") or {}
+        if body is None or meta.get("deletionTimestamp"):
+            return
+        if names.FINALIZER not in (meta.get("finalizers") or []):
+            # kopf adds its finalizer on first sight with a resourceVersion precondition; writing first would
+            # make that patch fail and retry. Its own event brings us back here a moment later.
+            return
+        integ = Integration.from_object(body)
+        state = self.state((namespace, name))
+        now = dt.datetime.now(dt.UTC)
+        owner = manifests.Owner(namespace, name, integ.uid)
+        view = self.secret(namespace, integ.token_secret_name)
+        observed = self._observe(integ, state, view, now)
+        computed = conditions.compute(observed)
+        try:
+            cron, cronjob_uid = await self._ensure_children(integ, owner, observed.spec_problem, computed)
+        except ApiException as exc:
+            refusal = cronjob_refusal(exc) if attempt == 0 else None
+            if refusal is None:
+                raise
+            # The API server judges cron syntax a little differently from croniter: say so, then retry with
+            # the CronJob on the default schedule (suspended, as the phase is now Error).
+            state.refused_cronjob[integ.generation] = refusal
+            await self._reconcile(namespace, name, attempt=1)
+            return
+
+        if view is not None and view.token is not None:
+            await self._adopt(owner, integ.token_secret_name, view)
+
+        if computed.connected and conditions.CONNECTED_ENVIRONMENT_ANNOTATION not in integ.annotations:
+            written = await self.writer.annotate(
+                namespace, name, {conditions.CONNECTED_ENVIRONMENT_ANNOTATION: integ.spec.environment}
+            )
+            state.written = plain(written)
+
+        handled = await self._sync_request(integ, computed, cron, cronjob_uid)
+        await self._write_status(self.body(namespace, name) or body, integ, computed, handled, now)
+        state.dead_grant = None  # recorded in status now; it holds from there
+
+    def _observe(
+        self, integ: Integration, state: IntegrationState, view: SecretView | None, now: dt.datetime
+    ) -> Observed:
+        """The pure computation's input: the CR, its token, its Jobs, and what the housekeeping learnt."""
+        namespace, name = integ.namespace, integ.name
+        token = view.token if view is not None and view.token is not None else TokenState.missing()
+        problem = conditions.check_spec(
+            integ.spec,
+            name,
+            integ.annotations.get(conditions.CONNECTED_ENVIRONMENT_ANNOTATION),
+            self.settings.qbo_default_time_zone,
+        ) or state.refused_cronjob.get(integ.generation)
+        return Observed(
+            namespace=namespace,
+            name=name,
+            generation=integ.generation,
+            spec=integ.spec,
+            status=integ.status,
+            token=token,
+            now=now,
+            spec_problem=problem,
+            duplicate_owner=self.realm_owner(token.realm_id, (namespace, name)) if token.realm_id else None,
+            last_job=self.last_job(namespace, name),
+            dead_grant=state.dead_grant,
+        )
+
+    async def _ensure_children(
+        self, integ: Integration, owner: manifests.Owner, problem: SpecProblem | None, computed: Computed
+    ) -> tuple[dict[str, Any], str]:
+        """The owned objects, applied where they differ; returns the CronJob as built and its uid."""
+        settings = self.settings
+        schedule_ok = problem is None or problem.reason not in (Reason.INVALID_SCHEDULE, Reason.INVALID_TIME_ZONE)
+        schedule, zone = manifests.effective_schedule(integ.spec, settings, owner.namespace, owner.name, schedule_ok)
+        cron = manifests.cronjob(owner, settings, schedule, zone, integ.spec.suspend or not computed.connected)
+        # Two waves: the API server checks a RoleBinding against its Role (RBAC escalation prevention), so
+        # the Role must exist first; everything else is independent.
+        waves = [
+            [
+                ("serviceaccounts", manifests.service_account(owner)),
+                ("roles", manifests.role(owner, integ.token_secret_name)),
+                ("secrets", manifests.credentials_secret(owner, settings)),
+                ("cronjobs", cron),
+            ],
+            [("rolebindings", manifests.role_binding(owner))],
+        ]
+        if settings.qbo_gateway_service_account:
+            waves[0].append(("roles", manifests.gateway_role(owner, integ.token_secret_name)))
+            waves[1].append(
+                ("rolebindings", manifests.gateway_role_binding(owner, settings.qbo_gateway_service_account))
+            )
+        key = (owner.namespace, owner.name)
+        results = [r for wave in waves for r in await asyncio.gather(*(self._ensure(key, i, o) for i, o in wave))]
+        return cron, str((results[3].get("metadata") or {}).get("uid") or "")
+
+    async def _ensure(self, owner: Key, index: str, obj: dict[str, Any]) -> dict[str, Any]:
+        kind, meta = obj["kind"], obj["metadata"]
+        observed = self.child(owner, index, kind, meta["name"])
+        if not manifests.needs_apply(obj, observed):
+            assert observed is not None
+            return observed
+        written = manifests.comparable(await self.writer.apply(obj))
+        self.state(owner).children[(kind, meta["name"])] = written
+        log.info("applied %s %s", kind, meta["name"], extra={"k8s_ref": _ref(meta["namespace"], meta["name"], kind)})
+        return written
+
+    async def _adopt(self, owner: manifests.Owner, secret_name: str, view: SecretView) -> None:
+        """Make the CR own its token Secret, so garbage collection removes it with the CR."""
+        state = self.state((owner.namespace, owner.name))
+        observed = fresher(view.observed, state.children.get(("Secret", secret_name)))
+        assert observed is not None
+        meta = observed.get("metadata") or {}
+        owners = list(meta.get("ownerReferences") or [])
+        if any(ref.get("uid") == owner.uid for ref in owners):
+            return
+        ours = owner.reference()
+        if any(ref.get("controller") for ref in owners):
+            ours["controller"] = False
+        try:
+            written = await self.writer.adopt_secret(
+                owner.namespace, secret_name, str(meta.get("resourceVersion", "")), [*owners, ours]
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409, 422):
+                raise  # 404 gone, 409/422 changed since we saw it: the next event brings it back here
+            return
+        state.children[("Secret", secret_name)] = manifests.comparable(written)
+
+    async def _sync_request(
+        self, integ: Integration, computed: Computed, cron: dict[str, Any], cronjob_uid: str
+    ) -> str | None:
+        """Handle the sync-now annotation; returns the token to echo in status.lastHandledSyncRequest."""
+        token = integ.sync_requested
+        if not token or token == integ.status.last_handled_sync_request:
+            return integ.status.last_handled_sync_request
+        why = None
+        if integ.spec.suspend:
+            why = "the integration is suspended (spec.suspend is true)"
+        elif not computed.connected:
+            why = f"the integration is not connected (phase {computed.phase.value})"
+        if why is not None:
+            await self.writer.event(integ, "Warning", Reason.SYNC_REQUEST_REFUSED, f"Sync request not run: {why}.")
+            return token
+        if not cronjob_uid:
+            raise RuntimeError(f"the CronJob {names.cronjob_name(integ.name)} has no uid yet")
+        job = manifests.job_from_cronjob(cron, cronjob_uid, token)
+        if await self.writer.create_job(job):
+            await self.writer.event(
+                integ, "Normal", Reason.SYNC_REQUESTED, f"Started sync Job {job['metadata']['name']} as requested."
+            )
+        return token
+
+    def _connect_link(self, integ: Integration, computed: Computed, now: dt.datetime) -> tuple[str | None, str | None]:
+        """The Connect link and its expiry while not connected: the current one while good, else a new one."""
+        if computed.connected:
+            return None, None
+        settings = self.settings
+        key = settings.qbo_state_signing_key.get_secret_value()
+        link = integ.status.authorization_url
+        if not conditions.connect_link_current(
+            link, settings.qbo_gateway_url, key, integ.namespace, integ.name, integ.uid, now.timestamp()
+        ):
+            expires = int(now.timestamp()) + signing.CONNECT_LINK_TTL_SECONDS
+            link = signing.connect_link(settings.qbo_gateway_url, key, integ.namespace, integ.name, integ.uid, expires)
+        assert link is not None
+        return link, rfc3339(dt.datetime.fromtimestamp(conditions.link_expiry(link), dt.UTC))
+
+    async def _write_status(
+        self, body: Mapping[str, Any], integ: Integration, computed: Computed, handled: str | None, now: dt.datetime
+    ) -> None:
+        raw_status: dict[str, Any] = dict(body.get("status") or {})
+        link, link_expires = self._connect_link(integ, computed, now)
+        desired: dict[str, Any] = {
+            "phase": computed.phase.value,
+            "conditions": conditions.merge_conditions(computed.conditions, raw_status.get("conditions") or []),
+            "observedGeneration": integ.generation,
+            "cronJobName": names.cronjob_name(integ.name),
+            "authorizationURL": link,
+            "authorizationURLExpiresAt": link_expires,
+            **computed.token_fields,
+        }
+        if handled is not None:
+            desired["lastHandledSyncRequest"] = handled
+        patch = conditions.status_patch(raw_status, desired)
+        if not patch:
+            return
+        written = await self.writer.patch_status(integ.namespace, integ.name, patch)
+        self.state((integ.namespace, integ.name)).written = plain(written)
+        log.info("status updated: %s", ", ".join(sorted(patch)), extra={"k8s_ref": _ref(integ.namespace, integ.name)})
+        if (event := conditions.phase_event(raw_status.get("phase"), computed)) is not None:
+            await self.writer.event(integ, *event)
+        old_synced: Mapping[str, Any] = next(
+            (c for c in raw_status.get("conditions") or [] if c.get("type") == SYNCED), {}
+        )
+        new_synced = computed.condition(SYNCED)
+        if new_synced["reason"] == Reason.JOB_FAILED and old_synced.get("reason") != Reason.JOB_FAILED:
+            await self.writer.event(integ, "Warning", Reason.JOB_FAILED, new_synced["message"])

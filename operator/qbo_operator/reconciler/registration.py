@@ -1,0 +1,173 @@
+"""The kopf handlers, registered on a fresh registry: they read, call the pure functions, write (DESIGN §1, §2).
+
+Indexes fill the views (`views`); every watch event of the CR or of a labelled child calls the one
+level-based reconcile (`reconcile`); a timer per integration runs the housekeeping and deletion revokes the
+grant (`housekeeping`). kopf itself writes only its finalizer (and its progress annotations while a
+deletion handler retries): there are no create/update handlers, so the diff-base annotation is never
+needed (`controller.NoDiffBase`). Nothing registers at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from qbo_operator.core import names
+from qbo_operator.reconciler import housekeeping, manifests
+from qbo_operator.reconciler.housekeeping import DELETE_HANDLER_RETRIES, HOUSEKEEPING_INTERVAL
+from qbo_operator.reconciler.reconcile import Runtime
+from qbo_operator.reconciler.views import (
+    CR,
+    CRONJOBS,
+    INDEXES,
+    JOBS,
+    LABELLED,
+    ROLE_BINDINGS,
+    ROLES,
+    SECRETS,
+    SERVICE_ACCOUNTS,
+    JobView,
+    Key,
+    SecretView,
+    job_view,
+    plain,
+    secret_view,
+)
+
+Resource = tuple[str, str, str]
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+def _integration_of(labels: Mapping[str, str]) -> str | None:
+    return labels.get(names.INTEGRATION_LABEL) or None
+
+
+def build_registry(housekeeping_interval: float = HOUSEKEEPING_INTERVAL) -> kopf.OperatorRegistry:
+    """All handlers on a fresh registry (nothing registers at import time)."""
+    registry = kopf.OperatorRegistry()
+    _register_lifecycle(registry)
+    _register_indexes(registry)
+    _register_events(registry)
+    _register_timers(registry, housekeeping_interval)
+    return registry
+
+
+def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info: kopf.ConnectionInfo | None = await kopf.login_via_async_client(**kwargs)
+        return info
+
+    @kopf.on.startup(registry=registry)
+    async def startup(*, memo: Any, **kwargs: Any) -> None:
+        runtime = _runtime(memo)
+        runtime.indices.update({name: kwargs[name] for name in INDEXES})
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(*, memo: Any, **_: Any) -> None:
+        await _runtime(memo).stop()
+
+    @kopf.on.probe(id="integrations", registry=registry)
+    async def probe(*, memo: Any, **_: Any) -> int:
+        return sum(1 for _ in _runtime(memo).integration_bodies())
+
+
+def _register_indexes(registry: kopf.OperatorRegistry) -> None:
+    @kopf.index(*CR, id="integrations", registry=registry)
+    async def integrations(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+        return {(namespace or "", name): plain(body)}
+
+    @kopf.index(*CR, id="realm_claims", registry=registry)
+    async def realm_claims(*, namespace: str | None, name: str, status: kopf.Status, **_: Any) -> dict[str, Key]:
+        realm = status.get("realmId")
+        return {str(realm): (namespace or "", name)} if realm else {}
+
+    @kopf.index(*SECRETS, id="secrets", labels=LABELLED, registry=registry)
+    async def secrets(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, SecretView]:
+        return {(namespace or "", name): secret_view(body)}
+
+    @kopf.index(*SECRETS, id="realm_secrets", labels=LABELLED, registry=registry)
+    async def realm_secrets(
+        *, namespace: str | None, name: str, body: kopf.Body, **_: Any
+    ) -> dict[str, tuple[str, str, str]]:
+        view = secret_view(body)
+        if view.token is None or view.token.realm_id is None:
+            return {}
+        return {view.token.realm_id: (namespace or "", view.integration, name)}
+
+    def child_index(resource: Resource, index_id: str) -> None:
+        @kopf.index(*resource, id=index_id, labels=LABELLED, registry=registry)
+        async def index(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+            return {(namespace or "", name): manifests.comparable(body)}
+
+    child_index(SERVICE_ACCOUNTS, "serviceaccounts")
+    child_index(ROLES, "roles")
+    child_index(ROLE_BINDINGS, "rolebindings")
+    child_index(CRONJOBS, "cronjobs")
+
+    @kopf.index(*JOBS, id="jobs", labels=LABELLED, registry=registry)
+    async def jobs(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, JobView]:
+        return {(namespace or "", labels[names.INTEGRATION_LABEL]): job_view(body)}
+
+
+def _register_events(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.event(*CR, id="integration_event", registry=registry)
+    async def integration_event(
+        *, type: str | None, namespace: str | None, name: str, body: kopf.Body, memo: Any, **_: Any
+    ) -> None:
+        runtime, namespace = _runtime(memo), namespace or ""
+        if type == "DELETED":
+            runtime.forget(namespace, name)
+            realm = (body.get("status") or {}).get("realmId")
+            if realm:
+                await asyncio.gather(*(runtime.reconcile(*peer) for peer in runtime.realm_holders(realm)))
+            return
+        await runtime.reconcile(namespace, name)
+
+    @kopf.on.event(*SECRETS, id="secret_event", labels=LABELLED, registry=registry)
+    async def secret_event(
+        *, type: str | None, namespace: str | None, name: str, labels: kopf.Labels, body: kopf.Body, memo: Any, **_: Any
+    ) -> None:
+        runtime, namespace = _runtime(memo), namespace or ""
+        targets = runtime.secret_targets(namespace, name, _integration_of(labels), None if type == "DELETED" else body)
+        if type is None:
+            return  # the initial listing: every integration is reconciled by its own listing event
+        await asyncio.gather(*(runtime.reconcile(*target) for target in targets))
+
+    def child_event(resource: Resource, event_id: str) -> None:
+        @kopf.on.event(*resource, id=event_id, labels=LABELLED, registry=registry)
+        async def on_child(
+            *, type: str | None, namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
+        ) -> None:
+            if type is None:
+                return
+            if integration := _integration_of(labels):
+                await _runtime(memo).reconcile(namespace or "", integration)
+
+    child_event(SERVICE_ACCOUNTS, "serviceaccount_event")
+    child_event(ROLES, "role_event")
+    child_event(ROLE_BINDINGS, "rolebinding_event")
+    child_event(CRONJOBS, "cronjob_event")
+    child_event(JOBS, "job_event")
+
+
+def _register_timers(registry: kopf.OperatorRegistry, housekeeping_interval: float) -> None:
+    def spread(*, namespace: str | None, name: str, **_: Any) -> float:
+        """Start each integration's timer at its own offset, so a restart does not fire them all at once."""
+        digest = int.from_bytes(hashlib.sha256(f"{namespace}/{name}".encode()).digest()[:4], "big")
+        return float(digest % max(1, int(housekeeping_interval)))
+
+    @kopf.timer(*CR, id="housekeeping", interval=housekeeping_interval, initial_delay=spread, registry=registry)
+    async def timer(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+        await housekeeping.tick(_runtime(memo), namespace or "", name)
+
+    @kopf.on.delete(*CR, id="revoke", registry=registry, timeout=600, retries=DELETE_HANDLER_RETRIES, backoff=10)
+    async def revoke(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
+        await housekeeping.finalize(_runtime(memo), body, retry)
