@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from qbo_operator.core.models import Tokens
+from qbo_operator.core.status import set_condition
 from qbo_operator.core.tokens import dead_grant_reason, needs_refresh
-from qbo_operator.sync.run import Stats, set_condition, window_start
+from qbo_operator.sync.ledger import Stats, window_start
 
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
 

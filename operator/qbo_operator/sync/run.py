@@ -30,17 +30,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import logging
 import os
 import sys
-from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from aiohttp import ClientError
 from kubernetes_asyncio.config import ConfigException
 
 from qbo_operator.core import kube as kube_mod
@@ -49,91 +45,24 @@ from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
 from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.status import CONNECTED, READY, SYNCED, ConditionStatus, ConditionType, Reason, set_condition
-from qbo_operator.core.token_secret import SecretMissing, read_tokens
+from qbo_operator.core.token_secret import SecretMissing
 from qbo_operator.core.tokens import GrantDead, RefreshUnavailable, TokenManager
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
+from qbo_operator.sync.grouping import Group, Grouper
+from qbo_operator.sync.ledger import Ledger, window_start
 from qbo_operator.sync.mapping import is_voided, map_payment
+from qbo_operator.sync.preflight import KUBE_ERRORS, SyncFailed, load_integration, read_connection, wanted, why
 from qbo_operator.sync.qbo import QboClient, QboError, QboPolicy
 from qbo_operator.sync.qbo_models import Invoice, Payment
-from qbo_operator.sync.records import Batch, Batcher, Record, Result, ResultError
+from qbo_operator.sync.records import Batch, Batcher
 
 log = logging.getLogger("qbo_operator.sync.run")
 
-OVERLAP = timedelta(minutes=10)
-INVOICE_CACHE = 1000
 COMPONENT = "qbo-operator-sync"
-MAX_NAMED_REJECTIONS = 5
-# What a call to the API server can raise: an answer, or no connection at all.
-KUBE_ERRORS = (ApiException, OSError, ClientError, asyncio.TimeoutError)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure helpers
-
-
-def window_start(connected_at: datetime, watermark: datetime | None) -> datetime:
-    return connected_at if watermark is None else max(connected_at, watermark - OVERLAP)
-
-
-def dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
-
-
-class SyncFailed(Exception):
-    """Ends the run. `reason`: the Synced condition's reason (None leaves Synced alone); `record`: write
-    lastSync (False for "not connected" preconditions, which the Connected condition already shows)."""
-
-    def __init__(self, reason: Reason | None, message: str, *, record: bool = True, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.record = record
-        self.exit_code = exit_code
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
-
-
-@dataclass
-class _Tracked:
-    """A payment emitted to the batcher whose records are not all acknowledged yet."""
-
-    create_time: datetime
-    outstanding: int
-    created: bool = False
-
-
-@dataclass
-class Stats:
-    pages: int = 0
-    payments_read: int = 0
-    payments_synced: int = 0
-    payments_already: int = 0
-    payments_skipped: int = 0
-    records_sent: int = 0
-    created: int = 0
-    duplicate: int = 0
-    amount_cents: int = 0
-    skip_reasons: Counter[str] = field(default_factory=Counter)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-
-    def summary(self) -> str:
-        parts = [
-            f"delivered {self.created} new records for {self.payments_synced} payments ({dollars(self.amount_cents)})"
-        ]
-        if self.duplicate:
-            parts.append(f"{self.duplicate} records already at Green Check")
-        if self.payments_skipped or self.skip_reasons:
-            reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skip_reasons.items()))
-            parts.append(f"skipped {self.payments_skipped} payments ({reasons})")
-        if self.rejected:
-            named = "; ".join(f"{eid} ({why})" for eid, why in self.rejected[:MAX_NAMED_REJECTIONS])
-            more = len(self.rejected) - MAX_NAMED_REJECTIONS
-            parts.append(
-                f"Green Check rejected {len(self.rejected)} records: {named}"
-                + (f"; and {more} more" if more > 0 else "")
-            )
-        return "; ".join(parts)
 
 
 class SyncRun:
@@ -158,15 +87,13 @@ class SyncRun:
         self.trigger = trigger
         self.job_name = job_name
         self.started = utcnow()
-        self.stats = Stats()
+        self.ledger = Ledger()
+        self.stats = self.ledger.stats
         self.integration: Integration | None = None
         self.qbo: QboClient | None = None
         self.gc: GreenCheckClient | None = None
         self.watermark: datetime | None = None
         self.connected_at: datetime | None = None
-        self._pending: collections.deque[_Tracked] = collections.deque()
-        self._owner: dict[str, tuple[_Tracked, Record]] = {}
-        self._last_done: datetime | None = None
         self._payment_methods: dict[str, str] | None = None
 
     @property
@@ -196,74 +123,14 @@ class SyncRun:
         return await self._finish_ok()
 
     async def _load(self) -> Integration | None:
-        try:
-            integ = await self.kube.get_integration(self.namespace, self.name)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise SyncFailed(None, f"QuickbooksIntegration {self.ref} does not exist", record=False) from None
-            raise SyncFailed(
-                None, f"cannot read QuickbooksIntegration {self.ref} ({_why(exc)})", record=False
-            ) from None
-        except KUBE_ERRORS as exc:
-            raise SyncFailed(None, f"cannot reach the Kubernetes API ({_why(exc)})", record=False) from None
+        integ = await load_integration(self.kube, self.namespace, self.name)
         self.integration = integ
-        phase = integ.status.phase
-        if integ.deleting:
-            log.info("%s is being deleted, nothing to do", self.ref)
-            return None
-        if integ.spec.suspend and self.trigger != "Manual":
-            log.info("%s is suspended, nothing to do", self.ref)
-            return None
-        if phase == Phase.ERROR:
-            cond = integ.status.condition(READY)
-            raise SyncFailed(
-                None,
-                record=False,
-                message=f"{self.ref} is in phase Error ({cond.message if cond else 'invalid spec'}); "
-                "fix the spec first",
-            )
-        if phase == Phase.DISCONNECTED:
-            cond = integ.status.condition(CONNECTED)
-            why = f" ({cond.reason})" if cond else ""
-            raise SyncFailed(
-                None,
-                f"{self.ref} is Disconnected{why}; a person at the company must open the Connect link in "
-                "status.authorizationURL",
-                record=False,
-            )
-        return integ
+        return integ if wanted(integ, self.ref, self.trigger) else None
 
     async def _sync(self, integ: Integration) -> None:
         secret_name = integ.token_secret_name
-        try:
-            stored = await read_tokens(self.kube, self.namespace, secret_name)
-        except SecretMissing:
-            raise SyncFailed(
-                None,
-                f"{self.ref} is not connected yet (token Secret {secret_name} does not exist); "
-                "open the Connect link in status.authorizationURL",
-                record=False,
-            ) from None
-        except TokenSecretError as exc:
-            raise SyncFailed(
-                None,
-                f"token Secret {secret_name} is unusable: {exc}; reconnect through the Connect link",
-                record=False,
-            ) from None
+        stored = await read_connection(self.kube, self.namespace, integ, self.ref)
         realm = stored.tokens.realm_id
-        if integ.status.realm_id and integ.status.realm_id != realm:
-            raise SyncFailed(
-                None,
-                record=False,
-                message=f"token Secret {secret_name} is for QuickBooks company {realm} but the integration "
-                f"is connected to {integ.status.realm_id}; reconnect through the Connect link",
-            )
-        try:
-            QboClient.check_realm_id(realm)
-        except ValueError:
-            raise SyncFailed(
-                None, f"token Secret {secret_name} has a malformed realm_id; reconnect", record=False
-            ) from None
         self.connected_at = integ.status.connected_at or stored.tokens.connected_at
         self.watermark = integ.status.sync_watermark
         tokens = TokenManager(self.kube, self.settings, self.namespace, secret_name)
@@ -276,7 +143,7 @@ class SyncRun:
             raise SyncFailed(Reason.QUICKBOOKS_UNAVAILABLE, f"{exc}; the next run retries") from None
         except KUBE_ERRORS as exc:
             raise SyncFailed(
-                Reason.JOB_FAILED, f"cannot read or update token Secret {secret_name} ({_why(exc)})"
+                Reason.JOB_FAILED, f"cannot read or update token Secret {secret_name} ({why(exc)})"
             ) from None
         since = window_start(self.connected_at, self.watermark)
         log.info(
@@ -319,66 +186,38 @@ class SyncRun:
                 Reason.GREENCHECK_UNAVAILABLE, f"Green Check: {exc}; the next run resumes from the watermark"
             ) from None
         except KUBE_ERRORS as exc:
-            raise SyncFailed(Reason.JOB_FAILED, f"Kubernetes API error during the run ({_why(exc)})") from None
+            raise SyncFailed(Reason.JOB_FAILED, f"Kubernetes API error during the run ({why(exc)})") from None
 
     # --- reading: payment pages → groups of payments with their invoices ----------------------
 
     async def _groups(self, since: datetime) -> AsyncIterator[list[tuple[Payment, dict[str, Invoice]]]]:
-        """Payments in CreateTime order, in groups whose not-yet-read invoices fit one bulk read.
-
-        A group closes when its next payment would push the ids to read past one request's worth
-        (1000), or when it holds two pages' worth of payments (memory stays bounded even when most
-        payments link invoices already cached). Recently read invoices are kept in a small LRU
-        cache, so an invoice paid in several instalments is usually read once. Memory stays flat."""
-        assert self.qbo is not None and self.connected_at is not None
-        chunk = self.tuning.page_size
-        cache: OrderedDict[str, Invoice | None] = OrderedDict()
-        group: list[Payment] = []
-        need: dict[str, None] = {}
-        have: dict[str, Invoice | None] = {}
+        """Payments in CreateTime order with their invoices, in groups cut by `grouping.Grouper`."""
+        assert self.qbo is not None
+        grouper = Grouper(self.tuning.page_size)
         async for page in self.qbo.payment_pages(since, self.tuning.page_size):
             self.stats.pages += 1
             self.stats.payments_read += len(page)
             for payment in page:
                 ids = [] if self._skippable(payment) else payment.invoice_ids()
-                new = [i for i in ids if i not in have and i not in cache and i not in need]
-                if group and (len(need) + len(new) > chunk or len(group) >= 2 * chunk):
-                    yield await self._resolve(group, need, have, cache)
-                    group, need, have = [], {}, {}
-                for i in ids:
-                    if i in cache:
-                        cache.move_to_end(i)
-                        have[i] = cache[i]
-                    elif i not in have:
-                        need[i] = None
-                group.append(payment)
+                if not grouper.fits(ids) and (full := grouper.close()) is not None:
+                    yield await self._resolve(grouper, full)
+                grouper.add(payment, ids)
             self._progress()
-        if group:
-            yield await self._resolve(group, need, have, cache)
+        if (last := grouper.close()) is not None:
+            yield await self._resolve(grouper, last)
 
     def _skippable(self, payment: Payment) -> bool:
         assert self.connected_at is not None
         return payment.create_time < self.connected_at or is_voided(payment)
 
-    async def _resolve(
-        self,
-        group: list[Payment],
-        need: dict[str, None],
-        have: dict[str, Invoice | None],
-        cache: OrderedDict[str, Invoice | None],
-    ) -> list[tuple[Payment, dict[str, Invoice]]]:
+    async def _resolve(self, grouper: Grouper, group: Group) -> list[tuple[Payment, dict[str, Invoice]]]:
+        """Read the group's missing invoices in bulk, and the payment methods' names when first needed."""
         assert self.qbo is not None
-        if need:
-            found = await self.qbo.read_invoices(list(need), chunk=self.tuning.page_size)
-            for i in need:
-                have[i] = found.get(i)
-                cache[i] = found.get(i)
-            while len(cache) > INVOICE_CACHE:
-                cache.popitem(last=False)
-        if self._payment_methods is None and any(p.payment_method_ref and not p.payment_method_ref.name for p in group):
+        found = await self.qbo.read_invoices(list(group.need), chunk=self.tuning.page_size) if group.need else {}
+        unnamed = any(p.payment_method_ref and not p.payment_method_ref.name for p in group.payments)
+        if self._payment_methods is None and unnamed:
             self._payment_methods = await self._read_payment_methods()
-        invoices = {i: inv for i, inv in have.items() if inv is not None}
-        return [(p, invoices) for p in group]
+        return grouper.resolve(group, found)
 
     async def _read_payment_methods(self) -> dict[str, str]:
         """PaymentMethodRef usually carries only an id: one query names them all (at most once a run)."""
@@ -398,75 +237,39 @@ class SyncRun:
     # --- mapping and delivery -----------------------------------------------------------------
 
     async def _emit(self, payment: Payment, invoices: dict[str, Invoice], realm: str, batcher: Batcher) -> None:
+        """Map one payment and hand its records to the batcher (or print them: dry run), in the ledger."""
         assert self.connected_at is not None
         mapped = map_payment(payment, invoices, realm, self.connected_at, self._payment_methods)
         for skip in mapped.skips:
             self.stats.skip_reasons[str(skip.reason)] += 1
         if not mapped.records:
             self.stats.payments_skipped += 1
-        tracked = _Tracked(payment.create_time, len(mapped.records))
-        self._pending.append(tracked)
+        entry = self.ledger.open(payment.create_time, len(mapped.records))
         for record in mapped.records:
             if self.dry_run:
                 sys.stdout.write(record.model_dump_json() + "\n")
-                tracked.outstanding -= 1
-                self.stats.records_sent += 1
+                self.ledger.printed(entry)
                 continue
-            self._owner[record.external_id] = (tracked, record)
             try:
                 full = batcher.add(record)
             except ValueError as exc:
-                del self._owner[record.external_id]
-                self._account(
-                    Result(
-                        external_id=record.external_id,
-                        status="rejected",
-                        errors=[ResultError(message=str(exc))],
-                    ),
-                    tracked,
-                    record,
-                )
+                self.ledger.refuse(entry, record.external_id, str(exc))
                 continue
+            self.ledger.sent(entry, record.external_id, record.payment.amount)
             if full is not None:
                 await self._deliver(full)
         if self.dry_run:
-            self._advance()
+            self.ledger.advance()
 
     async def _deliver(self, batch: Batch) -> None:
+        """Send one batch; record the watermark it allows (see the module docstring, step 5)."""
         assert self.gc is not None
-        results = await self.gc.deliver(batch)
-        self.stats.records_sent += len(batch.records)
-        for result in results:
-            tracked, record = self._owner.pop(result.external_id)
-            self._account(result, tracked, record)
-        watermark = self._advance()
+        self.ledger.acknowledge(await self.gc.deliver(batch))
+        watermark = self.ledger.advance()
         if watermark is not None and (self.watermark is None or watermark > self.watermark):
             await self._patch_status({"syncWatermark": rfc3339(watermark)})
             self.watermark = watermark
         self._progress()
-
-    def _account(self, result: Result, tracked: _Tracked, record: Record) -> None:
-        tracked.outstanding -= 1
-        if result.status == "created":
-            self.stats.created += 1
-            self.stats.amount_cents += record.payment.amount
-            tracked.created = True
-        elif result.status == "duplicate":
-            self.stats.duplicate += 1
-        else:
-            why = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in result.errors[:2])
-            self.stats.rejected.append((result.external_id, why or "no reason given"))
-
-    def _advance(self) -> datetime | None:
-        """The safe watermark after acknowledgements: see the module docstring, step 5."""
-        while self._pending and self._pending[0].outstanding <= 0:
-            done = self._pending.popleft()
-            self._last_done = done.create_time
-            if done.created:
-                self.stats.payments_synced += 1
-        if self._pending:
-            return self._pending[0].create_time
-        return self._last_done
 
     def _progress(self) -> None:
         s = self.stats
@@ -493,7 +296,7 @@ class SyncRun:
         except KUBE_ERRORS as exc:
             raise SyncFailed(
                 Reason.JOB_FAILED,
-                f"could not record progress in {self.ref} status ({_why(exc)}); the next run "
+                f"could not record progress in {self.ref} status ({why(exc)}); the next run "
                 "resumes from the last recorded watermark",
             ) from None
 
@@ -539,7 +342,7 @@ class SyncRun:
 
     async def _finish_ok(self) -> int:
         # Everything in the window is acknowledged: the watermark may move to the newest payment.
-        watermark = self._advance()
+        watermark = self.ledger.advance()
         rejected = bool(self.stats.rejected)
         result = SyncResult.PARTIALLY_SUCCEEDED if rejected else SyncResult.SUCCEEDED
         message = self.stats.summary()
@@ -557,7 +360,7 @@ class SyncRun:
         try:
             await self._patch_with_conditions(status, [(SYNCED, "True", reason, message)])
         except KUBE_ERRORS as exc:
-            _fail_line(f"the sync finished but its status could not be written ({_why(exc)}): {message}")
+            _fail_line(f"the sync finished but its status could not be written ({why(exc)}): {message}")
             return 1
         if rejected:
             await self._event("Warning", Reason.RECORDS_REJECTED, message)
@@ -577,7 +380,7 @@ class SyncRun:
         try:
             await self._patch_with_conditions({"lastSync": self._last_sync(SyncResult.FAILED, full)}, conditions)
         except KUBE_ERRORS as api_exc:
-            log.warning("could not write the failure to status (%s)", _why(api_exc))
+            log.warning("could not write the failure to status (%s)", why(api_exc))
         await self._event("Warning", Reason.SYNC_FAILED, full)
 
     async def _disconnected(self, exc: GrantDead) -> None:
@@ -588,7 +391,7 @@ class SyncRun:
                 [(CONNECTED, "False", exc.reason, str(exc)), (READY, "False", exc.reason, str(exc))],
             )
         except KUBE_ERRORS as api_exc:
-            log.warning("could not mark %s Disconnected (%s)", self.ref, _why(api_exc))
+            log.warning("could not mark %s Disconnected (%s)", self.ref, why(api_exc))
         await self._event("Warning", exc.reason, str(exc))
 
     async def _event(self, kind: str, reason: str, message: str) -> None:
@@ -597,12 +400,7 @@ class SyncRun:
         try:
             await self.kube.emit_event(self.integration, kind, reason, message, COMPONENT)
         except KUBE_ERRORS as exc:
-            log.warning("could not emit the %s Event (%s)", reason, _why(exc))
-
-
-def _why(exc: BaseException) -> str:
-    status = getattr(exc, "status", None)
-    return f"HTTP {status}" if isinstance(exc, ApiException) and status else type(exc).__name__
+            log.warning("could not emit the %s Event (%s)", reason, why(exc))
 
 
 def _fail_line(message: str) -> None:
