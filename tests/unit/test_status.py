@@ -30,6 +30,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 EARLIER = "2026-11-22T12:00:00Z"
 STAMP = "2026-11-25T12:00:00Z"
 
+RUN_RECORD = ("lastSync", "syncWatermark", "lastSuccessfulSyncTime")
 STATUSES: list[ConditionStatus] = ["True", "False", "Unknown"]
 # (name, the previous condition of the same type or None)
 PREVIOUS: list[tuple[str, dict[str, Any] | None]] = [
@@ -89,27 +90,10 @@ def test_a_previous_condition_without_a_transition_time_gets_one() -> None:
 @pytest.mark.parametrize(
     ("writer", "keys"),
     [
-        (
-            StatusWriter.OPERATOR,
-            {
-                "phase",
-                "conditions",
-                "observedGeneration",
-                "cronJobName",
-                "authorizationURL",
-                "authorizationURLExpiresAt",
-                "realmId",
-                "connectedAt",
-                "refreshTokenExpiresAt",
-                "refreshTokenHardExpiresAt",
-                "lastHandledSyncRequest",
-            },
-        ),
+        # The operator: everything but the sync Job's run record and the gateway's webhook counts.
+        (StatusWriter.OPERATOR, set(STATUS_WRITERS) - {*RUN_RECORD, "webhook"}),
         # The sync Job: its run record, and phase/conditions for a dead grant and its Synced.
-        (
-            StatusWriter.SYNC,
-            {"phase", "conditions", "lastSync", "syncWatermark", "lastSuccessfulSyncTime", "webhook"},
-        ),
+        (StatusWriter.SYNC, {"phase", "conditions", *RUN_RECORD, "webhook"}),
         (StatusWriter.GATEWAY, {"webhook"}),
     ],
 )

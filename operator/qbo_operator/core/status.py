@@ -140,22 +140,27 @@ _OP, _SYNC, _GW = StatusWriter.OPERATOR, StatusWriter.SYNC, StatusWriter.GATEWAY
 #   Disconnected, Connected and Ready False) and records each run's Synced, which the operator then agrees
 #   with word for word (so their writes never alternate).
 # - webhook: the gateway counts events; the sync Job resets eventsSinceLastSync after a successful run.
+_KEYS_BY_WRITERS: tuple[tuple[frozenset[StatusWriter], tuple[str, ...]], ...] = (
+    (frozenset({_OP, _SYNC}), ("phase", "conditions")),
+    (
+        frozenset({_OP}),
+        (
+            "observedGeneration",
+            "cronJobName",
+            "authorizationURL",
+            "authorizationURLExpiresAt",
+            "realmId",
+            "connectedAt",
+            "refreshTokenExpiresAt",
+            "refreshTokenHardExpiresAt",
+            "lastHandledSyncRequest",
+        ),
+    ),
+    (frozenset({_SYNC}), ("lastSync", "syncWatermark", "lastSuccessfulSyncTime")),
+    (frozenset({_GW, _SYNC}), ("webhook",)),
+)
 STATUS_WRITERS: Mapping[str, frozenset[StatusWriter]] = {
-    "phase": frozenset({_OP, _SYNC}),
-    "conditions": frozenset({_OP, _SYNC}),
-    "observedGeneration": frozenset({_OP}),
-    "cronJobName": frozenset({_OP}),
-    "authorizationURL": frozenset({_OP}),
-    "authorizationURLExpiresAt": frozenset({_OP}),
-    "realmId": frozenset({_OP}),
-    "connectedAt": frozenset({_OP}),
-    "refreshTokenExpiresAt": frozenset({_OP}),
-    "refreshTokenHardExpiresAt": frozenset({_OP}),
-    "lastHandledSyncRequest": frozenset({_OP}),
-    "lastSync": frozenset({_SYNC}),
-    "syncWatermark": frozenset({_SYNC}),
-    "lastSuccessfulSyncTime": frozenset({_SYNC}),
-    "webhook": frozenset({_GW, _SYNC}),
+    key: writers for writers, keys in _KEYS_BY_WRITERS for key in keys
 }
 
 # Within `conditions`: the operator writes all four; the sync Job writes Synced after each run, and Connected
