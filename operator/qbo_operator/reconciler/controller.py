@@ -12,16 +12,14 @@ import asyncio
 import logging
 import socket
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
-from pythonjsonlogger.core import RESERVED_ATTRS
-from pythonjsonlogger.json import JsonFormatter
 
 from qbo_operator.core import kube, names
+from qbo_operator.core import logging as logs
 from qbo_operator.core.config import load_settings
 from qbo_operator.reconciler.housekeeping import HOUSEKEEPING_INTERVAL
 from qbo_operator.reconciler.metrics import OperatorMetrics
@@ -73,28 +71,9 @@ def operator_settings(standalone: bool, priority: int | None = None) -> kopf.Ope
     return settings
 
 
-class _JsonFormatter(JsonFormatter):
-    """One JSON object per line: time, level, logger, message, the object it is about, extras."""
-
-    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
-        super().add_fields(log_record, record, message_dict)
-        log_record["level"] = record.levelname.lower()
-        log_record["logger"] = record.name
-        ref = getattr(record, "k8s_ref", None)
-        if isinstance(ref, Mapping):
-            log_record["object"] = {k: v for k, v in ref.items() if k in ("kind", "namespace", "name") and v}
-
-
 def configure_logging(log_format: str, verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        reserved = [*RESERVED_ATTRS, "k8s_skip", "k8s_ref", "settings"]
-        handler.setFormatter(_JsonFormatter(reserved_attrs=reserved, timestamp=True))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    """`core.logging` for `run`, with the client libraries' chatter and kopf's per-handler lines quiet."""
+    logs.configure("run", logs.log_format(log_format), logging.DEBUG if verbose else logging.INFO)
     for noisy in ("asyncio", "aiohttp.access", "kubernetes_asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not verbose:
