@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
+from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits, cdc_refusal
 from qbo_operator.harness.sandbox.qbo_store import intuit_time, parse_time
-from tests.sandbox.conftest import FakeClock, FakeMonotonic, SandboxFactory, connect, realm_of
+from tests.support.sandbox import FakeClock, FakeMonotonic, SandboxFactory, connect, realm_of
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -253,3 +253,30 @@ async def test_webhook_free_sandbox_counts_requests_per_kind(sandbox: QboSandbox
     counts: dict[str, Any] = dict(sandbox.requests)
     assert counts == {"authorize": 2, "token": 1, "query": 1}
     assert dict(sandbox.realm_requests[realm]) == {"query": 1}
+
+
+NOW = datetime(2026, 11, 24, 17, 3, 11, tzinfo=UTC)
+PARSE, INVALID = ("4000", "Error parsing query"), ("4001", "Invalid query")
+
+
+@pytest.mark.parametrize(
+    ("names", "since_text", "since", "refusal"),
+    [
+        (["Payment"], "2026-11-24T09:00:00-08:00", NOW - timedelta(days=1), None),
+        (["Payment", "Invoice"], "x", NOW - timedelta(days=30), None),  # exactly 30 days back is still answered
+        ([], "2026-11-24", NOW, (*PARSE, "QueryParserError: entities is required")),
+        (["Payment", "Bill"], "", None, (*INVALID, "QueryValidationError: Invalid entity name: Bill")),
+        (["CompanyInfo"], "", None, (*INVALID, "QueryValidationError: Invalid entity name: CompanyInfo")),
+        (["payment"], "", None, (*PARSE, "QueryParserError: changedSince '' is not a date-time")),
+        (
+            ["Payment"],
+            "then",
+            NOW - timedelta(days=30, seconds=1),
+            (*INVALID, "QueryValidationError: changedSince must be within the last 30 days"),
+        ),
+    ],
+)
+def test_cdc_refusal(
+    names: list[str], since_text: str, since: datetime | None, refusal: tuple[str, str, str] | None
+) -> None:
+    assert cdc_refusal(names, since_text, since, NOW) == refusal

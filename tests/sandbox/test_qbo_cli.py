@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sandbox.conftest import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, VERIFIER
+from tests.support.sandbox import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, VERIFIER
 
 EXE = str(Path(sys.executable).with_name("qbo-operator"))
 QBO_ENV = {

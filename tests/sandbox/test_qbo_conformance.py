@@ -14,7 +14,7 @@ from intuitlib.exceptions import AuthClientError  # type: ignore[import-untyped]
 from qbo_operator.core import oauth
 from qbo_operator.core.config import Settings
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.sandbox.conftest import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeClock, realm_of
+from tests.support.sandbox import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeClock, realm_of
 
 
 def approve_in_form(authorization_url: str, realm: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from qbo_operator.harness.sandbox.faults import NGINX_502, FaultRule, Faults
 from qbo_operator.harness.sandbox.qbo import QboSandbox, _loopback
-from tests.sandbox.conftest import FakeClock, FakeMonotonic, realm_of, token_request
+from tests.support.sandbox import FakeClock, FakeMonotonic, realm_of, token_request
 
 
 def bearer(token: str) -> dict[str, str]:

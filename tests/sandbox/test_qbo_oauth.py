@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.sandbox.conftest import (
+from tests.support.sandbox import (
     CLIENT_ID,
     CLIENT_SECRET,
     REDIRECT_URI,

@@ -13,7 +13,7 @@ from qbo_operator.harness.sandbox import qbo_query
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_query import Condition, OrderKey, QueryError, parse
 from qbo_operator.harness.sandbox.qbo_store import parse_time
-from tests.sandbox.conftest import SandboxFactory, realm_of
+from tests.support.sandbox import SandboxFactory, realm_of
 
 PACIFIC = ZoneInfo("America/Los_Angeles")
 CLIENT_PAYMENTS = (

@@ -18,7 +18,7 @@ from qbo_operator.harness.sandbox.qbo_webhooks import (
     cloudevents_body,
     legacy_body,
 )
-from tests.sandbox.conftest import VERIFIER, FakeClock, SandboxFactory
+from tests.support.sandbox import VERIFIER, FakeClock, SandboxFactory
 
 
 @dataclass
