@@ -1,4 +1,4 @@
-"""Typed views of the QuickbooksIntegration resource and its token Secret (DESIGN §2, §3).
+"""Typed views of the QuickbooksIntegration resource and its token Secret (docs/design.md §2, §3).
 
 Handlers, the gateway and the sync parse the raw dicts here first, so that everything past this
 boundary works with validated values."""
@@ -133,7 +133,7 @@ class Integration(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
-# The token Secret (DESIGN §3)
+# The token Secret (docs/design.md §3)
 
 TOKEN_KEYS: tuple[str, ...] = (
     "access_token",

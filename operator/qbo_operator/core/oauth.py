@@ -1,4 +1,4 @@
-"""Intuit's OAuth 2.0 token endpoint calls (QBO.md §1), through requests-oauthlib.
+"""Intuit's OAuth 2.0 token endpoint calls (docs/qbo.md §1), through requests-oauthlib.
 
 Blocking by design (requests): async callers use `asyncio.to_thread`. Every function returns a
 validated TokenResponse or raises OAuthError, whose message never contains a token."""

@@ -1,4 +1,4 @@
-"""Access-token refresh with Intuit's refresh-token rotation made safe (DESIGN §3, QBO.md §1.7).
+"""Access-token refresh with Intuit's refresh-token rotation made safe (docs/design.md §3, docs/qbo.md §1.7).
 
 Intuit may kill the old refresh token the moment it issues a new one, so a refreshed token pair is
 written to the token Secret *before* the new access token is used, with the Secret's

@@ -1,4 +1,4 @@
-"""The Connect flow (DESIGN §4): Connect link → consent page → Intuit → /oauth/callback → token Secret.
+"""The Connect flow (docs/design.md §4): Connect link → consent page → Intuit → /oauth/callback → token Secret.
 
 GET  /connect/{namespace}/{name}?exp=&sig=   verify the link (HMAC over namespace, name, CR uid,
                                              expiry) and show what will be shared

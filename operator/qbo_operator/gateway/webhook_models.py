@@ -1,4 +1,4 @@
-"""Intuit webhook payloads (QBO.md §5): the legacy `eventNotifications` document and the CloudEvents
+"""Intuit webhook payloads (docs/qbo.md §5): the legacy `eventNotifications` document and the CloudEvents
 array, both normalised to one `WebhookEvent`.
 
 Pure parsing, no I/O. A delivery is parsed event by event, so one malformed element never hides
@@ -36,7 +36,7 @@ class Operation(StrEnum):
 
 
 # CloudEvents verbs (`qbo.<entity>.<verb>.v1`) → the legacy operation words. Voids are spelled
-# `void` (WSO2's trigger) or `voided` (elsewhere): both are accepted (QBO.md §5.4).
+# `void` (WSO2's trigger) or `voided` (elsewhere): both are accepted (docs/qbo.md §5.4).
 _VERBS: dict[str, Operation] = {
     "created": Operation.CREATE,
     "create": Operation.CREATE,
@@ -146,7 +146,7 @@ BoundedText = Annotated[str, AfterValidator(_bounded)]
 
 
 class CloudEvent(_Wire):
-    """One element of the CloudEvents array (dotnet `WebhooksCloudEvent`, QBO.md §5.4)."""
+    """One element of the CloudEvents array (dotnet `WebhooksCloudEvent`, docs/qbo.md §5.4)."""
 
     specversion: str
     id: BoundedText

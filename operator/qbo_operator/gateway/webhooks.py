@@ -1,4 +1,4 @@
-"""POST /webhooks/quickbooks: verify, de-duplicate, answer 200 at once, write status later (DESIGN §4).
+"""POST /webhooks/quickbooks: verify, de-duplicate, answer 200 at once, write status later (docs/design.md §4).
 
 The answer never waits for Kubernetes: a verified delivery only touches memory (de-duplication,
 metrics, a per-integration pending count), and `StatusRecorder` folds the pending counts into each
