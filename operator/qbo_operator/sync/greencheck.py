@@ -48,7 +48,7 @@ from qbo_operator.sync.records import (
     encode_record,
     idempotency_key,
 )
-from qbo_operator.sync.transport import Throttled, Transient, Transport, retry_after
+from qbo_operator.sync.transport import Throttled, Transient, Transport, TransportClient, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class GreenCheckPolicy:
         return cls(default_throttle_wait=min(tuning.throttle_wait, 5.0), **tuning.retry())
 
 
-class GreenCheckClient:
+class GreenCheckClient(TransportClient):
     """`deliver(batch)` is the whole contract; `requests` counts every HTTP request (token ones too)."""
 
     def __init__(
@@ -134,19 +134,6 @@ class GreenCheckClient:
         self._token_lock = asyncio.Lock()
         self._sent_keys: set[str] = set()
         self._acked_keys: set[str] = set()
-
-    @property
-    def requests(self) -> int:
-        return self._transport.requests
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-    async def __aenter__(self) -> GreenCheckClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # --- token --------------------------------------------------------------------------------
 

@@ -38,16 +38,18 @@ def dollars(cents: int) -> str:
 class Stats:
     """What a run did, for `status.lastSync` and its one-line summary."""
 
+    # Reading: QBO pages, the payments in them, and those that map to no record (with why).
     pages: int = 0
     payments_read: int = 0
-    payments_synced: int = 0
     payments_skipped: int = 0
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    # Delivery: records sent (or printed), Green Check's answers, and the payments with a new record.
     records_sent: int = 0
     created: int = 0
     duplicate: int = 0
-    amount_cents: int = 0
-    skip_reasons: Counter[str] = field(default_factory=Counter)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (external id, why)
+    amount_cents: int = 0  # of the created records
+    payments_synced: int = 0
 
     def summary(self) -> str:
         parts = [

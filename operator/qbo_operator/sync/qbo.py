@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from qbo_operator.core.config import QBO_MAX_RESULTS, Tuning
 from qbo_operator.core.redaction import redact
 from qbo_operator.sync.qbo_models import Fault, Invoice, Payment
-from qbo_operator.sync.transport import Throttled, Transient, Transport, retry_after
+from qbo_operator.sync.transport import Throttled, Transient, Transport, TransportClient, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _second(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(microsecond=0)
 
 
-class QboClient:
+class QboClient(TransportClient):
     """One realm's Accounting API. `requests` counts every HTTP attempt (retries included)."""
 
     def __init__(
@@ -167,23 +167,10 @@ class QboClient:
         self._sem = asyncio.Semaphore(self.policy.max_concurrency)
         self._limiters = (RateLimiter(self.policy.max_per_minute), RateLimiter(self.policy.max_per_second, 1.0))
 
-    @property
-    def requests(self) -> int:
-        return self._transport.requests
-
     @staticmethod
     def check_realm_id(realm_id: str) -> None:
         if not _ID_RE.match(realm_id):
             raise ValueError("realm id must be an Intuit company id (digits)")
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-    async def __aenter__(self) -> QboClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # --- queries ------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
@@ -140,6 +140,26 @@ class Transport:
     def _tag(self, exc: BaseException | None) -> str:
         request_id = getattr(exc, "request_id", None)
         return f" ({self._id_label} {request_id})" if request_id or self._always_tag else ""
+
+
+class TransportClient:
+    """What both API clients share: their transport, its request count, and closing it (also by `async with`)."""
+
+    _transport: Transport
+
+    @property
+    def requests(self) -> int:
+        """Every HTTP attempt so far, retries included."""
+        return self._transport.requests
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 def _outcome(state: RetryCallState) -> BaseException | None:
