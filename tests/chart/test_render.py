@@ -82,6 +82,9 @@ def test_default_mode_renders_the_expected_objects(rendered: dict[str, list[dict
             ("Service", f"{FULLNAME}-gateway"),
             ("Deployment", f"{FULLNAME}-operator"),
             ("Deployment", f"{FULLNAME}-gateway"),
+            # `helm test` hooks (templates/tests/health.yaml)
+            ("ServiceAccount", f"{FULLNAME}-test"),
+            ("Pod", f"{FULLNAME}-test"),
         ]
     )
 
@@ -109,7 +112,10 @@ def test_operator_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert _port(c, c["livenessProbe"]["httpGet"]["port"]) == 8080
     assert _port(c, "metrics") == 9090
     service = one(rendered["default"], "Service", "-operator-metrics")
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
+        {"name": "health", "port": 8080, "targetPort": "health", "protocol": "TCP"},
+    ]
     assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
 
 
@@ -484,6 +490,7 @@ def test_prometheus_rule_follows_job_names_runbooks_labels_and_disabled_alerts(
     helm: Helm, promtool: str, tmp_path: Path
 ) -> None:
     sets = {
+        "serviceMonitor.enabled": True,  # the preflight refuses the alerts without the series they match
         "prometheusRule.enabled": True,
         "prometheusRule.renderMode": "alwaysRender",
         "prometheusRule.runbookBaseUrl": "https://wiki.example.com/runbooks",

@@ -130,6 +130,8 @@ Environment shared by the operator and the gateway (DESIGN §6); empty optional 
   value: {{ .Values.config.gatewayUrl | quote }}
 - name: QBO_REDIRECT_URI
   value: {{ include "qbo-operator.redirectUri" . | quote }}
+- name: QBO_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
 {{- range $var, $key := dict "QBO_DISCOVERY_URL" "qboDiscoveryUrl" "QBO_AUTH_URL" "qboAuthUrl" "QBO_TOKEN_URL" "qboTokenUrl" "QBO_REVOKE_URL" "qboRevokeUrl" "QBO_API_URL" "qboApiUrl" }}
 {{- with index $.Values.config $key }}
 - name: {{ $var }}
