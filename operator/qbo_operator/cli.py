@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sandbox": ("qbo_operator.harness.sandbox.cli", "run a QBO or Green Check sandbox server for local development"),
 }
 # The commands whose logs `setup_logging` sets up; the demo prints its own lines, and the operator sets up
-# its own from --log-format (JSON by default).
+# its own from --log-format or QBO_LOG_FORMAT (JSON by default).
 LOGGED_COMMANDS = ("gateway", "sync", "sandbox")
 # The harness's own dependencies are the `harness` extra (pyproject.toml), which the image does not install.
 HARNESS_EXTRA = "harness"
@@ -65,17 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = load(args.command)
-    if args.command in LOGGED_COMMANDS:
-        try:
-            setup_logging(args)
-        except logs.LogConfigError as exc:
-            print(f"qbo-operator {args.command}: configuration error: {exc}", file=sys.stderr)
-            return 2
     try:
+        if args.command in LOGGED_COMMANDS:
+            setup_logging(args)
         code: int = module.main(args)
     except ConfigError as exc:
         for line in exc.problems:
             print(f"qbo-operator {args.command}: configuration error: {line}", file=sys.stderr)
+        return 2
+    except logs.LogConfigError as exc:  # QBO_LOG_FORMAT, for every command
+        print(f"qbo-operator {args.command}: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

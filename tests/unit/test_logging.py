@@ -127,3 +127,21 @@ def test_a_bad_format_stops_the_command_with_a_configuration_error(
     assert cli.main(["sync", "--namespace", "tenants", "--name", "acme"]) == 2
     error = capsys.readouterr().err
     assert "qbo-operator sync: configuration error: QBO_LOG_FORMAT='yaml' is not a log format" in error
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "json_lines"),
+    [(None, None, True), (None, "text", False), ("json", "text", True), ("text", None, False)],
+)
+def test_the_operator_logs_json_unless_told_otherwise(
+    root_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch, flag: str | None, env: str | None, json_lines: bool
+) -> None:
+    """`qbo-operator run`: --log-format, else QBO_LOG_FORMAT (the chart's logFormat), else JSON."""
+    from qbo_operator.reconciler import controller
+
+    if env is None:
+        monkeypatch.delenv("QBO_LOG_FORMAT", raising=False)
+    else:
+        monkeypatch.setenv("QBO_LOG_FORMAT", env)
+    controller.configure_logging(flag, verbose=False)
+    assert isinstance(root_logger.handlers[0].formatter, logs.JsonLines) is json_lines

@@ -71,9 +71,9 @@ def operator_settings(standalone: bool, priority: int | None = None) -> kopf.Ope
     return settings
 
 
-def configure_logging(log_format: str, verbose: bool) -> None:
+def configure_logging(log_format: str | None, verbose: bool) -> None:
     """`core.logging` for `run`, with the client libraries' chatter and kopf's per-handler lines quiet."""
-    logs.configure("run", logs.log_format(log_format), logging.DEBUG if verbose else logging.INFO)
+    logs.configure("run", logs.log_format(log_format, default="json"), logging.DEBUG if verbose else logging.INFO)
     for noisy in ("asyncio", "aiohttp.access", "kubernetes_asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not verbose:
@@ -124,7 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how often each integration's timer re-checks link and token expiry (default 3600)",
     )
-    parser.add_argument("--log-format", choices=["json", "text"], default="json", help="log format (default json)")
+    parser.add_argument(
+        "--log-format", choices=["json", "text"], default=None, help="log format (default QBO_LOG_FORMAT, else json)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
