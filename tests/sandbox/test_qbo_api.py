@@ -1,4 +1,4 @@
-"""The Accounting API over real HTTP: auth faults, realms, throttling, reads, CDC (QBO.md §2, §4)."""
+"""The Accounting API over real HTTP: auth faults, realms, throttling, reads, CDC (docs/qbo.md §2, §4)."""
 
 from __future__ import annotations
 

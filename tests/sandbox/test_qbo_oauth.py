@@ -1,4 +1,4 @@
-"""The sandbox's OAuth server over real HTTP: consent, code exchange, rotation, expiry, revoke (QBO.md §1)."""
+"""The sandbox's OAuth server over real HTTP: consent, code exchange, rotation, expiry, revoke (docs/qbo.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The query language: the parser table-driven, then queries over real HTTP, including paging (QBO.md §2.3)."""
+"""The query language: the parser table-driven, then queries over real HTTP, including paging (docs/qbo.md §2.3)."""
 
 from __future__ import annotations
 

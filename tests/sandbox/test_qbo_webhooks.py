@@ -1,4 +1,4 @@
-"""Webhook delivery to a real aiohttp receiver: signatures, both formats, batching, order and retries (QBO.md §5)."""
+"""Webhook delivery to a real aiohttp receiver: signatures, both formats, batching, order, retries (docs/qbo.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Local imitations of the outside services (QBO.md, GREENCHECK.md) for tests, the demo and benchmarks.
+"""Local imitations of the outside services (docs/qbo.md, docs/greencheck.md) for tests, the demo and benchmarks.
 
 `qbo_operator.harness.sandbox.qbo.QboSandbox` imitates Intuit (OAuth, Accounting API, webhooks);
 `qbo_operator.harness.sandbox.greencheck.GreenCheckSandbox` imitates Green Check. Both use

@@ -1,4 +1,4 @@
-"""Fault injection shared by the QBO and Green Check sandboxes (QBO.md §4.2, "Fault injection").
+"""Fault injection shared by the QBO and Green Check sandboxes (docs/qbo.md §4.2, "Fault injection").
 
 A `Faults` object holds rules (path regex, kind, how often) and an aiohttp middleware applies them.
 It is deterministic: the first `skip` matching requests pass, then the rule fires for the next

@@ -1,4 +1,4 @@
-"""A local Green Check (GREENCHECK.md §3): a real HTTP server that follows our ingestion contract.
+"""A local Green Check (docs/greencheck.md §3): a real HTTP server that follows our ingestion contract.
 
 Token endpoint with expiry (`token_lifetime`, short for tests) and 403 `EXPIRED_TOKEN` after it; the
 ingestion endpoint with schema validation (422 for a malformed body), per-record rules (`rejected`

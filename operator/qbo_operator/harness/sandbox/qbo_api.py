@@ -1,4 +1,4 @@
-"""The Accounting API under `/v3/company/{realmId}/` (QBO.md §2, §4): query, read, CDC, faults, throttling.
+"""The Accounting API under `/v3/company/{realmId}/` (docs/qbo.md §2, §4): query, read, CDC, faults, throttling.
 
 The guard middleware does what Intuit's gateway does before any handler: the bearer token (401 in
 the lower-case `fault` shape), the realm (403 AuthorizationFailed), and the limits (429
@@ -36,7 +36,7 @@ _BY_NAME = {name.lower(): name for name in ENTITIES}
 
 @dataclass(frozen=True)
 class ThrottleLimits:
-    """Per-realm limits; None turns one off. Defaults are Intuit's (QBO.md §4.2)."""
+    """Per-realm limits; None turns one off. Defaults are Intuit's (docs/qbo.md §4.2)."""
 
     per_minute: int | None = 500
     per_second: int | None = 10

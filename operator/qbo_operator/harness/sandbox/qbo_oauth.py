@@ -1,4 +1,4 @@
-"""Intuit's OAuth 2.0 server, imitated (QBO.md §1): discovery, consent page, token, revoke.
+"""Intuit's OAuth 2.0 server, imitated (docs/qbo.md §1): discovery, consent page, token, revoke.
 
 `Authority` is the pure token state machine (codes, grants, rotation, expiry), driven by an
 explicit `now` so tests can move the clock. The aiohttp handlers around it parse requests the way
@@ -363,7 +363,7 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
 
 
 def discovery_document(base: str) -> dict[str, Any]:
-    """Intuit's discovery document (QBO.md §1.1) with every endpoint on this sandbox."""
+    """Intuit's discovery document (docs/qbo.md §1.1) with every endpoint on this sandbox."""
     return {
         "issuer": f"{base}/op/v1",
         "authorization_endpoint": f"{base}/connect/oauth2",

@@ -1,4 +1,4 @@
-"""Intuit's query language (QBO.md §2.3): parser and evaluator, pure functions with no I/O.
+"""Intuit's query language (docs/qbo.md §2.3): parser and evaluator, pure functions with no I/O.
 
 `SELECT * | count(*) FROM Entity [WHERE c AND c ...] [ORDERBY|ORDER BY f [ASC|DESC], ...]
 [STARTPOSITION n] [MAXRESULTS n]` with `= < > <= >= IN LIKE`. Field paths match case-insensitively

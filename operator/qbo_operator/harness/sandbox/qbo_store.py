@@ -1,4 +1,4 @@
-"""The QBO sandbox's store: one company's books as entities in Intuit's JSON shape (QBO.md §3).
+"""The QBO sandbox's store: one company's books as entities in Intuit's JSON shape (docs/qbo.md §3).
 
 A `Company` holds one table per entity, each kept in (CreateTime, Id) order so queries page by
 bisect, and hands out Ids, SyncTokens and MetaData. Every write goes through a Company method that
@@ -708,7 +708,7 @@ class Company:
         return payment
 
     def void_payment(self, payment_id: str, at: datetime) -> Entity:
-        """QBO.md §3.1: amounts zeroed, lines cleared, "Voided" prepended to PrivateNote; still queryable."""
+        """docs/qbo.md §3.1: amounts zeroed, lines cleared, "Voided" prepended to PrivateNote; still queryable."""
         payment = self._payment(payment_id)
         if payment.get("PrivateNote", "").startswith("Voided") and payment["TotalAmt"] == 0 and not payment["Line"]:
             raise SandboxError(f"payment {payment_id} is already voided")

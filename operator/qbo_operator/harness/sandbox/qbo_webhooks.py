@@ -1,4 +1,4 @@
-"""Intuit's webhook delivery, imitated (QBO.md §5): signed POSTs, batched, in order, retried.
+"""Intuit's webhook delivery, imitated (docs/qbo.md §5): signed POSTs, batched, in order, retried.
 
 Events carry ids only. A delivery is one POST holding every event queued since the last one (up
 to `max_batch`), in the CloudEvents array format or the legacy `eventNotifications` format, signed
