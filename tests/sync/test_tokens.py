@@ -27,7 +27,7 @@ from qbo_operator.core.tokens import (
 )
 from tests.sync.conftest import make_qbo, qbo_settings
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("kubeconfig")]
 SECRET = "acme-qbo-tokens"
 
 
@@ -73,7 +73,7 @@ def kubeconfig(cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
 
 
-async def test_refresh_persists_first_and_keeps_other_keys(cluster: Any, namespace: str, kubeconfig: None) -> None:
+async def test_refresh_persists_first_and_keeps_other_keys(cluster: Any, namespace: str) -> None:
     async with serving(cluster, namespace, "Tokens", 1) as env:
         old = env.write_issued(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         env.sb.force_rotation(env.realm)
@@ -88,9 +88,7 @@ async def test_refresh_persists_first_and_keeps_other_keys(cluster: Any, namespa
     assert stored.refreshed_at is not None and stored.refreshed_at > datetime.now(UTC) - timedelta(minutes=1)
 
 
-async def test_conflict_with_a_writer_that_rotated_uses_its_tokens(
-    cluster: Any, namespace: str, kubeconfig: None
-) -> None:
+async def test_conflict_with_a_writer_that_rotated_uses_its_tokens(cluster: Any, namespace: str) -> None:
     async with serving(cluster, namespace, "Race", 2) as env:
         env.write_issued(expires_at=datetime.now(UTC))
         theirs = env.sb.issue_tokens(env.realm)  # a reconnect that lands while we refresh
@@ -106,9 +104,7 @@ async def test_conflict_with_a_writer_that_rotated_uses_its_tokens(
     assert env.stored()[0].refresh_token == theirs["refresh_token"]  # not overwritten
 
 
-async def test_conflict_with_an_unrelated_write_stores_ours_on_the_new_version(
-    cluster: Any, namespace: str, kubeconfig: None
-) -> None:
+async def test_conflict_with_an_unrelated_write_stores_ours_on_the_new_version(cluster: Any, namespace: str) -> None:
     async with serving(cluster, namespace, "Label", 3) as env:
         env.write_issued(expires_at=datetime.now(UTC))
         env.sb.force_rotation(env.realm)
@@ -125,9 +121,7 @@ async def test_conflict_with_an_unrelated_write_stores_ours_on_the_new_version(
         assert (await asyncio.to_thread(oauth.refresh, env.settings, got.refresh_token)).access_token
 
 
-async def test_invalid_grant_after_another_writer_rotated_is_not_a_dead_grant(
-    cluster: Any, namespace: str, kubeconfig: None
-) -> None:
+async def test_invalid_grant_after_another_writer_rotated_is_not_a_dead_grant(cluster: Any, namespace: str) -> None:
     async with serving(cluster, namespace, "Stale", 4) as env:
         first = env.sb.issue_tokens(env.realm)
         env.write(first, expires_at=datetime.now(UTC))
@@ -142,9 +136,7 @@ async def test_invalid_grant_after_another_writer_rotated_is_not_a_dead_grant(
     assert not refreshed and got.refresh_token == rotated["refresh_token"]
 
 
-async def test_revoked_grant_is_dead_and_missing_secret_is_named(
-    cluster: Any, namespace: str, kubeconfig: None
-) -> None:
+async def test_revoked_grant_is_dead_and_missing_secret_is_named(cluster: Any, namespace: str) -> None:
     async with serving(cluster, namespace, "Gone", 5) as env:
         env.write_issued(expires_at=datetime.now(UTC))
         env.sb.revoke_all(env.realm)
@@ -158,7 +150,7 @@ async def test_revoked_grant_is_dead_and_missing_secret_is_named(
     assert stored.refresh_token not in str(dead.value) and stored.access_token not in str(dead.value)
 
 
-async def test_token_endpoint_down_is_not_a_dead_grant(cluster: Any, namespace: str, kubeconfig: None) -> None:
+async def test_token_endpoint_down_is_not_a_dead_grant(cluster: Any, namespace: str) -> None:
     async with serving(
         cluster, namespace, "Down", 6, kind="status", status=503, path="/oauth2/v1/tokens/bearer"
     ) as env:
@@ -168,7 +160,7 @@ async def test_token_endpoint_down_is_not_a_dead_grant(cluster: Any, namespace: 
     assert env.stored()[0].refresh_token == before.refresh_token
 
 
-async def test_token_manager_refreshes_once_for_concurrent_401s(cluster: Any, namespace: str, kubeconfig: None) -> None:
+async def test_token_manager_refreshes_once_for_concurrent_401s(cluster: Any, namespace: str) -> None:
     async with serving(cluster, namespace, "Manager", 7) as env:
         env.write_issued()
         manager = TokenManager(env.kube, env.settings, namespace, SECRET)
