@@ -27,6 +27,7 @@ from typing import Any
 
 import requests
 
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.sync.mapping import map_payment
 from qbo_operator.sync.qbo import MINOR_VERSION, qbo_time
 from qbo_operator.sync.qbo_models import Invoice, Payment
@@ -147,7 +148,7 @@ def run_naive(spec: PeerSpec, progress: Callable[[PeerResult], None] | None = No
     started = time.perf_counter()
     qbo = _Qbo(spec, result)
     gc = requests.Session()
-    since = datetime.fromisoformat(spec.since.replace("Z", "+00:00"))
+    since = parse_rfc3339(spec.since)
     token_resp = gc.post(
         f"{spec.greencheck_url}/auth/token",
         json={
@@ -205,7 +206,7 @@ def run_floor(spec: PeerSpec) -> PeerResult:
     result = PeerResult()
     started = time.perf_counter()
     qbo = _Qbo(spec, result)
-    since = qbo_time(datetime.fromisoformat(spec.since.replace("Z", "+00:00")))
+    since = qbo_time(parse_rfc3339(spec.since))
     for position in range(1, spec.payments + 1, FLOOR_PAGE):
         statement = (
             f"SELECT * FROM Payment WHERE MetaData.CreateTime >= '{since}' "  # noqa: S608 - bench client

@@ -21,6 +21,7 @@ from typing import Any
 from bench import BenchError, Measure, Target, mib, proc_status_kb, say
 from qbo_operator.core import names
 from qbo_operator.core.config import Settings
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.core.schedule import expand
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.localstack import SYSTEM_NAMESPACE, LocalStack
@@ -114,7 +115,7 @@ def _when(event: dict[str, Any]) -> datetime | None:
     stamp = event.get("stageTimestamp") or event.get("requestReceivedTimestamp")
     if not stamp:
         return None
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return parse_rfc3339(stamp)
 
 
 @dataclass

@@ -48,9 +48,9 @@ from bench import (
     wait_http,
 )
 from bench.naive_peer import PeerSpec
-from qbo_operator.core import names, oauth
+from qbo_operator.core import names, oauth, token_secret
 from qbo_operator.core.config import Settings
-from qbo_operator.core.models import rfc3339
+from qbo_operator.core.models import parse_rfc3339, rfc3339
 from qbo_operator.core.oauth import TokenResponse
 from qbo_operator.harness.controlplane import ControlPlane, free_port
 from qbo_operator.harness.localstack import Credentials
@@ -201,7 +201,7 @@ class SyncWorld:
         return resp.json()
 
     def sandbox_now(self) -> datetime:
-        return datetime.fromisoformat(self._qbo("GET", "/state")["now"])
+        return parse_rfc3339(self._qbo("GET", "/state")["now"])
 
     def throttle(self, enabled: bool) -> None:
         self._qbo("POST", "/throttle", {"enabled": enabled} if not enabled else {
@@ -265,7 +265,7 @@ class SyncWorld:
         while True:
             page = self._qbo("GET", f"/companies/{company.realm_id}/payments?offset={offset}&limit={step}")
             for p in page["payments"]:
-                created = datetime.fromisoformat(p["MetaData"]["CreateTime"])
+                created = parse_rfc3339(p["MetaData"]["CreateTime"])
                 if created < company.connected_at:
                     continue
                 company.payments += 1
@@ -292,7 +292,6 @@ class SyncWorld:
     def integration(self, name: str, company: Company, tokens: TokenResponse) -> str:
         """Apply the CR and its token Secret; returns the CR's companyId (the Green Check CRB)."""
         crb = str(uuid.uuid4())
-        secret = names.token_secret_name(name)
         stored = tokens.to_tokens(company.realm_id, company.connected_at, datetime.now(UTC))
         docs = [
             {
@@ -301,17 +300,7 @@ class SyncWorld:
                 "metadata": {"name": name, "namespace": NAMESPACE},
                 "spec": {"companyId": crb, "companyName": f"Bench {company.size}", "environment": "sandbox"},
             },
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "Opaque",
-                "metadata": {
-                    "name": secret,
-                    "namespace": NAMESPACE,
-                    "labels": {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.INTEGRATION_LABEL: name},
-                },
-                "data": stored.to_secret_data(),
-            },
+            token_secret.manifest(NAMESPACE, name, stored.to_secret_data()),
         ]
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.workdir, delete=False) as fh:
             yaml.safe_dump_all(docs, fh)
