@@ -78,7 +78,8 @@ def test_health(case: str) -> None:
 def test_kstatus_conditions_take_precedence(condition: dict[str, Any], expected: str) -> None:
     """Reconciling/Stalled, where the operator writes them, decide before the phase does."""
     obj = phases.served("connected, synced")
-    obj["status"]["conditions"].append(condition)
+    others = [c for c in obj["status"]["conditions"] if c["type"] != condition["type"]]
+    obj["status"]["conditions"] = [*others, condition]
     status, message = lua.health(obj)
     assert status == expected
     if expected != "Healthy":
