@@ -1,4 +1,4 @@
-"""Phase and conditions (DESIGN §2): every combination of token state × spec problem × suspension × last
+"""Phase and conditions (docs/design.md §2): every combination of token state × spec problem × suspension × last
 sync, checked against the contract's rules, plus explicit rows for each Connected reason."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Phase and conditions of a QuickbooksIntegration, from what the operator observes (DESIGN §2).
+"""Phase and conditions of a QuickbooksIntegration, from what the operator observes (docs/design.md §2).
 
 Pure: the reconcile gathers the spec, the token Secret, the sync Jobs and the previous status into an
 `Observed`, `compute` says what the status should be, and `status_patch` gives the smallest merge patch

@@ -1,4 +1,4 @@
-"""`qbo-operator run`: the operator process (kopf), with /healthz and /metrics (DESIGN §1, §7).
+"""`qbo-operator run`: the operator process (kopf), with /healthz and /metrics (docs/design.md §1, §7).
 
 One replica with `--standalone`: kopf's peering pauses peers of equal priority rather than electing a
 leader, so the chart runs exactly one pod with strategy Recreate. The kopf settings below are chosen for a

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (DESIGN §7).
+"""The operator's Prometheus metrics (docs/design.md §7).
 
 Per-integration series are computed at scrape time from the operator's in-memory index of the CRs (the
 cert-manager / crate-operator pattern): a deleted integration leaves the index, so its series vanish with

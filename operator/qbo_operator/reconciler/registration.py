@@ -1,4 +1,4 @@
-"""The kopf handlers, registered on a fresh registry: they read, call the pure functions, write (DESIGN §1, §2).
+"""The kopf handlers on a fresh registry: they read, call the pure functions and write (docs/design.md §1, §2).
 
 Indexes fill the views (`views`); every watch event of the CR or of a labelled child calls the one
 level-based reconcile (`reconcile`); a timer per integration runs the housekeeping and deletion revokes the
