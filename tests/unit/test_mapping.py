@@ -1,4 +1,4 @@
-"""The pure QBO → Green Check mapping: table-driven (GREENCHECK.md §2, DESIGN §5 step 5)."""
+"""The pure QBO → Green Check mapping: table-driven (docs/greencheck.md §2, docs/design.md §5 item 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operator-wide configuration from environment variables (DESIGN §6).
+"""Operator-wide configuration from environment variables (docs/design.md §6).
 
 Each command loads only what it needs; anything missing or malformed fails at start-up with one
 line per variable, so a person fixes the chart values in one go. The sync's tuning and run metadata

@@ -1,4 +1,4 @@
-"""Green Check client (GREENCHECK.md §1); the contract's records and their batching are in `records`.
+"""Green Check client (docs/greencheck.md §2); the contract's records and their batching are in `records`.
 
 The ingestion endpoint is an assumed contract, so everything the sync needs goes through one small
 call, `GreenCheckClient.deliver(batch) -> list[Result]`: point `GREENCHECK_API_URL` elsewhere or

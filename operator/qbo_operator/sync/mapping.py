@@ -1,4 +1,4 @@
-"""QBO payment × invoice → Green Check record (GREENCHECK.md §2). Pure: no I/O, table-tested.
+"""QBO payment × invoice → Green Check record (docs/greencheck.md §2). Pure: no I/O, table-tested.
 
 One record per (payment, invoice) pair; `payment.amount` is the part of the payment applied to that
 invoice (the sum of the payment's lines linked to it), not the payment's total. Only the contract's

@@ -1,9 +1,9 @@
-"""QuickBooks Online Accounting API client (QBO.md §2-§4): payment pages and bulk invoice reads.
+"""QuickBooks Online Accounting API client (docs/qbo.md §2-§4): payment pages and bulk invoice reads.
 
 The entities it reads, and why only a subset, are in `qbo_models`; money is parsed from JSON as
 `Decimal` (never float) so cents stay exact.
 
-Transport rules (DESIGN §5.7): POST `application/text` queries with `minorversion=75`; at most 10
+Transport rules (docs/design.md §5, item 7): POST `application/text` queries with `minorversion=75`; at most 10
 concurrent requests, under 500 a minute and 10 a second per realm, enforced here; 429 waits `Retry-After` (else
 60 s, configurable) and retries; 5xx, timeouts and malformed bodies back off exponentially with
 jitter, bounded (`transport.Transport`); 401 asks the token source for a refreshed token once and retries."""
@@ -92,7 +92,7 @@ class TokenSource(Protocol):
 class QboPolicy:
     """Retry and pacing knobs; defaults follow Intuit's limits, tests shorten the waits."""
 
-    throttle_wait: float = 60.0  # 429 without Retry-After ("wait 60 seconds", QBO.md §4.2)
+    throttle_wait: float = 60.0  # 429 without Retry-After ("wait 60 seconds", docs/qbo.md §4.2)
     max_throttle_wait: float = 300.0
     throttle_retries: int = 8
     backoff_initial: float = 1.0
@@ -138,7 +138,7 @@ class RateLimiter:
 
 
 def qbo_time(value: datetime) -> str:
-    """A query literal: ISO 8601 in UTC with an explicit offset (QBO.md §2.3)."""
+    """A query literal: ISO 8601 in UTC with an explicit offset (docs/qbo.md §2.3)."""
     return value.astimezone(UTC).replace(microsecond=0).isoformat()
 
 

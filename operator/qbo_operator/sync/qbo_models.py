@@ -1,4 +1,4 @@
-"""QuickBooks Online entities the sync reads (QBO.md §3), and Intuit's fault envelopes.
+"""QuickBooks Online entities the sync reads (docs/qbo.md §3), and Intuit's fault envelopes.
 
 Only the fields the Green Check contract needs are modelled; pydantic drops everything else
 (addresses, e-mails, phone numbers, private notes) at this boundary, so it can never leave QBO.

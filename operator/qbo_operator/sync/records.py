@@ -1,4 +1,4 @@
-"""The Green Check ingestion contract's records (GREENCHECK.md §2), their exact encoding and batching.
+"""The Green Check ingestion contract's records (docs/greencheck.md §2), their exact encoding and batching.
 
 Pure: what is measured is exactly what is sent, so a batch is cut by the bytes of its body.
 Batches hold ≤ 500 records and stay under 5 MB; `Idempotency-Key` = hex sha256 of the sorted external ids."""
@@ -20,7 +20,7 @@ MAX_BODY_BYTES = 5_000_000  # "5 MB": stay under both the decimal and the binary
 PaymentType = Literal["cash", "check", "ach", "debit", "credit", "other", "unknown"]
 
 # ---------------------------------------------------------------------------------------------
-# The record (GREENCHECK.md §2). Strict types: money is integer cents, never a float or a string.
+# The record (docs/greencheck.md §2). Strict types: money is integer cents, never a float or a string.
 
 
 class _Gc(BaseModel):

@@ -1,4 +1,4 @@
-"""`qbo-operator sync --namespace NS --name NAME [--dry-run]`: one sync run (DESIGN §5).
+"""`qbo-operator sync --namespace NS --name NAME [--dry-run]`: one sync run (docs/design.md §5).
 
 1. Read the integration and its token Secret. Not connected (no or broken Secret, Disconnected,
    Error) → exit 1 with what to do. Suspended without a manual trigger → exit 0, "suspended, nothing
