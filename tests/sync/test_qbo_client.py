@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from qbo_operator.core.oauth import OAuthError
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
 from qbo_operator.harness.sandbox.qbo_store import parse_time
 from qbo_operator.sync.qbo import (
@@ -35,6 +36,13 @@ def client(url: str, realm: str, tokens: SandboxTokens, policy: QboPolicy = FAST
 async def collect(qbo: QboClient, since_days: float = 3650, page_size: int = 1000) -> list[Payment]:
     since = qbo_now() - timedelta(days=since_days)
     return [p async for page in qbo.payment_pages(since, page_size) for p in page]
+
+
+async def collect_fails(sb: QboSandbox, realm: str, error: type[Exception], match: str, tokens_for: str = "") -> None:
+    """Reading `realm`'s payments fails with `error` matching `match` (tokens issued for `tokens_for`, else realm)."""
+    async with sb.serve(), client(sb.api_url, realm, SandboxTokens.issue(sb, tokens_for or realm)) as qbo:
+        with pytest.raises(error, match=match):
+            await collect(qbo)
 
 
 def qbo_now() -> datetime:
@@ -240,9 +248,7 @@ async def test_persistent_faults_fail_with_a_clear_reason_after_bounded_retries(
     sb = make_qbo(throttle=None)
     realm = sb.add_company("Down", seed=15, payments=3)
     sb.faults.add(path="/query", **rule)
-    async with sb.serve(), client(sb.api_url, realm, SandboxTokens.issue(sb, realm)) as qbo:
-        with pytest.raises(QboUnavailable, match=message):
-            await collect(qbo)
+    await collect_fails(sb, realm, QboUnavailable, message)
     assert queries(sb) == FAST.transient_retries + 1
 
 
@@ -271,9 +277,7 @@ async def test_wrong_realm_is_403_authorization_failed() -> None:
     sb = make_qbo(throttle=None)
     realm = sb.add_company("Mine", seed=18, payments=3)
     other = sb.add_company("Theirs", seed=19, payments=3)
-    async with sb.serve(), client(sb.api_url, other, SandboxTokens.issue(sb, realm)) as qbo:
-        with pytest.raises(QboAuthError, match=r"HTTP 403.*AuthorizationFailed.*no longer be authorized"):
-            await collect(qbo)
+    await collect_fails(sb, other, QboAuthError, r"HTTP 403.*AuthorizationFailed.*no longer be authorized", realm)
 
 
 async def test_unreadable_payment_is_a_clear_error_naming_it() -> None:
@@ -281,9 +285,7 @@ async def test_unreadable_payment_is_a_clear_error_naming_it() -> None:
     realm = sb.add_company("Broken", seed=20, payments=10)
     victim = next(iter(sb.companies[realm].payments.values()))
     victim["Line"] = [{"Amount": "lots", "LinkedTxn": []}]
-    async with sb.serve(), client(sb.api_url, realm, SandboxTokens.issue(sb, realm)) as qbo:
-        with pytest.raises(QboDataError, match=rf"Payment \(Id {victim['Id']}\) that cannot be read: Line\.0"):
-            await collect(qbo)
+    await collect_fails(sb, realm, QboDataError, rf"Payment \(Id {victim['Id']}\) that cannot be read: Line\.0")
 
 
 # --- 401: refresh once and retry --------------------------------------------------------------
