@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one real control plane per test session, one namespace per test."""
+"""Session-wide fixtures: one real control plane per test session, one namespace per test, the test
+kubelet, and the reliability report and secret-hygiene checks (tests/support/ledger.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, ExternalCluster, PodRun, run_job_pods
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "test-artifacts"
+from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, ExternalCluster
+from tests.support import ledger
+from tests.support.kubelet import Kubelet
+from tests.support.paths import ARTIFACTS, ROOT
 
 
 @pytest.fixture(scope="session")
@@ -54,23 +55,12 @@ def namespace(cluster: ControlPlane, request: pytest.FixtureRequest) -> Iterator
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-class Kubelet:
-    """Plays the kubelet for Jobs: runs the Pod's command here and reports its phase."""
-
-    def __init__(self, cluster: ControlPlane) -> None:
-        self.cluster = cluster
-
-    def run(self, namespace: str, job: str, env: dict[str, str] | None = None) -> PodRun:
-        venv_bin = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
-        command_map = {"qbo-operator": str(venv_bin / "qbo-operator")}
-        return run_job_pods(self.cluster, namespace, job, env=env, command_map=command_map)
-
-
 @pytest.fixture
-def kubelet(cluster: ControlPlane) -> Kubelet:
+def kubelet(cluster: ControlPlane, tmp_path: Path) -> Kubelet:
+    """Runs Jobs' Pods here as the cluster's admin, their output in tmp_path."""
     if not cluster.local:
         pytest.skip("a real cluster runs Pods with its own kubelet; the test kubelet is for the local control plane")
-    return Kubelet(cluster)
+    return Kubelet(cluster, tmp_path / "pods")
 
 
 @pytest.fixture
@@ -79,3 +69,40 @@ def local_cluster(cluster: ControlPlane) -> ControlPlane:
     if not cluster.local:
         pytest.skip("needs the local control plane (audit log / API server restarts), not QBO_E2E_KUBECONFIG")
     return cluster
+
+
+# --- what the reliability and security suites tried, and the secret-hygiene checks -----------------
+
+_reported: list[bool] = []
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> ledger.Report:
+    """Record what this test tried and what held: `report.row(area, check, tried=..., held=..., **figures)`."""
+    return ledger.Report(request.node.nodeid)
+
+
+@pytest.fixture
+def hygiene_snapshot(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that ran a stack (it registered secrets or output) on the control plane: the cluster's
+    Events, every CR status and the token Secrets' values into the ledger."""
+    before = ledger.SECRETS.changes
+    yield
+    if ledger.SECRETS.changes != before and "cluster" in request.fixturenames:
+        cluster = request.getfixturevalue("cluster")
+        if getattr(cluster, "local", False):
+            ledger.snapshot_cluster(cluster, request.node.nodeid)
+
+
+@pytest.fixture(scope="session")
+def secret_hygiene() -> Iterator[None]:
+    """The session-level check: no secret value a stack used appears in anything the stacks produced.
+    tests/reliability and tests/security take part (their conftest.py); the other suites register nothing."""
+    yield
+    if _reported or ledger.SECRETS.scanned:
+        return  # tests/security/test_secret_hygiene.py ran the scan (and failed there, if it found a leak)
+    _reported.append(True)
+    hits = ledger.SECRETS.final_scan()
+    if hits:
+        where = "\n".join(f"  {h.label} in {h.source}" for h in hits[:40])
+        pytest.fail(f"{len(hits)} secret leaks (values never printed):\n{where}", pytrace=False)

@@ -4,7 +4,7 @@ security suites tried and what held, as a table, and as its very last line
     kills=<n> expected=<n> delivered=<n> duplicated=<n> lost=<n> faults=<passed>/<tried> fuzz_inputs=<n>
     secret_leaks=<n>   (one line)
 
-Tests record their figures through the `report` fixture (tests/reliability/ledger.py); this plugin adds
+Tests record their figures through the `report` fixture (tests/support/ledger.py); this plugin adds
 each test's outcome, sums the figures, and writes everything to test-artifacts/reliability-report.json.
 A figure is what was measured in this run: a test that did not run contributes nothing."""
 
@@ -19,7 +19,8 @@ import pytest
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # `pytest -p tests.report` from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.reliability import ledger
+from tests.support import ledger
+from tests.support.paths import ROOT
 
 _OUTCOMES: dict[str, str] = {}
 
@@ -111,5 +112,5 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         )
         for hit in ledger.SECRETS.hits:
             write(f"  LEAK: {hit.label} found in {hit.source}")
-    write(f"report written to {ledger.REPORT_FILE.relative_to(ledger.ROOT)}")
+    write(f"report written to {ledger.REPORT_FILE.relative_to(ROOT)}")
     write(out["line"])

@@ -17,8 +17,8 @@ from bench.operator_bench import spread, start_minute
 from bench.sync_bench import throttle_floor_seconds
 
 from bench import RESULT_KEYS, Measure, Target, ratio, table
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 Run = tuple[subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]
 
 # Measures whose value and baseline are counts (requests, records, writes, integrations): their ratio must be

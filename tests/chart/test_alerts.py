@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import CHART, ROOT
+from tests.support.chart import CHART
+from tests.support.paths import ROOT
 
 ALERTS = CHART / "files" / "alerts.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"

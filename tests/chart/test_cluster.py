@@ -18,8 +18,7 @@ import yaml
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
-
-from .conftest import CHART, MODES
+from tests.support.chart import CHART, MODES, install_namespaced
 
 pytestmark = pytest.mark.e2e
 
@@ -178,23 +177,8 @@ def release(cluster: ControlPlane, namespace: str) -> Iterator[dict[str, str]]:
     other = f"{namespace[:50]}-o"
     for ns in (watched, other):
         cluster.kubectl("create", "namespace", ns)
-    values = {
-        "watchNamespaces": [watched],
-        "config": {
-            "gatewayUrl": "https://qbo.example.com",
-            "greencheckApiUrl": "https://api.greencheck.example.com",
-            "serviceProviderId": "sp-1",
-        },
-        "credentials": {
-            "clientId": "cid",
-            "clientSecret": "csecret",
-            "webhookVerifierToken": "verifier",
-            "greencheck": {"clientId": "gc", "clientSecret": "gcsecret"},
-        },
-    }
     values_file = cluster.dir / f"{name}-values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    installed = cluster.helm("install", name, str(CHART), "--namespace", namespace, "-f", str(values_file))
+    installed = install_namespaced(cluster, name, namespace, watched, values_file)
     try:
         yield {
             "name": name,

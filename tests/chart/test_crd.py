@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel
 
 from qbo_operator.core import models, names, schedule
-
-from .conftest import CHART, ROOT
+from tests.support.chart import CHART
+from tests.support.paths import ROOT
 
 CRD_PATH = ROOT / "crds" / "quickbooksintegrations.yaml"
 CHART_CRD_PATH = CHART / "crds" / "quickbooksintegrations.yaml"

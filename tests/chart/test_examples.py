@@ -3,13 +3,11 @@ example resources are accepted by the real API server."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from qbo_operator.harness.controlplane import ControlPlane
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 

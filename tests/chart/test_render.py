@@ -17,8 +17,7 @@ import yaml
 
 from qbo_operator.core import names
 from qbo_operator.reconciler import manifests
-
-from .conftest import CHART, MODES, NAMESPACE, RELEASE, Helm, container, env_of, find, one
+from tests.support.chart import CHART, MODES, NAMESPACE, RELEASE, Helm, container, env_of, find, one
 
 FULLNAME = f"{RELEASE}-qbo-operator"
 WATCHED = ["tenants", "tenants-b"]

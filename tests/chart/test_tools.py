@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import MODES, ROOT, Helm
+from tests.support.chart import MODES, Helm
+from tests.support.paths import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = ROOT / ".venv" / "bin" / "hadolint"

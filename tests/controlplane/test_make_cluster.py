@@ -7,8 +7,7 @@ import subprocess
 from pathlib import Path
 
 from qbo_operator.harness.controlplane import pid_alive
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
 
 
 def test_make_cluster_starts_a_usable_control_plane_and_cluster_down_stops_it(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, pid_alive, reap_orphans
+from tests.support.kube import merge_patch
+from tests.support.kubelet import Kubelet
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -105,22 +107,11 @@ def test_status_is_ignored_without_the_status_subresource_path(
 ) -> None:
     # The Widget CRD declares no status subresource, so /status does not exist ...
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=widget("w4", 1))
-    result = cluster.kubectl(
-        "patch",
-        "widget",
-        "w4",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"status":{"ready":true}}',
-        check=False,
-    )
+    result = merge_patch(cluster, "widget", namespace, "w4", {"status": {"ready": True}}, status=True, check=False)
     assert (result.returncode != 0 and "NotFound" in result.stderr) or "not found" in result.stderr
     # ... while for a resource with the subresource, a status change through the main resource is dropped.
     cluster.kubectl("create", "job", "j", "-n", namespace, "--image=busybox", "--", "true")
-    cluster.kubectl("patch", "job", "j", "-n", namespace, "--type=merge", "-p", '{"status":{"active":7}}')
+    merge_patch(cluster, "job", namespace, "j", {"status": {"active": 7}})
     assert cluster.kubectl_json("get", "job", "j", "-n", namespace).get("status", {}).get("active") != 7
 
 
@@ -180,14 +171,12 @@ def test_deleting_an_owner_garbage_collects_dependents(cluster: ControlPlane, na
 
 @pytest.mark.parametrize(("code", "condition"), [(0, "Complete"), (3, "Failed")])
 def test_jobs_complete_or_fail_through_the_test_kubelet(
-    cluster: ControlPlane, namespace: str, kubelet: object, code: int, condition: str
+    cluster: ControlPlane, namespace: str, kubelet: Kubelet, code: int, condition: str
 ) -> None:
     job = f"exit-{code}"
     cluster.kubectl("create", "job", job, "-n", namespace, "--image=busybox", "--", "sh", "-c", f"exit {code}")
-    cluster.kubectl(
-        "patch", "job", job, "-n", namespace, "--type=merge", "-p", '{"spec":{"backoffLimit":0}}', check=False
-    )
-    run = kubelet.run(namespace, job)  # type: ignore[attr-defined]
+    merge_patch(cluster, "job", namespace, job, {"spec": {"backoffLimit": 0}}, check=False)
+    run = kubelet.run(namespace, job)
     assert run.exit_code == code
     cluster.kubectl("wait", f"--for=condition={condition}", f"job/{job}", "-n", namespace, "--timeout=90s")
 
@@ -204,29 +193,10 @@ def test_cronjob_schedule_and_time_zone_are_accepted(cluster: ControlPlane, name
         "--",
         "true",
     )
-    cluster.kubectl(
-        "patch",
-        "cronjob",
-        "nightly",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"timeZone":"America/Los_Angeles"}}',
-    )
+    merge_patch(cluster, "cronjob", namespace, "nightly", {"spec": {"timeZone": "America/Los_Angeles"}})
     spec = cluster.kubectl_json("get", "cronjob", "nightly", "-n", namespace)["spec"]
     assert (spec["schedule"], spec["timeZone"]) == ("17 2 * * *", "America/Los_Angeles")
-    bad = cluster.kubectl(
-        "patch",
-        "cronjob",
-        "nightly",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"timeZone":"Mars/Olympus"}}',
-        check=False,
-    )
+    bad = merge_patch(cluster, "cronjob", namespace, "nightly", {"spec": {"timeZone": "Mars/Olympus"}}, check=False)
     assert bad.returncode != 0 and "timeZone" in bad.stderr
 
 

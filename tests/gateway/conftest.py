@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from qbo_operator.harness.controlplane import ControlPlane, free_port
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.gateway.gwtools import Gateway, Keys
-
-GatewayFactory = Callable[..., Gateway]
+from tests.support.processes import Gateway, GatewayFactory, Keys, Stack, StackFactory
 
 
 @pytest.fixture
@@ -38,19 +35,6 @@ def gateway_factory(cluster: ControlPlane, tmp_path: Path, request: pytest.Fixtu
     yield make
     for gw in started:
         gw.stop()
-
-
-@dataclass
-class Stack:
-    """A QBO sandbox (in a thread) and a gateway process wired to it, as Intuit and the gateway are."""
-
-    sb: QboSandbox
-    sb_url: str
-    gw: Gateway
-    keys: Keys
-
-
-StackFactory = Callable[..., Stack]
 
 
 @pytest.fixture
@@ -83,6 +67,7 @@ def stack_factory(gateway_factory: GatewayFactory, keys: Keys) -> Iterator[Stack
                 host_name=host_name,
                 auth_url=sb.auth_url,
                 token_url=token_url or sb.token_url,
+                extra_env={"QBO_API_URL": sb.api_url, "QBO_REVOKE_URL": sb.revoke_url},
                 args=gateway_args,
                 kubeconfig=kubeconfig,
                 start=start_gateway,

@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 import re
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from qbo_operator.core.models import TOKEN_KEYS, Tokens
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.conftest import StackFactory
-from tests.gateway.gwtools import (
-    ARTIFACTS,
-    STATE_COOKIE,
-    create_integration,
-    decoded,
-    events_text,
-    get_integration,
-    new_company,
-    secret_or_none,
-    set_status,
-)
+from tests.support.connect import STATE_COOKIE, new_company
+from tests.support.kube import create_integration, events_text, qbi, secret_or_none, set_status
+from tests.support.objects import decoded
+from tests.support.paths import ARTIFACTS
+from tests.support.processes import Stack, StackFactory
 
 SHOTS = ARTIFACTS / "gateway"
 
@@ -30,17 +23,35 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def showing_link(
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, status: dict[str, str], **stack: str
+) -> tuple[Stack, str, str]:
+    """A stack, a sandbox company, and the integration with its Connect link in status (plus `status`); the
+    gateway starts afterwards (ready: its realm index holds the integration). Returns (stack, realm, link)."""
+    s = stack_factory(start_gateway=False, **stack)
+    realm = new_company(s.sb, "Acme Dispensary LLC")
+    obj = create_integration(cluster, namespace, "acme", company_name="Acme Dispensary")
+    link = s.gw.connect_link(namespace, "acme", obj["metadata"]["uid"])
+    set_status(cluster, namespace, "acme", {**status, "authorizationURL": link})
+    s.gw.start()
+    return s, realm, link
+
+
+def at_intuit(browser: Browser, link: str) -> tuple[BrowserContext, Page]:
+    """A fresh browser that opened the link and pressed Connect: it is at Intuit's consent page."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(link)
+    page.get_by_role("button", name="Connect to QuickBooks").click()
+    return context, page
+
+
 def test_connect_end_to_end_in_chromium(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory, browser: Browser
 ) -> None:
     # The gateway on http://localhost and Intuit on http://127.0.0.1: different sites, as in production,
     # so the SameSite=Lax state cookie must survive a cross-site redirect back.
-    s = stack_factory(host_name="localhost", start_gateway=False)
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    obj = create_integration(cluster, namespace, "acme", company_name="Acme Dispensary")
-    link = s.gw.connect_link(namespace, "acme", obj["metadata"]["uid"])
-    set_status(cluster, namespace, "acme", {"phase": "Pending", "authorizationURL": link})
-    s.gw.start()  # ready: its realm index holds the integration
+    s, realm, link = showing_link(cluster, namespace, stack_factory, {"phase": "Pending"}, host_name="localhost")
 
     context = browser.new_context()
     page = context.new_page()
@@ -95,8 +106,9 @@ def test_connect_end_to_end_in_chromium(
         "app.kubernetes.io/managed-by": "qbo-operator",
         "integrations.greencheckverified.com/integration": "acme",
     }
+    uid = qbi(cluster, namespace, "acme")["metadata"]["uid"]
     (owner,) = secret["metadata"]["ownerReferences"]
-    assert (owner["kind"], owner["name"], owner["uid"]) == ("QuickbooksIntegration", "acme", obj["metadata"]["uid"])
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("QuickbooksIntegration", "acme", uid)
     assert owner.get("blockOwnerDeletion") is not True
     data = decoded(secret)
     assert set(TOKEN_KEYS) <= set(data)
@@ -108,7 +120,7 @@ def test_connect_end_to_end_in_chromium(
     # No token, code or key anywhere a person or a scraper can read it.
     code = dict(re.findall(r"[?&](code|state)=([^&]+)", page.url))["code"]
     sensitive = [tokens.access_token, tokens.refresh_token, code, *s.keys.secret_values()]
-    after = get_integration(cluster, namespace, "acme")
+    after = qbi(cluster, namespace, "acme")
     readable = {
         "gateway log": s.gw.log(),
         "events": events_text(cluster, namespace),
@@ -126,17 +138,8 @@ def test_connect_end_to_end_in_chromium(
 def test_deny_at_intuit_shows_a_clear_page_and_writes_nothing(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory, browser: Browser
 ) -> None:
-    s = stack_factory(start_gateway=False)
-    new_company(s.sb, "Acme Dispensary LLC")
-    obj = create_integration(cluster, namespace, "acme")
-    link = s.gw.connect_link(namespace, "acme", obj["metadata"]["uid"])
-    set_status(cluster, namespace, "acme", {"authorizationURL": link})
-    s.gw.start()  # ready: its realm index holds the integration
-
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(link)
-    page.get_by_role("button", name="Connect to QuickBooks").click()
+    s, _, link = showing_link(cluster, namespace, stack_factory, {})
+    context, page = at_intuit(browser, link)
     page.get_by_role("button", name="Deny").click()
     page.wait_for_url(re.compile(r"/oauth/callback\?"))
     expect(page.get_by_role("heading", level=1)).to_have_text("QuickBooks was not connected")
@@ -155,16 +158,8 @@ def test_deny_at_intuit_shows_a_clear_page_and_writes_nothing(
 def test_reloading_the_success_page_is_a_replay_and_changes_nothing(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory, browser: Browser
 ) -> None:
-    s = stack_factory(start_gateway=False)
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    obj = create_integration(cluster, namespace, "acme")
-    link = s.gw.connect_link(namespace, "acme", obj["metadata"]["uid"])
-    set_status(cluster, namespace, "acme", {"authorizationURL": link})
-    s.gw.start()  # ready: its realm index holds the integration
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(link)
-    page.get_by_role("button", name="Connect to QuickBooks").click()
+    s, realm, link = showing_link(cluster, namespace, stack_factory, {})
+    context, page = at_intuit(browser, link)
     page.select_option("#realmId", realm)
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("QuickBooks is connected")

@@ -17,24 +17,12 @@ from intuitlib.exceptions import AuthClientError
 
 from qbo_operator.core import signing
 from qbo_operator.core.models import Tokens
-from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.conftest import Stack, StackFactory
-from tests.gateway.gwtools import (
-    callback,
-    connect_via_http,
-    consent,
-    create_integration,
-    decoded,
-    events_text,
-    get_integration,
-    heading,
-    new_company,
-    press_connect,
-    retry_link,
-    secret_or_none,
-    set_status,
-    wait_for,
-)
+from qbo_operator.harness.controlplane import ControlPlane, free_port
+from tests.support.connect import callback, connect_via_http, consent, heading, new_company, press_connect, retry_link
+from tests.support.kube import create_integration, events_text, qbi, secret_or_none, set_status
+from tests.support.objects import decoded
+from tests.support.processes import Stack, StackFactory
+from tests.support.wait import wait_for
 
 SECRET = "acme-qbo-tokens"
 
@@ -52,12 +40,26 @@ def integration_with_link(cluster: ControlPlane, s: Stack, namespace: str, name:
     return uid, link
 
 
+def connecting(
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, **stack: Any
+) -> tuple[Stack, str, str]:
+    """A stack, a sandbox company and an integration showing its Connect link. Returns (stack, realm, link)."""
+    s = stack_factory(start_gateway=False, **stack)
+    realm = new_company(s.sb, "Acme Dispensary LLC")
+    _, link = integration_with_link(cluster, s, namespace)
+    return s, realm, link
+
+
 def assert_nothing_written(cluster: ControlPlane, namespace: str, before: dict[str, Any], name: str = "acme") -> None:
     assert secret_or_none(cluster, namespace, f"{name}-qbo-tokens") is None
-    assert (
-        get_integration(cluster, namespace, name)["metadata"]["resourceVersion"]
-        == before["metadata"]["resourceVersion"]
-    )
+    assert qbi(cluster, namespace, name)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def assert_refused(resp: httpx.Response, s: Stack, status: int, title: str, result: str, link: str | None) -> None:
+    """The callback's refusal page (status, title, the link to start again if any) and its one metric count."""
+    assert (resp.status_code, heading(resp.text)) == (status, title)
+    assert retry_link(resp.text) == link
+    assert s.gw.metric("qbo_oauth_callbacks_total", result=result) == 1
 
 
 # --- the Connect link ---------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def test_tampered_expired_recreated_and_unknown_links_are_refused(
 ) -> None:
     s = stack_factory(start_gateway=False)
     uid, link = integration_with_link(cluster, s, namespace)
-    before = get_integration(cluster, namespace, "acme")
+    before = qbi(cluster, namespace, "acme")
     key = s.keys.signing_key
 
     tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
@@ -120,7 +122,7 @@ def test_a_recreated_integration_invalidates_old_links(
     assert httpx.get(link).status_code == 200
     cluster.kubectl("delete", "quickbooksintegration", "acme", "-n", namespace, "--wait=true")
     create_integration(cluster, namespace, "acme")
-    resp = wait_for(lambda: (r := httpx.get(link)).status_code != 200 and r, what="the old link refused")
+    resp = wait_for("the old link refused", lambda: (r := httpx.get(link)).status_code != 200 and r)
     assert (resp.status_code, heading(resp.text)) == (403, "This Connect link is not valid")
 
 
@@ -130,10 +132,8 @@ def test_a_recreated_integration_invalidates_old_links(
 def test_a_callback_in_another_browser_is_refused_without_burning_the_sign_in(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory
 ) -> None:
-    s = stack_factory(start_gateway=False)
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    _, link = integration_with_link(cluster, s, namespace)
-    before = get_integration(cluster, namespace, "acme")
+    s, realm, link = connecting(cluster, namespace, stack_factory)
+    before = qbi(cluster, namespace, "acme")
     auth_url, cookie = press_connect(link)
     back = consent(auth_url, "approve", realm)
 
@@ -151,7 +151,7 @@ def test_a_callback_in_another_browser_is_refused_without_burning_the_sign_in(
 def test_tampered_and_expired_state(cluster: ControlPlane, namespace: str, stack_factory: StackFactory) -> None:
     s = stack_factory(start_gateway=False)
     uid, link = integration_with_link(cluster, s, namespace)
-    before = get_integration(cluster, namespace, "acme")
+    before = qbi(cluster, namespace, "acme")
     key, nonce = s.keys.signing_key, signing.new_nonce()
     base = f"{s.gw.base}/oauth/callback?code=abc&realmId=1"
 
@@ -199,14 +199,12 @@ def test_intuit_errors_and_incomplete_answers(
 ) -> None:
     s = stack_factory(start_gateway=False)
     uid, link = integration_with_link(cluster, s, namespace)
-    before = get_integration(cluster, namespace, "acme")
+    before = qbi(cluster, namespace, "acme")
     nonce = signing.new_nonce()
     state = signing.make_state(s.keys.signing_key, namespace, "acme", uid, nonce, time.time())
     resp = callback(f"{s.gw.base}/oauth/callback?{query}&state={state}", nonce)
-    assert heading(resp.text) == title
-    assert retry_link(resp.text) == link
+    assert_refused(resp, s, resp.status_code, title, result, link)
     assert "<script>" not in resp.text and "<b>bad" not in resp.text
-    assert s.gw.metric("qbo_oauth_callbacks_total", result=result) == 1
     assert_nothing_written(cluster, namespace, before)
 
 
@@ -215,10 +213,8 @@ def test_a_code_already_used_at_intuit_is_a_replay(
 ) -> None:
     """Someone exchanged the code first (here Intuit's own client, `intuit-oauth`, which also proves the
     sandbox speaks Intuit's protocol): Intuit answers invalid_grant and the gateway writes nothing."""
-    s = stack_factory(start_gateway=False)
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    _, link = integration_with_link(cluster, s, namespace)
-    before = get_integration(cluster, namespace, "acme")
+    s, realm, link = connecting(cluster, namespace, stack_factory)
+    before = qbi(cluster, namespace, "acme")
     auth_url, cookie = press_connect(link)
     back = consent(auth_url, "approve", realm)
     code = httpx.URL(back).params["code"]
@@ -229,10 +225,7 @@ def test_a_code_already_used_at_intuit_is_a_replay(
     with pytest.raises(AuthClientError):
         intuit.get_bearer_token(code, realm_id=realm)  # codes are single-use at Intuit
 
-    resp = callback(back, cookie)
-    assert (resp.status_code, heading(resp.text)) == (409, "This sign-in was already used")
-    assert retry_link(resp.text) == link
-    assert s.gw.metric("qbo_oauth_callbacks_total", result="replayed") == 1
+    assert_refused(callback(back, cookie), s, 409, "This sign-in was already used", "replayed", link)
     assert_nothing_written(cluster, namespace, before)
 
 
@@ -247,14 +240,13 @@ def test_a_second_integration_cannot_take_a_connected_realm(
     cluster.kubectl("create", "namespace", other_ns)
     try:
         _, second_link = integration_with_link(cluster, s, other_ns, "second")
-        before = get_integration(cluster, other_ns, "second")
+        before = qbi(cluster, other_ns, "second")
         resp = connect_via_http(second_link, realm)
-        assert (resp.status_code, heading(resp.text)) == (409, "That QuickBooks company is already connected elsewhere")
-        assert retry_link(resp.text) == second_link
+        title = "That QuickBooks company is already connected elsewhere"
+        assert_refused(resp, s, 409, title, "duplicate_realm", second_link)
         assert namespace not in resp.text and "first" not in resp.text  # the other tenant is never named
         assert_nothing_written(cluster, other_ns, before, "second")
         assert '"reason": "DuplicateRealm"' in events_text(cluster, other_ns)
-        assert s.gw.metric("qbo_oauth_callbacks_total", result="duplicate_realm") == 1
         assert s.sb.state()["realms"][0]["grants"] == 0  # refused before any tokens were obtained
         assert secret_or_none(cluster, namespace, SECRET) is None
     finally:
@@ -271,7 +263,7 @@ def test_reconnecting_to_another_realm_is_refused(
     assert heading(connect_via_http(link, first).text) == "QuickBooks is connected"
     secret = secret_or_none(cluster, namespace, SECRET)
     assert secret is not None
-    before = get_integration(cluster, namespace, "acme")
+    before = qbi(cluster, namespace, "acme")
 
     # status.realmId not yet set by the operator: the Secret's realm_id is enough to refuse
     resp = connect_via_http(link, second)
@@ -281,8 +273,8 @@ def test_reconnecting_to_another_realm_is_refused(
     assert heading(resp.text) == "That is not the QuickBooks company connected before"
     after = secret_or_none(cluster, namespace, SECRET)
     assert after is not None and after["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
-    assert get_integration(cluster, namespace, "acme")["status"]["realmId"] == first
-    assert before["metadata"]["uid"] == get_integration(cluster, namespace, "acme")["metadata"]["uid"]
+    assert qbi(cluster, namespace, "acme")["status"]["realmId"] == first
+    assert before["metadata"]["uid"] == qbi(cluster, namespace, "acme")["metadata"]["uid"]
     assert '"reason": "RealmMismatch"' in events_text(cluster, namespace)
     assert s.gw.metric("qbo_oauth_callbacks_total", result="realm_mismatch") == 2
 
@@ -290,9 +282,7 @@ def test_reconnecting_to_another_realm_is_refused(
 def test_reconnecting_the_same_realm_keeps_connected_at_and_replaces_tokens(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory
 ) -> None:
-    s = stack_factory(start_gateway=False)
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    _, link = integration_with_link(cluster, s, namespace)
+    _, realm, link = connecting(cluster, namespace, stack_factory)
     assert heading(connect_via_http(link, realm).text) == "QuickBooks is connected"
     first = secret_or_none(cluster, namespace, SECRET)
     assert first is not None
@@ -313,9 +303,7 @@ def test_reconnecting_the_same_realm_keeps_connected_at_and_replaces_tokens(
 def test_a_foreign_secret_is_never_overwritten(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory
 ) -> None:
-    s = stack_factory(start_gateway=False)
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    _, link = integration_with_link(cluster, s, namespace)
+    s, realm, link = connecting(cluster, namespace, stack_factory)
     cluster.kubectl("create", "secret", "generic", SECRET, "-n", namespace, "--from-literal=password=hunter2")
     resp = connect_via_http(link, realm)
     assert (resp.status_code, heading(resp.text)) == (409, "The connection cannot be stored")
@@ -326,25 +314,18 @@ def test_a_foreign_secret_is_never_overwritten(
 
 
 def test_intuit_down_at_the_code_exchange(cluster: ControlPlane, namespace: str, stack_factory: StackFactory) -> None:
-    from qbo_operator.harness.controlplane import free_port
-
-    s = stack_factory(start_gateway=False, token_url=f"http://127.0.0.1:{free_port()}/oauth2/v1/tokens/bearer")
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    _, link = integration_with_link(cluster, s, namespace)
-    before = get_integration(cluster, namespace, "acme")
+    nobody = f"http://127.0.0.1:{free_port()}/oauth2/v1/tokens/bearer"
+    s, realm, link = connecting(cluster, namespace, stack_factory, token_url=nobody)
+    before = qbi(cluster, namespace, "acme")
     resp = connect_via_http(link, realm)
-    assert (resp.status_code, heading(resp.text)) == (502, "QuickBooks did not answer")
-    assert retry_link(resp.text) == link
-    assert s.gw.metric("qbo_oauth_callbacks_total", result="exchange_failed") == 1
+    assert_refused(resp, s, 502, "QuickBooks did not answer", "exchange_failed", link)
     assert_nothing_written(cluster, namespace, before)
 
 
 def test_an_integration_deleted_during_the_sign_in(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory
 ) -> None:
-    s = stack_factory(start_gateway=False)
-    realm = new_company(s.sb, "Acme Dispensary LLC")
-    _, link = integration_with_link(cluster, s, namespace)
+    s, realm, link = connecting(cluster, namespace, stack_factory)
     auth_url, cookie = press_connect(link)
     back = consent(auth_url, "approve", realm)
     cluster.kubectl("delete", "quickbooksintegration", "acme", "-n", namespace, "--wait=true")

@@ -9,26 +9,23 @@ from pathlib import Path
 import httpx
 
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.conftest import GatewayFactory, StackFactory
-from tests.gateway.gwtools import (
-    Keys,
-    TcpProxy,
+from tests.support.connect import connect_via_http, heading, new_company
+from tests.support.kube import (
     audit,
-    cloudevent,
-    connect_via_http,
     create_integration,
-    decoded,
-    dumps,
     events_text,
     gateway_service_account,
-    heading,
     kubeconfig_via,
-    new_company,
     secret_or_none,
     set_status,
-    wait_for,
     webhook_count,
 )
+from tests.support.objects import decoded
+from tests.support.paths import QBO_OPERATOR
+from tests.support.processes import GatewayFactory, Keys, StackFactory
+from tests.support.proxies import TcpProxy
+from tests.support.wait import wait_for
+from tests.support.webhooks import cloudevent, dumps
 
 
 def test_readyz_fails_while_the_api_server_is_unreachable_and_nothing_is_lost(
@@ -38,14 +35,14 @@ def test_readyz_fails_while_the_api_server_is_unreachable_and_nothing_is_lost(
     create_integration(cluster, namespace, "acme")
     set_status(cluster, namespace, "acme", {"realmId": realm})
     proxy = TcpProxy(cluster.api_port).start()
-    kubeconfig = kubeconfig_via(cluster, cluster.kubeconfig, proxy.port, tmp_path / "via-proxy.kubeconfig")
+    kubeconfig = kubeconfig_via(cluster.kubeconfig, proxy.port, tmp_path / "via-proxy.kubeconfig")
     gw = gateway_factory(keys, kubeconfig=kubeconfig, args=["--webhook-flush-seconds", "0.3"])
     try:
         assert httpx.get(f"{gw.local}/readyz").status_code == 200
 
         proxy.stop()
         resp = wait_for(
-            lambda: (r := httpx.get(f"{gw.local}/readyz", timeout=10)).status_code == 503 and r, what="/readyz 503"
+            "/readyz 503", lambda: (r := httpx.get(f"{gw.local}/readyz", timeout=10)).status_code == 503 and r
         )
         assert "API server unreachable" in resp.text
         assert httpx.get(f"{gw.local}/healthz").status_code == 200  # alive, just not ready
@@ -56,8 +53,8 @@ def test_readyz_fails_while_the_api_server_is_unreachable_and_nothing_is_lost(
         assert webhook_count(cluster, namespace, "acme") == 0
 
         proxy = TcpProxy(cluster.api_port, port=proxy.port).start()
-        wait_for(lambda: httpx.get(f"{gw.local}/readyz", timeout=10).status_code == 200, timeout=60, what="ready")
-        wait_for(lambda: webhook_count(cluster, namespace, "acme") == 4, timeout=60, what="counts written later")
+        wait_for("ready", lambda: httpx.get(f"{gw.local}/readyz", timeout=10).status_code == 200, timeout=60)
+        wait_for("counts written later", lambda: webhook_count(cluster, namespace, "acme") == 4, timeout=60)
         assert gw.metric("qbo_webhook_status_patches_total", result="failed") >= 1
     finally:
         proxy.stop()
@@ -91,7 +88,7 @@ def test_the_documented_role_is_sufficient(cluster: ControlPlane, namespace: str
 
     for i in range(3):
         assert s.gw.post_webhook(dumps([cloudevent(realm, str(i))])).status_code == 200
-    wait_for(lambda: webhook_count(cluster, namespace, "acme") == 3, what="status patched by the ServiceAccount")
+    wait_for("status patched by the ServiceAccount", lambda: webhook_count(cluster, namespace, "acme") == 3)
     assert httpx.get(f"{s.gw.local}/readyz").status_code == 200
 
     user = f"system:serviceaccount:{namespace}:qbo-gateway"
@@ -150,8 +147,6 @@ def test_metrics_label_requests_by_route_never_by_path(
 
 
 def test_missing_configuration_fails_at_start_naming_each_variable(tmp_path: Path) -> None:
-    from tests.gateway.gwtools import QBO_OPERATOR
-
     result = subprocess.run(
         [QBO_OPERATOR, "gateway", "--port", "1"],
         env={"PATH": "/usr/bin:/bin", "QBO_CLIENT_ID": "x", "QBO_STATE_SIGNING_KEY": "short"},

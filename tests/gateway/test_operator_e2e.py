@@ -16,21 +16,12 @@ from playwright.sync_api import Browser, expect
 
 from qbo_operator.core.models import Tokens
 from qbo_operator.harness.controlplane import ControlPlane, free_port
-from tests.gateway.conftest import StackFactory
-from tests.gateway.gwtools import (
-    ROOT,
-    Keys,
-    audit,
-    create_integration,
-    events_text,
-    get_integration,
-    new_company,
-    secret_or_none,
-    wait_for,
-    webhook_count,
-)
-from tests.gateway.test_sandbox_webhooks import payment_events_sent
-from tests.operator.opkit import Operator, apply
+from tests.support.connect import new_company
+from tests.support.kube import apply, audit, create_integration, events_text, qbi, secret_or_none, webhook_count
+from tests.support.paths import ROOT
+from tests.support.processes import Keys, Operator, StackFactory
+from tests.support.wait import wait_for
+from tests.support.webhooks import payment_events_sent
 
 RELEASE_NAMESPACE = "qbo-system"
 
@@ -111,9 +102,9 @@ def test_connect_with_the_operator_running(
     realm = new_company(s.sb, "Acme Dispensary LLC", payments=10)
     create_integration(cluster, namespace, "acme", company_name="Acme Dispensary")
     link = wait_for(
-        lambda: (get_integration(cluster, namespace, "acme").get("status") or {}).get("authorizationURL"),
+        "the operator's Connect link",
+        lambda: (qbi(cluster, namespace, "acme").get("status") or {}).get("authorizationURL"),
         timeout=60,
-        what="the operator's Connect link",
     )
     assert link.startswith(f"{s.gw.base}/connect/{namespace}/acme?")
 
@@ -136,15 +127,15 @@ def test_connect_with_the_operator_running(
         namespace,
         "--timeout=90s",
     )
-    status = get_integration(cluster, namespace, "acme")["status"]
+    status = qbi(cluster, namespace, "acme")["status"]
     assert status["realmId"] == realm
 
     # Intuit's webhooks now reach the integration the operator marked connected.
     created = s.sb.generate_payments(realm, 12, seed=3)
-    wait_for(lambda: s.sb.state()["webhooks"]["pending"] == 0, what="webhooks acknowledged")
+    wait_for("webhooks acknowledged", lambda: s.sb.state()["webhooks"]["pending"] == 0)
     sent = payment_events_sent(s.sb.webhook_deliveries)
     assert len(sent) >= len(created)
-    wait_for(lambda: webhook_count(cluster, namespace, "acme") == len(sent), timeout=30, what="webhook counts")
+    wait_for("webhook counts", lambda: webhook_count(cluster, namespace, "acme") == len(sent), timeout=30)
 
     secret = secret_or_none(cluster, namespace, "acme-qbo-tokens")
     assert secret is not None
@@ -154,7 +145,7 @@ def test_connect_with_the_operator_running(
         "gateway log": s.gw.log(),
         "operator log": operator.output(),
         "events": events_text(cluster, namespace),
-        "status": json.dumps(get_integration(cluster, namespace, "acme").get("status")),
+        "status": json.dumps(qbi(cluster, namespace, "acme").get("status")),
     }
     for where, text in readable.items():
         for value in sensitive:

@@ -3,28 +3,14 @@ formats, Intuit's delivery rules) → the integration's status.webhook.eventsSin
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.conftest import StackFactory
-from tests.gateway.gwtools import create_integration, get_integration, new_company, set_status, wait_for, webhook_count
-
-
-def payment_events_sent(deliveries: list[object]) -> set[str]:
-    """Ids of the Payment events the sandbox delivered (read from the raw bodies it signed)."""
-    ids: set[str] = set()
-    for d in deliveries:
-        doc = json.loads(d.body)  # type: ignore[attr-defined]
-        if isinstance(doc, list):
-            ids |= {e["id"] for e in doc if e["type"].startswith("qbo.payment.")}
-        else:
-            for note in doc["eventNotifications"]:
-                for e in note["dataChangeEvent"]["entities"]:
-                    if e["name"] == "Payment":
-                        ids.add(f"{note['realmId']}/{e['id']}/{e['operation']}/{e['lastUpdated']}")
-    return ids
+from tests.support.connect import new_company
+from tests.support.kube import create_integration, qbi, set_status, webhook_count
+from tests.support.processes import StackFactory
+from tests.support.wait import wait_for
+from tests.support.webhooks import payment_events_sent
 
 
 @pytest.mark.parametrize("fmt", ["cloudevents", "legacy"])
@@ -39,14 +25,14 @@ def test_sandbox_payments_reach_the_integration_status(
 
     created = s.sb.generate_payments(realm, 60, seed=7)
     created += s.sb.generate_payments(realm, 15, seed=8)
-    wait_for(lambda: s.sb.state()["webhooks"]["pending"] == 0, what="every webhook acknowledged")
+    wait_for("every webhook acknowledged", lambda: s.sb.state()["webhooks"]["pending"] == 0)
     deliveries = s.sb.webhook_deliveries
     assert deliveries and all(d.ok and d.attempt == 1 for d in deliveries), "a delivery was not answered 200 at once"
     sent = payment_events_sent(deliveries)
     assert len(sent) >= len(created) == 75  # one per payment created, plus voids
 
-    wait_for(lambda: webhook_count(cluster, namespace, "acme") == len(sent), what=f"{len(sent)} events counted")
-    status = get_integration(cluster, namespace, "acme")["status"]
+    wait_for(f"{len(sent)} events counted", lambda: webhook_count(cluster, namespace, "acme") == len(sent))
+    status = qbi(cluster, namespace, "acme")["status"]
     assert status["webhook"]["lastEventTime"].endswith("Z")
     assert s.gw.metric("qbo_webhook_requests_total", result="accepted") == len(deliveries)
     assert s.gw.metric("qbo_webhook_requests_total", result="bad_signature") == 0

@@ -17,7 +17,7 @@ from qbo_operator.gateway.metrics import GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
 from qbo_operator.gateway.webhooks import StatusRecorder
 from qbo_operator.harness.controlplane import ControlPlane, free_port
-from tests.gateway.gwtools import create_integration, get_integration, set_status, webhook_count
+from tests.support.kube import create_integration, qbi, set_status, webhook_count
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -67,7 +67,7 @@ async def test_a_concurrent_writer_forces_a_reread_and_no_count_is_lost(
     assert webhook_count(cluster, namespace, "acme") == 2 + 4
     assert (patches(metrics, "conflict"), patches(metrics, "ok")) == (1, 1)
     assert recorder.pending == {}
-    last = get_integration(cluster, namespace, "acme")["status"]["webhook"]["lastEventTime"]
+    last = qbi(cluster, namespace, "acme")["status"]["webhook"]["lastEventTime"]
     assert last == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -89,7 +89,7 @@ async def test_deleted_and_recreated_integrations_drop_their_counts(
     await recorder.flush()
     assert recorder.pending == {}
     assert patches(metrics, "gone") == 2 and patches(metrics, "ok") == 0
-    assert "webhook" not in (get_integration(cluster, namespace, "reborn").get("status") or {})
+    assert "webhook" not in (qbi(cluster, namespace, "reborn").get("status") or {})
 
 
 async def test_counts_stay_pending_while_the_api_server_is_away(

@@ -15,22 +15,12 @@ import aiohttp
 
 from qbo_operator.core import signing
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.conftest import GatewayFactory
-from tests.gateway.gwtools import (
-    ARTIFACTS,
-    GROUP,
-    Keys,
-    audit,
-    cloudevent,
-    dumps,
-    gateway_service_account,
-    get_integration,
-    legacy,
-    legacy_entity,
-    new_company_id,
-    set_status,
-    wait_for,
-)
+from tests.support.kube import audit, gateway_service_account, qbi, set_status
+from tests.support.objects import integration, new_company_id
+from tests.support.paths import ARTIFACTS
+from tests.support.processes import GatewayFactory, Keys
+from tests.support.wait import wait_for
+from tests.support.webhooks import cloudevent, dumps, legacy, legacy_entity
 
 INTEGRATIONS = 100
 DELIVERIES = 5000
@@ -69,15 +59,7 @@ def test_burst_of_5000_deliveries_for_100_integrations(
     names = [f"company-{i:03d}" for i in range(INTEGRATIONS)]
     prefix = str(time.time_ns())[-9:]
     realms = {name: f"88{prefix}{i:05d}" for i, name in enumerate(names)}
-    items = [
-        {
-            "apiVersion": f"{GROUP}/v1alpha1",
-            "kind": "QuickbooksIntegration",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"companyId": new_company_id(), "companyName": name},
-        }
-        for name in names
-    ]
+    items = [integration(namespace, name, companyId=new_company_id(), companyName=name) for name in names]
     cluster.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
     with ThreadPoolExecutor(8) as pool:  # connected: status.realmId set, as the operator would
         list(pool.map(lambda n: set_status(cluster, namespace, n, {"realmId": realms[n]}), names))
@@ -108,7 +90,7 @@ def test_burst_of_5000_deliveries_for_100_integrations(
             for o in items
         }
 
-    wait_for(lambda: counts() == dict(expected), timeout=180, interval=1, what="every count written")
+    wait_for("every count written", lambda: counts() == dict(expected), timeout=180, interval=1)
     converged = time.monotonic()
     time.sleep(3 * FLUSH_SECONDS)
     assert counts() == dict(expected)  # nothing lost, nothing doubled, and it stays that way
@@ -160,4 +142,4 @@ def test_burst_of_5000_deliveries_for_100_integrations(
     (ARTIFACTS / "gateway").mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "gateway" / "webhook-burst.json").write_text(json.dumps(figures, indent=2))
     print("webhook burst:", json.dumps(figures))
-    assert get_integration(cluster, namespace, names[0])["status"]["webhook"]["lastEventTime"].endswith("Z")
+    assert qbi(cluster, namespace, names[0])["status"]["webhook"]["lastEventTime"].endswith("Z")

@@ -8,15 +8,7 @@ import pytest
 
 from qbo_operator.core import signing
 from qbo_operator.gateway.webhook_models import Operation, PayloadError, canonical_entity, parse_delivery
-
-# QBO.md §5.2: Intuit's published test vector (dotnet-sdk WebhooksServiceTest).
-VECTOR_TOKEN = "00faeec4-08d0-4996-bb37-698ae19f0149"
-VECTOR_BODY = (
-    b'{"eventNotifications":[{"realmId":"1269959970","dataChangeEvent":{"entities":[{"name":"Vendor","id":"40",'
-    b'"operation":"Update","lastUpdated":"2016-10-05T03:09:04.000Z"},{"name":"Customer","id":"43",'
-    b'"operation":"Create","lastUpdated":"2016-10-05T03:07:04.000Z"}]}}]}'
-)
-VECTOR_SIGNATURE = "6q+xGyMirJupwKTh2/WBl2NcdxzxqdIbk3sneKTxLWM="
+from tests.support.webhooks import VECTOR_BODY, VECTOR_SIGNATURE, VECTOR_TOKEN
 
 # QBO.md §5.1 and §5.4: the documented samples.
 LEGACY_SAMPLE = {

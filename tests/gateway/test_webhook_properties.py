@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from qbo_operator.core import signing
 from qbo_operator.gateway.webhook_models import PayloadError, parse_delivery
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.conftest import GatewayFactory
-from tests.gateway.gwtools import Keys, create_integration, get_integration, set_status, wait_for, webhook_count
+from tests.support.kube import create_integration, qbi, set_status, webhook_count
+from tests.support.processes import GatewayFactory, Keys
+from tests.support.wait import wait_for
 
 SIGNED_REALM = "4620816365271234001"  # signed bodies name this realm...
 UNSIGNED_REALM = "4620816365271234002"  # ...unverified ones this: its status must never change
@@ -116,7 +117,7 @@ def test_random_deliveries_never_fail_the_gateway(
     set_status(cluster, namespace, "signed", {"realmId": SIGNED_REALM})
     create_integration(cluster, namespace, "unsigned")
     set_status(cluster, namespace, "unsigned", {"realmId": UNSIGNED_REALM})
-    untouched = get_integration(cluster, namespace, "unsigned")["metadata"]["resourceVersion"]
+    untouched = qbi(cluster, namespace, "unsigned")["metadata"]["resourceVersion"]
     gw = gateway_factory(keys, args=["--webhook-flush-seconds", "0.2"])
     client = httpx.Client(base_url=gw.local, timeout=30)
     seen = {"unsigned": 0}
@@ -168,7 +169,7 @@ def test_random_deliveries_never_fail_the_gateway(
             continue
         expected |= {e.key for e in events if e.realm_id == SIGNED_REALM and e.entity == "Payment"}
     assert len(expected) > 10  # the strategies do reach the counting path
-    wait_for(lambda: webhook_count(cluster, namespace, "signed") == len(expected), what=f"{len(expected)} events")
-    assert get_integration(cluster, namespace, "unsigned")["metadata"]["resourceVersion"] == untouched
-    assert "webhook" not in (get_integration(cluster, namespace, "unsigned").get("status") or {})
+    wait_for(f"{len(expected)} events", lambda: webhook_count(cluster, namespace, "signed") == len(expected))
+    assert qbi(cluster, namespace, "unsigned")["metadata"]["resourceVersion"] == untouched
+    assert "webhook" not in (qbi(cluster, namespace, "unsigned").get("status") or {})
     client.close()

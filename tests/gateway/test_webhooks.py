@@ -12,20 +12,10 @@ import pytest
 
 from qbo_operator.core import signing
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.conftest import GatewayFactory
-from tests.gateway.gwtools import (
-    Keys,
-    cloudevent,
-    create_integration,
-    dumps,
-    get_integration,
-    legacy,
-    legacy_entity,
-    set_status,
-    wait_for,
-    webhook_count,
-)
-from tests.gateway.test_webhook_models import VECTOR_BODY, VECTOR_SIGNATURE, VECTOR_TOKEN
+from tests.support.kube import create_integration, qbi, set_status, webhook_count
+from tests.support.processes import GatewayFactory, Keys
+from tests.support.wait import wait_for
+from tests.support.webhooks import VECTOR_BODY, VECTOR_SIGNATURE, VECTOR_TOKEN, cloudevent, dumps, legacy, legacy_entity
 
 FLUSH = ["--webhook-flush-seconds", "0.3"]
 
@@ -37,6 +27,13 @@ def unique_realm() -> str:
 def connected(cluster: ControlPlane, namespace: str, name: str, realm: str) -> None:
     create_integration(cluster, namespace, name)
     set_status(cluster, namespace, name, {"realmId": realm})
+
+
+def connected_at_rest(cluster: ControlPlane, namespace: str) -> tuple[str, str]:
+    """ "acme" connected to a realm of its own; returns (realm, the CR's resourceVersion now)."""
+    realm = unique_realm()
+    connected(cluster, namespace, "acme", realm)
+    return realm, qbi(cluster, namespace, "acme")["metadata"]["resourceVersion"]
 
 
 def test_intuit_test_vector_verifies_and_any_changed_byte_is_refused(
@@ -104,16 +101,16 @@ def test_both_formats_count_payment_events_once_each(
     assert gw.post_webhook(legacy_body).status_code == 200
     assert gw.post_webhook(ce_body, content_type="application/cloudevents+json").status_code == 200
 
-    wait_for(lambda: webhook_count(cluster, namespace, "acme") == 5, what="5 payment events for acme")
-    wait_for(lambda: webhook_count(cluster, namespace, "other") == 1, what="1 payment event for other")
-    webhook = get_integration(cluster, namespace, "acme")["status"]["webhook"]
+    wait_for("5 payment events for acme", lambda: webhook_count(cluster, namespace, "acme") == 5)
+    wait_for("1 payment event for other", lambda: webhook_count(cluster, namespace, "other") == 1)
+    webhook = qbi(cluster, namespace, "acme")["status"]["webhook"]
     assert webhook["lastEventTime"].endswith("Z")
     assert gw.metric("qbo_webhook_duplicate_events_total") == 8  # both bodies again: 4 + 4 events
 
     # The sync resets the count; later events count from zero.
     set_status(cluster, namespace, "acme", {"webhook": {"eventsSinceLastSync": 0}})
     assert gw.post_webhook(dumps([cloudevent(realm, "11")])).status_code == 200
-    wait_for(lambda: webhook_count(cluster, namespace, "acme") == 1, what="count after reset")
+    wait_for("count after reset", lambda: webhook_count(cluster, namespace, "acme") == 1)
     time.sleep(1)  # several flush intervals: the count must not drift
     assert webhook_count(cluster, namespace, "acme") == 1
     assert webhook_count(cluster, namespace, "other") == 1
@@ -145,7 +142,7 @@ def test_verified_but_unusable_deliveries_are_acknowledged(
     assert result_after(dumps([{"specversion": "1.0"}, 7])) == "bad_payload"
     # partly readable: the good event counts, the bad one is logged
     assert result_after(dumps([{"id": "broken"}, cloudevent(realm, "1")])) == "accepted"
-    wait_for(lambda: webhook_count(cluster, namespace, "acme") == 1, what="the one good event")
+    wait_for("the one good event", lambda: webhook_count(cluster, namespace, "acme") == 1)
     assert "unparseable event" in gw.log()
 
 
@@ -186,14 +183,12 @@ def test_status_is_written_after_the_answer_and_flushed_on_shutdown(
     cluster: ControlPlane, namespace: str, gateway_factory: GatewayFactory, keys: Keys
 ) -> None:
     """With a flush interval of an hour, the 200 comes back with nothing written; SIGTERM flushes."""
-    realm = unique_realm()
-    connected(cluster, namespace, "acme", realm)
-    rv = get_integration(cluster, namespace, "acme")["metadata"]["resourceVersion"]
+    realm, rv = connected_at_rest(cluster, namespace)
     gw = gateway_factory(keys, args=["--webhook-flush-seconds", "3600"])
     for i in range(3):
         assert gw.post_webhook(dumps([cloudevent(realm, str(i))])).status_code == 200
     time.sleep(1)
-    assert get_integration(cluster, namespace, "acme")["metadata"]["resourceVersion"] == rv
+    assert qbi(cluster, namespace, "acme")["metadata"]["resourceVersion"] == rv
     assert gw.stop() == 0
     assert webhook_count(cluster, namespace, "acme") == 3
     assert "flushing webhook counts" in gw.log()
@@ -202,16 +197,14 @@ def test_status_is_written_after_the_answer_and_flushed_on_shutdown(
 def test_unverified_bodies_never_write_status(
     cluster: ControlPlane, namespace: str, gateway_factory: GatewayFactory, keys: Keys
 ) -> None:
-    realm = unique_realm()
-    connected(cluster, namespace, "acme", realm)
-    rv = get_integration(cluster, namespace, "acme")["metadata"]["resourceVersion"]
+    realm, rv = connected_at_rest(cluster, namespace)
     gw = gateway_factory(keys, args=FLUSH)
     body = dumps([cloudevent(realm, str(i)) for i in range(5)])
     other_keys = Keys()
     for sig in (signing.webhook_signature(other_keys.verifier_token, body), "", "garbage", json.dumps({"a": 1})):
         assert gw.post_webhook(body, sig).status_code == 403
     time.sleep(1.5)
-    assert get_integration(cluster, namespace, "acme")["metadata"]["resourceVersion"] == rv
+    assert qbi(cluster, namespace, "acme")["metadata"]["resourceVersion"] == rv
     assert gw.metric("qbo_webhook_status_patches_total", result="ok") == 0
 
 

@@ -24,7 +24,7 @@ from qbo_operator.sync.records import (
     encode_record,
     idempotency_key,
 )
-from tests.greencheck.conftest import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
+from tests.support.greencheck import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
 
 FAST = GreenCheckPolicy(backoff_initial=0.01, backoff_max=0.05, transient_retries=3, default_throttle_wait=0.01)
 

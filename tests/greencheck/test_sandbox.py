@@ -12,7 +12,7 @@ import pytest
 
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.sync.records import encode_body, encode_record, idempotency_key
-from tests.greencheck.conftest import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
+from tests.support.greencheck import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
 
 INGEST = f"/service-providers/{SP_ID}/crbs/{CRB}/sales/invoice-payments"
 SALES = f"/service-providers/{SP_ID}/crbs/{CRB}/sales"

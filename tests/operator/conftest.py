@@ -4,8 +4,7 @@ RBAC (rendered with `helm template`), talking to a real QBO sandbox for token re
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,18 @@ import pytest
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane, free_port
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.operator.opkit import Operator, apply, render_chart_rbac, scan_for_secrets
-
-QBO_CLIENT_ID = "ABoperator-test-client-0001"
-QBO_CLIENT_SECRET = "qbo-client-secret-op-5e2b7c1d9a"
-GREENCHECK_CLIENT_SECRET = "greencheck-client-secret-op-8d4f2a"
-SIGNING_KEY = "signing-key-for-operator-tests-0123456789abcdef"
-GATEWAY_URL = "https://qbo.example.test"
-OPERATOR_NAMESPACE = "qbo-system"
-
-
-@dataclass(frozen=True)
-class Account:
-    kubeconfig: Path
-    username: str
+from tests.support.kube import apply, render_chart_rbac, scan_for_secrets
+from tests.support.operator import (
+    GATEWAY_URL,
+    GREENCHECK_CLIENT_SECRET,
+    OPERATOR_NAMESPACE,
+    QBO_CLIENT_ID,
+    QBO_CLIENT_SECRET,
+    SIGNING_KEY,
+    Account,
+    StartOperator,
+)
+from tests.support.processes import Operator
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +67,6 @@ def operator_env(qbo_sandbox: QboSandbox) -> dict[str, str]:
 def secret_values() -> list[str]:
     """Values that must never appear in the operator's output; tests add the tokens they create."""
     return [QBO_CLIENT_SECRET, GREENCHECK_CLIENT_SECRET, SIGNING_KEY]
-
-
-StartOperator = Callable[..., Operator]
 
 
 @pytest.fixture

@@ -9,17 +9,10 @@ from typing import Any
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.operator.opkit import (
-    Operator,
-    apply,
-    events,
-    get,
-    integration,
-    issued_tokens,
-    settled,
-    token_secret,
-    wait_for,
-)
+from tests.support.kube import apply, events, get, settled
+from tests.support.objects import integration, issued_tokens, token_secret
+from tests.support.processes import Operator
+from tests.support.wait import wait_for
 
 OWNED = ("serviceaccount", "role", "rolebinding", "cronjob")
 

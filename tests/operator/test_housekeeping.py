@@ -12,20 +12,10 @@ from qbo_operator.core import names
 from qbo_operator.core.models import Tokens
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.operator.conftest import StartOperator
-from tests.operator.opkit import (
-    apply,
-    conditions,
-    events,
-    fake_tokens,
-    get,
-    integration,
-    issued_tokens,
-    qbi,
-    settled,
-    token_secret,
-    wait_for,
-)
+from tests.support.kube import apply, conditions, events, get, qbi, settled
+from tests.support.objects import fake_tokens, integration, issued_tokens, token_secret
+from tests.support.operator import StartOperator
+from tests.support.wait import wait_for
 
 
 def stored_tokens(cluster: ControlPlane, namespace: str, name: str) -> Tokens:

@@ -12,23 +12,11 @@ from qbo_operator.core import names, signing
 from qbo_operator.core.schedule import expand
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.operator.conftest import GATEWAY_URL, SIGNING_KEY, Account, StartOperator
-from tests.operator.opkit import (
-    Operator,
-    apply,
-    audit_writes,
-    b64,
-    conditions,
-    events,
-    fake_tokens,
-    get,
-    integration,
-    issued_tokens,
-    qbi,
-    settled,
-    token_secret,
-    wait_for,
-)
+from tests.support.kube import apply, audit_writes, conditions, events, get, merge_patch, qbi, settled
+from tests.support.objects import b64, fake_tokens, integration, issued_tokens, token_secret
+from tests.support.operator import GATEWAY_URL, SIGNING_KEY, Account, StartOperator
+from tests.support.processes import Operator
+from tests.support.wait import wait_for
 
 
 def owned_by(obj: dict[str, object], uid: str) -> bool:
@@ -184,7 +172,7 @@ def test_token_secret_arrives_goes_breaks_and_suspension_is_visible(
     ready_before = conditions(connected)["Ready"]
 
     # Suspend: CronJob suspended, Suspended column true, Ready unchanged.
-    cluster.kubectl("patch", names.PLURAL, "acme", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    merge_patch(cluster, names.PLURAL, namespace, "acme", {"spec": {"suspend": True}})
     obj = wait_for("Suspended", lambda: settled(cluster, namespace, "acme", "Connected", Suspended="Suspended"))
     assert conditions(obj)["Suspended"]["status"] == "True"
     assert conditions(obj)["Ready"]["status"] == ready_before["status"]
@@ -211,9 +199,7 @@ def test_specs_cel_cannot_judge_give_phase_error(cluster: ControlPlane, namespac
     warnings = [e for e in events(cluster, namespace, "badzone") if e["reason"] == "Error"]
     assert warnings and warnings[0]["type"] == "Warning" and "spec.timeZone" in warnings[0]["message"]
 
-    cluster.kubectl(
-        "patch", names.PLURAL, "badzone", "-n", namespace, "--type=merge", "-p", '{"spec":{"timeZone":"Europe/Berlin"}}'
-    )
+    merge_patch(cluster, names.PLURAL, namespace, "badzone", {"spec": {"timeZone": "Europe/Berlin"}})
     wait_for("Pending", lambda: settled(cluster, namespace, "badzone", "Pending"))
     wait_for(
         "the zone applied",
@@ -254,35 +240,18 @@ def test_environment_is_kept_once_connected(cluster: ControlPlane, namespace: st
     )
 
     # CEL refuses the change while status.realmId is set ...
-    refused = cluster.kubectl(
-        "patch",
-        names.PLURAL,
-        "envy",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec":{"environment":"sandbox"}}',
-        check=False,
-    )
+    refused = merge_patch(cluster, names.PLURAL, namespace, "envy", {"spec": {"environment": "sandbox"}}, check=False)
     assert refused.returncode != 0 and "spec.environment cannot change" in refused.stderr
     # ... and the operator catches it when CEL cannot: here status.realmId was removed by hand while the
     # operator was down, so the API server let the environment change through.
     operator.stop()
-    cluster.kubectl(
-        "patch", names.PLURAL, "envy", "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", '{"status":{"realmId":null}}',
-    )  # fmt: skip
-    cluster.kubectl(
-        "patch", names.PLURAL, "envy", "-n", namespace, "--type=merge", "-p", '{"spec":{"environment":"sandbox"}}'
-    )
+    merge_patch(cluster, names.PLURAL, namespace, "envy", {"status": {"realmId": None}}, status=True)
+    merge_patch(cluster, names.PLURAL, namespace, "envy", {"spec": {"environment": "sandbox"}})
     operator.start(*operator.args)
     obj = wait_for("Error", lambda: settled(cluster, namespace, "envy", "Error", Ready="EnvironmentChanged"))
     assert "back to production" in conditions(obj)["Ready"]["message"]
     assert "realmId" not in obj["status"]  # not restored, or CEL would lock the wrong environment in
-    cluster.kubectl(
-        "patch", names.PLURAL, "envy", "-n", namespace, "--type=merge", "-p", '{"spec":{"environment":"production"}}'
-    )
+    merge_patch(cluster, names.PLURAL, namespace, "envy", {"spec": {"environment": "production"}})
     obj = wait_for("Connected", lambda: settled(cluster, namespace, "envy", "Connected"))
     assert obj["status"]["realmId"] == "4620816365211111"
 

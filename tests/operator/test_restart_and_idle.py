@@ -11,17 +11,10 @@ from datetime import UTC, datetime
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
-from tests.operator.conftest import Account, StartOperator
-from tests.operator.opkit import (
-    apply,
-    audit_writes,
-    fake_tokens,
-    get,
-    integration,
-    jobs,
-    token_secret,
-    wait_for,
-)
+from tests.support.kube import apply, audit_writes, get, jobs
+from tests.support.objects import fake_tokens, integration, token_secret
+from tests.support.operator import Account, StartOperator
+from tests.support.wait import wait_for
 
 COUNT = 50
 IDLE_SECONDS = 60

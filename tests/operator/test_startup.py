@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tests.operator.conftest import QBO_CLIENT_SECRET
-from tests.operator.opkit import VENV_BIN
+from tests.support.operator import QBO_CLIENT_SECRET
+from tests.support.paths import VENV_BIN
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,20 +9,11 @@ from typing import Any
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
-from tests.conftest import Kubelet
-from tests.operator.opkit import (
-    Operator,
-    apply,
-    conditions,
-    events,
-    fake_tokens,
-    integration,
-    jobs,
-    qbi,
-    settled,
-    token_secret,
-    wait_for,
-)
+from tests.support.kube import apply, conditions, events, jobs, merge_patch, qbi, settled
+from tests.support.kubelet import Kubelet
+from tests.support.objects import fake_tokens, integration, token_secret
+from tests.support.processes import Operator
+from tests.support.wait import wait_for
 
 REQUEST = names.SYNC_REQUESTED_ANNOTATION
 
@@ -79,7 +70,7 @@ def test_sync_now_makes_exactly_one_job_per_request(cluster: ControlPlane, names
     )
 
     # Suspended: refused with a Warning, still echoed so it is not retried forever.
-    cluster.kubectl("patch", names.PLURAL, "acme", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    merge_patch(cluster, names.PLURAL, namespace, "acme", {"spec": {"suspend": True}})
     wait_for("Suspended", lambda: settled(cluster, namespace, "acme", "Connected", Suspended="Suspended"))
     request_sync(cluster, namespace, "acme", "third")
     wait_for("the third request handled", lambda: handled(cluster, namespace, "acme", "third"))
@@ -111,7 +102,7 @@ def test_a_job_that_dies_before_reporting_sets_job_failed(
 
     # Play the kubelet: the real `qbo-operator sync` runs with the pod's environment, but a setting is broken,
     # so it exits 2 (configuration error) before it can write any status. The pod failure policy fails the Job.
-    run = kubelet.run(namespace, name, env={"GREENCHECK_API_URL": "not a url"})
+    run = kubelet.run(namespace, name, GREENCHECK_API_URL="not a url")
     assert run.exit_code == 2, run.stderr
     assert "GREENCHECK_API_URL" in run.stderr
 

@@ -1,5 +1,8 @@
-"""Fixtures of the reliability suite: the `report` ledger and the session-level secret-hygiene check."""
+"""Every test of the reliability suite takes part in the secret-hygiene checks of tests/conftest.py."""
 
-from tests.reliability.fixtures import _hygiene_snapshot, _secret_hygiene, report
+import pytest
 
-__all__ = ["_hygiene_snapshot", "_secret_hygiene", "report"]
+
+@pytest.fixture(autouse=True)
+def _hygiene(hygiene_snapshot: None, secret_hygiene: None) -> None:
+    """The per-test snapshot of the cluster and the session-level scan."""

@@ -27,8 +27,10 @@ from pydantic import SecretStr
 from qbo_operator.core import oauth
 from qbo_operator.core.config import Settings
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.reliability.ledger import Report
-from tests.reliability.stackkit import COMPANY_IDS, Kubelet, Product, product, wait_until
+from tests.support.ledger import Report
+from tests.support.objects import COMPANY_IDS
+from tests.support.stack import Product, product
+from tests.support.wait import STACK_TIMEOUT, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +55,7 @@ def test_sigkill_sync_operator_and_gateway_at_random_points(
     payments = rounds = 0
     try:
         with product(local_cluster, tmp_path / "chaos", companies=2, history=30) as p:
-            kubelet = Kubelet(p, tmp_path / "chaos" / "logs")
+            kubelet = p.kubelet
             connected = setup_tenants(p)
             # Latency on both APIs so kills land inside runs, not between them.
             p.qbo(
@@ -108,15 +110,15 @@ def test_sigkill_sync_operator_and_gateway_at_random_points(
             for component in ("gateway", "operator"):
                 p.ready(component)
             for namespace, name in TENANTS:
-                rc, log = kubelet.run(namespace, p.request_sync(namespace, name, "final"))
-                assert rc == 0, log[-3000:]
+                run = kubelet.run(namespace, p.request_sync(namespace, name, "final"))
+                assert run.exit_code == 0, (run.stdout + run.stderr)[-3000:]
             for (namespace, name), realm, company in zip(TENANTS, p.realms, COMPANY_IDS[:2], strict=True):
                 check_books(p, realm, company, connected[(namespace, name)], figures)
                 check_integration(p, namespace, name)
                 check_refresh_token_works(p, namespace, name)
             assert p.phase(*PENDING) == "Pending"
             # Intuit retries what the killed gateways did not answer: every webhook gets acknowledged.
-            hooks = wait_until("every webhook acknowledged", lambda: _webhooks_done(p), timeout=240)
+            hooks = wait_for("every webhook acknowledged", lambda: _webhooks_done(p), timeout=240, interval=0.25)
             assert hooks["failed"] > 0 or kills["gateway"] == 0, "no webhook ever met a killed gateway"
             state = p.greencheck_state()
             figures["duplicated"] += state["results"].get("created", 0) - sum(state["records"].values())
@@ -145,7 +147,7 @@ def setup_tenants(p: Product) -> dict[tuple[str, str], dt.datetime]:
         out[(namespace, name)] = dt.datetime.fromisoformat(status["connectedAt"].replace("Z", "+00:00"))
         p.record_secrets(namespace, name)
     p.create_integration(*PENDING, COMPANY_IDS[2])
-    wait_until("charlie Pending", lambda: p.phase(*PENDING) == "Pending")
+    wait_for("charlie Pending", lambda: p.phase(*PENDING) == "Pending", timeout=STACK_TIMEOUT, interval=0.25)
     return out
 
 

@@ -16,8 +16,12 @@ import pytest
 
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane, wait_for_pods
-from tests.reliability.ledger import Report
-from tests.reliability.stackkit import COMPANY_IDS, Kubelet, Product, product, wait_until
+from tests.support.kube import merge_patch
+from tests.support.kubelet import Kubelet
+from tests.support.ledger import Report
+from tests.support.objects import COMPANY_IDS
+from tests.support.stack import Product, product
+from tests.support.wait import STACK_TIMEOUT, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +38,7 @@ def connected(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
         p.create_integration(NAMESPACE, "acme", COMPANY_IDS[0])
         p.connect(NAMESPACE, "acme", p.realms[0])
         p.record_secrets(NAMESPACE, "acme")
-        yield p, Kubelet(p, workdir / "logs")
+        yield p, p.kubelet
         p.record_secrets(NAMESPACE, "acme")
 
 
@@ -49,8 +53,13 @@ def alive(p: Product) -> None:
     for name in ("operator", "gateway"):
         proc = p.stack.processes[name]
         assert proc.alive(), f"the {name} exited during the outage:\n{proc.tail()}"
-    wait_until("operator /healthz", lambda: _ok(f"http://127.0.0.1:{p.stack.operator_health_port}/healthz"))
-    wait_until("gateway /readyz", lambda: _ok(f"{p.stack.gateway_url}/readyz"))
+    wait_for(
+        "operator /healthz",
+        lambda: _ok(f"http://127.0.0.1:{p.stack.operator_health_port}/healthz"),
+        timeout=STACK_TIMEOUT,
+        interval=0.25,
+    )
+    wait_for("gateway /readyz", lambda: _ok(f"{p.stack.gateway_url}/readyz"), timeout=STACK_TIMEOUT, interval=0.25)
 
 
 def _ok(url: str) -> bool:
@@ -66,9 +75,7 @@ def test_apiserver_restart_during_a_reconcile(connected: tuple[Product, Kubelet]
     pids = {n: p.stack.processes[n].popen.pid for n in ("operator", "gateway")}
     # Changes the operator must act on, then the API server dies under its reconcile ...
     p.create_integration(NAMESPACE, "newcomer", COMPANY_IDS[1])
-    cp.kubectl(
-        "patch", names.PLURAL, "acme", "-n", NAMESPACE, "--type=merge", "-p", '{"spec":{"schedule":"7 3 * * *"}}'
-    )
+    merge_patch(cp, names.PLURAL, NAMESPACE, "acme", {"spec": {"schedule": "7 3 * * *"}})
     time.sleep(0.3)
     cp.kill_apiserver()
     # ... and while it is down, payments are made: Intuit's webhooks still reach the gateway, which answers them.
@@ -78,22 +85,25 @@ def test_apiserver_restart_during_a_reconcile(connected: tuple[Product, Kubelet]
 
     alive(p)
     assert {n: p.stack.processes[n].popen.pid for n in pids} == pids  # nobody restarted anything
-    acme = wait_until("acme reconciled at its new generation", lambda: _observed(p, "acme"), timeout=180)
+    acme = wait_for("acme reconciled at its new generation", lambda: _observed(p, "acme"), timeout=180, interval=0.25)
     cron = cp.kubectl_json("get", "cronjob", names.cronjob_name("acme"), "-n", NAMESPACE)
     assert cron["spec"]["schedule"] == "7 3 * * *"
     assert acme["status"]["phase"] == "Connected"
-    newcomer = wait_until("newcomer Pending with its link", lambda: _observed(p, "newcomer"), timeout=180)
+    newcomer = wait_for("newcomer Pending with its link", lambda: _observed(p, "newcomer"), timeout=180, interval=0.25)
     assert newcomer["status"]["phase"] == "Pending" and newcomer["status"]["authorizationURL"]
-    wait_until(
+    wait_for(
         "the newcomer's CronJob",
         lambda: (
             cp.kubectl("get", "cronjob", names.cronjob_name("newcomer"), "-n", NAMESPACE, check=False).returncode == 0
         ),
+        timeout=STACK_TIMEOUT,
+        interval=0.25,
     )
-    webhook = wait_until(
+    webhook = wait_for(
         "the outage's webhooks counted in status",
         lambda: (p.integration(NAMESPACE, "acme")["status"].get("webhook") or {}).get("eventsSinceLastSync"),
         timeout=120,
+        interval=0.25,
     )
     assert webhook >= 5
     report.row("control plane", "kube-apiserver killed during a reconcile (and webhooks)", tried=1, held=1)
@@ -118,11 +128,11 @@ def test_apiserver_restart_during_a_sync(connected: tuple[Product, Kubelet], rep
     before = p.greencheck_state()["requests"].get("invoice_payments", 0)
     job = p.request_sync(NAMESPACE, "acme", "during-outage")
     pod = kubelet.start(NAMESPACE, job)
-    wait_until(
+    wait_for(
         "two batches delivered",
         lambda: p.greencheck_state()["requests"].get("invoice_payments", 0) >= before + 2,
         timeout=120,
-        every=0.05,
+        interval=0.05,
     )
     outage(cp)
     rc = kubelet.finish(pod)
@@ -134,7 +144,8 @@ def test_apiserver_restart_during_a_sync(connected: tuple[Product, Kubelet], rep
         assert len(errors) == 1, log[-2000:]  # one line saying why it stopped
         # No manual action: the Job controller starts the Pod again, and this time it completes.
         assert wait_for_pods(cp, NAMESPACE, job, timeout=180), "the Job controller started no retry Pod"
-        rc, log = kubelet.run(NAMESPACE, job)
+        run = kubelet.run(NAMESPACE, job)
+        rc, log = run.exit_code, run.stdout + run.stderr
         attempts += 1
         assert rc == 0, log[-3000:]
     httpx.delete(f"{p.stack.greencheck_url}/_sandbox/faults", timeout=10)

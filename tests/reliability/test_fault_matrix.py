@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.reliability import ledger
-from tests.reliability.faultkit import (
+from tests.support import ledger
+from tests.support.faults import (
     TUNING,
     bearer_tokens_in,
     check_delivery,
@@ -31,8 +31,9 @@ from tests.reliability.faultkit import (
     no_traceback,
     stage,
 )
-from tests.reliability.ledger import Report
-from tests.sync.harness import E2E, Proxy
+from tests.support.ledger import Report
+from tests.support.proxies import Proxy
+from tests.support.sync import E2E
 
 pytestmark = pytest.mark.e2e
 

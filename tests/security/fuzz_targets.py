@@ -36,7 +36,8 @@ with atheris.instrument_imports(include=["qbo_operator"]):
     from qbo_operator.sync.qbo_models import Invoice, Payment
     from qbo_operator.sync.transport import Transient
 
-from tests.security.samples import ALL_TOKEN_KEYS, record
+from tests.support.greencheck import ALL_TOKEN_KEYS
+from tests.support.greencheck import minimal_record as record
 
 KEY = "fuzz-signing-key-0123456789abcdef"
 VERIFIER = "fuzz-verifier-token"

@@ -13,7 +13,7 @@ import pytest
 
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.reliability.ledger import Report
+from tests.support.ledger import Report
 
 pytestmark = pytest.mark.e2e
 

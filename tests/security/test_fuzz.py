@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.ledger import ROOT, Report
+from tests.support.ledger import Report
+from tests.support.paths import ROOT
 
 TARGETS = ("webhook", "tokens", "qbo", "greencheck")
 SECONDS = 5  # per target: about 20 s of fuzzing in all

@@ -17,8 +17,10 @@ import pytest
 
 from qbo_operator.gateway.webhooks import BODY_READ_SECONDS
 from qbo_operator.harness.controlplane import ControlPlane
-from tests.gateway.gwtools import Gateway, Keys, cloudevent, create_integration, dumps
-from tests.reliability.ledger import SECRETS, Report
+from tests.support.kube import create_integration
+from tests.support.ledger import SECRETS, Report
+from tests.support.processes import Gateway, Keys
+from tests.support.webhooks import cloudevent, dumps
 
 pytestmark = pytest.mark.e2e
 

@@ -28,8 +28,13 @@ import yaml
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.localstack import CHART, RELEASE, SYSTEM_NAMESPACE
-from tests.reliability.ledger import SECRETS, Report
-from tests.reliability.stackkit import COMPANY_IDS, Kubelet, Product, api_request, product, wait_until
+from tests.support.chart import install_namespaced
+from tests.support.kube import api_request
+from tests.support.kubelet import Kubelet
+from tests.support.ledger import SECRETS, Report
+from tests.support.objects import COMPANY_IDS
+from tests.support.stack import Product, product
+from tests.support.wait import STACK_TIMEOUT, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -56,23 +61,25 @@ def life(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Ite
     out.started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     workdir = tmp_path_factory.mktemp("least-privilege")
     with product(local_cluster, workdir, companies=2, history=10, seed=11) as p:
-        out.product, out.kubelet = p, Kubelet(p, workdir / "logs")
+        out.product, out.kubelet = p, p.kubelet
         p.create_integration(NS_A, "alpha", COMPANY_IDS[0])
         p.create_integration(NS_A, "beta", COMPANY_IDS[1])
         p.create_integration(NS_B, "gamma", COMPANY_IDS[2])
         p.connect(NS_A, "alpha", p.realms[0])
         p.connect(NS_A, "beta", p.realms[1])
         p.qbo("POST", f"/companies/{p.realms[0]}/payments", json={"n": 20, "seed": 5})
-        rc, log = out.kubelet.run(NS_A, p.request_sync(NS_A, "alpha", "first"))
-        assert rc == 0, log[-2000:]
+        run = out.kubelet.run(NS_A, p.request_sync(NS_A, "alpha", "first"))
+        assert run.exit_code == 0, (run.stdout + run.stderr)[-2000:]
         # suspended and resumed; its tokens deleted (Disconnected) and the Connect flow again
         for suspend in ("true", "false"):
             p.cp.kubectl(
                 "patch", names.PLURAL, "alpha", "-n", NS_A, "--type=merge", "-p", f'{{"spec":{{"suspend":{suspend}}}}}'
             )
-            wait_until("suspension seen", lambda s=suspend: _suspended(p, s))
+            wait_for("suspension seen", lambda s=suspend: _suspended(p, s), timeout=STACK_TIMEOUT, interval=0.25)
         p.cp.kubectl("delete", "secret", names.token_secret_name("alpha"), "-n", NS_A)
-        wait_until("alpha Disconnected", lambda: p.phase(NS_A, "alpha") == "Disconnected")
+        wait_for(
+            "alpha Disconnected", lambda: p.phase(NS_A, "alpha") == "Disconnected", timeout=STACK_TIMEOUT, interval=0.25
+        )
         p.connect(NS_A, "alpha", p.realms[0])
         # the operator restarted (its start-up listing), then a deletion with revocation at Intuit
         p.kill("operator")
@@ -184,23 +191,7 @@ def namespaced_release(cluster: ControlPlane) -> Iterator[dict[str, Any]]:
     home, watched, other = f"{name}-system", f"{name}-served", f"{name}-other"
     for ns in (home, watched, other):
         cp.kubectl("create", "namespace", ns)
-    values = {
-        "watchNamespaces": [watched],
-        "config": {
-            "gatewayUrl": "https://qbo.example.com",
-            "greencheckApiUrl": "https://gc.example.com",
-            "serviceProviderId": "sp-1",
-        },
-        "credentials": {
-            "clientId": "cid",
-            "clientSecret": "csecret-least-privilege",
-            "webhookVerifierToken": "v",
-            "greencheck": {"clientId": "gc", "clientSecret": "gcsecret-least-privilege"},
-        },
-    }
-    values_file = cp.dir / f"{name}-values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    cp.helm("install", name, str(CHART), "--namespace", home, "-f", str(values_file))
+    install_namespaced(cp, name, home, watched, cp.dir / f"{name}-values.yaml", secret_suffix="-least-privilege")
     cp.kubectl("create", "secret", "generic", "bank-database", "-n", watched, "--from-literal=password=hunter2-db")
     for ns in (watched, other):
         cp.kubectl(
@@ -364,7 +355,7 @@ def test_operator_cluster_role_grants_no_verb_it_never_uses(life: Life, report: 
     cp.kubectl("delete", names.PLURAL, "alpha", "-n", NS_A, "--wait=true", "--timeout=120s")
     username = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{life.product.stack.service_account('operator')}"
     granted = granted_rules(cp)
-    used = wait_until("the audit log", lambda: used_requests(cp, username, life.started), timeout=30)
+    used = wait_for("the audit log", lambda: used_requests(cp, username, life.started), timeout=30, interval=0.25)
     comments = chart_comments()
     rows: list[tuple[str, str, str]] = []
     unjustified = []

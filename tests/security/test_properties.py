@@ -32,9 +32,9 @@ from qbo_operator.sync.qbo import _Unauthorized as QboUnauthorized
 from qbo_operator.sync.qbo_models import Invoice, Payment
 from qbo_operator.sync.records import Record
 from qbo_operator.sync.transport import Transient
-from tests.reliability.ledger import Report
-from tests.security.samples import ALL_TOKEN_KEYS
-from tests.security.samples import record as sample_record
+from tests.support.greencheck import ALL_TOKEN_KEYS
+from tests.support.greencheck import minimal_record as sample_record
+from tests.support.ledger import Report
 
 EXAMPLES = 300
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Secret hygiene. The check itself is session-level (tests/reliability/fixtures.py `_secret_hygiene`): every
+"""Secret hygiene. The check itself is session-level (tests/conftest.py `secret_hygiene`): every
 token, client secret and signing key a stack of these suites used is searched for in everything the
 stacks produced (process logs, sync output, Events, every CR status, /metrics, exception texts) once the
 session ends, and any hit fails the run. These tests prove the scanner finds what it must, so a clean
@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from qbo_operator.core import oauth
 from qbo_operator.core.config import ConfigError, Settings, load_settings
 from qbo_operator.core.models import Tokens, TokenSecretError
-from tests.reliability.ledger import SECRETS, Report, SecretLedger
+from tests.support.ledger import SECRETS, Report, SecretLedger
 
 ACCESS = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0..planted-access-token-value-0123456789"
 REFRESH = "AB11764633600planted-refresh-token-value"

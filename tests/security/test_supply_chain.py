@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.ledger import Report
+from tests.support.ledger import Report
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / "requirements" / "runtime.lock"
 DEV = ROOT / "requirements" / "dev.lock"
 PIP_AUDIT = Path(sys.executable).parent / "pip-audit"

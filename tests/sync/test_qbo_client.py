@@ -22,7 +22,7 @@ from qbo_operator.sync.qbo import (
     qbo_time,
 )
 from qbo_operator.sync.qbo_models import Fault, Payment
-from tests.sync.conftest import SandboxTokens, make_qbo
+from tests.support.sync import SandboxTokens, make_qbo
 
 # Tests lift the client-side pacing (tested on its own below) so they finish quickly.
 FAST = QboPolicy(throttle_wait=0.05, backoff_initial=0.01, backoff_max=0.05, transient_retries=3, timeout=5,

@@ -1,6 +1,6 @@
 """`qbo-operator sync` end to end: a real process against the real control plane and both sandboxes.
 
-Expected records are computed in the test from the sandbox's raw data (tests/sync/conftest.py), never
+Expected records are computed in the test from the sandbox's raw data (tests/support/sync.py), never
 with the product's mapping code."""
 
 from __future__ import annotations
@@ -23,8 +23,19 @@ from qbo_operator.core import oauth
 from qbo_operator.core.models import Tokens, rfc3339
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.harness.sandbox.qbo_store import parse_time
-from tests.sync.conftest import expected_records, make_qbo, qbo_settings, utc
-from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Proxy, Run
+from tests.support.proxies import Proxy
+from tests.support.sync import (
+    CRB,
+    E2E,
+    GC_CLIENT_ID,
+    GC_CLIENT_SECRET,
+    SP_ID,
+    Run,
+    expected_records,
+    make_qbo,
+    qbo_settings,
+    utc,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +87,7 @@ async def test_sync_delivers_exactly_the_expected_records_then_nothing_then_ten_
 ) -> None:
     async with environment(cluster, namespace) as e:
         e.create_integration()
-        e.qbo.generate_payments(e.realm, 1000, seed=7)
-        expected = expected_records(e.qbo, e.realm, e.connected_at)
+        expected = e.add_payments(1000, seed=7)
         company = e.qbo.companies[e.realm]
 
         # The data really contains what the test is about.
@@ -148,8 +158,7 @@ async def test_sync_delivers_exactly_the_expected_records_then_nothing_then_ten_
 async def test_dry_run_prints_the_records_and_sends_and_writes_nothing(cluster: Any, namespace: str) -> None:
     async with environment(cluster, namespace, payments=80) as e:
         e.create_integration()
-        e.qbo.generate_payments(e.realm, 150, seed=3)
-        expected = expected_records(e.qbo, e.realm, e.connected_at)
+        expected = e.add_payments(150, seed=3)
         run = await e.sync("--dry-run")
         assert run.rc == 0, run.stderr
         printed = [json.loads(line) for line in run.stdout.splitlines()]
@@ -168,8 +177,7 @@ async def test_sigkill_at_20_random_points_then_every_record_exactly_once(cluste
     rng = random.Random(20261125)
     async with environment(cluster, namespace, payments=100) as e:
         e.create_integration()
-        e.qbo.generate_payments(e.realm, 1000, seed=11)
-        expected = expected_records(e.qbo, e.realm, e.connected_at)
+        expected = e.add_payments(1000, seed=11)
         # pages of 200 and batches of 50: about 11 QuickBooks and 21 Green Check requests a run
         small = {"QBO_SYNC_PAGE_SIZE": "200", "QBO_SYNC_BATCH_SIZE": "50"}
         kinds = {"gc_before": 21, "gc_after": 21, "qbo": 10}
@@ -228,8 +236,7 @@ async def test_green_check_failure_mid_run_keeps_the_progress_and_the_next_run_c
 ) -> None:
     async with environment(cluster, namespace, payments=60) as e:
         e.create_integration()
-        e.qbo.generate_payments(e.realm, 400, seed=5)
-        expected = expected_records(e.qbo, e.realm, e.connected_at)
+        expected = e.add_payments(400, seed=5)
         e.gc.faults.add(kind="status", status=503, path="invoice-payments", skip=3)
         run = await e.sync(QBO_SYNC_BATCH_SIZE="50")
         assert run.rc == 1
@@ -296,14 +303,19 @@ class SecretCheckingProxy(Proxy):
             self.on_query(self.queries)
         return await super().handle(request)
 
+    async def sync(self, page_size: str) -> Run:
+        """One sync whose Accounting API calls all go through this proxy."""
+        async with self.serve() as url:
+            self.e.qbo_api_url = url
+            return await self.e.sync(QBO_SYNC_PAGE_SIZE=page_size)
+
 
 async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is_used(
     cluster: Any, namespace: str
 ) -> None:
     async with environment(cluster, namespace, payments=60) as e:
         e.create_integration()
-        e.qbo.generate_payments(e.realm, 300, seed=9)
-        expected = expected_records(e.qbo, e.realm, e.connected_at)
+        expected = e.add_payments(300, seed=9)
         e.expire_access_token()  # refresh at start ...
         e.qbo.force_rotation(e.realm)  # ... which rotates the refresh token
         old_refresh = e.secret_data()["refresh_token"]
@@ -314,9 +326,7 @@ async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is
                 e.qbo.force_rotation(e.realm)
 
         proxy = SecretCheckingProxy(e, mid_run)
-        async with proxy.serve() as url:
-            e.qbo_api_url = url
-            run = await e.sync(QBO_SYNC_PAGE_SIZE="100")
+        run = await proxy.sync(page_size="100")
         assert run.rc == 0, run.stderr
         assert proxy.violations == []
         assert proxy.checked >= 5
@@ -337,8 +347,7 @@ async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is
 async def test_two_concurrent_syncs_cannot_corrupt_the_secret(cluster: Any, namespace: str) -> None:
     async with environment(cluster, namespace, payments=60) as e:
         e.create_integration()
-        e.qbo.generate_payments(e.realm, 400, seed=13)
-        expected = expected_records(e.qbo, e.realm, e.connected_at)
+        expected = e.add_payments(400, seed=13)
         for _ in range(3):
             e.expire_access_token()
             e.qbo.force_rotation(e.realm)
@@ -392,10 +401,7 @@ async def test_grant_revoked_mid_run_marks_disconnected(cluster: Any, namespace:
             if n == 2:
                 e.qbo.revoke_all(e.realm)
 
-        proxy = SecretCheckingProxy(e, revoke)
-        async with proxy.serve() as url:
-            e.qbo_api_url = url
-            run = await e.sync(QBO_SYNC_PAGE_SIZE="50")
+        run = await SecretCheckingProxy(e, revoke).sync(page_size="50")
         assert run.rc == 1, run.stderr
         assert e.status()["phase"] == "Disconnected"
         connected = e.condition("Connected")
@@ -409,8 +415,7 @@ async def test_grant_revoked_mid_run_marks_disconnected(cluster: Any, namespace:
 async def test_rejected_records_are_named_in_status_and_a_warning_event(cluster: Any, namespace: str) -> None:
     async with environment(cluster, namespace, payments=60) as e:
         e.create_integration()
-        e.qbo.generate_payments(e.realm, 200, seed=17)
-        expected = expected_records(e.qbo, e.realm, e.connected_at)
+        expected = e.add_payments(200, seed=17)
         refused = sorted(expected)[:3]
         e.gc.reject_external_ids.update(refused)
         run = await e.sync()

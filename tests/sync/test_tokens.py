@@ -25,7 +25,7 @@ from qbo_operator.core.tokens import (
     TokenManager,
     ensure_fresh_tokens,
 )
-from tests.sync.conftest import make_qbo, qbo_settings
+from tests.support.sync import make_qbo, qbo_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("kubeconfig")]
 SECRET = "acme-qbo-tokens"

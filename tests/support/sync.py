@@ -1,35 +1,120 @@
-"""End-to-end harness: a QuickbooksIntegration and its token Secret on the real control plane, the
-two sandboxes in this event loop, and `qbo-operator sync` run as a real process against all three."""
+"""The sync end to end: a QuickbooksIntegration and its token Secret on the real control plane, the two
+sandboxes in this event loop (or in threads), and `qbo-operator sync` run as a real process against all
+three; a token source backed by the sandbox's real token endpoint; and the records Green Check must end up
+holding, computed from the sandbox's raw Intuit JSON without the product's mapping code."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-import httpx
-from aiohttp import web
+from pydantic import SecretStr
 
+from qbo_operator.core import names, oauth
+from qbo_operator.core.config import Settings
 from qbo_operator.core.models import Tokens, rfc3339
 from qbo_operator.core.oauth import TokenResponse
+from qbo_operator.harness.controlplane import KubeClients
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.sync.conftest import QBO_CLIENT_ID, QBO_CLIENT_SECRET
+from qbo_operator.harness.sandbox.qbo_store import parse_time
+from tests.support.kube import apply, conditions, get, qbi, set_status
+from tests.support.objects import COMPANY_ID, decoded, integration, token_secret
+from tests.support.paths import QBO_OPERATOR
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+QBO_CLIENT_ID = "ABsync-test-client-0001"
+QBO_CLIENT_SECRET = "qbo-client-secret-3c1d9e8f7a6b"
+REDIRECT_URI = "http://127.0.0.1:8000/oauth/callback"
+
+
+def make_qbo(**kw: Any) -> QboSandbox:
+    return QboSandbox(QBO_CLIENT_ID, QBO_CLIENT_SECRET, REDIRECT_URI, "verifier-token", **kw)
+
+
+def qbo_settings(sb: QboSandbox) -> Settings:
+    return Settings(
+        qbo_client_id=QBO_CLIENT_ID,
+        qbo_client_secret=SecretStr(QBO_CLIENT_SECRET),
+        qbo_token_url=sb.token_url,
+        qbo_api_url=sb.api_url,
+    )
+
+
+@dataclass
+class SandboxTokens:
+    """A TokenSource for client tests: refreshes through the sandbox's token endpoint (oauth.refresh)."""
+
+    settings: Settings
+    access: str
+    refresh: str
+    refreshes: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+    @classmethod
+    def issue(cls, sb: QboSandbox, realm: str) -> SandboxTokens:
+        reply = sb.issue_tokens(realm)
+        return cls(qbo_settings(sb), reply["access_token"], reply["refresh_token"])
+
+    async def access_token(self) -> str:
+        return self.access
+
+    async def refreshed_access_token(self, rejected: str) -> str:
+        self.rejected.append(rejected)
+        reply = await asyncio.to_thread(oauth.refresh, self.settings, self.refresh)
+        self.access, self.refresh = reply.access_token, reply.refresh_token
+        self.refreshes += 1
+        return self.access
+
+
+def cents(value: Any) -> int:
+    return int((Decimal(str(value)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def expected_records(sb: QboSandbox, realm: str, connected_at: datetime) -> dict[str, dict[str, Any]]:
+    """external_id → {payment id, invoice id, applied cents}: what Green Check must end up holding.
+
+    Written from the sandbox's raw Intuit JSON without the product's mapping code: payments created
+    at or after connectedAt, not voided, one record per invoice they are applied to."""
+    company = sb.companies[realm]
+    out: dict[str, dict[str, Any]] = {}
+    for pay in company.payments.values():
+        created = parse_time(pay["MetaData"]["CreateTime"])
+        if created < connected_at:
+            continue
+        if str(pay.get("PrivateNote", "")).startswith("Voided") and Decimal(str(pay["TotalAmt"])) == 0:
+            continue
+        applied: dict[str, int] = {}
+        for line in pay.get("Line", []):
+            for link in line.get("LinkedTxn", []):
+                if link["TxnType"] == "Invoice" and link["TxnId"] in company.invoices:
+                    applied[link["TxnId"]] = applied.get(link["TxnId"], 0) + cents(line["Amount"])
+        for inv_id, amount in applied.items():
+            out[f"qbo:{realm}:payment:{pay['Id']}:invoice:{inv_id}"] = {
+                "payment": pay["Id"],
+                "invoice": inv_id,
+                "amount": amount,
+                "doc_number": company.invoices[inv_id].get("DocNumber"),
+            }
+    return out
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# --- end to end --------------------------------------------------------------------------------
+
 GC_CLIENT_ID = "gc-sync-client"
 GC_CLIENT_SECRET = "gc-sync-secret-8a7b6c5d4e3f"
 SP_ID = "sp-e2e"
-CRB = "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10"
+CRB = COMPANY_ID
 # Measures the sync's peak RSS: the wrapper's only child is the sync, so RUSAGE_CHILDREN is the sync's.
 RSS_WRAPPER = (
     "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
@@ -55,7 +140,7 @@ class Run:
 
 @dataclass
 class E2E:
-    cluster: Any
+    cluster: KubeClients
     namespace: str
     qbo: QboSandbox
     gc: GreenCheckSandbox
@@ -69,18 +154,13 @@ class E2E:
 
     # --- set-up -------------------------------------------------------------------------------
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
 
     def create_integration(self, *, suspend: bool = False, with_secret: bool = True, **secret_over: Any) -> None:
         """The CR (status Connected, realm, connectedAt) and a token Secret from a real sandbox grant."""
-        manifest = {
-            "apiVersion": "integrations.greencheckverified.com/v1alpha1",
-            "kind": "QuickbooksIntegration",
-            "metadata": {"name": self.name, "namespace": self.namespace},
-            "spec": {"companyId": CRB, "companyName": "Acme Dispensary", "suspend": suspend},
-        }
-        self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        spec = {"companyId": CRB, "companyName": "Acme Dispensary", "suspend": suspend}
+        apply(self.cluster, integration(self.namespace, self.name, **spec))
         self.token_reply = self.qbo.issue_tokens(self.realm)
         if with_secret:
             self.write_secret(**secret_over)
@@ -93,19 +173,16 @@ class E2E:
         return tokens.model_copy(update=over)
 
     def write_secret(self, **over: Any) -> None:
-        data = self.tokens(**over).to_secret_data()
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {"name": f"{self.name}-qbo-tokens", "namespace": self.namespace},
-            "data": data,
-        }
-        self.kubectl("apply", "-f", "-", input=json.dumps(secret))
+        """The token Secret (unlabelled, as written by hand) holding these tokens, `over` changed."""
+        apply(self.cluster, token_secret(self.namespace, self.name, self.tokens(**over), labelled=False))
 
     def patch_status(self, status: dict[str, Any]) -> None:
-        self.kubectl("patch", "qbi", self.name, "--subresource=status", "--type=merge", "-p",
-                     json.dumps({"status": status}))  # fmt: skip
+        set_status(self.cluster, self.namespace, self.name, status)
+
+    def add_payments(self, n: int, seed: int) -> dict[str, dict[str, Any]]:
+        """`n` new payments in the company; returns the records Green Check must then hold."""
+        self.qbo.generate_payments(self.realm, n, seed=seed)
+        return expected_records(self.qbo, self.realm, self.connected_at)
 
     def expire_access_token(self) -> None:
         """The Secret's access token looks expired, so the next sync refreshes first."""
@@ -113,21 +190,20 @@ class E2E:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def obj(self) -> dict[str, Any]:
-        return json.loads(self.kubectl("get", "qbi", self.name, "-o", "json").stdout)
-
     def status(self) -> dict[str, Any]:
-        return dict(self.obj().get("status") or {})
+        return dict(qbi(self.cluster, self.namespace, self.name).get("status") or {})
 
     def condition(self, type_: str) -> dict[str, Any] | None:
-        return next((c for c in self.status().get("conditions", []) if c["type"] == type_), None)
+        return conditions({"status": self.status()}).get(type_)
 
     def secret_data(self) -> dict[str, str]:
-        data = json.loads(self.kubectl("get", "secret", f"{self.name}-qbo-tokens", "-o", "json").stdout)["data"]
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+        secret = get(self.cluster, "secret", self.namespace, names.token_secret_name(self.name))
+        assert secret is not None, f"{self.namespace}/{self.name} has no token Secret"
+        return decoded(secret)
 
     def events(self) -> list[dict[str, Any]]:
-        return list(json.loads(self.kubectl("get", "events", "-o", "json").stdout)["items"])
+        """Every Event in the namespace (the CR's, the Secret's, the Job's)."""
+        return list(self.cluster.kubectl_json("get", "events", "-n", self.namespace)["items"])
 
     def secret_values(self) -> list[str]:
         """Every secret value that must never show up in output, status or Events."""
@@ -172,7 +248,7 @@ class E2E:
         return env
 
     def command(self, *args: str) -> list[str]:
-        return [str(VENV_BIN / "qbo-operator"), "sync", "--namespace", self.namespace, "--name", self.name, *args]
+        return [QBO_OPERATOR, "sync", "--namespace", self.namespace, "--name", self.name, *args]
 
     async def start(self, *args: str, measure_rss: bool = False, **env: str) -> asyncio.subprocess.Process:
         cmd = self.command(*args)
@@ -190,46 +266,3 @@ class E2E:
 
     async def sync(self, *args: str, measure_rss: bool = False, **env: str) -> Run:
         return await self.finish(await self.start(*args, measure_rss=measure_rss, **env))
-
-
-# --- a proxy in front of a sandbox ---------------------------------------------------------------
-
-Rewrite = Callable[[web.Request, httpx.Response], Awaitable[web.Response | None]]
-
-
-class Proxy:
-    """Forwards every request to `upstream`; `rewrite` may answer differently (None: pass the answer on)."""
-
-    def __init__(self, upstream: str, rewrite: Rewrite | None = None) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.rewrite = rewrite
-        self.requests = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with httpx.AsyncClient(timeout=30) as http:
-            resp = await http.request(
-                request.method, self.upstream + request.path_qs, content=await request.read(), headers=headers
-            )
-        replaced = None if self.rewrite is None else await self.rewrite(request, resp)
-        if replaced is not None:
-            return replaced
-        keep = {
-            k: v
-            for k, v in resp.headers.items()
-            if k.lower() in ("content-type", "intuit_tid", "retry-after", "x-amzn-requestid")
-        }
-        return web.Response(status=resp.status_code, body=resp.content, headers=keep)
-
-    @asynccontextmanager
-    async def serve(self) -> AsyncIterator[str]:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            await runner.cleanup()

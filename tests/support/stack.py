@@ -1,19 +1,15 @@
-"""The whole product as processes (qbo_operator.harness.localstack: the chart installed with helm, the operator and
-the gateway under its ServiceAccounts, both sandboxes as `qbo-operator sandbox` processes), plus what the
-chaos and restart tests need on top: a kubelet whose pods can be SIGKILLed mid-run, respawning a killed
-component without waiting for it, the Connect flow as a browser walks it, and the expected records
-computed from the QBO sandbox's raw data through its control API."""
+"""The whole product as processes (qbo_operator.harness.localstack: the chart installed with helm, the operator
+and the gateway under its ServiceAccounts, both sandboxes as `qbo-operator sandbox` processes), plus what the
+chaos, restart and least-privilege tests need on top: a kubelet running each Pod as its own ServiceAccount,
+respawning a killed component without waiting for it, the Connect flow as a browser walks it, and the
+expected records computed from the QBO sandbox's raw data through its control API."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
-import json
-import os
+import functools
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,17 +19,15 @@ from typing import Any
 import httpx
 
 from qbo_operator.core import names
-from qbo_operator.harness.controlplane import ControlPlane, _resolve_env, wait_for_pods
+from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.localstack import SYSTEM_NAMESPACE, LocalStack, parse_forms, submit
-from tests.operator.opkit import wait_for
-from tests.reliability.ledger import SECRETS, snapshot_cluster
+from qbo_operator.reconciler.manifests import manual_job_name
+from tests.support.kube import apply, get, qbi
+from tests.support.kubelet import Kubelet
+from tests.support.ledger import SECRETS, snapshot_cluster
+from tests.support.objects import decoded, integration
+from tests.support.wait import STACK_TIMEOUT, wait_for
 
-QBO_OPERATOR = str(Path(sys.executable).parent / "qbo-operator")
-COMPANY_IDS = (
-    "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10",
-    "0b8f2d4e-6a1c-4e3b-9d7f-1a2b3c4d5e6f",
-    "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f",
-)
 # Sync tuning for the test's pods: small pages and batches (many checkpoints to land between), short waits.
 SYNC_TUNING = {
     "QBO_SYNC_PAGE_SIZE": "50",
@@ -44,26 +38,6 @@ SYNC_TUNING = {
     "QBO_SYNC_RETRIES": "3",
     "QBO_SYNC_TIMEOUT_SECONDS": "10",
 }
-
-
-def api_request(kubeconfig: Path, method: str, path: str, body: Any = None, content_type: str = "") -> httpx.Response:
-    """One request to the API server as the kubeconfig's user (a bearer token), nothing else around it:
-    kubectl sometimes reads before it writes, which would test a different permission."""
-    config = json.loads(kubeconfig.read_text())
-    cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
-    ca = kubeconfig.with_suffix(".ca.crt")
-    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-    headers = {"Authorization": f"Bearer {user['token']}"}
-    if content_type:
-        headers["Content-Type"] = content_type
-    content = json.dumps(body).encode() if body is not None else None
-    with httpx.Client(verify=str(ca), timeout=30) as http:
-        return http.request(method, cluster["server"] + path, content=content, headers=headers)
-
-
-def wait_until(what: str, probe: Any, timeout: float = 90.0, every: float = 0.25) -> Any:
-    """`opkit.wait_for` with the longer default a whole stack needs."""
-    return wait_for(what, probe, timeout, every)
 
 
 # --- the product ------------------------------------------------------------------------------------
@@ -85,6 +59,12 @@ class Product:
         if key not in self._kubeconfigs:
             self._kubeconfigs[key] = self.cp.service_account_kubeconfig(namespace, account)
         return self._kubeconfigs[key]
+
+    @functools.cached_property
+    def kubelet(self) -> Kubelet:
+        """Runs each sync Pod as its own ServiceAccount, with SYNC_TUNING, its log in the stack's logs."""
+        logs = self.stack.workdir / "logs"
+        return Kubelet(self.cp, logs, env=SYNC_TUNING, identity=self.kubeconfig_for, on_log=SECRETS.add_file)
 
     def respawn(self, name: str) -> None:
         """Start the operator or gateway again (as LocalStack does), without waiting for it to be ready."""
@@ -125,29 +105,24 @@ class Product:
 
     # integrations ---------------------------------------------------------------------------------
     def integration(self, namespace: str, name: str) -> dict[str, Any]:
-        obj: dict[str, Any] = self.cp.kubectl_json("get", names.PLURAL, name, "-n", namespace)
-        return obj
+        return qbi(self.cp, namespace, name)
 
     def create_integration(self, namespace: str, name: str, company_id: str) -> None:
         if namespace not in self.namespaces:
             self.cp.kubectl("create", "namespace", namespace, check=False)
             self.namespaces.append(namespace)
-        manifest = {
-            "apiVersion": names.API_VERSION,
-            "kind": names.KIND,
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"companyId": company_id, "companyName": f"{name.title()} Dispensary"},
-        }
-        self.cp.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        apply(self.cp, integration(namespace, name, companyId=company_id, companyName=f"{name.title()} Dispensary"))
 
     def phase(self, namespace: str, name: str) -> str | None:
         return (self.integration(namespace, name).get("status") or {}).get("phase")
 
     def connect(self, namespace: str, name: str, realm: str) -> None:
         """A person opens the Connect link, presses Connect and approves at Intuit (the sandbox)."""
-        link = wait_until(
+        link: str = wait_for(
             f"{namespace}/{name}'s Connect link",
             lambda: (self.integration(namespace, name).get("status") or {}).get("authorizationURL"),
+            STACK_TIMEOUT,
+            0.25,
         )
         with httpx.Client(follow_redirects=False, timeout=60) as browser:
             page = browser.get(link)
@@ -162,20 +137,21 @@ class Product:
             answer = submit(browser, str(consent.url), form, {approve[0]: approve[1], "realmId": realm})
             done = browser.get(answer.headers["location"], headers={"Cookie": cookies})
             assert done.status_code == 200, done.text[:500]
-        wait_until(f"{namespace}/{name} Connected", lambda: self.phase(namespace, name) == "Connected")
+        wait_for(
+            f"{namespace}/{name} Connected", lambda: self.phase(namespace, name) == "Connected", STACK_TIMEOUT, 0.25
+        )
 
     def request_sync(self, namespace: str, name: str, token: str) -> str:
         """The sync-now annotation; returns the name of the Job the operator makes for it."""
         self.cp.kubectl(
             "annotate", "--overwrite", names.PLURAL, name, "-n", namespace, f"{names.SYNC_REQUESTED_ANNOTATION}={token}"
         )
-        from qbo_operator.reconciler.manifests import manual_job_name
-
         return manual_job_name(names.cronjob_name(name), token)
 
     def token_secret(self, namespace: str, name: str) -> dict[str, str]:
-        obj = self.cp.kubectl_json("get", "secret", names.token_secret_name(name), "-n", namespace)
-        return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+        secret = get(self.cp, "secret", namespace, names.token_secret_name(name))
+        assert secret is not None, f"{namespace}/{name} has no token Secret"
+        return decoded(secret)
 
     def record_secrets(self, namespace: str, name: str) -> None:
         with contextlib.suppress(Exception):
@@ -272,107 +248,3 @@ def product(cp: ControlPlane, workdir: Path, companies: int = 1, history: int = 
             p.register_for_hygiene(workdir.name)
         p.clean_up()
         stack.stop()
-
-
-# --- the kubelet, with a kill switch -----------------------------------------------------------------
-
-
-@dataclass
-class PodProcess:
-    namespace: str
-    name: str
-    container: str
-    image: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-
-class Kubelet:
-    """Runs a Job's pending Pod here as the Pod's own ServiceAccount, and reports how it ended."""
-
-    def __init__(self, product: Product, logs: Path) -> None:
-        self.p = product
-        self.logs = logs
-        self.runs = 0
-
-    def start(self, namespace: str, job: str, timeout: float = 120, **env: str) -> PodProcess:
-        pod = wait_for_pods(self.p.cp, namespace, job, timeout=timeout)[0]
-        spec = pod["spec"]
-        container = spec["containers"][0]
-        argv = list(container.get("command") or []) + list(container.get("args") or [])
-        if argv and argv[0] == "qbo-operator":
-            argv[0] = QBO_OPERATOR
-        account = spec.get("serviceAccountName") or "default"
-        pod_env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "HOSTNAME": pod["metadata"]["name"],
-            **_resolve_env(self.p.cp, namespace, container),
-            "KUBECONFIG": str(self.p.kubeconfig_for(namespace, account)),  # the Pod's own identity
-            **SYNC_TUNING,
-            **env,
-        }
-        self.runs += 1
-        log = self.logs / f"sync-{self.runs:03d}-{pod['metadata']['name']}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, env=pod_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        SECRETS.add_file(log)
-        return PodProcess(namespace, pod["metadata"]["name"], container["name"], container.get("image", ""), proc, log)
-
-    def kill(self, pod: PodProcess) -> bool:
-        if not pod.running():
-            return False
-        pod.proc.send_signal(signal.SIGKILL)
-        pod.proc.wait()
-        return True
-
-    def finish(self, pod: PodProcess, timeout: float = 300) -> int:
-        """Wait for the process and set the Pod's phase from its exit code (a SIGKILL is 137)."""
-        rc = pod.proc.wait(timeout)
-        code = 128 + -rc if rc < 0 else rc
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        state = {
-            "terminated": {
-                "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
-                "startedAt": now,
-                "finishedAt": now,
-            }
-        }
-        status = {
-            "status": {
-                "phase": "Succeeded" if code == 0 else "Failed",
-                "containerStatuses": [
-                    {
-                        "name": pod.container,
-                        "image": pod.image,
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": state,
-                    }
-                ],
-            }
-        }
-        self.p.cp.kubectl(
-            "patch",
-            "pod",
-            pod.name,
-            "-n",
-            pod.namespace,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps(status),
-            check=False,
-        )
-        return rc
-
-    def run(self, namespace: str, job: str, **env: str) -> tuple[int, str]:
-        pod = self.start(namespace, job, **env)
-        rc = self.finish(pod)
-        return rc, pod.log.read_text(errors="replace")

@@ -1,9 +1,9 @@
-"""Building blocks for the fault matrix and the control-plane restarts: both sandboxes in the test's event
-loop, one integration on the real control plane (tests/sync/harness.py's E2E, built on here), stand-ins
-that rewrite answers the sandboxes cannot be told to give, and the invariants every cell must keep.
+"""Building blocks for the fault matrix: both sandboxes serving from threads, one integration on the real
+control plane (`sync.E2E`, built on here), stand-ins that rewrite answers the sandboxes cannot be told to
+give, and the invariants every cell must keep.
 
-Expected records come from the QBO sandbox's raw data (tests/sync/conftest.py's `expected_records`, which
-never uses the product's mapping); what Green Check holds comes from the Green Check sandbox's store."""
+Expected records come from the QBO sandbox's raw data (`sync.expected_records`, which never uses the
+product's mapping); what Green Check holds comes from the Green Check sandbox's store."""
 
 from __future__ import annotations
 
@@ -20,11 +20,23 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from qbo_operator.harness.controlplane import KubeClients
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.harness.sandbox.qbo_store import parse_time
-from tests.reliability.ledger import SECRETS
-from tests.sync.conftest import QBO_CLIENT_SECRET, expected_records, make_qbo
-from tests.sync.harness import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, Rewrite, Run
+from tests.support.kube import conditions
+from tests.support.ledger import SECRETS
+from tests.support.proxies import Rewrite
+from tests.support.sync import (
+    CRB,
+    E2E,
+    GC_CLIENT_ID,
+    GC_CLIENT_SECRET,
+    QBO_CLIENT_SECRET,
+    SP_ID,
+    Run,
+    expected_records,
+    make_qbo,
+)
 
 # Short waits so a cell takes seconds, not minutes; the logic under test is the same.
 TUNING = {
@@ -42,13 +54,13 @@ TUNING = {
 def greencheck_in_thread(gc: GreenCheckSandbox) -> Iterator[str]:
     """The Green Check sandbox serving from a thread of its own (the QBO sandbox has serve_in_thread)."""
     loop = asyncio.new_event_loop()
-    ready, box = threading.Event(), {}
+    ready, stops, urls = threading.Event(), list[asyncio.Event](), list[str]()
 
     async def main() -> None:
         stop = asyncio.Event()
-        box["stop"] = stop
+        stops.append(stop)
         async with gc.serve() as url:
-            box["url"] = url
+            urls.append(url)
             ready.set()
             await stop.wait()
 
@@ -57,15 +69,15 @@ def greencheck_in_thread(gc: GreenCheckSandbox) -> Iterator[str]:
     if not ready.wait(30):
         raise RuntimeError("the Green Check sandbox did not start")
     try:
-        yield str(box["url"])
+        yield urls[0]
     finally:
-        loop.call_soon_threadsafe(box["stop"].set)  # type: ignore[attr-defined]
+        loop.call_soon_threadsafe(stops[0].set)
         thread.join(30)
         loop.close()
 
 
 @contextmanager
-def stage(cluster: Any, namespace: str, *, history: int = 20, seed: int = 1) -> Iterator[E2E]:
+def stage(cluster: KubeClients, namespace: str, *, history: int = 20, seed: int = 1) -> Iterator[E2E]:
     """Both sandboxes serving from threads and one integration connected at its middle history payment.
     Every secret value involved, and everything the stage printed, is registered for the hygiene scan."""
     qbo = make_qbo()
@@ -100,7 +112,9 @@ def register_secrets(e: E2E) -> None:
 
 
 @dataclass
-class Ledger:
+class Delivery:
+    """What a cell's Green Check holds against what QBO has."""
+
     expected: int
     delivered: int
     duplicated: int
@@ -109,7 +123,7 @@ class Ledger:
     watermark_ok: bool
 
 
-def check_delivery(e: E2E, *, complete: bool, status: dict[str, Any] | None = None) -> Ledger:
+def check_delivery(e: E2E, *, complete: bool, status: dict[str, Any] | None = None) -> Delivery:
     """Nothing invented, nothing twice, the watermark never past a payment still undelivered; with
     `complete`, also nothing lost. Returns the figures. `status`: the CR's status if just read."""
     expected = expected_records(e.qbo, e.realm, e.connected_at)
@@ -130,11 +144,11 @@ def check_delivery(e: E2E, *, complete: bool, status: dict[str, Any] | None = No
     assert watermark_ok, f"syncWatermark {watermark} is past a payment not yet delivered"
     if complete:
         assert missing == [], f"lost: {missing[:5]} ({len(missing)} records)"
-    return Ledger(len(expected), len(held), duplicated, len(missing) if complete else 0, len(invented), watermark_ok)
+    return Delivery(len(expected), len(held), duplicated, len(missing) if complete else 0, len(invented), watermark_ok)
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+    return conditions({"status": status}).get(type_, {})
 
 
 def no_traceback(run: Run) -> None:

@@ -1,13 +1,13 @@
 """What the reliability and security suites tried and what held, and every secret value they used.
 
-Two process-wide ledgers, shared by tests/reliability and tests/security (both conftests import this
-module, so there is one of each per pytest process):
+Two process-wide ledgers (one of each per pytest process), filled through tests/conftest.py's `report`
+fixture and its secret-hygiene checks:
 
 - `ROWS`: one row per check, appended through the `report` fixture; `tests/report.py` prints them as
   the summary table and writes them to test-artifacts/reliability-report.json.
 - `SECRETS`: every token, client secret and signing key a test's stack used, and every piece of text
   the stack produced (process logs, Events, CR status, /metrics, exception texts). `scan()` looks
-  for each value in each text; the session-level check in the conftests fails the run on any hit."""
+  for each value in each text; the session-level check in tests/conftest.py fails the run on any hit."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
+from qbo_operator.core import names
+from qbo_operator.harness.controlplane import KubeClients
+from tests.support.paths import ARTIFACTS
+
 REPORT_FILE = ARTIFACTS / "reliability-report.json"
 # Figures that the last line of `make reliability-report` adds up over all rows.
 TOTALS = ("kills", "expected", "delivered", "duplicated", "lost", "fuzz_inputs")
@@ -143,22 +145,20 @@ class SecretLedger:
 SECRETS = SecretLedger()
 
 
-def snapshot_cluster(cluster: Any, label: str) -> None:
+def snapshot_cluster(cluster: KubeClients, label: str) -> None:
     """Events of every namespace, every QuickbooksIntegration's status, and the secret values of every
     labelled Secret (token and credentials Secrets), into the ledger."""
     events = cluster.kubectl("get", "events", "-A", "-o", "json", check=False)
     if events.returncode == 0:
         SECRETS.add_text(f"{label}: kubectl get events -A", events.stdout)
-    crs = cluster.kubectl("get", "quickbooksintegrations", "-A", "-o", "json", check=False)
+    crs = cluster.kubectl("get", names.PLURAL, "-A", "-o", "json", check=False)
     if crs.returncode == 0:
         statuses = [
             (o["metadata"]["namespace"], o["metadata"]["name"], o.get("status"))
             for o in json.loads(crs.stdout)["items"]
         ]
         SECRETS.add_text(f"{label}: status of every QuickbooksIntegration", json.dumps(statuses))
-    secrets = cluster.kubectl(
-        "get", "secrets", "-A", "-l", "integrations.greencheckverified.com/integration", "-o", "json", check=False
-    )
+    secrets = cluster.kubectl("get", "secrets", "-A", "-l", names.INTEGRATION_LABEL, "-o", "json", check=False)
     if secrets.returncode == 0:
         SECRETS.add_token_secrets(json.loads(secrets.stdout)["items"])
 
