@@ -4,7 +4,7 @@ GET  /connect/{namespace}/{name}?exp=&sig=   verify the link (HMAC over namespac
                                              expiry) and show what will be shared
 POST /connect/{namespace}/{name}?exp=&sig=   the Connect button: set the state cookie, redirect to Intuit
 GET  /oauth/callback                         verify state + cookie, refuse realm conflicts, exchange
-                                             the code, write the token Secret
+                                             the code, verify the realm at Intuit, write the token Secret
 
 Every refusal has its own page and metric result and writes nothing. A "start again" link (the
 CR's current status.authorizationURL) is offered only once the request has proved it comes from
@@ -28,9 +28,9 @@ from pydantic import ValidationError
 from qbo_operator.core import oauth, signing, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import ApiException, Kube
-from qbo_operator.core.models import Integration, Tokens, rfc3339
+from qbo_operator.core.models import Integration, Phase, Tokens, rfc3339
 from qbo_operator.core.status import Reason
-from qbo_operator.gateway import pages
+from qbo_operator.gateway import pages, realm_check
 from qbo_operator.gateway.metrics import GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
 from qbo_operator.gateway.webhooks import SeenIds
@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 STATE_COOKIE = "__Host-qbo_state"
 
-_REALM_ID = re.compile(r"[0-9]{1,32}")
+# Canonical realm ids only: "0091…" and "91…" would be two strings for one company.
+_REALM_ID = re.compile(r"[1-9][0-9]{0,31}")
 _DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _ERROR_WORD = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # What our own links, states and cookies can contain. Anything else is refused before it reaches int(),
@@ -50,6 +51,23 @@ _TOKEN = re.compile(r"[A-Za-z0-9_\-.]{1,4096}")
 
 def _clean(value: str | None, pattern: re.Pattern[str]) -> str | None:
     return value if value is not None and pattern.fullmatch(value) else None
+
+
+# What a browser says about a POST from our own Connect page: the page itself (same-origin) or a typed or
+# bookmarked address (none). same-site is another host of the same site: not our page either.
+_OWN_FETCH_SITES = ("same-origin", "none")
+
+
+def cross_site(sec_fetch_site: str | None, origin: str | None, own_origin: str) -> bool:
+    """Whether a Connect button press came from another site (finding 6): the browser says so in
+    Sec-Fetch-Site, or names another Origin. `Origin: null` is what our own page sends under its
+    `Referrer-Policy: no-referrer`, so it says nothing; a request with neither header (no browser, or a
+    browser too old to send them) is let through: the link signature still holds."""
+    if sec_fetch_site is not None and sec_fetch_site.strip().lower() not in _OWN_FETCH_SITES:
+        return True
+    if origin is None or origin.strip().lower() == "null":
+        return False
+    return origin.strip().rstrip("/").lower() != own_origin.lower()
 
 
 class Refused(Exception):
@@ -91,6 +109,7 @@ class ConnectFlow:
 
     def __post_init__(self) -> None:
         self._key = self.settings.qbo_state_signing_key.get_secret_value()
+        self._origin = pages.origin(self.settings.qbo_gateway_url)
         self._used_nonces = SeenIds(capacity=50_000, ttl=signing.STATE_TTL_SECONDS * 2)
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -156,6 +175,10 @@ class ConnectFlow:
         except signing.SignatureError as exc:
             log.info("connect %s: %s", ref, exc.reason)
             return self._refusal(counter, exc.reason, None, None, ref)
+        if integration.status.phase == Phase.CONNECTED:
+            # The operator publishes no link while connected, and issues a fresh one on disconnect.
+            log.info("connect %s: already connected; the link is not used", ref)
+            return self._refusal(counter, "already_connected", None, None, ref)
         return integration, expires
 
     # --- GET /connect/{namespace}/{name} -----------------------------------------------------------
@@ -179,6 +202,9 @@ class ConnectFlow:
     # --- POST /connect/{namespace}/{name} (the Connect button) ----------------------------------
 
     async def start(self, request: web.Request) -> web.StreamResponse:
+        if cross_site(request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin"), self._origin):
+            log.info("connect: refused a cross-site Connect button press")
+            return self._refusal("connect", "cross_site", None, None, "")
         verified = await self._verified_link(request, "connect")
         if isinstance(verified, web.Response):
             return verified
@@ -241,9 +267,9 @@ class ConnectFlow:
         try:
             code, realm_id = self._intuit_answer(state, query, ref)
             await self._refuse_duplicate_realm(integration, state, realm_id, ref)
-            previous = await self._previous_connection(integration, realm_id, ref)
-            tokens, reconnected = await self._exchange(integration, code, realm_id, previous, ref)
-            await self._store(integration, tokens, ref)
+            await self._previous_connection(integration, realm_id, ref)
+            response = await self._exchange(code, ref)
+            tokens, reconnected = await self._keep(integration, state, response, realm_id, ref)
         except Refused as refused:
             return self._refusal("callback", refused.result, company, integration.status.authorization_url, ref)
         log.info(
@@ -343,24 +369,59 @@ class ConnectFlow:
             raise Refused("realm_mismatch")
         return previous
 
-    async def _exchange(
-        self,
-        integration: Integration,
-        code: str,
-        realm_id: str,
-        previous: token_secret.Previous | None,
-        ref: str,
-    ) -> tuple[Tokens, bool]:
-        """The tokens for Intuit's code, and whether this reconnects an earlier connection."""
+    async def _exchange(self, code: str, ref: str) -> oauth.TokenResponse:
+        """Intuit's tokens for the code: for the company the person chose at Intuit, whichever that was."""
         try:
-            response = await asyncio.to_thread(oauth.exchange_code, self.settings, code)
+            return await asyncio.to_thread(oauth.exchange_code, self.settings, code)
         except oauth.OAuthError as exc:
             log.warning("callback %s: code exchange failed: %s", ref, exc.error)
             raise Refused("replayed" if exc.error == "invalid_grant" else "exchange_failed") from None
-        now = datetime.now(UTC)
-        status = integration.status
-        connected_at = choose_connected_at(realm_id, previous, status.realm_id, status.connected_at, now)
-        return response.to_tokens(realm_id, connected_at, now), connected_at < now
+
+    async def _keep(
+        self,
+        integration: Integration,
+        state: signing.OAuthState,
+        response: oauth.TokenResponse,
+        realm_id: str,
+        ref: str,
+    ) -> tuple[Tokens, bool]:
+        """Verify the realm, check it again and store the tokens, or revoke the new grant: tokens this
+        integration may not keep are never left alive at Intuit. Returns (tokens, reconnected)."""
+        try:
+            await self._verify_realm(integration, response, realm_id, ref)
+            # The realm is Intuit's word now; the index or the Secret may also have moved during the exchange.
+            await self._refuse_duplicate_realm(integration, state, realm_id, ref)
+            previous = await self._previous_connection(integration, realm_id, ref)
+            now = datetime.now(UTC)
+            status = integration.status
+            connected_at = choose_connected_at(realm_id, previous, status.realm_id, status.connected_at, now)
+            tokens = response.to_tokens(realm_id, connected_at, now)
+            await self._store(integration, tokens, ref)
+        except Refused:
+            await self._revoke(response, ref)
+            raise
+        return tokens, connected_at < now
+
+    async def _verify_realm(
+        self, integration: Integration, response: oauth.TokenResponse, realm_id: str, ref: str
+    ) -> None:
+        """Refuse a realm Intuit does not confirm for these tokens (a rewritten `realmId`)."""
+        api_url = self.settings.api_url(integration.spec.environment)
+        verdict = await realm_check.verify_realm(api_url, realm_id, response.access_token)
+        if verdict is realm_check.Verdict.REFUSED:
+            log.warning("callback %s: Intuit does not confirm realm %s for the new tokens", ref, realm_id)
+            raise Refused("realm_unverified")
+        if verdict is realm_check.Verdict.UNAVAILABLE:
+            log.warning("callback %s: realm %s could not be verified at Intuit", ref, realm_id)
+            raise Refused("exchange_failed")
+
+    async def _revoke(self, response: oauth.TokenResponse, ref: str) -> None:
+        try:
+            await asyncio.to_thread(oauth.revoke, self.settings, response.refresh_token)
+        except oauth.OAuthError as exc:
+            log.warning("callback %s: the refused grant could not be revoked at Intuit: %s", ref, exc.error)
+        else:
+            log.info("callback %s: the refused grant was revoked at Intuit", ref)
 
     async def _store(self, integration: Integration, tokens: Tokens, ref: str) -> None:
         try:

@@ -22,11 +22,12 @@ CALLBACK_RESULTS = (
     "not_found",
     "duplicate_realm",
     "realm_mismatch",
+    "realm_unverified",
     "secret_conflict",
     "exchange_failed",
     "write_failed",
 )
-CONNECT_RESULTS = ("shown", "started", "bad_link", "expired_link", "not_found")
+CONNECT_RESULTS = ("shown", "started", "bad_link", "expired_link", "not_found", "already_connected", "cross_site")
 STATUS_PATCH_RESULTS = ("ok", "conflict", "gone", "failed")
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]

@@ -114,6 +114,23 @@ FAILURES: dict[str, Failure] = {
         _ASK,
         tone="warn",
     ),
+    "already_connected": Failure(
+        409,
+        "This integration is already connected",
+        "QuickBooks is connected and working for this integration, so this Connect link no longer works. "
+        "Nothing was changed.",
+        "There is nothing to do. If the connection stops working, your Green Check contact will send you a new "
+        "Connect link.",
+        tone="ok",
+    ),
+    "cross_site": Failure(
+        403,
+        "Please use the Connect page itself",
+        "The Connect button was pressed from another website, not from this Connect page, so for your safety "
+        "nothing was started.",
+        "Open your Connect link directly in your browser and press Connect there.",
+        tone="warn",
+    ),
     "not_found": Failure(
         404,
         "There is nothing to connect here",
@@ -180,6 +197,14 @@ FAILURES: dict[str, Failure] = {
         "Nothing was saved.",
         "Start again and choose the same company as before. To move to another company, your Green Check "
         f"contact needs to set up a new integration (reason: {Reason.REALM_MISMATCH}).",
+    ),
+    "realm_unverified": Failure(
+        403,
+        "QuickBooks did not confirm that company",
+        "The answer that came back from Intuit named a different QuickBooks company than the one that was "
+        "chosen at Intuit, so the new connection was cancelled at Intuit and nothing was saved.",
+        "Start again and choose the company for {company} at Intuit. If it keeps happening, tell your Green "
+        "Check contact.",
     ),
     "secret_conflict": Failure(
         409,
