@@ -19,6 +19,7 @@ from typing import Any
 
 from qbo_operator.core import names
 from qbo_operator.core.config import Settings
+from qbo_operator.core.kube import owner_reference
 from qbo_operator.core.models import IntegrationSpec
 from qbo_operator.core.schedule import expand
 
@@ -50,14 +51,7 @@ class Owner:
     uid: str
 
     def reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": names.API_VERSION,
-            "kind": names.KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return owner_reference(self.name, self.uid)
 
     @property
     def account(self) -> str:
@@ -323,16 +317,7 @@ def job_from_cronjob(cronjob_obj: Mapping[str, Any], cronjob_uid: str, token: st
             "namespace": meta["namespace"],
             "labels": dict(template.get("metadata", {}).get("labels") or {}),
             "annotations": annotations,
-            "ownerReferences": [
-                {
-                    "apiVersion": "batch/v1",
-                    "kind": "CronJob",
-                    "name": meta["name"],
-                    "uid": cronjob_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [owner_reference(meta["name"], cronjob_uid, api_version="batch/v1", kind="CronJob")],
         },
         "spec": spec,
     }

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from qbo_operator.core import names, signing
+from qbo_operator.core import names, signing, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import Kube
 from qbo_operator.core.models import Integration, rfc3339
@@ -235,15 +235,12 @@ class Runtime(Views):
         observed = fresher(view.observed, state.children.get(("Secret", secret_name)))
         assert observed is not None
         meta = observed.get("metadata") or {}
-        owners = list(meta.get("ownerReferences") or [])
-        if any(ref.get("uid") == owner.uid for ref in owners):
+        owners = token_secret.adopted_owners(meta.get("ownerReferences") or [], owner.name, owner.uid)
+        if owners is None:
             return
-        ours = owner.reference()
-        if any(ref.get("controller") for ref in owners):
-            ours["controller"] = False
         try:
             written = await self.writer.adopt_secret(
-                owner.namespace, secret_name, str(meta.get("resourceVersion", "")), [*owners, ours]
+                owner.namespace, secret_name, str(meta.get("resourceVersion", "")), owners
             )
         except ApiException as exc:
             if exc.status not in (404, 409, 422):

@@ -15,9 +15,9 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from qbo_operator.core import names
-from qbo_operator.core.kube import Kube
-from qbo_operator.core.models import Integration, rfc3339
+from qbo_operator.core import names, token_secret
+from qbo_operator.core.kube import Kube, event_body
+from qbo_operator.core.models import Integration
 from qbo_operator.reconciler import manifests
 from qbo_operator.reconciler.metrics import OperatorMetrics
 
@@ -26,7 +26,6 @@ log = logging.getLogger("qbo_operator.operator")
 # kubernetes_asyncio accepts `_content_type` at run time; its stubs do not list it.
 _APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
 _MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
-_JSON_PATCH: dict[str, Any] = {"_content_type": "application/json-patch+json"}
 
 
 class Writer:
@@ -100,11 +99,7 @@ class Writer:
     ) -> dict[str, Any]:
         """Add our ownerReference, only if nobody wrote the Secret since we saw it (a refresh may be writing)."""
         self._count("Secret", "patch")
-        body = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
-            {"op": "add", "path": "/metadata/ownerReferences", "value": owners},
-        ]
-        return self._dict(await self.kube.core.patch_namespaced_secret(name, namespace, body, **_JSON_PATCH))
+        return self._dict(await token_secret.adopt(self.kube, namespace, name, resource_version, owners))
 
     async def event(
         self,
@@ -115,31 +110,16 @@ class Writer:
         event_name: str | None = None,
     ) -> bool:
         """A core/v1 Event on the integration. With `event_name`, at most one such Event exists (409: skip)."""
-        now = rfc3339(dt.datetime.now(dt.UTC))
-        meta: dict[str, Any] = {"namespace": integ.namespace}
-        if event_name:
-            meta["name"] = event_name
-        else:
-            meta["generateName"] = f"{integ.name}."
-        body: Any = {
-            "metadata": meta,
-            "involvedObject": {
-                "apiVersion": names.API_VERSION,
-                "kind": names.KIND,
-                "name": integ.name,
-                "namespace": integ.namespace,
-                "uid": integ.uid,
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": names.MANAGED_BY},
-            "reportingComponent": names.MANAGED_BY,
-            "reportingInstance": self.instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        body: Any = event_body(
+            integ,
+            event_type,
+            reason,
+            message,
+            names.MANAGED_BY,
+            dt.datetime.now(dt.UTC),
+            name=event_name,
+            instance=self.instance,
+        )
         self._count("Event", "create")
         try:
             await self.kube.core.create_namespaced_event(integ.namespace, body)
