@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -303,6 +303,19 @@ def _webhook_total(url: str) -> int:
     return int(_metric(httpx.get(url + "/metrics", timeout=10).text, "qbo_webhook_requests_total"))
 
 
+@dataclass
+class GatewayRun:
+    """What the gateway suite observed: throughput rounds, fixed-rate latency rounds, the final /metrics."""
+
+    hz: list[Round] = field(default_factory=list)
+    wh: list[Round] = field(default_factory=list)
+    hz_lat: list[dict[str, Any]] = field(default_factory=list)
+    wh_lat: list[dict[str, Any]] = field(default_factory=list)
+    rate: float = 0.0
+    metrics: str = ""
+    rss: int | None = None
+
+
 def gateway_suite(
     cp: ControlPlane, stack: LocalStack, load_seconds: float, latency_seconds: float, rounds: int
 ) -> list[Measure]:
@@ -317,6 +330,25 @@ def gateway_suite(
     write_bodies(bodies, stack.creds.webhook_verifier_token, count)
     script = stack.workdir / "webhook.lua"
     script.write_text(WRK_SCRIPT)
+    pid = _start_pinned_gateway(stack)
+    url = stack.gateway_url
+    run = GatewayRun()
+    try:
+        _wait_index(url)
+        run_wrk(url + "/healthz", script, "healthz", 2, bodies, 0, logs)  # warm-up
+        _throughput_rounds(run, pid, url, script, bodies, logs, load_seconds, rounds)
+        wh_rps = max(x.wrk.rps for x in run.wh)
+        run.rate = float(FIXED_RATE) if wh_rps >= 4 * FIXED_RATE else max(10.0, float(int(wh_rps / 4) // 10 * 10))
+        _latency_rounds(run, url, bodies, logs, latency_seconds, rounds)
+        run.metrics = httpx.get(url + "/metrics", timeout=10).text
+        run.rss = proc_status_kb(pid, "VmHWM")
+    finally:
+        stack.stop_process("gateway")
+    return _gateway_measures(run, rounds)
+
+
+def _start_pinned_gateway(stack: LocalStack) -> int:
+    """`qbo-operator gateway` on SERVER_CPU (every thread of it): the load generator has the other CPU."""
     say(f"gateway: starting `qbo-operator gateway` pinned to CPU {SERVER_CPU}")
     mine = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {SERVER_CPU})  # the child inherits it from its first instruction
@@ -325,45 +357,40 @@ def gateway_suite(
     finally:
         os.sched_setaffinity(0, mine)
     _pin_threads(proc.popen.pid, SERVER_CPU)
-    url = stack.gateway_url
-    hz: list[Round] = []
-    wh: list[Round] = []
-    hz_lat: list[dict[str, Any]] = []
-    wh_lat: list[dict[str, Any]] = []
-    try:
-        _wait_index(url)
-        run_wrk(url + "/healthz", script, "healthz", 2, bodies, 0, logs)  # warm-up
-        for r in range(rounds):
-            say(f"gateway: throughput round {r + 1}/{rounds} (wrk -c{CONNECTIONS}, {load_seconds:.0f}s per endpoint)")
-            healthz = functools.partial(run_wrk, url + "/healthz", script, "healthz", load_seconds, bodies, 0, logs)
-            hz.append(_round(proc.popen.pid, url, "healthz", healthz))
-            webhook = functools.partial(
-                run_wrk,
-                url + "/webhooks/quickbooks",
-                script,
-                "webhook",
-                load_seconds,
-                bodies,
-                _webhook_total(url),
-                logs,
-            )
-            wh.append(_round(proc.popen.pid, url, "webhook", webhook))
-        hz_rps = max(x.wrk.rps for x in hz)
-        wh_rps = max(x.wrk.rps for x in wh)
-        hz_cap = statistics.median(x.per_cpu_second for x in hz)
-        wh_cap = statistics.median(x.per_cpu_second for x in wh)
-        rate = float(FIXED_RATE) if wh_rps >= 4 * FIXED_RATE else max(10.0, float(int(wh_rps / 4) // 10 * 10))
-        for r in range(rounds):
-            say(
-                f"gateway: latency round {r + 1}/{rounds} at a fixed {rate:.0f}/s ({latency_seconds:.0f}s per endpoint)"
-            )
-            hz_lat.append(run_loadgen(url + "/healthz", rate, latency_seconds, None, 0, logs))
-            wh_lat.append(run_loadgen(url + "/webhooks/quickbooks", rate, latency_seconds, bodies,
+    return proc.popen.pid
+
+
+def _throughput_rounds(
+    run: GatewayRun, pid: int, url: str, script: Path, bodies: Path, logs: Path, load_seconds: float, rounds: int
+) -> None:
+    """wrk against /healthz and the webhook endpoint, alternating, `rounds` times."""
+    for r in range(rounds):
+        say(f"gateway: throughput round {r + 1}/{rounds} (wrk -c{CONNECTIONS}, {load_seconds:.0f}s per endpoint)")
+        healthz = functools.partial(run_wrk, url + "/healthz", script, "healthz", load_seconds, bodies, 0, logs)
+        run.hz.append(_round(pid, url, "healthz", healthz))
+        webhook = functools.partial(
+            run_wrk, url + "/webhooks/quickbooks", script, "webhook", load_seconds, bodies, _webhook_total(url), logs
+        )
+        run.wh.append(_round(pid, url, "webhook", webhook))
+
+
+def _latency_rounds(run: GatewayRun, url: str, bodies: Path, logs: Path, latency_seconds: float, rounds: int) -> None:
+    """The open-loop client at `run.rate` against both endpoints, alternating, `rounds` times."""
+    for r in range(rounds):
+        say(
+            f"gateway: latency round {r + 1}/{rounds} at a fixed {run.rate:.0f}/s ({latency_seconds:.0f}s per endpoint)"
+        )
+        run.hz_lat.append(run_loadgen(url + "/healthz", run.rate, latency_seconds, None, 0, logs))
+        run.wh_lat.append(run_loadgen(url + "/webhooks/quickbooks", run.rate, latency_seconds, bodies,
                                       _webhook_total(url) + 100, logs))  # fmt: skip
-        metrics = httpx.get(url + "/metrics", timeout=10).text
-        rss = proc_status_kb(proc.popen.pid, "VmHWM")
-    finally:
-        stack.stop_process("gateway")
+
+
+def _gateway_measures(run: GatewayRun, rounds: int) -> list[Measure]:
+    hz, wh, hz_lat, wh_lat, metrics, rate = run.hz, run.wh, run.hz_lat, run.wh_lat, run.metrics, run.rate
+    hz_rps = max(x.wrk.rps for x in hz)
+    wh_rps = max(x.wrk.rps for x in wh)
+    hz_cap = statistics.median(x.per_cpu_second for x in hz)
+    wh_cap = statistics.median(x.per_cpu_second for x in wh)
     total = _metric(metrics, "qbo_webhook_requests_total")
     accepted = _metric(metrics, "qbo_webhook_requests_total", 'result="accepted"')
     bad_sig = _metric(metrics, "qbo_webhook_requests_total", 'result="bad_signature"')
@@ -385,7 +412,7 @@ def gateway_suite(
             baseline_label="GET /healthz", target=Target("ratio", ">=", 0.4, "≥ 40% of the /healthz floor"),
             note=f"wrk -t1 -c{CONNECTIONS} pinned to CPU {LOAD_CPU}, gateway pinned to CPU {SERVER_CPU}; best of "
             f"{rounds} alternating rounds, since other processes on the machine only ever slow a round down "
-            f"(webhook/healthz per round: {rounds_text}); gateway peak RSS {mib(rss) or 0:.0f} MiB",
+            f"(webhook/healthz per round: {rounds_text}); gateway peak RSS {mib(run.rss) or 0:.0f} MiB",
         ),
         Measure(
             "gateway.webhook_per_cpu_second", "gateway: signed webhooks per CPU-second", wh_cap, hz_cap,

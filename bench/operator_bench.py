@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -198,6 +198,25 @@ def settled_keys(cp: ControlPlane) -> set[tuple[str, str]]:
     return ready
 
 
+@dataclass
+class OperatorRun:
+    """What the operator suite observed, with the audit-log window boundaries."""
+
+    n: int
+    user: str
+    idle_seconds: float
+    t0: datetime
+    create_seconds: float = 0.0
+    settle_seconds: float = 0.0
+    settled: set[tuple[str, str]] = field(default_factory=set)
+    detected: datetime | None = None
+    quiet_start: datetime | None = None
+    quiet_end: datetime | None = None
+    idle_rss: int | None = None
+    peak_rss: int | None = None
+    schedules: list[str] = field(default_factory=list)
+
+
 def operator_suite(cp: ControlPlane, stack: LocalStack, n: int, idle_seconds: float) -> list[Measure]:
     user = f"system:serviceaccount:{SYSTEM_NAMESPACE}:{stack.service_account('operator')}"
     for i in range(min(n, NAMESPACES)):
@@ -211,41 +230,62 @@ def operator_suite(cp: ControlPlane, stack: LocalStack, n: int, idle_seconds: fl
         manifest = stack.workdir / f"integrations-{n}.json"
         manifest.write_text(json.dumps(_manifest(n)))
         say(f"operator: creating {n:,} QuickbooksIntegrations at once")
-        t0 = datetime.now(UTC)
+        run = OperatorRun(n, user, idle_seconds, datetime.now(UTC), idle_rss=idle_rss)
         m0 = time.monotonic()
         cp.kubectl("create", "-f", str(manifest))
-        create_seconds = time.monotonic() - m0
-        settle_seconds, settled = _wait_settled(cp, proc, set(integration_keys(n)), m0)
-        detected = datetime.now(UTC)
+        run.create_seconds = time.monotonic() - m0
+        run.settle_seconds, run.settled = _wait_settled(cp, proc, set(integration_keys(n)), m0)
+        run.detected = datetime.now(UTC)
         time.sleep(QUIET_GAP_SECONDS)
-        quiet_start = datetime.now(UTC)
-        say(f"operator: idle window of {idle_seconds:.0f}s (counting every write the operator makes)")
-        deadline = time.monotonic() + idle_seconds
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise BenchError(f"the operator exited during the idle window:\n{proc.tail()}")
-            left = deadline - time.monotonic()
-            time.sleep(min(30.0, max(left, 0.0)))
-            if left > 30:
-                say(f"operator: idle, {deadline - time.monotonic():.0f}s left")
-        quiet_end = datetime.now(UTC)
-        peak_rss = proc_status_kb(pid, "VmHWM")
-        ours = {ns for ns, _ in integration_keys(n)}
-        schedules = [" ".join(r[1:6]) for r in _lines(
-            cp, "cronjobs", "-A", "-l", names.INTEGRATION_LABEL, "-o",
-            "custom-columns=NS:.metadata.namespace,S:.spec.schedule",
-        ) if len(r) >= 6 and r[0] in ours]  # fmt: skip
+        run.quiet_start = datetime.now(UTC)
+        _idle_window(proc, idle_seconds)
+        run.quiet_end = datetime.now(UTC)
+        run.peak_rss = proc_status_kb(pid, "VmHWM")
+        run.schedules = _schedules(cp, {ns for ns, _ in integration_keys(n)})
     finally:
         stack.stop_process("operator")
-    busy = count_audit(cp.audit_events(), user, t0, quiet_start)
-    settling = count_audit(cp.audit_events(), user, t0, detected)
+    return _operator_measures(cp, run)
+
+
+def _idle_window(proc: Any, idle_seconds: float) -> None:
+    """Wait out the idle window, failing if the operator exits meanwhile."""
+    say(f"operator: idle window of {idle_seconds:.0f}s (counting every write the operator makes)")
+    deadline = time.monotonic() + idle_seconds
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"the operator exited during the idle window:\n{proc.tail()}")
+        left = deadline - time.monotonic()
+        time.sleep(min(30.0, max(left, 0.0)))
+        if left > 30:
+            say(f"operator: idle, {deadline - time.monotonic():.0f}s left")
+
+
+def _schedules(cp: ControlPlane, ours: set[str]) -> list[str]:
+    """The schedules of the CronJobs the operator wrote in the bench's namespaces."""
+    return [" ".join(r[1:6]) for r in _lines(
+        cp, "cronjobs", "-A", "-l", names.INTEGRATION_LABEL, "-o",
+        "custom-columns=NS:.metadata.namespace,S:.spec.schedule",
+    ) if len(r) >= 6 and r[0] in ours]  # fmt: skip
+
+
+def _operator_measures(cp: ControlPlane, run: OperatorRun) -> list[Measure]:
+    assert run.detected is not None and run.quiet_start is not None and run.quiet_end is not None
+    n, user, t0, idle_seconds, settled = run.n, run.user, run.t0, run.idle_seconds, run.settled
+    create_seconds, settle_seconds, idle_rss, peak_rss = (
+        run.create_seconds,
+        run.settle_seconds,
+        run.idle_rss,
+        run.peak_rss,
+    )
+    busy = count_audit(cp.audit_events(), user, t0, run.quiet_start)
+    settling = count_audit(cp.audit_events(), user, t0, run.detected)
     if settling.last_write is not None and len(settled) >= n:
         settle_seconds = (settling.last_write - t0).total_seconds()  # the audit log's clock, not the polling
-    idle = count_audit(cp.audit_events(), user, quiet_start, quiet_end)
+    idle = count_audit(cp.audit_events(), user, run.quiet_start, run.quiet_end)
     before = count_audit(cp.audit_events(), user, datetime(1970, 1, 1, tzinfo=UTC), t0)
     top = ", ".join(f"{k} {v}" for k, v in (busy.by_resource or Counter()).most_common(8))
     schedule = Settings().qbo_default_schedule
-    observed = spread(schedules, schedule)
+    observed = spread(run.schedules, schedule)
     tag = f"operator ({n:,} integrations)"
     return [
         Measure(

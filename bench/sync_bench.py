@@ -53,7 +53,7 @@ from qbo_operator.core.config import Settings
 from qbo_operator.core.models import parse_rfc3339, rfc3339
 from qbo_operator.core.oauth import TokenResponse
 from qbo_operator.harness.controlplane import ControlPlane, free_port
-from qbo_operator.harness.localstack import Credentials
+from qbo_operator.harness.localstack import Credentials, LoopbackUrl
 
 THROTTLED_SIZE = 100_000  # the size measure 2 runs at (full mode); its skipped rows are named after it
 CHUNK = 1_000  # new payments per generator call
@@ -103,13 +103,8 @@ class SyncWorld:
         self.companies: dict[int, Company] = {}
         self._gc_generation = 0
 
-    @property
-    def qbo_url(self) -> str:
-        return f"http://127.0.0.1:{self.qbo_port}"
-
-    @property
-    def gc_url(self) -> str:
-        return f"http://127.0.0.1:{self.gc_port}"
+    qbo_url = LoopbackUrl("qbo_port")
+    gc_url = LoopbackUrl("gc_port")
 
     def sandbox_env(self) -> dict[str, str]:
         c = self.creds
@@ -454,19 +449,12 @@ def sync_suite(world: SyncWorld | None, sizes: tuple[int, ...], run: tuple[int, 
     return out
 
 
-def size_measures(
-    n: int,
-    company: Company | None,
-    ours: RunResult | None,
-    floor: RunResult | None,
-    naive: RunResult | None,
-    rss: dict[int, float],
-    base: int | None,
-    why_skipped: str = "",
-) -> list[Measure]:
-    """The seven rows of one size; all of them skipped (with `why_skipped`) when `ours` is None."""
-    key, tag = f"sync.{n}", f"sync {n:,}"
-    rows: list[tuple[str, str, Target | None, str]] = [
+Row = tuple[str, str, Target | None, str]  # key, label, target, unit
+
+
+def size_rows(n: int) -> list[Row]:
+    """The seven rows of one size, with the targets that apply at that size."""
+    return [
         ("qbo_requests_per_1000_payments", "QBO requests / 1,000 payments",
          Target("ratio", "<=", 1.1, "≤ 1.1× the lower bound"), ""),
         ("qbo_requests_vs_naive", "QBO requests vs naive peer",
@@ -479,15 +467,43 @@ def size_measures(
         ("peak_rss", "sync peak RSS",
          Target("ratio", "<=", 1.5, "≤ 1.5× the RSS at 1,000") if n == 100_000 else None, "MiB"),
     ]  # fmt: skip
+
+
+def size_measures(
+    n: int,
+    company: Company | None,
+    ours: RunResult | None,
+    floor: RunResult | None,
+    naive: RunResult | None,
+    rss: dict[int, float],
+    base: int | None,
+    why_skipped: str = "",
+) -> list[Measure]:
+    """The seven rows of one size; all of them skipped (with `why_skipped`) when `ours` is None."""
+    key, tag = f"sync.{n}", f"sync {n:,}"
+    rows = size_rows(n)
     if ours is None or company is None or floor is None:
         return [skipped(f"{key}.{k}", f"{tag}: {label}", why_skipped, t, u) for k, label, t, u in rows]
     t = {k: target for k, _, target, _ in rows}
     lbl = {k: f"{tag}: {label}" for k, label, _, _ in rows}
+    return _request_measures(key, t, lbl, company, ours, naive) + _outcome_measures(
+        n, key, t, lbl, company, ours, floor, naive, rss, base
+    )
+
+
+def _request_measures(
+    key: str,
+    t: dict[str, Target | None],
+    lbl: dict[str, str],
+    company: Company,
+    ours: RunResult,
+    naive: RunResult | None,
+) -> list[Measure]:
+    """Requests to QBO and Green Check against their lower bounds and the naive peer."""
     p, lb, records = company.payments, company.lower_bound, company.expected_records
     invoices = len(company.distinct_invoices)
     ls = ours.last_sync
-    rss_base = rss.get(base) if base is not None and base != n else None
-    out = [
+    return [
         Measure(
             f"{key}.qbo_requests_per_1000_payments", lbl["qbo_requests_per_1000_payments"],
             per_1000(ours.qbo_requests, p), per_1000(lb, p), baseline_label="lower bound",
@@ -511,6 +527,25 @@ def size_measures(
             note=f"{ours.greencheck_requests} requests (token + batches of ≤ 500) for {records:,} records; "
             f"lower bound 1 + ⌈{records}/500⌉ = {1 + math.ceil(records / 500)}",
         ),
+    ]  # fmt: skip
+
+
+def _outcome_measures(
+    n: int,
+    key: str,
+    t: dict[str, Target | None],
+    lbl: dict[str, str],
+    company: Company,
+    ours: RunResult,
+    floor: RunResult,
+    naive: RunResult | None,
+    rss: dict[int, float],
+    base: int | None,
+) -> list[Measure]:
+    """What arrived, how long it took, and the sync's memory."""
+    records = company.expected_records
+    rss_base = rss.get(base) if base is not None and base != n else None
+    return [
         Measure(
             f"{key}.records_delivered", lbl["records_delivered"], ours.records_created, records,
             baseline_label="expected", target=t["records_delivered"],
@@ -534,7 +569,6 @@ def size_measures(
             target=t["peak_rss"], note="ru_maxrss of the `qbo-operator sync` process (wait4)",
         ),
     ]  # fmt: skip
-    return out
 
 
 def throttle_floor_seconds(
