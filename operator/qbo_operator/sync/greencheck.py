@@ -168,7 +168,7 @@ class GreenCheckClient(TransportClient):
                 raise Transient("the token endpoint answered 200 with an unreadable body", rid) from None
         self._check_transient(resp)
         raise GreenCheckError(
-            f"Green Check refused the client credentials (HTTP {resp.status_code}: {_message(resp)}); "
+            f"Green Check refused the client credentials (HTTP {resp.status_code}: {self._said(resp)}); "
             "check GREENCHECK_CLIENT_ID and GREENCHECK_CLIENT_SECRET",
             rid,
         )
@@ -277,23 +277,27 @@ class GreenCheckClient(TransportClient):
             raise _Split(413, "request too large", False, [])
         if status == 422:
             conflict = isinstance(details, dict) and any("idempotency" in str(k).lower() for k in details)
-            log.warning("Green Check: 422 %s (x-amzn-requestid %s)", _message(resp), rid)
-            raise _Split(422, _message(resp), conflict, _details(details))
+            log.warning("Green Check: 422 %s (x-amzn-requestid %s)", self._said(resp), rid)
+            raise _Split(422, self._said(resp), conflict, _details(details))
         self._check_transient(resp)
         if status in (401, 403):
             raise GreenCheckError(
-                f"Green Check refused the request (HTTP {status}: {_message(resp)}); check the client "
+                f"Green Check refused the request (HTTP {status}: {self._said(resp)}); check the client "
                 "credentials and GREENCHECK_SERVICE_PROVIDER_ID",
                 rid,
             )
-        raise GreenCheckError(f"Green Check refused the batch (HTTP {status}: {_message(resp)})", rid)
+        raise GreenCheckError(f"Green Check refused the batch (HTTP {status}: {self._said(resp)})", rid)
+
+    def _said(self, resp: httpx.Response) -> str:
+        """What the server said, with our client secret removed too (a token endpoint may echo it)."""
+        return _message(resp, (self._client_secret,))
 
     def _check_transient(self, resp: httpx.Response) -> None:
         rid = resp.headers.get("x-amzn-requestid")
         if resp.status_code == 429:
-            raise Throttled(f"HTTP 429 {_message(resp)}", self._throttle_delay(resp), rid)
+            raise Throttled(f"HTTP 429 {self._said(resp)}", self._throttle_delay(resp), rid)
         if resp.status_code >= 500:
-            raise Transient(f"HTTP {resp.status_code} {_message(resp)}", rid)
+            raise Transient(f"HTTP {resp.status_code} {self._said(resp)}", rid)
 
     def _throttle_delay(self, resp: httpx.Response) -> float:
         reset = resp.headers.get("X-RateLimit-Reset")
@@ -322,15 +326,16 @@ def _json(resp: httpx.Response) -> Any:
         return None
 
 
-def _message(resp: httpx.Response) -> str:
-    """What the server said, bounded and with our bearer token (should it be echoed) removed."""
-    bearer = resp.request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+def _message(resp: httpx.Response, known: tuple[str, ...] = ()) -> str:
+    """What the server said, bounded and with our bearer token and the `known` secrets we sent (should it
+    echo them) removed."""
+    secrets = (resp.request.headers.get("authorization", "").removeprefix("Bearer ").strip(), *known)
     data = _json(resp)
     if isinstance(data, dict):
         parts = [str(data[k]) for k in ("message", "details") if isinstance(data.get(k), str)]
         if parts:
-            return redact(": ".join(parts), 200, (bearer,))
-    return (redact(resp.text, 120, (bearer,)) or "empty body") if data is None else "no message"
+            return redact(": ".join(parts), 200, secrets)
+    return (redact(resp.text, 120, secrets) or "empty body") if data is None else "no message"
 
 
 def _details(details: Any) -> list[ResultError]:
