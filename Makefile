@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 CLUSTER_DIR ?= .cache/cluster
 PYTEST_ARGS ?=
-APT_PACKAGES := chromium prometheus wrk lua5.1
+APT_PACKAGES := chromium prometheus wrk buildah mmdebstrap lua5.1
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 
 venv: $(STAMP) ## create .venv with the locked dependencies
 
-system-packages: ## install the Debian packages the tests need (chromium, promtool, wrk, lua5.1)
+system-packages: ## install the Debian packages the tests need (chromium, promtool, wrk, buildah, mmdebstrap, lua5.1)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> apt-get install$$missing"; \
@@ -35,6 +35,9 @@ system-packages: ## install the Debian packages the tests need (chromium, promto
 
 tools: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl and helm
 	@bash tools/build.sh >/dev/null
+
+image: system-packages ## build the container image with buildah (no Docker): id, size, OCI archive in .cache/image
+	@bash tools/image.sh build
 
 lock: ## re-resolve requirements/*.lock from pyproject.toml (with hashes)
 	$(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 --extra harness --extra test --extra dev pyproject.toml -o requirements/dev.lock
@@ -73,4 +76,4 @@ reliability-report: venv system-packages tools ## run the reliability and securi
 clean: cluster-down ## remove the virtualenv and local state (not the binary cache)
 	rm -rf $(VENV) .cache test-artifacts
 
-.PHONY: help venv system-packages tools lock lint test test-slow demo cluster cluster-down bench reliability-report clean
+.PHONY: help venv system-packages tools image lock lint test test-slow demo cluster cluster-down bench reliability-report clean
