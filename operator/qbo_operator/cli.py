@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -82,9 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def setup_logging(args: argparse.Namespace) -> None:
-    """QBO_LOG_FORMAT (json or text, default text) for every command; the sync's lines name its integration."""
+    """QBO_LOG_FORMAT (json or text, default text) for every command, and the level from --log-level or
+    QBO_LOG_LEVEL (default INFO); the sync's lines name its integration."""
     subject = logs.about(args.namespace, args.name) if args.command == "sync" else None
-    logs.configure(args.command, logs.log_format(), getattr(args, "log_level", "INFO"), subject)
+    level = getattr(args, "log_level", None) or os.environ.get("QBO_LOG_LEVEL", "INFO")
+    logs.configure(args.command, logs.log_format(), level, subject)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,6 +31,21 @@ TEXT_FORMATS: dict[str, str] = {
 }
 DEFAULT_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# The HTTP and Kubernetes client libraries log what must never reach a log at DEBUG and INFO: requests_oauthlib
+# the Basic-auth header, OAuth codes and token answers; kubernetes_asyncio every response body, token Secrets
+# included (issue 17, finding 5). Below WARNING they are silent in every process, at every level it runs at.
+QUIET_LOGGERS = (
+    "requests_oauthlib",
+    "oauthlib",
+    "urllib3",
+    "requests",
+    "httpx",
+    "httpcore",
+    "kubernetes",
+    "kubernetes_asyncio",
+    "aiohttp.client",
+)
+
 
 class LogConfigError(ValueError):
     pass
@@ -66,6 +81,19 @@ class JsonLines(JsonFormatter):
             log_record["object"] = self.about
 
 
+class QuietClients(logging.Filter):
+    """Drops the client libraries' records below WARNING at the handler, so a library (or a later
+    `setLevel`) that turns its own logger up still reaches no log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not quiet_logger(record.name)
+
+
+def quiet_logger(name: str) -> bool:
+    """Whether `name` is one of QUIET_LOGGERS or below one."""
+    return any(name == quiet or name.startswith(quiet + ".") for quiet in QUIET_LOGGERS)
+
+
 def about(namespace: str, name: str) -> dict[str, str]:
     """The `object` of a process that serves one integration."""
     return {"kind": names.KIND, "namespace": namespace, "name": name}
@@ -83,9 +111,13 @@ def configure(
     level: int | str = logging.INFO,
     subject: Mapping[str, str] | None = None,
 ) -> None:
-    """Root logger → stderr in `fmt`, replacing any handler set before (a process configures once)."""
+    """Root logger → stderr in `fmt`, replacing any handler set before (a process configures once); the
+    client libraries quiet below WARNING whatever `level` is."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(command, fmt, subject))
+    handler.addFilter(QuietClients())
+    for quiet in QUIET_LOGGERS:
+        logging.getLogger(quiet).setLevel(logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
