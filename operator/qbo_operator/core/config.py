@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
+from qbo_operator.core import endpoints
 from qbo_operator.core.schedule import ScheduleError, validate_schedule
 
 Component = Literal["operator", "gateway", "sync"]
@@ -64,6 +65,8 @@ _URLS = (
     "QBO_REVOKE_URL",
     "QBO_API_URL",
 )
+# Our own public URLs; every other URL is an endpoint override: https unless loopback (core/endpoints.py).
+_OWN_URLS = ("QBO_REDIRECT_URI", "QBO_GATEWAY_URL")
 _MIN_KEY_BYTES = 32
 
 
@@ -120,6 +123,8 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
             parsed = urlparse(value)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 problems.append(f"{var}={value!r} is not an http(s) URL")
+            elif var not in _OWN_URLS and (problem := endpoints.insecure(var, value)):
+                problems.append(problem)
     for var in ("QBO_STATE_SIGNING_KEY",):
         value = env.get(var, "")
         if value and len(value.encode()) < _MIN_KEY_BYTES:
@@ -147,6 +152,9 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
             discovered = discover_endpoints(fields["qbo_discovery_url"])
         except DiscoveryError as exc:
             raise ConfigError([f"QBO_DISCOVERY_URL: {exc}"]) from None
+        insecure = [endpoints.insecure(f"{name.upper()} (from QBO_DISCOVERY_URL)", v) for name, v in discovered.items()]
+        if any(insecure):
+            raise ConfigError([p for p in insecure if p])
         for name, value in discovered.items():
             fields.setdefault(name, value)  # an explicit QBO_AUTH_URL etc. still wins
     return Settings.model_validate(fields)
