@@ -126,8 +126,9 @@ class SyncWorld:
         return child_env(
             {
                 "KUBECONFIG": str(self.cp.kubeconfig),
-                "QBO_CLIENT_ID": c.qbo_client_id,
-                "QBO_CLIENT_SECRET": c.qbo_client_secret,
+                # The bench's integrations are sandbox ones: the sync uses the sandbox app's keys.
+                "QBO_SANDBOX_CLIENT_ID": c.qbo_client_id,
+                "QBO_SANDBOX_CLIENT_SECRET": c.qbo_client_secret,
                 "QBO_TOKEN_URL": f"{self.qbo_url}/oauth2/v1/tokens/bearer",
                 "QBO_API_URL": self.qbo_url,
                 "GREENCHECK_API_URL": self.gc_url,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 from urllib.parse import urlparse
@@ -31,30 +31,77 @@ INTUIT_API_URLS = {
     "sandbox": "https://sandbox-quickbooks.api.intuit.com",
 }
 
-# What the sync Job itself needs: the QuickBooks app's credentials and Green Check's.
+# What the sync Job itself needs besides an Intuit app's credentials: Green Check's.
 _SYNC_REQUIRED = (
-    "QBO_CLIENT_ID",
-    "QBO_CLIENT_SECRET",
     "GREENCHECK_API_URL",
     "GREENCHECK_CLIENT_ID",
     "GREENCHECK_CLIENT_SECRET",
     "GREENCHECK_SERVICE_PROVIDER_ID",
 )
-# Which variables each command cannot start without.
+# Which variables each command cannot start without (the Intuit apps' come from `app_problems`).
 REQUIRED: dict[Component, tuple[str, ...]] = {
     # The operator mirrors the client credentials into each sync Job's Secret and the Green Check
     # settings into its CronJob: without them every Job would fail, so it refuses to start instead.
     "operator": ("QBO_STATE_SIGNING_KEY", "QBO_GATEWAY_URL", *_SYNC_REQUIRED),
-    "gateway": (
-        "QBO_CLIENT_ID",
-        "QBO_CLIENT_SECRET",
-        "QBO_STATE_SIGNING_KEY",
-        "QBO_WEBHOOK_VERIFIER_TOKEN",
-        "QBO_REDIRECT_URI",
-        "QBO_GATEWAY_URL",
-    ),
+    "gateway": ("QBO_STATE_SIGNING_KEY", "QBO_REDIRECT_URI", "QBO_GATEWAY_URL"),
     "sync": _SYNC_REQUIRED,
 }
+
+# Intuit gives each app two key pairs: development keys for sandbox companies, production keys for real
+# ones (docs/qbo.md "Corrections" 8), and the developer portal shows a webhook verifier token for each.
+# So everything that belongs to an Intuit app exists once per environment. Production keeps the names it
+# always had; sandbox's carry QBO_SANDBOX_. Either app may be absent; an integration of an absent one is
+# refused (phase Error, `missing_credentials`).
+Environment = Literal["production", "sandbox"]
+ENVIRONMENTS: tuple[Environment, ...] = ("production", "sandbox")
+_APP_PREFIX: dict[Environment, str] = {"production": "QBO_", "sandbox": "QBO_SANDBOX_"}
+# The parts of an app: the keys every command needs, and the verifier token the gateway needs too.
+_APP_KEYS = ("CLIENT_ID", "CLIENT_SECRET")
+_GATEWAY_APP_KEYS = (*_APP_KEYS, "WEBHOOK_VERIFIER_TOKEN")
+# Endpoint overrides a sandbox app may have of its own (the local test stack runs one QBO per app);
+# unset, the sandbox app uses the shared ones, as Intuit serves both environments' OAuth from one host.
+_APP_ENDPOINTS = ("AUTH_URL", "TOKEN_URL", "REVOKE_URL", "API_URL")
+
+
+def app_variables(environment: Environment, component: Component = "sync") -> tuple[str, ...]:
+    """The variables that hold `environment`'s Intuit app for `component`, e.g. QBO_SANDBOX_CLIENT_ID."""
+    keys = _GATEWAY_APP_KEYS if component == "gateway" else _APP_KEYS
+    return tuple(_APP_PREFIX[environment] + key for key in keys)
+
+
+def app_problems(component: Component, env: Mapping[str, str]) -> list[str]:
+    """Pure: an app is all there or all absent, and at least one is there. None at all names the
+    production variables (the usual case), with the sandbox alternative."""
+    present = {e: [v for v in app_variables(e, component) if env.get(v, "").strip()] for e in ENVIRONMENTS}
+    if not any(present.values()):
+        return [
+            f"{var} is required for `qbo-operator {component}` (or {alt} for sandbox companies only) but is not set"
+            for var, alt in zip(
+                app_variables("production", component), app_variables("sandbox", component), strict=True
+            )
+        ]
+    # Half an app: name what is missing of it.
+    return [
+        f"{var} is required for `qbo-operator {component}` but is not set"
+        for e, given in present.items()
+        if given
+        for var in app_variables(e, component)
+        if var not in given
+    ]
+
+
+def missing_credentials_message(environment: str, variables: Sequence[str]) -> str:
+    """Why an integration of an environment without an Intuit app is refused, naming the variables."""
+    listed = " and ".join(variables)
+    keys = "development" if environment == "sandbox" else "production"
+    verb = "is" if len(variables) == 1 else "are"
+    return (
+        f"spec.environment is {environment}, but the operator has no credentials for it: {listed} {verb} not "
+        f"set. Put the Intuit app's {keys} keys there (the operator's credentials Secret), or use the other "
+        "environment."
+    )
+
+
 _URLS = (
     "QBO_REDIRECT_URI",
     "QBO_GATEWAY_URL",
@@ -64,6 +111,7 @@ _URLS = (
     "QBO_TOKEN_URL",
     "QBO_REVOKE_URL",
     "QBO_API_URL",
+    *(_APP_PREFIX["sandbox"] + endpoint for endpoint in _APP_ENDPOINTS),
 )
 # Our own public URLs; every other URL is an endpoint override: https unless loopback (core/endpoints.py).
 _OWN_URLS = ("QBO_REDIRECT_URI", "QBO_GATEWAY_URL")
@@ -101,9 +149,49 @@ class Settings(BaseModel):
     qbo_revoke_url: str = INTUIT_REVOKE_URL
     qbo_api_url: str = ""  # empty: Intuit's host for the integration's spec.environment
     qbo_discovery_url: str = ""
+    # The sandbox Intuit app (`app_variables("sandbox")`); empty endpoints fall back to the shared ones.
+    qbo_sandbox_client_id: str = ""
+    qbo_sandbox_client_secret: SecretStr = SecretStr("")
+    qbo_sandbox_webhook_verifier_token: SecretStr = SecretStr("")
+    qbo_sandbox_auth_url: str = ""
+    qbo_sandbox_token_url: str = ""
+    qbo_sandbox_revoke_url: str = ""
+    qbo_sandbox_api_url: str = ""
 
     def api_url(self, environment: str) -> str:
         return (self.qbo_api_url or INTUIT_API_URLS[environment]).rstrip("/")
+
+    def missing_credentials(self, environment: Environment) -> tuple[str, ...]:
+        """The variables an integration of `environment` needs and this process lacks (empty: usable)."""
+        app = self.for_environment(environment)
+        values = (app.qbo_client_id, app.qbo_client_secret.get_secret_value())
+        return tuple(var for var, value in zip(app_variables(environment), values, strict=True) if not value)
+
+    @property
+    def environments(self) -> tuple[Environment, ...]:
+        """The environments whose Intuit app this process has."""
+        return tuple(e for e in ENVIRONMENTS if not self.missing_credentials(e))
+
+    def webhook_verifier_tokens(self) -> dict[Environment, str]:
+        """Each configured app's webhook verifier token, by environment (the gateway tries each)."""
+        return {e: self.for_environment(e).qbo_webhook_verifier_token.get_secret_value() for e in self.environments}
+
+    def for_environment(self, environment: Environment) -> Settings:
+        """These settings with `environment`'s Intuit app in the qbo_client_id, qbo_client_secret,
+        qbo_webhook_verifier_token and endpoint fields, so OAuth, the token refresh and the QBO client
+        work with one app without knowing there are two."""
+        if environment == "production":
+            return self
+        update: dict[str, Any] = {
+            "qbo_client_id": self.qbo_sandbox_client_id,
+            "qbo_client_secret": self.qbo_sandbox_client_secret,
+            "qbo_webhook_verifier_token": self.qbo_sandbox_webhook_verifier_token,
+        }
+        for field in ("qbo_auth_url", "qbo_token_url", "qbo_revoke_url", "qbo_api_url"):
+            own = getattr(self, field.replace("qbo_", "qbo_sandbox_", 1))
+            if own:
+                update[field] = own
+        return self.model_copy(update=update)
 
     @property
     def redirect_uri(self) -> str:
@@ -117,6 +205,7 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
     for var in REQUIRED[component]:
         if not env.get(var, "").strip():
             problems.append(f"{var} is required for `qbo-operator {component}` but is not set")
+    problems += app_problems(component, env)
     for var in _URLS:
         value = env.get(var, "").strip()
         if value:

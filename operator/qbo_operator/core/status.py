@@ -64,6 +64,7 @@ class Reason(StrEnum):
     INVALID_SCHEDULE = "InvalidSchedule"
     INVALID_TIME_ZONE = "InvalidTimeZone"
     ENVIRONMENT_CHANGED = "EnvironmentChanged"
+    MISSING_CREDENTIALS = "MissingCredentials"  # the operator has no Intuit app for spec.environment
     INVALID_SPEC = "InvalidSpec"
     # Events only (the phase Events use the phase names)
     REFRESH_TOKEN_HARD_EXPIRY = "RefreshTokenHardExpiry"  # noqa: S105

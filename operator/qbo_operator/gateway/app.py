@@ -151,7 +151,7 @@ def build_app(
     metrics = metrics or GatewayMetrics()
     index = RealmIndex(kube, namespaces)
     recorder = StatusRecorder(kube, index, metrics, flush_seconds)
-    receiver = WebhookReceiver(settings.qbo_webhook_verifier_token.get_secret_value(), index, recorder, metrics)
+    receiver = WebhookReceiver(settings.webhook_verifier_tokens(), index, recorder, metrics)
     flow = ConnectFlow(settings, kube, index, metrics, clock=clock)
     app = web.Application(middlewares=[_guard(settings, metrics)], client_max_size=MAX_BODY_BYTES)
     app[INDEX_KEY] = index

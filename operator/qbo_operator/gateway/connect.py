@@ -179,6 +179,11 @@ class ConnectFlow:
             # The operator publishes no link while connected, and issues a fresh one on disconnect.
             log.info("connect %s: already connected; the link is not used", ref)
             return self._refusal(counter, "already_connected", None, None, ref)
+        missing = self.settings.missing_credentials(integration.spec.environment)
+        if missing:
+            # The operator shows the integration in phase Error (MissingCredentials): send no one to Intuit.
+            log.warning("connect %s: no %s Intuit app (%s not set)", ref, integration.spec.environment, missing)
+            return self._refusal(counter, "not_configured", None, None, ref)
         return integration, expires
 
     # --- GET /connect/{namespace}/{name} -----------------------------------------------------------
@@ -213,7 +218,7 @@ class ConnectFlow:
         state = signing.make_state(
             self._key, integration.namespace, integration.name, integration.uid, nonce, self.clock()
         )
-        response = web.HTTPSeeOther(oauth.authorization_url(self.settings, state))
+        response = web.HTTPSeeOther(oauth.authorization_url(self._app(integration), state))
         response.set_cookie(
             self.cookie_name,
             nonce,
@@ -268,7 +273,7 @@ class ConnectFlow:
             code, realm_id = self._intuit_answer(state, query, ref)
             await self._refuse_duplicate_realm(integration, state, realm_id, ref)
             await self._previous_connection(integration, realm_id, ref)
-            response = await self._exchange(code, ref)
+            response = await self._exchange(integration, code, ref)
             tokens, reconnected = await self._keep(integration, state, response, realm_id, ref)
         except Refused as refused:
             return self._refusal("callback", refused.result, company, integration.status.authorization_url, ref)
@@ -369,10 +374,14 @@ class ConnectFlow:
             raise Refused("realm_mismatch")
         return previous
 
-    async def _exchange(self, code: str, ref: str) -> oauth.TokenResponse:
+    def _app(self, integration: Integration) -> Settings:
+        """The settings with the Intuit app of the integration's environment (its own client id and secret)."""
+        return self.settings.for_environment(integration.spec.environment)
+
+    async def _exchange(self, integration: Integration, code: str, ref: str) -> oauth.TokenResponse:
         """Intuit's tokens for the code: for the company the person chose at Intuit, whichever that was."""
         try:
-            return await asyncio.to_thread(oauth.exchange_code, self.settings, code)
+            return await asyncio.to_thread(oauth.exchange_code, self._app(integration), code)
         except oauth.OAuthError as exc:
             log.warning("callback %s: code exchange failed: %s", ref, exc.error)
             raise Refused("replayed" if exc.error == "invalid_grant" else "exchange_failed") from None
@@ -398,7 +407,7 @@ class ConnectFlow:
             tokens = response.to_tokens(realm_id, connected_at, now)
             await self._store(integration, tokens, ref)
         except Refused:
-            await self._revoke(response, ref)
+            await self._revoke(integration, response, ref)
             raise
         return tokens, connected_at < now
 
@@ -406,7 +415,7 @@ class ConnectFlow:
         self, integration: Integration, response: oauth.TokenResponse, realm_id: str, ref: str
     ) -> None:
         """Refuse a realm Intuit does not confirm for these tokens (a rewritten `realmId`)."""
-        api_url = self.settings.api_url(integration.spec.environment)
+        api_url = self._app(integration).api_url(integration.spec.environment)
         verdict = await realm_check.verify_realm(api_url, realm_id, response.access_token)
         if verdict is realm_check.Verdict.REFUSED:
             log.warning("callback %s: Intuit does not confirm realm %s for the new tokens", ref, realm_id)
@@ -415,9 +424,9 @@ class ConnectFlow:
             log.warning("callback %s: realm %s could not be verified at Intuit", ref, realm_id)
             raise Refused("exchange_failed")
 
-    async def _revoke(self, response: oauth.TokenResponse, ref: str) -> None:
+    async def _revoke(self, integration: Integration, response: oauth.TokenResponse, ref: str) -> None:
         try:
-            await asyncio.to_thread(oauth.revoke, self.settings, response.refresh_token)
+            await asyncio.to_thread(oauth.revoke, self._app(integration), response.refresh_token)
         except oauth.OAuthError as exc:
             log.warning("callback %s: the refused grant could not be revoked at Intuit: %s", ref, exc.error)
         else:

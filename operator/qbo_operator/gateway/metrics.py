@@ -27,7 +27,16 @@ CALLBACK_RESULTS = (
     "exchange_failed",
     "write_failed",
 )
-CONNECT_RESULTS = ("shown", "started", "bad_link", "expired_link", "not_found", "already_connected", "cross_site")
+CONNECT_RESULTS = (
+    "shown",
+    "started",
+    "bad_link",
+    "expired_link",
+    "not_found",
+    "already_connected",
+    "cross_site",
+    "not_configured",
+)
 STATUS_PATCH_RESULTS = ("ok", "conflict", "gone", "failed")
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics"]

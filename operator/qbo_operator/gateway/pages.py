@@ -123,6 +123,15 @@ FAILURES: dict[str, Failure] = {
         "Connect link.",
         tone="ok",
     ),
+    "not_configured": Failure(
+        503,
+        "QuickBooks cannot be connected yet",
+        "Green Check has not finished setting up this kind of QuickBooks connection, so you were not sent to "
+        "Intuit. Nothing was connected.",
+        f"Tell your Green Check contact (reason: {Reason.MISSING_CREDENTIALS}); this link works once they "
+        "have fixed it.",
+        tone="warn",
+    ),
     "cross_site": Failure(
         403,
         "Please use the Connect page itself",

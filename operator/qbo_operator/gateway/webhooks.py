@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from qbo_operator.core import signing
+from qbo_operator.core.config import Environment
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, rfc3339
 from qbo_operator.gateway.metrics import GatewayMetrics
@@ -192,13 +194,15 @@ class _Settled(Exception):
 class WebhookReceiver:
     def __init__(
         self,
-        verifier_token: str,
+        verifier_tokens: Mapping[Environment, str],
         index: RealmIndex,
         recorder: StatusRecorder,
         metrics: GatewayMetrics,
         seen: SeenIds | None = None,
     ) -> None:
-        self._token = verifier_token
+        # Intuit environment → its app's verifier token. Both apps may point their webhooks here: the token
+        # that verifies tells whose delivery it is, and its events reach only that environment's integrations.
+        self._tokens = {environment: token for environment, token in verifier_tokens.items() if token}
         self.index = index
         self.recorder = recorder
         self.metrics = metrics
@@ -236,7 +240,9 @@ class WebhookReceiver:
         except TimeoutError:
             log.warning("webhook body not complete after %.0f s: answered 408 and closed", BODY_READ_SECONDS)
             return await self._refuse(request, 408, "request body too slow")
-        if not signing.verify_webhook(self._token, body, request.headers.get("intuit-signature")):
+        header = request.headers.get("intuit-signature")
+        verified = [env for env, token in self._tokens.items() if signing.verify_webhook(token, body, header)]
+        if not verified:
             log.warning("webhook with a missing or wrong intuit-signature refused (%d bytes)", len(body))
             return self._answer("bad_signature", 403, "bad signature")
         try:
@@ -245,11 +251,12 @@ class WebhookReceiver:
             # Verified, so it is Intuit's: answer 200 or Intuit retries (and holds later events) forever.
             log.error("verified webhook body could not be parsed, acknowledged anyway: %s", exc)
             return self._answer("bad_payload", 200, "ok")
-        result = self.process(delivery)
+        result = self.process(delivery, verified[0] if len(verified) == 1 else None)
         return self._answer(result, 200, "ok")
 
-    def process(self, delivery: Delivery) -> str:
-        """Record a verified delivery in memory and return its metrics result."""
+    def process(self, delivery: Delivery, environment: Environment | None = None) -> str:
+        """Record a verified delivery in memory and return its metrics result. `environment`: the Intuit
+        environment whose app signed it (None: either), so a realm id never crosses environments."""
         for problem in delivery.problems[:5]:
             log.error("verified %s webhook has an unparseable event, skipped: %s", delivery.source_format, problem)
         if not delivery.events:
@@ -257,7 +264,7 @@ class WebhookReceiver:
         known = 0
         now = datetime.now(UTC)
         for event in delivery.events:
-            integrations = self.index.by_realm(event.realm_id)
+            integrations = [i for i in self.index.by_realm(event.realm_id) if environment in (None, i.spec.environment)]
             if integrations:
                 known += 1
             elif self._unknown_logged.add(event.realm_id):

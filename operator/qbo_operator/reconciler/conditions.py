@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from qbo_operator.core import names, signing
+from qbo_operator.core.config import missing_credentials_message
 from qbo_operator.core.models import (
     Condition,
     IntegrationSpec,
@@ -147,9 +148,14 @@ class Computed:
 
 
 def check_spec(
-    spec: IntegrationSpec, name: str, connected_environment: str | None, default_time_zone: str
+    spec: IntegrationSpec,
+    name: str,
+    connected_environment: str | None,
+    default_time_zone: str,
+    missing_credentials: Sequence[str] = (),
 ) -> SpecProblem | None:
-    """What CEL cannot judge: the cron parses, the zone exists, the environment kept, names do not clash."""
+    """What CEL cannot judge: the cron parses, the zone exists, the environment kept, names do not clash,
+    and the operator has the Intuit app of spec.environment (`missing_credentials`: the variables it lacks)."""
     checks: tuple[tuple[str | None, Callable[[str], object], Reason, str, str], ...] = (
         (
             spec.schedule,
@@ -186,6 +192,10 @@ def check_spec(
             Reason.INVALID_SPEC,
             f"spec.tokenSecretName {spec.token_secret_name!r} is the name of the operator's credentials Secret "
             "for this integration: choose another name (or leave it out for the default).",
+        )
+    if missing_credentials:
+        return SpecProblem(
+            Reason.MISSING_CREDENTIALS, missing_credentials_message(spec.environment, missing_credentials)
         )
     return None
 

@@ -79,10 +79,11 @@ async def _keep_alive(runtime: Runtime, integ: Integration, token: TokenState, n
     if expires is None or expires - now > KEEPALIVE_WINDOW:
         return
     ref = _ref(integ)
+    if runtime.settings.missing_credentials(integ.spec.environment):
+        return  # phase Error says which credentials are missing; the refresh needs them
+    app = runtime.settings.for_environment(integ.spec.environment)  # the app that issued the grant
     try:
-        await tokens.ensure_fresh_tokens(
-            runtime.kube, runtime.settings, integ.namespace, integ.token_secret_name, force=True
-        )
+        await tokens.ensure_fresh_tokens(runtime.kube, app, integ.namespace, integ.token_secret_name, force=True)
     except tokens.GrantDead as exc:
         log.warning("keep-alive refresh: Intuit refused the grant (%s)", exc.reason, extra={"k8s_ref": ref})
         runtime.state((integ.namespace, integ.name)).dead_grant = (exc.reason, str(exc))
@@ -115,6 +116,11 @@ async def finalize(runtime: Runtime, body: Mapping[str, Any], retry: int) -> Non
     except TokenSecretError as exc:
         log.info("token Secret unusable (%s): nothing to revoke", exc, extra={"k8s_ref": ref})
         return
+    missing = runtime.settings.missing_credentials(integ.spec.environment)
+    if missing:
+        await _gave_up(runtime, integ, f"the {integ.spec.environment} Intuit app's {' and '.join(missing)} not set")
+        return
+    app = runtime.settings.for_environment(integ.spec.environment)  # only the app that issued it may revoke
     try:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(REVOKE_ATTEMPTS),
@@ -123,7 +129,7 @@ async def finalize(runtime: Runtime, body: Mapping[str, Any], retry: int) -> Non
             reraise=False,
         ):
             with attempt:
-                await asyncio.to_thread(oauth.revoke, runtime.settings, refresh_token)
+                await asyncio.to_thread(oauth.revoke, app, refresh_token)
     except RetryError as exc:
         cause = exc.last_attempt.exception()
         await _gave_up(runtime, integ, str(cause) if cause is not None else "unknown error")

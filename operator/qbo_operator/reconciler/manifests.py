@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qbo_operator.core import names
-from qbo_operator.core.config import Settings
+from qbo_operator.core.config import Environment, Settings, app_variables
 from qbo_operator.core.kube import owner_reference
 from qbo_operator.core.models import IntegrationSpec
 from qbo_operator.core.schedule import expand
@@ -29,7 +29,6 @@ SYNC_COMPONENT = "sync"
 CREDENTIALS_COMPONENT = "sync-credentials"
 CONTAINER_NAME = "sync"
 RUN_AS = 65532
-CREDENTIAL_KEYS = ("QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "GREENCHECK_CLIENT_ID", "GREENCHECK_CLIENT_SECRET")
 MANUAL_INSTANTIATE_ANNOTATION = "cronjob.kubernetes.io/instantiate"
 
 # Job limits. The sync resumes from its watermark, so retries and deadlines lose nothing.
@@ -157,11 +156,14 @@ def gateway_role_binding(owner: Owner, service_account: str) -> dict[str, Any]:
     }
 
 
-def credentials_secret(owner: Owner, settings: Settings) -> dict[str, Any]:
-    """The operator's client credentials, mirrored for the Job's `envFrom` (never in the pod spec)."""
+def credentials_secret(owner: Owner, settings: Settings, environment: Environment = "production") -> dict[str, Any]:
+    """The operator's client credentials, mirrored for the Job's `envFrom` (never in the pod spec). Only the
+    Intuit app of the integration's environment, under that app's own variable names: a sandbox
+    integration's Job never holds the production keys, and its sync reads the app the operator would."""
+    app = settings.for_environment(environment)
+    intuit = (app.qbo_client_id, app.qbo_client_secret.get_secret_value())
     values = {
-        "QBO_CLIENT_ID": settings.qbo_client_id,
-        "QBO_CLIENT_SECRET": settings.qbo_client_secret.get_secret_value(),
+        **{var: value for var, value in zip(app_variables(environment), intuit, strict=True) if value},
         "GREENCHECK_CLIENT_ID": settings.greencheck_client_id,
         "GREENCHECK_CLIENT_SECRET": settings.greencheck_client_secret.get_secret_value(),
     }
@@ -191,6 +193,8 @@ def _env(settings: Settings, trigger: str) -> list[dict[str, Any]]:
         "QBO_TOKEN_URL": settings.qbo_token_url,
         "QBO_DISCOVERY_URL": settings.qbo_discovery_url,
         "QBO_API_URL": settings.qbo_api_url,
+        "QBO_SANDBOX_TOKEN_URL": settings.qbo_sandbox_token_url,
+        "QBO_SANDBOX_API_URL": settings.qbo_sandbox_api_url,
         "QBO_SYNC_TRIGGER": trigger,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v]

@@ -175,6 +175,7 @@ class Runtime(Views):
             name,
             integ.annotations.get(conditions.CONNECTED_ENVIRONMENT_ANNOTATION),
             self.settings.qbo_default_time_zone,
+            self.settings.missing_credentials(integ.spec.environment),
         ) or state.refused_cronjob.get(integ.generation)
         return Observed(
             namespace=namespace,
@@ -204,7 +205,7 @@ class Runtime(Views):
             [
                 ("serviceaccounts", manifests.service_account(owner)),
                 ("roles", manifests.role(owner, integ.token_secret_name)),
-                ("secrets", manifests.credentials_secret(owner, settings)),
+                ("secrets", manifests.credentials_secret(owner, settings, integ.spec.environment)),
                 ("cronjobs", cron),
             ],
             [("rolebindings", manifests.role_binding(owner))],

@@ -40,7 +40,15 @@ from typing import Any
 from kubernetes_asyncio.config import ConfigException
 
 from qbo_operator.core import kube as kube_mod
-from qbo_operator.core.config import Settings, Trigger, Tuning, job_name_from_env, load_settings, trigger_from_env
+from qbo_operator.core.config import (
+    Settings,
+    Trigger,
+    Tuning,
+    job_name_from_env,
+    load_settings,
+    missing_credentials_message,
+    trigger_from_env,
+)
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
 from qbo_operator.core.oauth import now as utcnow
@@ -129,11 +137,15 @@ class SyncRun:
 
     async def _sync(self, integ: Integration) -> None:
         secret_name = integ.token_secret_name
+        missing = self.settings.missing_credentials(integ.spec.environment)
+        if missing:  # the operator shows it too (phase Error); lastSync stays as it was
+            raise SyncFailed(None, missing_credentials_message(integ.spec.environment, missing), record=False)
+        app = self.settings.for_environment(integ.spec.environment)  # the Intuit app that issued the grant
         stored = await read_connection(self.kube, self.namespace, integ, self.ref)
         realm = stored.tokens.realm_id
         self.connected_at = integ.status.connected_at or stored.tokens.connected_at
         self.watermark = integ.status.sync_watermark
-        tokens = TokenManager(self.kube, self.settings, self.namespace, secret_name)
+        tokens = TokenManager(self.kube, app, self.namespace, secret_name)
         try:
             await tokens.ensure_fresh()
         except GrantDead as exc:
@@ -153,9 +165,7 @@ class SyncRun:
             rfc3339(since),
             " (dry run: nothing is sent)" if self.dry_run else "",
         )
-        self.qbo = QboClient(
-            self.settings.api_url(integ.spec.environment), realm, tokens, QboPolicy.from_tuning(self.tuning)
-        )
+        self.qbo = QboClient(app.api_url(integ.spec.environment), realm, tokens, QboPolicy.from_tuning(self.tuning))
         if not self.dry_run:
             self.gc = GreenCheckClient(
                 self.settings.greencheck_api_url,
