@@ -44,7 +44,7 @@ def test_collector_reports_each_integration_from_its_status() -> None:
         {**body("leaving", "Connected"), "metadata": {**body("leaving", "x")["metadata"], "deletionTimestamp": "now"}},
         {"metadata": {"name": "garbage", "namespace": "tenants"}, "spec": {}},  # unparseable: skipped
     ]
-    got = samples(integration_families(bodies))
+    got = samples(integration_families(bodies, realm_ids=True))
     key = (("name", "acme"), ("namespace", "tenants"))
     assert got[("qbo_integrations", (("phase", "Connected"),))] == 1
     assert got[("qbo_integrations", (("phase", "Disconnected"),))] == 1

@@ -116,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", type=int, help="kopf peering priority (with --peering)")
     parser.add_argument("--health-port", type=int, default=8080, help="port of /healthz (default 8080)")
     parser.add_argument("--metrics-port", type=int, default=9090, help="port of /metrics (default 9090)")
+    parser.add_argument(
+        "--metrics-realm-ids",
+        action="store_true",
+        help="publish each integration's QuickBooks realm id on /metrics (qbo_integration_info's realm_id; "
+        "off by default: /metrics is unauthenticated)",
+    )
     parser.add_argument("--bind-address", default="0.0.0.0", help="address of both ports (default 0.0.0.0)")  # noqa: S104
     parser.add_argument(
         "--housekeeping-interval",
@@ -147,7 +153,9 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     registry = build_registry(args.housekeeping_interval)
     async with kube.connect() as k:
         holder: dict[str, Runtime] = {}
-        metrics = OperatorMetrics(lambda: holder["runtime"].integration_bodies() if holder else [])
+        metrics = OperatorMetrics(
+            lambda: holder["runtime"].integration_bodies() if holder else [], realm_ids=args.metrics_realm_ids
+        )
         runtime = Runtime(settings, k, metrics)
         holder["runtime"] = runtime
         runner = await start_metrics_server(metrics, args.bind_address, args.metrics_port)

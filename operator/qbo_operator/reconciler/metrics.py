@@ -34,8 +34,11 @@ def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
-def integration_families(bodies: Iterable[Mapping[str, Any]]) -> list[GaugeMetricFamily]:
-    """The per-integration gauges for the CRs in `bodies` (objects being deleted are left out)."""
+def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = False) -> list[GaugeMetricFamily]:
+    """The per-integration gauges for the CRs in `bodies` (objects being deleted are left out).
+
+    `realm_id` is empty (to Prometheus: absent) unless `realm_ids`: /metrics is unauthenticated, and a realm id
+    is what a forged Connect callback needs (issue 17, finding 8; `qbo-operator run --metrics-realm-ids`)."""
     by_phase = GaugeMetricFamily("qbo_integrations", "Integrations by phase.", labels=["phase"])
     info = GaugeMetricFamily(
         "qbo_integration_info",
@@ -78,7 +81,8 @@ def integration_families(bodies: Iterable[Mapping[str, Any]]) -> list[GaugeMetri
         phase = status.phase.value if status.phase else ""
         if phase:
             counts[phase] += 1
-        info.add_metric([*key, integ.spec.company_id, status.realm_id or "", phase], 1)
+        realm = (status.realm_id or "") if realm_ids else ""
+        info.add_metric([*key, integ.spec.company_id, realm, phase], 1)
         connected.add_metric(key, 1 if status.phase == Phase.CONNECTED else 0)
         suspended.add_metric(key, 1 if integ.spec.suspend else 0)
         last = status.last_sync
@@ -98,11 +102,12 @@ def integration_families(bodies: Iterable[Mapping[str, Any]]) -> list[GaugeMetri
 class IntegrationCollector(Collector):
     """Reads the CR index at every scrape."""
 
-    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]], realm_ids: bool = False) -> None:
         self._source = source
+        self._realm_ids = realm_ids
 
     def collect(self) -> Iterator[Metric]:
-        yield from integration_families(self._source())
+        yield from integration_families(self._source(), self._realm_ids)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # not known before the first scrape; keeps registration from calling collect()
@@ -111,11 +116,11 @@ class IntegrationCollector(Collector):
 class OperatorMetrics:
     """One registry per operator process: process metrics, the per-integration collector, counters."""
 
-    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]], realm_ids: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
-        self.registry.register(IntegrationCollector(source))
+        self.registry.register(IntegrationCollector(source, realm_ids))
         self.reconcile_total = Counter(
             "qbo_reconcile_total",
             "Reconciles of an integration, by result (success or error).",
