@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from qbo_operator.core.models import TOKEN_KEYS, Tokens
 from qbo_operator.harness.controlplane import ControlPlane
 from tests.support.connect import STATE_COOKIE, new_company
-from tests.support.kube import create_integration, events_text, qbi, secret_or_none, set_status
+from tests.support.kube import assert_not_readable, create_integration, events_text, qbi, secret_or_none, set_status
 from tests.support.objects import decoded
 from tests.support.paths import ARTIFACTS
 from tests.support.processes import Stack, StackFactory
@@ -37,13 +37,52 @@ def showing_link(
     return s, realm, link
 
 
-def at_intuit(browser: Browser, link: str) -> tuple[BrowserContext, Page]:
-    """A fresh browser that opened the link and pressed Connect: it is at Intuit's consent page."""
+def at_intuit(
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, browser: Browser
+) -> tuple[Stack, str, str, BrowserContext, Page]:
+    """`showing_link`, and a fresh browser that opened the link and pressed Connect: it is at Intuit's
+    consent page. Returns (stack, realm, link, browser context, page)."""
+    s, realm, link = showing_link(cluster, namespace, stack_factory, {})
     context = browser.new_context()
     page = context.new_page()
     page.goto(link)
     page.get_by_role("button", name="Connect to QuickBooks").click()
-    return context, page
+    return s, realm, link, context, page
+
+
+def assert_security_headers(s: Stack, responses: list[tuple[str, int, dict[str, str]]]) -> None:
+    """Every page the gateway served carried the security headers."""
+    gateway_pages = [(u, st, h) for u, st, h in responses if u.startswith(s.gw.base)]
+    assert len(gateway_pages) >= 3
+    for url, _, headers in gateway_pages:
+        assert headers["content-security-policy"].startswith("default-src 'none'"), url
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["cache-control"] == "no-store"
+
+
+def assert_token_secret(cluster: ControlPlane, namespace: str, realm: str) -> Tokens:
+    """The token Secret the gateway wrote: labelled, owned by the integration (without blocking its
+    deletion), holding every token key for `realm`. Returns its tokens."""
+    secret = secret_or_none(cluster, namespace, "acme-qbo-tokens")
+    assert secret is not None
+    assert secret["type"] == "Opaque"
+    assert secret["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "qbo-operator",
+        "integrations.greencheckverified.com/integration": "acme",
+    }
+    uid = qbi(cluster, namespace, "acme")["metadata"]["uid"]
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("QuickbooksIntegration", "acme", uid)
+    assert owner.get("blockOwnerDeletion") is not True
+    data = decoded(secret)
+    assert set(TOKEN_KEYS) <= set(data)
+    assert "refresh_token_hard_expires_at" in data  # the sandbox sends it when asked, as Intuit does
+    tokens = Tokens.from_secret_data(secret["data"])
+    assert tokens.realm_id == realm and tokens.scope == "com.intuit.quickbooks.accounting"
+    assert tokens.expires_at > tokens.connected_at
+    return tokens
 
 
 def test_connect_end_to_end_in_chromium(
@@ -89,33 +128,8 @@ def test_connect_end_to_end_in_chromium(
     # No CSP violations or other errors on the gateway's pages (the sandbox's favicon 404 is not ours).
     assert not [m for m in console if s.gw.base in m or "Content Security Policy" in m], console
 
-    # Every page the gateway served carried the security headers.
-    gateway_pages = [(u, st, h) for u, st, h in responses if u.startswith(s.gw.base)]
-    assert len(gateway_pages) >= 3
-    for url, _, headers in gateway_pages:
-        assert headers["content-security-policy"].startswith("default-src 'none'"), url
-        assert "frame-ancestors 'none'" in headers["content-security-policy"]
-        assert headers["referrer-policy"] == "no-referrer"
-        assert headers["x-content-type-options"] == "nosniff"
-        assert headers["cache-control"] == "no-store"
-
-    secret = secret_or_none(cluster, namespace, "acme-qbo-tokens")
-    assert secret is not None
-    assert secret["type"] == "Opaque"
-    assert secret["metadata"]["labels"] == {
-        "app.kubernetes.io/managed-by": "qbo-operator",
-        "integrations.greencheckverified.com/integration": "acme",
-    }
-    uid = qbi(cluster, namespace, "acme")["metadata"]["uid"]
-    (owner,) = secret["metadata"]["ownerReferences"]
-    assert (owner["kind"], owner["name"], owner["uid"]) == ("QuickbooksIntegration", "acme", uid)
-    assert owner.get("blockOwnerDeletion") is not True
-    data = decoded(secret)
-    assert set(TOKEN_KEYS) <= set(data)
-    assert "refresh_token_hard_expires_at" in data  # the sandbox sends it when asked, as Intuit does
-    tokens = Tokens.from_secret_data(secret["data"])
-    assert tokens.realm_id == realm and tokens.scope == "com.intuit.quickbooks.accounting"
-    assert tokens.expires_at > tokens.connected_at
+    assert_security_headers(s, responses)
+    tokens = assert_token_secret(cluster, namespace, realm)
 
     # No token, code or key anywhere a person or a scraper can read it.
     code = dict(re.findall(r"[?&](code|state)=([^&]+)", page.url))["code"]
@@ -127,9 +141,7 @@ def test_connect_end_to_end_in_chromium(
         "status": json.dumps(after.get("status")),
         "metrics": s.gw.metrics().__repr__(),
     }
-    for where, text in readable.items():
-        for value in sensitive:
-            assert value not in text, f"a secret value leaked into the {where}"
+    assert_not_readable(sensitive, readable)
     assert s.gw.metric("qbo_oauth_callbacks_total", result="connected") == 1
     assert '"reason": "Authorized"' in readable["events"]
     context.close()
@@ -138,8 +150,7 @@ def test_connect_end_to_end_in_chromium(
 def test_deny_at_intuit_shows_a_clear_page_and_writes_nothing(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory, browser: Browser
 ) -> None:
-    s, _, link = showing_link(cluster, namespace, stack_factory, {})
-    context, page = at_intuit(browser, link)
+    s, _, link, context, page = at_intuit(cluster, namespace, stack_factory, browser)
     page.get_by_role("button", name="Deny").click()
     page.wait_for_url(re.compile(r"/oauth/callback\?"))
     expect(page.get_by_role("heading", level=1)).to_have_text("QuickBooks was not connected")
@@ -158,8 +169,7 @@ def test_deny_at_intuit_shows_a_clear_page_and_writes_nothing(
 def test_reloading_the_success_page_is_a_replay_and_changes_nothing(
     cluster: ControlPlane, namespace: str, stack_factory: StackFactory, browser: Browser
 ) -> None:
-    s, realm, link = showing_link(cluster, namespace, stack_factory, {})
-    context, page = at_intuit(browser, link)
+    s, realm, _, context, page = at_intuit(cluster, namespace, stack_factory, browser)
     page.select_option("#realmId", realm)
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("QuickBooks is connected")

@@ -17,9 +17,18 @@ from playwright.sync_api import Browser, expect
 from qbo_operator.core.models import Tokens
 from qbo_operator.harness.controlplane import ControlPlane, free_port
 from tests.support.connect import new_company
-from tests.support.kube import apply, audit, create_integration, events_text, qbi, secret_or_none, webhook_count
+from tests.support.kube import (
+    apply,
+    assert_not_readable,
+    audit,
+    create_integration,
+    events_text,
+    qbi,
+    secret_or_none,
+    webhook_count,
+)
 from tests.support.paths import ROOT
-from tests.support.processes import Keys, Operator, StackFactory
+from tests.support.processes import Keys, Operator, Stack, StackFactory
 from tests.support.wait import wait_for
 from tests.support.webhooks import payment_events_sent
 
@@ -67,18 +76,9 @@ def operator_for(cluster: ControlPlane, tmp_path: Path) -> Iterator[list[Operato
         op.stop()
 
 
-def test_connect_with_the_operator_running(
-    cluster: ControlPlane,
-    namespace: str,
-    stack_factory: StackFactory,
-    keys: Keys,
-    browser: Browser,
-    operator_for: list[Operator],
-    tmp_path: Path,
-) -> None:
-    accounts = chart_accounts(cluster)
-    s = stack_factory(host_name="localhost", webhooks=True, start_gateway=False, kubeconfig=accounts["gateway"])
-    env = {
+def operator_env(s: Stack, keys: Keys, accounts: dict[str, Path]) -> dict[str, str]:
+    """The operator's settings, pointed at this stack's sandbox and gateway, as the chart would set them."""
+    return {
         "QBO_CLIENT_ID": keys.client_id,
         "QBO_CLIENT_SECRET": keys.client_secret,
         "QBO_STATE_SIGNING_KEY": keys.signing_key,
@@ -94,6 +94,34 @@ def test_connect_with_the_operator_running(
         # as the chart sets it: the operator grants the gateway each token Secret by name
         "QBO_GATEWAY_SERVICE_ACCOUNT": f"{RELEASE_NAMESPACE}/{str(accounts['gateway-user']).rsplit(':', 1)[-1]}",
     }
+
+
+def approve_in_browser(browser: Browser, link: str, realm: str) -> None:
+    """A person opens the Connect link, presses Connect and approves `realm` at Intuit (the sandbox)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(link)
+    expect(page.get_by_role("heading", level=1)).to_have_text("Connect Acme Dispensary to Green Check")
+    page.get_by_role("button", name="Connect to QuickBooks").click()
+    page.select_option("#realmId", realm)
+    page.get_by_role("button", name="Approve").click()
+    page.wait_for_url(re.compile(r"/oauth/callback\?"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("QuickBooks is connected")
+    context.close()
+
+
+def test_connect_with_the_operator_running(
+    cluster: ControlPlane,
+    namespace: str,
+    stack_factory: StackFactory,
+    keys: Keys,
+    browser: Browser,
+    operator_for: list[Operator],
+    tmp_path: Path,
+) -> None:
+    accounts = chart_accounts(cluster)
+    s = stack_factory(host_name="localhost", webhooks=True, start_gateway=False, kubeconfig=accounts["gateway"])
+    env = operator_env(s, keys, accounts)
     operator = Operator(accounts["operator"], env, tmp_path / "operator.log")
     operator_for.append(operator)
     operator.start("--namespace", namespace)
@@ -108,16 +136,7 @@ def test_connect_with_the_operator_running(
     )
     assert link.startswith(f"{s.gw.base}/connect/{namespace}/acme?")
 
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(link)
-    expect(page.get_by_role("heading", level=1)).to_have_text("Connect Acme Dispensary to Green Check")
-    page.get_by_role("button", name="Connect to QuickBooks").click()
-    page.select_option("#realmId", realm)
-    page.get_by_role("button", name="Approve").click()
-    page.wait_for_url(re.compile(r"/oauth/callback\?"))
-    expect(page.get_by_role("heading", level=1)).to_have_text("QuickBooks is connected")
-    context.close()
+    approve_in_browser(browser, link, realm)
 
     cluster.kubectl(
         "wait",
@@ -147,9 +166,7 @@ def test_connect_with_the_operator_running(
         "events": events_text(cluster, namespace),
         "status": json.dumps(qbi(cluster, namespace, "acme").get("status")),
     }
-    for where, text in readable.items():
-        for value in sensitive:
-            assert value not in text, f"a secret value leaked into the {where}"
+    assert_not_readable(sensitive, readable)
     gateway_user = str(accounts["gateway-user"])
     refused = [e for e in audit(cluster, namespace, gateway_user) if (e.get("responseStatus") or {}).get("code") == 403]
     assert not refused, [(e["verb"], e["objectRef"]) for e in refused]

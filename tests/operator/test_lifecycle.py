@@ -24,6 +24,29 @@ def owned_by(obj: dict[str, object], uid: str) -> bool:
     return any(r["uid"] == uid and r.get("controller") and r.get("blockOwnerDeletion") for r in refs)
 
 
+def assert_owned_children(cluster: ControlPlane, namespace: str, uid: str) -> None:
+    """acme's ServiceAccount, Role, RoleBinding, credentials Secret and CronJob, all owned by it; the CronJob
+    suspended (nothing to sync until someone connects), on its expanded schedule, running as that account."""
+    account = names.sync_account_name("acme")
+    for kind, name in [
+        ("serviceaccount", account),
+        ("role", account),
+        ("rolebinding", account),
+        ("secret", account),
+        ("cronjob", names.cronjob_name("acme")),
+    ]:
+        child = wait_for(f"{kind} {name}", lambda k=kind, n=name: get(cluster, k, namespace, n))
+        assert owned_by(child, uid), f"{kind} {name} is not owned by the integration"
+    cron = get(cluster, "cronjob", namespace, names.cronjob_name("acme"))
+    assert cron is not None
+    assert cron["spec"]["suspend"] is True  # nothing to sync until someone connects
+    assert cron["spec"]["schedule"] == expand("H 3 * * *", f"{namespace}/acme")
+    assert cron["spec"]["timeZone"] == "America/Los_Angeles"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account
+    assert pod["containers"][0]["image"] == "registry.example/qbo-operator:test"
+
+
 def test_a_new_integration_gets_a_link_its_objects_and_an_event(
     cluster: ControlPlane, namespace: str, operator: Operator, operator_account: Account
 ) -> None:
@@ -52,25 +75,7 @@ def test_a_new_integration_gets_a_link_its_objects_and_an_event(
     assert obj["metadata"]["finalizers"] == [names.FINALIZER]
     assert not any(k.startswith(names.GROUP) for k in obj["metadata"].get("annotations") or {})  # no kopf state
 
-    # Its ServiceAccount, Role, RoleBinding, credentials Secret and CronJob, all owned by it.
-    account = names.sync_account_name("acme")
-    for kind, name in [
-        ("serviceaccount", account),
-        ("role", account),
-        ("rolebinding", account),
-        ("secret", account),
-        ("cronjob", names.cronjob_name("acme")),
-    ]:
-        child = wait_for(f"{kind} {name}", lambda k=kind, n=name: get(cluster, k, namespace, n))
-        assert owned_by(child, uid), f"{kind} {name} is not owned by the integration"
-    cron = get(cluster, "cronjob", namespace, names.cronjob_name("acme"))
-    assert cron is not None
-    assert cron["spec"]["suspend"] is True  # nothing to sync until someone connects
-    assert cron["spec"]["schedule"] == expand("H 3 * * *", f"{namespace}/acme")
-    assert cron["spec"]["timeZone"] == "America/Los_Angeles"
-    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == account
-    assert pod["containers"][0]["image"] == "registry.example/qbo-operator:test"
+    assert_owned_children(cluster, namespace, uid)
 
     # An Event says what happened and what to do.
     pending = [e for e in events(cluster, namespace, "acme") if e["reason"] == "Pending"]
@@ -100,6 +105,31 @@ def test_a_new_integration_gets_a_link_its_objects_and_an_event(
     assert writes() == written
     assert len(written) == 8 and all(w.endswith(("200", "201")) for w in written), written
     assert operator.samples("qbo_integration_connected", namespace=namespace, name="acme") == [0.0]
+
+
+def broken_secrets_are_named(cluster: ControlPlane, namespace: str, realm: str, secret_values: list[str]) -> None:
+    """A token Secret with a broken key → SecretInvalid, and the message names the key (never a value); then
+    one without `scope`, named the same way."""
+    broken = fake_tokens(realm)
+    secret_values += [broken.access_token, broken.refresh_token]
+    data = broken.to_secret_data()
+    data["refresh_token_expires_at"] = b64("next tuesday")
+    apply(cluster, token_secret(namespace, "acme", None, data=data))
+    obj = wait_for(
+        "SecretInvalid", lambda: settled(cluster, namespace, "acme", "Disconnected", Connected="SecretInvalid")
+    )
+    message = conditions(obj)["Connected"]["message"]
+    assert "'refresh_token_expires_at'" in message and "acme-qbo-tokens" in message
+    del data["scope"]
+    data["refresh_token_expires_at"] = broken.to_secret_data()["refresh_token_expires_at"]
+    apply(cluster, token_secret(namespace, "acme", None, data=data))
+    wait_for(
+        "the message naming scope",
+        lambda: (
+            (o := settled(cluster, namespace, "acme", "Disconnected"))
+            and "'scope'" in conditions(o)["Connected"]["message"]
+        ),
+    )
 
 
 def test_token_secret_arrives_goes_breaks_and_suspension_is_visible(
@@ -144,27 +174,7 @@ def test_token_secret_arrives_goes_breaks_and_suspension_is_visible(
     warnings = [e for e in events(cluster, namespace, "acme") if e["reason"] == "Disconnected"]
     assert warnings and warnings[0]["type"] == "Warning"
 
-    # A Secret with a broken key → SecretInvalid, and the message names the key (never a value).
-    broken = fake_tokens(realm)
-    secret_values += [broken.access_token, broken.refresh_token]
-    data = broken.to_secret_data()
-    data["refresh_token_expires_at"] = b64("next tuesday")
-    apply(cluster, token_secret(namespace, "acme", None, data=data))
-    obj = wait_for(
-        "SecretInvalid", lambda: settled(cluster, namespace, "acme", "Disconnected", Connected="SecretInvalid")
-    )
-    message = conditions(obj)["Connected"]["message"]
-    assert "'refresh_token_expires_at'" in message and "acme-qbo-tokens" in message
-    del data["scope"]
-    data["refresh_token_expires_at"] = broken.to_secret_data()["refresh_token_expires_at"]
-    apply(cluster, token_secret(namespace, "acme", None, data=data))
-    wait_for(
-        "the message naming scope",
-        lambda: (
-            (o := settled(cluster, namespace, "acme", "Disconnected"))
-            and "'scope'" in conditions(o)["Connected"]["message"]
-        ),
-    )
+    broken_secrets_are_named(cluster, namespace, realm, secret_values)
 
     # Fixed → Connected again.
     apply(cluster, token_secret(namespace, "acme", tokens))

@@ -20,13 +20,9 @@ COUNT = 50
 IDLE_SECONDS = 60
 
 
-def test_restart_converges_without_duplicates_and_idles_without_writes(
-    cluster: ControlPlane,
-    namespace: str,
-    start_operator: StartOperator,
-    operator_account: Account,
-    secret_values: list[str],
-) -> None:
+def population(cluster: ControlPlane, namespace: str, secret_values: list[str]) -> tuple[list[str], set[str], set[str]]:
+    """COUNT integrations, every other one connected (a token Secret), ten of those with a sync request.
+    Returns (their names, the connected ones, the requested ones)."""
     names_ = [f"co-{i:02d}" for i in range(COUNT)]
     connected = set(names_[::2])
     requested = set(sorted(connected)[:10])
@@ -41,6 +37,17 @@ def test_restart_converges_without_duplicates_and_idles_without_writes(
         secret_values.extend([tokens.access_token, tokens.refresh_token])
         objects.append(token_secret(namespace, name, tokens))
     apply(cluster, *objects)
+    return names_, connected, requested
+
+
+def test_restart_converges_without_duplicates_and_idles_without_writes(
+    cluster: ControlPlane,
+    namespace: str,
+    start_operator: StartOperator,
+    operator_account: Account,
+    secret_values: list[str],
+) -> None:
+    names_, connected, requested = population(cluster, namespace, secret_values)
 
     def done() -> list[str]:
         items = cluster.kubectl_json("get", names.PLURAL, "-n", namespace)["items"]

@@ -55,7 +55,6 @@ def test_sigkill_sync_operator_and_gateway_at_random_points(
     payments = rounds = 0
     try:
         with product(local_cluster, tmp_path / "chaos", companies=2, history=30) as p:
-            kubelet = p.kubelet
             connected = setup_tenants(p)
             # Latency on both APIs so kills land inside runs, not between them.
             p.qbo(
@@ -76,53 +75,9 @@ def test_sigkill_sync_operator_and_gateway_at_random_points(
 
             while (sum(kills.values()) < min_kills or payments < target_payments) and rounds < max_rounds:
                 rounds += 1
-                (namespace, name), realm = rng.choice(list(zip(TENANTS, p.realms, strict=True)))
-                victim = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
-                p.qbo("POST", "/clock", json={"advance": 660})  # a later "night": the last window is done
-                burst = rng.randint(30, 60)
-                p.qbo("POST", f"/companies/{realm}/payments", json={"n": burst, "seed": SEED + rounds})
-                payments += burst
-                if victim == "gateway":  # webhooks for the burst are on their way
-                    time.sleep(rng.uniform(0.0, 0.4))
-                    kills["gateway"] += p.kill("gateway")
-                    p.respawn("gateway")
-                job = p.request_sync(namespace, name, f"chaos-{rounds}")
-                if victim == "operator":  # reconciling the request, or about to watch the Job
-                    time.sleep(rng.uniform(0.0, 1.5))
-                    kills["operator"] += p.kill("operator")
-                    p.respawn("operator")
-                pod = kubelet.start(namespace, job)
-                if rng.random() < 0.3:  # payments made while the sync runs
-                    extra = rng.randint(5, 15)
-                    p.qbo("POST", f"/companies/{realm}/payments", json={"n": extra, "seed": SEED * 7 + rounds})
-                    payments += extra
-                if victim == "sync":
-                    time.sleep(rng.uniform(0.3, 4.5))
-                    kills["sync"] += kubelet.kill(pod)
-                rc = kubelet.finish(pod)
-                assert rc in (0, -9), (
-                    f"round {rounds}: the sync failed without being killed:\n{pod.log.read_text()[-3000:]}"
-                )
-                p.record_secrets(namespace, name)
+                payments += chaos_round(p, rng, rounds, kills)
 
-            # Everyone back, one last sync each, then the books.
-            p.qbo("DELETE", "/faults")
-            for component in ("gateway", "operator"):
-                p.ready(component)
-            for namespace, name in TENANTS:
-                run = kubelet.run(namespace, p.request_sync(namespace, name, "final"))
-                assert run.exit_code == 0, (run.stdout + run.stderr)[-3000:]
-            for (namespace, name), realm, company in zip(TENANTS, p.realms, COMPANY_IDS[:2], strict=True):
-                check_books(p, realm, company, connected[(namespace, name)], figures)
-                check_integration(p, namespace, name)
-                check_refresh_token_works(p, namespace, name)
-            assert p.phase(*PENDING) == "Pending"
-            # Intuit retries what the killed gateways did not answer: every webhook gets acknowledged.
-            hooks = wait_for("every webhook acknowledged", lambda: _webhooks_done(p), timeout=240, interval=0.25)
-            assert hooks["failed"] > 0 or kills["gateway"] == 0, "no webhook ever met a killed gateway"
-            state = p.greencheck_state()
-            figures["duplicated"] += state["results"].get("created", 0) - sum(state["records"].values())
-            assert figures["duplicated"] == 0, state
+            everyone_back_then_the_books(p, connected, figures, kills)
             assert sum(kills.values()) >= min_kills, f"only {dict(kills)} kills landed in {rounds} rounds"
     finally:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(kills.items()))
@@ -135,6 +90,63 @@ def test_sigkill_sync_operator_and_gateway_at_random_points(
             kills=sum(kills.values()),
             **figures,
         )
+
+
+def chaos_round(p: Product, rng: random.Random, rounds: int, kills: Counter[str]) -> int:
+    """One round: a burst of payments, a sync request, the victim killed at a random moment (and restarted),
+    the sync's Pod run to its end. Returns how many payments the round made."""
+    kubelet = p.kubelet
+    (namespace, name), realm = rng.choice(list(zip(TENANTS, p.realms, strict=True)))
+    victim = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+    p.qbo("POST", "/clock", json={"advance": 660})  # a later "night": the last window is done
+    burst = made = rng.randint(30, 60)
+    p.qbo("POST", f"/companies/{realm}/payments", json={"n": burst, "seed": SEED + rounds})
+    if victim == "gateway":  # webhooks for the burst are on their way
+        time.sleep(rng.uniform(0.0, 0.4))
+        kills["gateway"] += p.kill("gateway")
+        p.respawn("gateway")
+    job = p.request_sync(namespace, name, f"chaos-{rounds}")
+    if victim == "operator":  # reconciling the request, or about to watch the Job
+        time.sleep(rng.uniform(0.0, 1.5))
+        kills["operator"] += p.kill("operator")
+        p.respawn("operator")
+    pod = kubelet.start(namespace, job)
+    if rng.random() < 0.3:  # payments made while the sync runs
+        extra = rng.randint(5, 15)
+        p.qbo("POST", f"/companies/{realm}/payments", json={"n": extra, "seed": SEED * 7 + rounds})
+        made += extra
+    if victim == "sync":
+        time.sleep(rng.uniform(0.3, 4.5))
+        kills["sync"] += kubelet.kill(pod)
+    rc = kubelet.finish(pod)
+    assert rc in (0, -9), f"round {rounds}: the sync failed without being killed:\n{pod.log.read_text()[-3000:]}"
+    p.record_secrets(namespace, name)
+    return made
+
+
+def everyone_back_then_the_books(
+    p: Product, connected: dict[tuple[str, str], dt.datetime], figures: dict[str, int], kills: Counter[str]
+) -> None:
+    """Everyone back, one last sync each, then the books: every expected record exactly once, every phase
+    right, every refresh token working, every webhook acknowledged."""
+    kubelet = p.kubelet
+    p.qbo("DELETE", "/faults")
+    for component in ("gateway", "operator"):
+        p.ready(component)
+    for namespace, name in TENANTS:
+        run = kubelet.run(namespace, p.request_sync(namespace, name, "final"))
+        assert run.exit_code == 0, (run.stdout + run.stderr)[-3000:]
+    for (namespace, name), realm, company in zip(TENANTS, p.realms, COMPANY_IDS[:2], strict=True):
+        check_books(p, realm, company, connected[(namespace, name)], figures)
+        check_integration(p, namespace, name)
+        check_refresh_token_works(p, namespace, name)
+    assert p.phase(*PENDING) == "Pending"
+    # Intuit retries what the killed gateways did not answer: every webhook gets acknowledged.
+    hooks = wait_for("every webhook acknowledged", lambda: _webhooks_done(p), timeout=240, interval=0.25)
+    assert hooks["failed"] > 0 or kills["gateway"] == 0, "no webhook ever met a killed gateway"
+    state = p.greencheck_state()
+    figures["duplicated"] += state["results"].get("created", 0) - sum(state["records"].values())
+    assert figures["duplicated"] == 0, state
 
 
 def setup_tenants(p: Product) -> dict[tuple[str, str], dt.datetime]:

@@ -126,6 +126,14 @@ def scan_for_secrets(text: str, secrets: Iterable[str]) -> list[str]:
     return [s for s in secrets if s and s in text]
 
 
+def assert_not_readable(sensitive: Iterable[str], readable: Mapping[str, str]) -> None:
+    """No secret value in anything a person or a scraper can read (where → text: logs, Events, status...)."""
+    values = list(sensitive)
+    for where, text in readable.items():
+        for value in values:
+            assert value not in text, f"a secret value leaked into the {where}"
+
+
 # --- the audit log ---------------------------------------------------------------------------------
 
 

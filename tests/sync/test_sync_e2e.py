@@ -54,6 +54,16 @@ async def environment(
         yield E2E(cluster, namespace, qbo, gc, gc_url, realm=realm, connected_at=connected_at)
 
 
+@asynccontextmanager
+async def connected(
+    cluster: Any, namespace: str, *, history: int, new: int, seed: int
+) -> AsyncIterator[tuple[E2E, dict[str, dict[str, Any]]]]:
+    """`environment` with the integration created and `new` payments since connectedAt: (e, expected records)."""
+    async with environment(cluster, namespace, payments=history) as e:
+        e.create_integration()
+        yield e, e.add_payments(new, seed=seed)
+
+
 def window_payments(e: E2E) -> list[dict[str, Any]]:
     return [p for p in e.qbo.companies[e.realm].payments.values()
             if parse_time(p["MetaData"]["CreateTime"]) >= e.connected_at]  # fmt: skip
@@ -82,6 +92,28 @@ def gc_requests(e: E2E) -> int:
 # --- the happy path, and re-runs --------------------------------------------------------------
 
 
+def the_data_has_every_case(
+    e: E2E, expected: dict[str, dict[str, Any]]
+) -> tuple[dict[str, list[str]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The data really contains what the test is about: history before connectedAt, sales receipts, a
+    payment split over three invoices, and voided, unapplied and credit-only payments in the window.
+    Returns (external ids by payment id, the window's payments, those of them that yield no record)."""
+    company = e.qbo.companies[e.realm]
+    assert any(parse_time(p["MetaData"]["CreateTime"]) < e.connected_at for p in company.payments.values())
+    assert company.sales_receipts
+    by_payment: dict[str, list[str]] = {}
+    for eid, want in expected.items():
+        by_payment.setdefault(want["payment"], []).append(eid)
+    assert any(len(v) == 3 for v in by_payment.values()), "no payment split over three invoices"
+    in_window = window_payments(e)
+    skipped = [p for p in in_window if p["Id"] not in by_payment]
+    assert any(str(p.get("PrivateNote", "")).startswith("Voided") for p in skipped)
+    assert any(not p["Line"] and Decimal(str(p["UnappliedAmt"])) > 0 for p in skipped)  # unapplied
+    assert any(p["Line"] and all(x["LinkedTxn"][0]["TxnType"] != "Invoice" for x in p["Line"])
+               for p in skipped)  # credit-only  # fmt: skip
+    return by_payment, in_window, skipped
+
+
 async def test_sync_delivers_exactly_the_expected_records_then_nothing_then_ten_more(
     cluster: Any, namespace: str
 ) -> None:
@@ -89,21 +121,7 @@ async def test_sync_delivers_exactly_the_expected_records_then_nothing_then_ten_
         e.create_integration()
         expected = e.add_payments(1000, seed=7)
         company = e.qbo.companies[e.realm]
-
-        # The data really contains what the test is about.
-        all_payments = list(company.payments.values())
-        assert any(parse_time(p["MetaData"]["CreateTime"]) < e.connected_at for p in all_payments)
-        assert company.sales_receipts
-        by_payment: dict[str, list[str]] = {}
-        for eid, want in expected.items():
-            by_payment.setdefault(want["payment"], []).append(eid)
-        assert any(len(v) == 3 for v in by_payment.values()), "no payment split over three invoices"
-        in_window = window_payments(e)
-        skipped = [p for p in in_window if p["Id"] not in by_payment]
-        assert any(str(p.get("PrivateNote", "")).startswith("Voided") for p in skipped)
-        assert any(not p["Line"] and Decimal(str(p["UnappliedAmt"])) > 0 for p in skipped)  # unapplied
-        assert any(p["Line"] and all(x["LinkedTxn"][0]["TxnType"] != "Invoice" for x in p["Line"])
-                   for p in skipped)  # credit-only  # fmt: skip
+        by_payment, in_window, skipped = the_data_has_every_case(e, expected)
 
         before_q, before_gc = qbo_queries(e), gc_requests(e)
         run = await e.sync()
@@ -156,9 +174,7 @@ async def test_sync_delivers_exactly_the_expected_records_then_nothing_then_ten_
 
 
 async def test_dry_run_prints_the_records_and_sends_and_writes_nothing(cluster: Any, namespace: str) -> None:
-    async with environment(cluster, namespace, payments=80) as e:
-        e.create_integration()
-        expected = e.add_payments(150, seed=3)
+    async with connected(cluster, namespace, history=80, new=150, seed=3) as (e, expected):
         run = await e.sync("--dry-run")
         assert run.rc == 0, run.stderr
         printed = [json.loads(line) for line in run.stdout.splitlines()]
@@ -175,9 +191,7 @@ async def test_dry_run_prints_the_records_and_sends_and_writes_nothing(cluster: 
 
 async def test_sigkill_at_20_random_points_then_every_record_exactly_once(cluster: Any, namespace: str) -> None:
     rng = random.Random(20261125)
-    async with environment(cluster, namespace, payments=100) as e:
-        e.create_integration()
-        expected = e.add_payments(1000, seed=11)
+    async with connected(cluster, namespace, history=100, new=1000, seed=11) as (e, expected):
         # pages of 200 and batches of 50: about 11 QuickBooks and 21 Green Check requests a run
         small = {"QBO_SYNC_PAGE_SIZE": "200", "QBO_SYNC_BATCH_SIZE": "50"}
         kinds = {"gc_before": 21, "gc_after": 21, "qbo": 10}
@@ -234,9 +248,7 @@ async def test_sigkill_at_20_random_points_then_every_record_exactly_once(cluste
 async def test_green_check_failure_mid_run_keeps_the_progress_and_the_next_run_completes(
     cluster: Any, namespace: str
 ) -> None:
-    async with environment(cluster, namespace, payments=60) as e:
-        e.create_integration()
-        expected = e.add_payments(400, seed=5)
+    async with connected(cluster, namespace, history=60, new=400, seed=5) as (e, expected):
         e.gc.faults.add(kind="status", status=503, path="invoice-payments", skip=3)
         run = await e.sync(QBO_SYNC_BATCH_SIZE="50")
         assert run.rc == 1
@@ -313,9 +325,7 @@ class SecretCheckingProxy(Proxy):
 async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is_used(
     cluster: Any, namespace: str
 ) -> None:
-    async with environment(cluster, namespace, payments=60) as e:
-        e.create_integration()
-        expected = e.add_payments(300, seed=9)
+    async with connected(cluster, namespace, history=60, new=300, seed=9) as (e, expected):
         e.expire_access_token()  # refresh at start ...
         e.qbo.force_rotation(e.realm)  # ... which rotates the refresh token
         old_refresh = e.secret_data()["refresh_token"]
@@ -345,9 +355,7 @@ async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is
 
 
 async def test_two_concurrent_syncs_cannot_corrupt_the_secret(cluster: Any, namespace: str) -> None:
-    async with environment(cluster, namespace, payments=60) as e:
-        e.create_integration()
-        expected = e.add_payments(400, seed=13)
+    async with connected(cluster, namespace, history=60, new=400, seed=13) as (e, expected):
         for _ in range(3):
             e.expire_access_token()
             e.qbo.force_rotation(e.realm)
@@ -413,9 +421,7 @@ async def test_grant_revoked_mid_run_marks_disconnected(cluster: Any, namespace:
 
 
 async def test_rejected_records_are_named_in_status_and_a_warning_event(cluster: Any, namespace: str) -> None:
-    async with environment(cluster, namespace, payments=60) as e:
-        e.create_integration()
-        expected = e.add_payments(200, seed=17)
+    async with connected(cluster, namespace, history=60, new=200, seed=17) as (e, expected):
         refused = sorted(expected)[:3]
         e.gc.reject_external_ids.update(refused)
         run = await e.sync()
