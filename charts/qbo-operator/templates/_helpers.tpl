@@ -108,7 +108,8 @@ call with (dict "root" $ "mode" .renderMode "kind" "ServiceMonitor" "value" "ser
 {{- end }}
 
 {{/*
-One environment variable from the credentials Secret; call with (dict "root" $ "key" "QBO_CLIENT_ID").
+One environment variable from the credentials Secret; call with (dict "root" $ "key" "QBO_CLIENT_ID"),
+and "optional" true for a key the Secret may lack.
 */}}
 {{- define "qbo-operator.env.secret" -}}
 - name: {{ .key }}
@@ -116,6 +117,24 @@ One environment variable from the credentials Secret; call with (dict "root" $ "
     secretKeyRef:
       name: {{ include "qbo-operator.credentialsSecretName" .root }}
       key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end }}
+
+{{/*
+The sandbox Intuit app's keys (QBO_SANDBOX_*), when the release has one: inline values, or an existing Secret
+that may carry them (optional refs). Call with (dict "root" $ "gateway" true) to add the verifier token.
+*/}}
+{{- define "qbo-operator.env.sandboxApp" -}}
+{{- $c := .root.Values.credentials }}
+{{- if or $c.existingSecret $c.sandbox.clientId }}
+{{- $keys := list "QBO_SANDBOX_CLIENT_ID" "QBO_SANDBOX_CLIENT_SECRET" }}
+{{- if .gateway }}{{ $keys = append $keys "QBO_SANDBOX_WEBHOOK_VERIFIER_TOKEN" }}{{ end }}
+{{- range $keys }}
+{{ include "qbo-operator.env.secret" (dict "root" $.root "key" . "optional" true) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -138,8 +157,11 @@ Environment shared by the operator and the gateway (DESIGN §6); empty optional 
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
-{{- include "qbo-operator.env.secret" (dict "root" . "key" "QBO_CLIENT_ID") | nindent 0 }}
-{{- include "qbo-operator.env.secret" (dict "root" . "key" "QBO_CLIENT_SECRET") | nindent 0 }}
+{{- /* An existing Secret may hold the sandbox app only, so the production app's keys are optional there. */}}
+{{- $optional := .Values.credentials.existingSecret }}
+{{- include "qbo-operator.env.secret" (dict "root" . "key" "QBO_CLIENT_ID" "optional" $optional) | nindent 0 }}
+{{- include "qbo-operator.env.secret" (dict "root" . "key" "QBO_CLIENT_SECRET" "optional" $optional) | nindent 0 }}
+{{- include "qbo-operator.env.sandboxApp" (dict "root" . "gateway" false) }}
 {{- include "qbo-operator.env.secret" (dict "root" . "key" "QBO_STATE_SIGNING_KEY") | nindent 0 }}
 {{- end }}
 
@@ -153,6 +175,9 @@ Refuse values that JSON Schema cannot express, each with a message that says wha
 {{- if index $c $k }}
 {{- fail (printf "credentials.existingSecret is set, so credentials.%s must be empty: put QBO_* keys in the Secret %q instead" $k $c.existingSecret) }}
 {{- end }}
+{{- end }}
+{{- if or $c.sandbox.clientId $c.sandbox.clientSecret $c.sandbox.webhookVerifierToken }}
+{{- fail (printf "credentials.existingSecret is set, so credentials.sandbox.* must be empty: put QBO_SANDBOX_CLIENT_ID, QBO_SANDBOX_CLIENT_SECRET and QBO_SANDBOX_WEBHOOK_VERIFIER_TOKEN in the Secret %q instead" $c.existingSecret) }}
 {{- end }}
 {{- if or $c.greencheck.clientId $c.greencheck.clientSecret }}
 {{- fail (printf "credentials.existingSecret is set, so credentials.greencheck.* must be empty: put GREENCHECK_CLIENT_ID and GREENCHECK_CLIENT_SECRET in the Secret %q instead" $c.existingSecret) }}
@@ -179,9 +204,17 @@ What is still missing for a working install (empty when nothing is); used by NOT
 {{- if not .Values.config.serviceProviderId }}{{ $m = append $m "config.serviceProviderId (GREENCHECK_SERVICE_PROVIDER_ID)" }}{{ end }}
 {{- if not .Values.credentials.existingSecret }}
 {{- $c := .Values.credentials }}
+{{- /* Either Intuit app will do; one given in part is named where it is short. */}}
+{{- if or $c.clientId $c.clientSecret $c.webhookVerifierToken (not $c.sandbox.clientId) }}
 {{- if not $c.clientId }}{{ $m = append $m "credentials.clientId (QBO_CLIENT_ID)" }}{{ end }}
 {{- if not $c.clientSecret }}{{ $m = append $m "credentials.clientSecret (QBO_CLIENT_SECRET)" }}{{ end }}
 {{- if not $c.webhookVerifierToken }}{{ $m = append $m "credentials.webhookVerifierToken (QBO_WEBHOOK_VERIFIER_TOKEN)" }}{{ end }}
+{{- end }}
+{{- if or $c.sandbox.clientId $c.sandbox.clientSecret $c.sandbox.webhookVerifierToken }}
+{{- if not $c.sandbox.clientId }}{{ $m = append $m "credentials.sandbox.clientId (QBO_SANDBOX_CLIENT_ID)" }}{{ end }}
+{{- if not $c.sandbox.clientSecret }}{{ $m = append $m "credentials.sandbox.clientSecret (QBO_SANDBOX_CLIENT_SECRET)" }}{{ end }}
+{{- if not $c.sandbox.webhookVerifierToken }}{{ $m = append $m "credentials.sandbox.webhookVerifierToken (QBO_SANDBOX_WEBHOOK_VERIFIER_TOKEN)" }}{{ end }}
+{{- end }}
 {{- if not $c.greencheck.clientId }}{{ $m = append $m "credentials.greencheck.clientId (GREENCHECK_CLIENT_ID)" }}{{ end }}
 {{- if not $c.greencheck.clientSecret }}{{ $m = append $m "credentials.greencheck.clientSecret (GREENCHECK_CLIENT_SECRET)" }}{{ end }}
 {{- end }}
