@@ -78,6 +78,25 @@ base() {
   echo "$name"
 }
 
+# A digest of everything the build reads: the Dockerfile, .dockerignore and the files it lets into the
+# context (its `!` lines, minus its other patterns), and the arguments given (bases, build args).
+inputs_key() {
+  local includes=() excludes=() line
+  while IFS= read -r line; do
+    case "$line" in
+      '' | '#'* | '*') ;;
+      '!'*) includes+=("${line#!}") ;;
+      *) excludes+=(! -path "${line//\*\*/*}" ! -path "${line//\*\*/*}/*") ;;
+    esac
+  done <"$root/.dockerignore"
+  (
+    cd "$root"
+    find "${includes[@]%/}" -type f "${excludes[@]}" -print0 | sort -z | xargs -0 sha256sum
+    sha256sum Dockerfile .dockerignore
+    printf '%s\n' "$@"
+  ) | sha256sum | cut -c1-32
+}
+
 build() {
   need_tools
   local started runtime_base build_base version id size
@@ -97,15 +116,23 @@ build() {
   if [ -n "$ca" ] && [ -s "$ca" ]; then
     ca_args=(--volume "$ca:/run/build-ca.crt:ro" --build-arg PIP_CERT=/run/build-ca.crt)
   fi
-  say "buildah build $image (cold: wheels from PyPI, a minute or two; warm: cached layers)"
-  # Progress: each Dockerfile step and whether it came from the cache; the whole output in build.log.
-  bah build --layers --isolation chroot --pull=never --network host "${ca_args[@]}" \
-    --build-arg BASE_IMAGE="$runtime_base" --build-arg BUILD_IMAGE="$build_base" \
-    --build-arg VERSION="$version" -t "$image" -f "$root/Dockerfile" "$root" 2>&1 \
-    | tee "$cache/build.log" | grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?(STEP [0-9]+/[0-9]+: |--> Using cache)' \
-    | while IFS= read -r line; do say "  ${line:0:110}"; done \
-    || die "buildah build failed: see $cache/build.log"
-  id="$(bah inspect --type image --format '{{.FromImageID}}' "$image")"
+  local key last
+  key="$(inputs_key "$runtime_base" "$build_base" "$version" "${ca_args[@]}")"
+  last="$(cat "$cache/last-build" 2>/dev/null || true)"
+  if [ "${last%% *}" = "$key" ] && [ "$(image_id 2>/dev/null)" = "${last#* }" ]; then
+    say "$image is up to date (same Dockerfile, context and bases as its build)"
+  else
+    say "buildah build $image (cold: wheels from PyPI, a minute or two; warm: cached layers)"
+    # Progress: each Dockerfile step and whether it came from the cache; the whole output in build.log.
+    bah build --layers --isolation chroot --pull=never --network host "${ca_args[@]}" \
+      --build-arg BASE_IMAGE="$runtime_base" --build-arg BUILD_IMAGE="$build_base" \
+      --build-arg VERSION="$version" -t "$image" -f "$root/Dockerfile" "$root" 2>&1 \
+      | tee "$cache/build.log" | grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?(STEP [0-9]+/[0-9]+: |--> Using cache)' \
+      | while IFS= read -r line; do say "  ${line:0:110}"; done \
+      || die "buildah build failed: see $cache/build.log"
+    echo "$key $(image_id)" >"$cache/last-build"
+  fi
+  id="$(image_id)"
   size="$(bah images --noheading --format '{{.Size}}' "$image" | head -1)"
   local archive="$archive_dir/qbo-operator.oci.tar"
   if [ "$(cat "$archive.id" 2>/dev/null)" != "$id" ]; then
@@ -120,7 +147,7 @@ build() {
     say "layer cache over ${QBO_IMAGE_CACHE_GB:-12} GB: pruning untagged images"
     bah rmi --prune >/dev/null
   fi
-  say "built in $(($(date +%s) - started))s"
+  say "done in $(($(date +%s) - started))s"
   echo "image: $image"
   echo "id: $id"
   echo "size: $size"
