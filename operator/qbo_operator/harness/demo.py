@@ -145,8 +145,9 @@ class Demo:
         try:
             self.steps()
             if not self.args.no_wait:
-                say(f"\n{BOLD}Running until Ctrl-C.{RESET}")
+                # the announcement is inside the suppress: a Ctrl-C right after it is still a clean stop
                 with contextlib.suppress(KeyboardInterrupt):
+                    say(f"\n{BOLD}Running until Ctrl-C.{RESET}")
                     while True:
                         time.sleep(3600)
         finally:
