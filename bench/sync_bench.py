@@ -121,7 +121,7 @@ class SyncWorld:
         )
 
     def sync_env(self, job_name: str) -> dict[str, str]:
-        """What the CronJob's pod gets (DESIGN §6), pointed at the sandboxes."""
+        """What the CronJob's pod gets (docs/design.md §6), pointed at the sandboxes."""
         c = self.creds
         return child_env(
             {
@@ -576,7 +576,7 @@ def throttle_floor_seconds(
     requests: int, per_minute: int = INTUIT_PER_MINUTE, per_second: int = INTUIT_PER_SECOND
 ) -> float:
     """The least time `requests` requests take when no more than `per_second` start in any second and no
-    more than `per_minute` in any minute (the sandbox's sliding windows, QBO.md §4.2)."""
+    more than `per_minute` in any minute (the sandbox's sliding windows, docs/qbo.md §4.2)."""
     if requests <= 0:
         return 0.0
     return float(max(math.ceil(requests / per_second) - 1, 60 * (math.ceil(requests / per_minute) - 1)))

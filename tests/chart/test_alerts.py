@@ -1,6 +1,6 @@
-"""The alerts of DESIGN §7 (charts/qbo-operator/files/alerts.yaml, the one copy the chart embeds):
+"""The alerts of docs/design.md §7 (charts/qbo-operator/files/alerts.yaml, the one copy the chart embeds):
 promtool accepts them, every alert has firing and quiet test cases, a runbook, and uses only the metric
-names of DESIGN §7. The Grafana dashboard is held to the same metric names."""
+names of docs/design.md §7. The Grafana dashboard is held to the same metric names."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ REQUIRED_ALERTS = {
     "QuickbooksOperatorDown",
     "QuickbooksGatewayDown",
 }
-# DESIGN §7, exactly; histograms also as their _bucket/_sum/_count series.
+# docs/design.md §7, exactly; histograms also as their _bucket/_sum/_count series.
 METRICS = {
     "qbo_integrations",
     "qbo_integration_info",

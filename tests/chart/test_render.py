@@ -155,7 +155,7 @@ def test_gateway_replicas_value(helm: Helm) -> None:
     assert one(objs, "Deployment", "-gateway")["spec"]["replicas"] == 3
 
 
-# --- environment (DESIGN §6) --------------------------------------------------------------------------
+# --- environment (docs/design.md §6) ------------------------------------------------------------------
 
 
 def _secret_ref(value: Any) -> tuple[str, str]:
@@ -249,7 +249,7 @@ def test_existing_secret_replaces_the_chart_secret(helm: Helm) -> None:
         assert refs == {"qbo-creds"}
 
 
-# --- security (DESIGN §4) ------------------------------------------------------------------------------
+# --- security (docs/design.md §4) ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,4 +1,4 @@
-"""Static checks of what ships: the Dockerfile (hadolint, and the properties DESIGN §4 asks of the
+"""Static checks of what ships: the Dockerfile (hadolint, and the properties docs/design.md §4 asks of the
 image) and the rendered chart (checkov, from its own virtualenv via tools/checkov.sh)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every way a Connect can fail gets its own page and metric result, and writes nothing (DESIGN §4).
+"""Every way a Connect can fail gets its own page and metric result, and writes nothing (docs/design.md §4).
 
 Driven over real HTTP (httpx plays the browser, the sandbox plays Intuit) against the real API server."""
 

@@ -27,7 +27,7 @@ DELIVERIES = 5000
 REPLICAS = 2
 FLUSH_SECONDS = 5.0  # the default --webhook-flush-seconds
 CONCURRENCY = 8  # in flight per replica (Intuit itself sends one app's deliveries one at a time)
-BUDGET_SECONDS = 3.0  # Intuit retries anything not answered 200 within 3 s (QBO.md §5.3)
+BUDGET_SECONDS = 3.0  # Intuit retries anything not answered 200 within 3 s (docs/qbo.md §5.3)
 
 
 async def deliver_all(urls: list[str], deliveries: list[tuple[int, bytes, str]]) -> list[tuple[int, float]]:

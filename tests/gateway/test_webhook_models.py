@@ -1,4 +1,4 @@
-"""Both Intuit payload formats → one event model; table-driven, no I/O (QBO.md §5)."""
+"""Both Intuit payload formats → one event model; table-driven, no I/O (docs/qbo.md §5)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from qbo_operator.core import signing
 from qbo_operator.gateway.webhook_models import Operation, PayloadError, canonical_entity, parse_delivery
 from tests.support.webhooks import VECTOR_BODY, VECTOR_SIGNATURE, VECTOR_TOKEN
 
-# QBO.md §5.1 and §5.4: the documented samples.
+# docs/qbo.md §5.1 and §5.4: the documented samples.
 LEGACY_SAMPLE = {
     "eventNotifications": [
         {

@@ -1,4 +1,4 @@
-"""POST /webhooks/quickbooks over real HTTP against the real control plane (DESIGN §4, QBO.md §5)."""
+"""POST /webhooks/quickbooks over real HTTP against the real control plane (docs/design.md §4, docs/qbo.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Green Check sandbox over real HTTP: the contract our client relies on (GREENCHECK.md §3)."""
+"""The Green Check sandbox over real HTTP: the contract our client relies on (docs/greencheck.md §3)."""
 
 from __future__ import annotations
 

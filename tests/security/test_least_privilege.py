@@ -250,7 +250,7 @@ def test_gateway_reads_no_integration_outside_its_namespaces(
 def test_gateway_cannot_read_secrets_it_did_not_write(
     cluster: ControlPlane, namespaced_release: dict[str, Any], report: Report
 ) -> None:
-    """DESIGN §4: the gateway may read CRs, write token Secrets and patch CR status, nothing else. A Secret
+    """docs/design.md §4: the gateway may read CRs, write token Secrets and patch CR status, nothing else. A Secret
     of the tenant's own (a database password) in a namespace the gateway serves is not the gateway's."""
     cp, r = cluster, namespaced_release
     SECRETS.add_secret("hunter2-db", "a tenant's own Secret (least-privilege test)")

@@ -138,7 +138,7 @@ that may carry them (optional refs). Call with (dict "root" $ "gateway" true) to
 {{- end }}
 
 {{/*
-Environment shared by the operator and the gateway (DESIGN §6); empty optional values are left out.
+Environment shared by the operator and the gateway (docs/design.md §6); empty optional values are left out.
 */}}
 {{- define "qbo-operator.env.common" -}}
 - name: POD_NAMESPACE

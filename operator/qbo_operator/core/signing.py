@@ -1,4 +1,4 @@
-"""HMAC capabilities: Connect links, OAuth `state`, and Intuit's webhook signature (DESIGN §4).
+"""HMAC capabilities: Connect links, OAuth `state`, and Intuit's webhook signature (docs/design.md §4).
 
 Pure functions, no I/O. Every comparison is constant-time (`hmac.compare_digest`); each token
 kind has its own domain prefix so a signature of one kind is never valid as another."""
