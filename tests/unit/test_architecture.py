@@ -207,3 +207,59 @@ def test_a_harness_command_without_its_extra_says_how_to_install_it(monkeypatch:
         "qbo-operator demo: needs the Python package 'yaml', part of the 'harness' extra:"
         " pip install 'qbo-operator[harness]'"
     )
+
+
+# --- the repository stands alone -------------------------------------------------------------------------------------
+
+TEXT_ROOTS = ("operator", "tests", "bench", "charts", "crds", "docs", "examples", "tools", ".ci")
+TEXT_FILES = ("README.md", "Makefile", "Dockerfile", "pyproject.toml")
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".json", ".txt", ".sh", ".lua", ".tpl", ".html", ".go", ""}
+# The contract and the facts once lived beside the repository, under these names; docs/ holds them now.
+OUTSIDE = re.compile(r"\b(?:DESIGN|QBO|GREENCHECK|CONTROL-PLANE|SECURITY-REVIEW)\.md\b|\.\./shared\b|\bDESIGN §")
+SECTION_REFERENCE = re.compile(r"docs/([a-z0-9-]+\.md) §(\d+(?:\.\d+)?)")
+MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def text_files() -> list[Path]:
+    files = [ROOT / name for name in TEXT_FILES]
+    for top in TEXT_ROOTS:
+        files += [p for p in (ROOT / top).rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES]
+    return [p for p in files if p.exists() and "__pycache__" not in p.parts and p != Path(__file__)]
+
+
+def test_nothing_refers_to_a_file_outside_the_repository() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}"
+        for path in text_files()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)
+        if OUTSIDE.search(line)
+    ]
+    assert found == [], "point at docs/design.md, docs/qbo.md, docs/greencheck.md or docs/control-plane.md instead"
+
+
+def headings(doc: Path) -> list[str]:
+    return [line.lstrip("#").strip() for line in doc.read_text().splitlines() if line.startswith("#")]
+
+
+def test_every_docs_section_named_in_the_code_exists() -> None:
+    """`docs/qbo.md §5.4` in a docstring must land on a heading `5.4 …` (or `5. …`) of that page."""
+    missing = []
+    for path in text_files():
+        for page, section in set(SECTION_REFERENCE.findall(path.read_text(errors="replace"))):
+            doc = ROOT / "docs" / page
+            if not doc.exists() or not any(re.match(rf"{re.escape(section)}\.?\s", h) for h in headings(doc)):
+                missing.append(f"{path.relative_to(ROOT)}: docs/{page} §{section}")
+    assert sorted(missing) == []
+
+
+def test_every_relative_link_in_the_docs_resolves() -> None:
+    pages = [ROOT / "README.md", ROOT / "charts" / "qbo-operator" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    broken = [
+        f"{page.relative_to(ROOT)}: {target}"
+        for page in pages
+        for target in MARKDOWN_LINK.findall(page.read_text())
+        if "://" not in target
+        and not target.startswith(("#", "mailto:"))
+        and not (page.parent / target.split("#")[0]).exists()
+    ]
+    assert broken == []
