@@ -14,19 +14,8 @@ import pytest
 
 from qbo_operator.core.config import ConfigError, load_settings
 from qbo_operator.core.endpoints import RULE, insecure, is_loopback
+from tests.support.config import GOOD
 
-GOOD = {
-    "QBO_CLIENT_ID": "client",
-    "QBO_CLIENT_SECRET": "secret-value",
-    "QBO_STATE_SIGNING_KEY": "s" * 32,
-    "QBO_WEBHOOK_VERIFIER_TOKEN": "verifier",
-    "QBO_REDIRECT_URI": "https://qbo.example.com/oauth/callback",
-    "QBO_GATEWAY_URL": "https://qbo.example.com",
-    "GREENCHECK_API_URL": "https://sandbox-api.greencheckverified.com",
-    "GREENCHECK_CLIENT_ID": "gc",
-    "GREENCHECK_CLIENT_SECRET": "gc-secret",
-    "GREENCHECK_SERVICE_PROVIDER_ID": "sp-1",
-}
 OVERRIDES = ("GREENCHECK_API_URL", "QBO_AUTH_URL", "QBO_TOKEN_URL", "QBO_REVOKE_URL", "QBO_API_URL")
 
 URL_TABLE: list[tuple[str, bool]] = [

@@ -5,19 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qbo_operator.core.config import ConfigError, Tuning, job_name_from_env, load_settings, trigger_from_env
-
-GOOD = {
-    "QBO_CLIENT_ID": "client",
-    "QBO_CLIENT_SECRET": "secret-value",
-    "QBO_STATE_SIGNING_KEY": "s" * 32,
-    "QBO_WEBHOOK_VERIFIER_TOKEN": "verifier",
-    "QBO_REDIRECT_URI": "https://qbo.example.com/oauth/callback",
-    "QBO_GATEWAY_URL": "https://qbo.example.com",
-    "GREENCHECK_API_URL": "https://sandbox-api.greencheckverified.com",
-    "GREENCHECK_CLIENT_ID": "gc",
-    "GREENCHECK_CLIENT_SECRET": "gc-secret",
-    "GREENCHECK_SERVICE_PROVIDER_ID": "sp-1",
-}
+from tests.support.config import GOOD
 
 
 @pytest.mark.parametrize("component", ["operator", "gateway", "sync"])

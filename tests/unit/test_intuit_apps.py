@@ -21,25 +21,12 @@ from qbo_operator.core.models import IntegrationSpec
 from qbo_operator.core.status import Reason
 from qbo_operator.reconciler.conditions import check_spec
 from qbo_operator.reconciler.manifests import Owner, credentials_secret
+from tests.support.config import PLATFORM, SANDBOX_APP
 
 PRODUCTION = {
     "QBO_CLIENT_ID": "prod-id",
     "QBO_CLIENT_SECRET": "prod-secret",
     "QBO_WEBHOOK_VERIFIER_TOKEN": "prod-verifier",
-}
-SANDBOX = {
-    "QBO_SANDBOX_CLIENT_ID": "dev-id",
-    "QBO_SANDBOX_CLIENT_SECRET": "dev-secret",
-    "QBO_SANDBOX_WEBHOOK_VERIFIER_TOKEN": "dev-verifier",
-}
-REST = {
-    "QBO_STATE_SIGNING_KEY": "s" * 32,
-    "QBO_REDIRECT_URI": "https://qbo.example.com/oauth/callback",
-    "QBO_GATEWAY_URL": "https://qbo.example.com",
-    "GREENCHECK_API_URL": "https://sandbox-api.greencheckverified.com",
-    "GREENCHECK_CLIENT_ID": "gc",
-    "GREENCHECK_CLIENT_SECRET": "gc-secret",
-    "GREENCHECK_SERVICE_PROVIDER_ID": "sp-1",
 }
 COMPONENTS: list[Component] = ["operator", "gateway", "sync"]
 
@@ -64,10 +51,10 @@ def test_the_variables_of_each_app(environment: Environment, component: Componen
 
 # (name, component, the apps' variables given, the problems expected)
 START_CASES: list[tuple[str, Component, dict[str, str], list[str]]] = [
-    ("both apps", "gateway", {**PRODUCTION, **SANDBOX}, []),
+    ("both apps", "gateway", {**PRODUCTION, **SANDBOX_APP}, []),
     ("production only", "gateway", PRODUCTION, []),
-    ("sandbox only", "gateway", SANDBOX, []),
-    ("sandbox only, operator", "operator", {k: SANDBOX[k] for k in list(SANDBOX)[:2]}, []),
+    ("sandbox only", "gateway", SANDBOX_APP, []),
+    ("sandbox only, operator", "operator", {k: SANDBOX_APP[k] for k in list(SANDBOX_APP)[:2]}, []),
     ("production keys, no verifier, operator", "operator", {k: PRODUCTION[k] for k in list(PRODUCTION)[:2]}, []),
     (
         "production keys, no verifier, gateway",
@@ -113,39 +100,39 @@ def test_start_up_refuses_half_an_app_or_none(
     assert problems == expected
     if expected:
         with pytest.raises(ConfigError) as err:
-            load_settings(component, {**REST, **given})
+            load_settings(component, {**PLATFORM, **given})
         assert err.value.problems == expected
     else:
-        load_settings(component, {**REST, **given})
+        load_settings(component, {**PLATFORM, **given})
 
 
 # (environment variables, environment asked for) -> (client id, secret, verifier, token URL, API URL, missing)
 ROUTES: list[tuple[dict[str, str], Environment, tuple[str, str, str, str, str, tuple[str, ...]]]] = [
     (
-        {**PRODUCTION, **SANDBOX},
+        {**PRODUCTION, **SANDBOX_APP},
         "production",
         ("prod-id", "prod-secret", "prod-verifier", "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
          "https://quickbooks.api.intuit.com", ()),
     ),
     (
-        {**PRODUCTION, **SANDBOX},
+        {**PRODUCTION, **SANDBOX_APP},
         "sandbox",
         ("dev-id", "dev-secret", "dev-verifier", "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
          "https://sandbox-quickbooks.api.intuit.com", ()),
     ),
     (
-        {**PRODUCTION, **SANDBOX, "QBO_TOKEN_URL": "http://127.0.0.1:1/t", "QBO_API_URL": "http://127.0.0.1:1"},
+        {**PRODUCTION, **SANDBOX_APP, "QBO_TOKEN_URL": "http://127.0.0.1:1/t", "QBO_API_URL": "http://127.0.0.1:1"},
         "sandbox",
         ("dev-id", "dev-secret", "dev-verifier", "http://127.0.0.1:1/t", "http://127.0.0.1:1", ()),
     ),
     (
-        {**SANDBOX, "QBO_TOKEN_URL": "http://127.0.0.1:1/t", "QBO_SANDBOX_TOKEN_URL": "http://127.0.0.1:2/t",
+        {**SANDBOX_APP, "QBO_TOKEN_URL": "http://127.0.0.1:1/t", "QBO_SANDBOX_TOKEN_URL": "http://127.0.0.1:2/t",
          "QBO_SANDBOX_API_URL": "http://127.0.0.1:2"},
         "sandbox",
         ("dev-id", "dev-secret", "dev-verifier", "http://127.0.0.1:2/t", "http://127.0.0.1:2", ()),
     ),
     (
-        SANDBOX,
+        SANDBOX_APP,
         "production",
         ("", "", "", "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
          "https://quickbooks.api.intuit.com", ("QBO_CLIENT_ID", "QBO_CLIENT_SECRET")),
@@ -163,7 +150,7 @@ ROUTES: list[tuple[dict[str, str], Environment, tuple[str, str, str, str, str, t
 def test_an_integration_uses_the_app_of_its_environment(
     given: dict[str, str], environment: Environment, expected: tuple[str, str, str, str, str, tuple[str, ...]]
 ) -> None:
-    settings = load_settings("gateway" if expected[0] else "sync", {**REST, **given})
+    settings = load_settings("gateway" if expected[0] else "sync", {**PLATFORM, **given})
     app = settings.for_environment(environment)
     got = (
         app.qbo_client_id,
@@ -179,13 +166,13 @@ def test_an_integration_uses_the_app_of_its_environment(
 @pytest.mark.parametrize(
     ("given", "tokens"),
     [
-        ({**PRODUCTION, **SANDBOX}, {"production": "prod-verifier", "sandbox": "dev-verifier"}),
+        ({**PRODUCTION, **SANDBOX_APP}, {"production": "prod-verifier", "sandbox": "dev-verifier"}),
         (PRODUCTION, {"production": "prod-verifier"}),
-        (SANDBOX, {"sandbox": "dev-verifier"}),
+        (SANDBOX_APP, {"sandbox": "dev-verifier"}),
     ],
 )
 def test_the_gateway_knows_each_apps_verifier_token(given: dict[str, str], tokens: dict[str, str]) -> None:
-    assert load_settings("gateway", {**REST, **given}).webhook_verifier_tokens() == tokens
+    assert load_settings("gateway", {**PLATFORM, **given}).webhook_verifier_tokens() == tokens
 
 
 @pytest.mark.parametrize(
@@ -249,7 +236,7 @@ def test_an_environment_without_an_app_is_a_spec_problem(
     ],
 )
 def test_a_sync_job_gets_only_the_app_of_its_environment(environment: Environment, keys: dict[str, str]) -> None:
-    settings = load_settings("operator", {**REST, **PRODUCTION, **SANDBOX})
+    settings = load_settings("operator", {**PLATFORM, **PRODUCTION, **SANDBOX_APP})
     owner = Owner(namespace="tenants", name="acme", uid="uid-1")
     secret = credentials_secret(owner, settings, environment)
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
