@@ -25,6 +25,7 @@ from qbo_operator.sync.records import (
     idempotency_key,
 )
 from tests.support.greencheck import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
+from tests.support.http import serve_app
 
 FAST = GreenCheckPolicy(backoff_initial=0.01, backoff_max=0.05, transient_retries=3, default_throttle_wait=0.01)
 
@@ -290,14 +291,8 @@ async def fake_server(handler: web.Handler) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/auth/token", lambda r: web.json_response({"access_token": "t", "expires_at": 3600}))
     app.router.add_post("/service-providers/{sp}/crbs/{crb}/sales/invoice-payments", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 async def test_answer_missing_results_is_not_counted_as_delivered() -> None:

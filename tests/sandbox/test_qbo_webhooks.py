@@ -18,6 +18,7 @@ from qbo_operator.harness.sandbox.qbo_webhooks import (
     cloudevents_body,
     legacy_body,
 )
+from tests.support.http import serve_app
 from tests.support.sandbox import VERIFIER, FakeClock, SandboxFactory
 
 
@@ -52,15 +53,9 @@ class Receiver:
 async def serving(receiver: Receiver) -> AsyncIterator[Receiver]:
     app = web.Application()
     app.router.add_post("/webhooks/quickbooks", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhooks/quickbooks"
-    try:
+    async with serve_app(app) as url:
+        receiver.url = f"{url}/webhooks/quickbooks"
         yield receiver
-    finally:
-        await runner.cleanup()
 
 
 async def test_cloudevents_signed_batched_and_typed(make_sandbox: SandboxFactory, clock: FakeClock) -> None:

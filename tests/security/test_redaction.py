@@ -16,6 +16,7 @@ from qbo_operator.core.redaction import redact
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
 from qbo_operator.sync.records import Batch
 from tests.support.greencheck import CLIENT_ID, CRB, REALM, SP_ID, make_record
+from tests.support.http import serve_app
 
 SHORT = "Zq7pW2xK9mLs"  # 12 characters: no opaque run
 PUNCTUATED = "Gc$ecret!pa55-word#2024"
@@ -72,14 +73,8 @@ async def token_endpoint(answer: Callable[[], web.Response]) -> AsyncIterator[st
 
     app = web.Application()
     app.router.add_post("/auth/token", token)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("secret", [SHORT, PUNCTUATED])

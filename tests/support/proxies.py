@@ -14,6 +14,7 @@ import httpx
 from aiohttp import web
 
 from qbo_operator.harness.controlplane import free_port
+from tests.support.http import serve_app
 
 
 class TcpProxy:
@@ -105,10 +106,5 @@ class Proxy:
     async def serve(self) -> AsyncIterator[str]:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-        finally:
-            await runner.cleanup()
+        async with serve_app(app) as url:
+            yield url
