@@ -69,7 +69,7 @@ def test_a_new_integration_gets_a_link_its_objects_and_an_event(
     assert 7 * 86400 - 120 < int(exp) - now <= 7 * 86400
     assert status["authorizationURLExpiresAt"] == datetime.fromtimestamp(int(exp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert status["cronJobName"] == names.cronjob_name("acme")
-    assert set(conditions(obj)) == {"Ready", "Connected", "Synced", "Suspended"}
+    assert set(conditions(obj)) == {"Ready", "Connected", "Synced", "Suspended", "Reconciling", "Stalled"}
     assert conditions(obj)["Ready"]["status"] == "False"
     assert conditions(obj)["Synced"]["reason"] == "NeverRun"
     assert obj["metadata"]["finalizers"] == [names.FINALIZER]

@@ -12,7 +12,7 @@ import pytest
 
 from qbo_operator.core import names, signing
 from qbo_operator.core.models import IntegrationSpec, IntegrationStatus, Phase, Tokens
-from qbo_operator.core.status import CONNECTED, READY, SUSPENDED, SYNCED, Reason
+from qbo_operator.core.status import CONNECTED, READY, RECONCILING, STALLED, SUSPENDED, SYNCED, Reason
 from qbo_operator.reconciler.conditions import (
     JobOutcome,
     Observed,
@@ -220,7 +220,7 @@ def test_every_combination(
     obs = observed(token, status, problem, suspend, duplicate, job)
     out = compute(obs)
     conds = by_type(out.conditions)
-    assert [c["type"] for c in out.conditions] == [READY, CONNECTED, SYNCED, SUSPENDED]
+    assert [c["type"] for c in out.conditions] == [READY, CONNECTED, SYNCED, SUSPENDED, RECONCILING, STALLED]
 
     duplicate_applies = bool(duplicate) and token.valid
     # Connected follows the token alone (DuplicateRealm wins over the rest once the token is readable).
@@ -400,7 +400,7 @@ def test_merge_conditions_keeps_other_writers_conditions() -> None:
     ours = compute(observed(TokenState.missing(), IntegrationStatus())).conditions
     theirs = [condition("Webhooks", "True", "Receiving")]
     merged = merge_conditions(ours, [*theirs, condition(READY, "True", "Old")])
-    assert [c["type"] for c in merged] == [READY, CONNECTED, SYNCED, SUSPENDED, "Webhooks"]
+    assert [c["type"] for c in merged] == [READY, CONNECTED, SYNCED, SUSPENDED, RECONCILING, STALLED, "Webhooks"]
 
 
 @pytest.mark.parametrize(

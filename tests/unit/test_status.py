@@ -123,7 +123,7 @@ def test_who_writes_which_condition(type_: ConditionType, writers: set[StatusWri
 
 
 def test_the_vocabulary_fits_the_crd() -> None:
-    assert CONDITION_TYPES == ("Ready", "Connected", "Synced", "Suspended")
+    assert CONDITION_TYPES == ("Ready", "Connected", "Synced", "Suspended", "Reconciling", "Stalled")
     for reason in Reason:
         assert reason.value[0].isupper() and reason.value.isalnum() and len(reason.value) <= 1024
     assert len({r.value for r in Reason}) == len(Reason)

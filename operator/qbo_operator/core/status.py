@@ -27,12 +27,17 @@ class ConditionType(StrEnum):
     CONNECTED = "Connected"
     SYNCED = "Synced"
     SUSPENDED = "Suspended"
+    # kstatus's own (abnormal-true): Flux, kpt and cli-utils read these before Ready (docs/operator.md)
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
 
 
 READY = ConditionType.READY
 CONNECTED = ConditionType.CONNECTED
 SYNCED = ConditionType.SYNCED
 SUSPENDED = ConditionType.SUSPENDED
+RECONCILING = ConditionType.RECONCILING
+STALLED = ConditionType.STALLED
 CONDITION_TYPES = tuple(ConditionType)
 
 
@@ -66,6 +71,8 @@ class Reason(StrEnum):
     ENVIRONMENT_CHANGED = "EnvironmentChanged"
     MISSING_CREDENTIALS = "MissingCredentials"  # the operator has no Intuit app for spec.environment
     INVALID_SPEC = "InvalidSpec"
+    # Reconciling=False and Stalled=False (Stalled=True carries Ready's reason)
+    RECONCILED = "Reconciled"
     # Events only (the phase Events use the phase names)
     REFRESH_TOKEN_HARD_EXPIRY = "RefreshTokenHardExpiry"  # noqa: S105
     REVOKED = "Revoked"
@@ -171,6 +178,8 @@ CONDITION_WRITERS: Mapping[ConditionType, frozenset[StatusWriter]] = {
     CONNECTED: frozenset({_OP, _SYNC}),
     SYNCED: frozenset({_OP, _SYNC}),
     SUSPENDED: frozenset({_OP}),
+    RECONCILING: frozenset({_OP}),
+    STALLED: frozenset({_OP}),
 }
 
 

@@ -33,6 +33,8 @@ from qbo_operator.core.status import (
     CONNECTED,
     DEAD_GRANT_REASONS,
     READY,
+    RECONCILING,
+    STALLED,
     SUSPENDED,
     SYNCED,
     ConditionStatus,
@@ -316,7 +318,7 @@ def _condition(obs: Observed, type_: str, status: ConditionStatus, reason: str, 
 
 
 def compute(obs: Observed) -> Computed:
-    """Phase, the four conditions, and the status fields mirrored from the token Secret."""
+    """Phase, the conditions, and the status fields mirrored from the token Secret."""
     c_status, c_reason, c_message = _connected(obs)
     s_status, s_reason, s_message = _synced_underlying(obs)
 
@@ -356,11 +358,21 @@ def compute(obs: Observed) -> Computed:
         synced = (s_status, s_reason, s_message)
         suspended = ("False", Reason.ACTIVE, "Syncs run on schedule.")
 
+    # kstatus: Stalled only where a person must fix the spec or the configuration (phase Error); the operator
+    # writes status once it has converged, so Reconciling is False in every status it writes.
+    stalled: tuple[ConditionStatus, str, str] = (
+        ("True", ready[1], ready[2])
+        if phase == Phase.ERROR
+        else ("False", Reason.RECONCILED, "Nothing in the spec or the operator's configuration needs fixing.")
+    )
+    reconciled = f"The operator has reconciled generation {obs.generation}."
     conditions = [
         _condition(obs, READY, *ready),
         _condition(obs, CONNECTED, c_status, c_reason, c_message),
         _condition(obs, SYNCED, *synced),
         _condition(obs, SUSPENDED, *suspended),
+        _condition(obs, RECONCILING, "False", Reason.RECONCILED, reconciled),
+        _condition(obs, STALLED, *stalled),
     ]
     token_fields: dict[str, str] = {}
     token = obs.token
@@ -401,7 +413,7 @@ def link_expiry(url: str) -> int:
 
 
 def merge_conditions(ours: Sequence[dict[str, Any]], observed: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Our four conditions first, then any other writer's conditions unchanged."""
+    """Our conditions first, then any other writer's conditions unchanged."""
     others = [dict(c) for c in observed if c.get("type") not in CONDITION_TYPES]
     return [*ours, *others]
 
