@@ -34,40 +34,65 @@ def _ts(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
+_PER_INTEGRATION: tuple[tuple[str, str, str], ...] = (
+    # (attribute, metric name, help)
+    ("connected", "qbo_integration_connected", "1 if the phase is Connected."),
+    ("suspended", "qbo_integration_suspended", "1 if spec.suspend is true."),
+    (
+        "success",
+        "qbo_integration_last_sync_success",
+        "1 if the last sync succeeded (records rejected by Green Check included), 0 if it failed.",
+    ),
+    (
+        "last_success",
+        "qbo_integration_last_successful_sync_timestamp_seconds",
+        "When the last successful sync finished (Unix time).",
+    ),
+    ("payments", "qbo_integration_last_sync_payments", "Payments delivered by the last sync."),
+    ("rejected", "qbo_integration_last_sync_rejected", "Records Green Check rejected in the last sync."),
+    (
+        "expiry",
+        "qbo_integration_refresh_token_expiry_timestamp_seconds",
+        "When the rolling refresh token expires unless refreshed (Unix time).",
+    ),
+)
+
+
+def _add_integration(families: dict[str, GaugeMetricFamily], integ: Integration, realm_ids: bool) -> str:
+    """Adds one integration's samples; returns its phase ("" when it has none yet)."""
+    status = integ.status
+    key = [integ.namespace, integ.name]
+    phase = status.phase.value if status.phase else ""
+    realm = (status.realm_id or "") if realm_ids else ""
+    families["info"].add_metric([*key, integ.spec.company_id, realm, phase], 1)
+    families["connected"].add_metric(key, 1 if status.phase == Phase.CONNECTED else 0)
+    families["suspended"].add_metric(key, 1 if integ.spec.suspend else 0)
+    last = status.last_sync
+    if last is not None and last.result is not None:
+        families["success"].add_metric(key, 0 if last.result == SyncResult.FAILED else 1)
+        families["payments"].add_metric(key, last.payments_synced)
+        families["rejected"].add_metric(key, last.records_rejected)
+    if (ts := _ts(status.last_successful_sync_time)) is not None:
+        families["last_success"].add_metric(key, ts)
+    if (ts := _ts(status.refresh_token_expires_at)) is not None:
+        families["expiry"].add_metric(key, ts)
+    return phase
+
+
 def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = False) -> list[GaugeMetricFamily]:
     """The per-integration gauges for the CRs in `bodies` (objects being deleted are left out).
 
     `realm_id` is empty (to Prometheus: absent) unless `realm_ids`: /metrics is unauthenticated, and a realm id
     is what a forged Connect callback needs (issue 17, finding 8; `qbo-operator run --metrics-realm-ids`)."""
     by_phase = GaugeMetricFamily("qbo_integrations", "Integrations by phase.", labels=["phase"])
-    info = GaugeMetricFamily(
-        "qbo_integration_info",
-        "One series per integration, carrying its company, realm and phase.",
-        labels=["namespace", "name", "company_id", "realm_id", "phase"],
-    )
-    connected = GaugeMetricFamily("qbo_integration_connected", "1 if the phase is Connected.", labels=_KEYS)
-    suspended = GaugeMetricFamily("qbo_integration_suspended", "1 if spec.suspend is true.", labels=_KEYS)
-    success = GaugeMetricFamily(
-        "qbo_integration_last_sync_success",
-        "1 if the last sync succeeded (records rejected by Green Check included), 0 if it failed.",
-        labels=_KEYS,
-    )
-    last_success = GaugeMetricFamily(
-        "qbo_integration_last_successful_sync_timestamp_seconds",
-        "When the last successful sync finished (Unix time).",
-        labels=_KEYS,
-    )
-    payments = GaugeMetricFamily(
-        "qbo_integration_last_sync_payments", "Payments delivered by the last sync.", labels=_KEYS
-    )
-    rejected = GaugeMetricFamily(
-        "qbo_integration_last_sync_rejected", "Records Green Check rejected in the last sync.", labels=_KEYS
-    )
-    expiry = GaugeMetricFamily(
-        "qbo_integration_refresh_token_expiry_timestamp_seconds",
-        "When the rolling refresh token expires unless refreshed (Unix time).",
-        labels=_KEYS,
-    )
+    families = {
+        "info": GaugeMetricFamily(
+            "qbo_integration_info",
+            "One series per integration, carrying its company, realm and phase.",
+            labels=["namespace", "name", "company_id", "realm_id", "phase"],
+        ),
+        **{attr: GaugeMetricFamily(name, help_text, labels=_KEYS) for attr, name, help_text in _PER_INTEGRATION},
+    }
     counts = dict.fromkeys((p.value for p in Phase), 0)
     for body in bodies:
         if (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -76,27 +101,11 @@ def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = 
             integ = Integration.from_object(dict(body))
         except ValidationError:
             continue
-        status = integ.status
-        key = [integ.namespace, integ.name]
-        phase = status.phase.value if status.phase else ""
-        if phase:
+        if phase := _add_integration(families, integ, realm_ids):
             counts[phase] += 1
-        realm = (status.realm_id or "") if realm_ids else ""
-        info.add_metric([*key, integ.spec.company_id, realm, phase], 1)
-        connected.add_metric(key, 1 if status.phase == Phase.CONNECTED else 0)
-        suspended.add_metric(key, 1 if integ.spec.suspend else 0)
-        last = status.last_sync
-        if last is not None and last.result is not None:
-            success.add_metric(key, 0 if last.result == SyncResult.FAILED else 1)
-            payments.add_metric(key, last.payments_synced)
-            rejected.add_metric(key, last.records_rejected)
-        if (ts := _ts(status.last_successful_sync_time)) is not None:
-            last_success.add_metric(key, ts)
-        if (ts := _ts(status.refresh_token_expires_at)) is not None:
-            expiry.add_metric(key, ts)
     for phase, count in counts.items():
         by_phase.add_metric([phase], count)
-    return [by_phase, info, connected, suspended, success, last_success, payments, rejected, expiry]
+    return [by_phase, *families.values()]
 
 
 class IntegrationCollector(Collector):

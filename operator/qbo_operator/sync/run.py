@@ -145,18 +145,7 @@ class SyncRun:
         realm = stored.tokens.realm_id
         self.connected_at = integ.status.connected_at or stored.tokens.connected_at
         self.watermark = integ.status.sync_watermark
-        tokens = TokenManager(self.kube, app, self.namespace, secret_name)
-        try:
-            await tokens.ensure_fresh()
-        except GrantDead as exc:
-            await self._disconnected(exc)
-            raise SyncFailed(None, str(exc)) from None
-        except RefreshUnavailable as exc:
-            raise SyncFailed(Reason.QUICKBOOKS_UNAVAILABLE, f"{exc}; the next run retries") from None
-        except KUBE_ERRORS as exc:
-            raise SyncFailed(
-                Reason.JOB_FAILED, f"cannot read or update token Secret {secret_name} ({why(exc)})"
-            ) from None
+        tokens = await self._fresh_tokens(app, secret_name)
         since = window_start(self.connected_at, self.watermark)
         log.info(
             "syncing %s: QuickBooks company %s, payments created since %s%s",
@@ -174,7 +163,26 @@ class SyncRun:
                 self.settings.greencheck_service_provider_id,
                 GreenCheckPolicy.from_tuning(self.tuning),
             )
-        batcher = Batcher(integ.spec.company_id, realm, max_records=self.tuning.batch_size)
+        await self._read_and_deliver(Batcher(integ.spec.company_id, realm, max_records=self.tuning.batch_size), since)
+
+    async def _fresh_tokens(self, app: Settings, secret_name: str) -> TokenManager:
+        """Refreshes (and persists) the tokens before the first QBO call; each failure becomes its reason."""
+        tokens = TokenManager(self.kube, app, self.namespace, secret_name)
+        try:
+            await tokens.ensure_fresh()
+        except GrantDead as exc:
+            await self._disconnected(exc)
+            raise SyncFailed(None, str(exc)) from None
+        except RefreshUnavailable as exc:
+            raise SyncFailed(Reason.QUICKBOOKS_UNAVAILABLE, f"{exc}; the next run retries") from None
+        except KUBE_ERRORS as exc:
+            raise SyncFailed(
+                Reason.JOB_FAILED, f"cannot read or update token Secret {secret_name} ({why(exc)})"
+            ) from None
+        return tokens
+
+    async def _read_and_deliver(self, batcher: Batcher, since: datetime) -> None:
+        realm = batcher.realm_id
         try:
             async for group in self._groups(since):
                 for payment, invoices in group:
