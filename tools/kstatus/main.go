@@ -25,6 +25,7 @@ type output struct {
 	Message    string `json:"message"`
 	Conditions []any  `json:"conditions"`
 	Flux       string `json:"flux,omitempty"`
+	FluxError  string `json:"fluxError,omitempty"`
 }
 
 func main() {
@@ -58,9 +59,7 @@ func run(in io.Reader, out io.Writer, inProgress, failed, current string) error 
 		res.Conditions = append(res.Conditions, c)
 	}
 	if current != "" {
-		if res.Flux, err = fluxStatus(obj, inProgress, failed, current); err != nil {
-			return err
-		}
+		res.Flux, res.FluxError = fluxStatus(obj, inProgress, failed, current)
 	}
 	return json.NewEncoder(out).Encode(res)
 }
@@ -68,23 +67,32 @@ func run(in io.Reader, out io.Writer, inProgress, failed, current string) error 
 // fluxStatus follows Flux's documented evaluation (RFC-0009): an object whose status.observedGeneration
 // differs from metadata.generation is InProgress; otherwise inProgress, failed and current are evaluated
 // in that order and the first true one wins; none true is InProgress. As in Flux, the object's top-level
-// fields are the CEL variables.
-func fluxStatus(obj map[string]any, inProgress, failed, current string) (string, error) {
+// fields are the CEL variables (metadata, spec and status always declared). An expression that cannot be
+// evaluated (a field it reads is absent) leaves the object Unknown: Flux reports the error and keeps
+// waiting until the Kustomization's timeout.
+func fluxStatus(obj map[string]any, inProgress, failed, current string) (string, string) {
 	if st, ok := obj["status"].(map[string]any); ok {
 		if og, ok := st["observedGeneration"]; ok {
 			gen, _ := obj["metadata"].(map[string]any)["generation"]
 			if fmt.Sprint(og) != fmt.Sprint(gen) {
-				return status.InProgressStatus.String(), nil
+				return status.InProgressStatus.String(), ""
 			}
 		}
 	}
 	opts := []cel.EnvOption{cel.OptionalTypes(), ext.Strings()}
-	for key := range obj {
+	declared := map[string]bool{}
+	for _, key := range []string{"apiVersion", "kind", "metadata", "spec", "status"} {
+		declared[key] = true
 		opts = append(opts, cel.Variable(key, cel.DynType))
+	}
+	for key := range obj {
+		if !declared[key] {
+			opts = append(opts, cel.Variable(key, cel.DynType))
+		}
 	}
 	env, err := cel.NewEnv(opts...)
 	if err != nil {
-		return "", err
+		return status.UnknownStatus.String(), err.Error()
 	}
 	for _, e := range []struct {
 		expr   string
@@ -99,19 +107,19 @@ func fluxStatus(obj map[string]any, inProgress, failed, current string) (string,
 		}
 		ast, issues := env.Compile(e.expr)
 		if issues.Err() != nil {
-			return "", fmt.Errorf("%q: %w", e.expr, issues.Err())
+			return status.UnknownStatus.String(), fmt.Sprintf("%q: %v", e.expr, issues.Err())
 		}
 		prg, err := env.Program(ast)
 		if err != nil {
-			return "", err
+			return status.UnknownStatus.String(), err.Error()
 		}
 		val, _, err := prg.Eval(obj)
 		if err != nil {
-			return "", fmt.Errorf("%q: %w", e.expr, err)
+			return status.UnknownStatus.String(), fmt.Sprintf("%q: %v", e.expr, err)
 		}
 		if b, ok := val.Value().(bool); ok && b {
-			return e.result.String(), nil
+			return e.result.String(), ""
 		}
 	}
-	return status.InProgressStatus.String(), nil
+	return status.InProgressStatus.String(), ""
 }
