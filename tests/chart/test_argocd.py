@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from qbo_operator.core.models import parse_rfc3339
 from tests.support.paths import ROOT
 
 from . import lua, phases
@@ -124,7 +125,7 @@ def test_sync_now_sets_the_annotation_to_the_time(annotations: dict[str, str] | 
         f'{{r.metadata.annotations["{phases.SYNC_REQUEST_ANNOTATION}"], r.metadata.annotations.team or "-"}}',
     )
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value)
-    stamp = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    stamp = parse_rfc3339(value)
     assert before <= stamp <= datetime.now(UTC) + timedelta(seconds=1)
     assert team == (annotations or {}).get("team", "-")
 

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from qbo_operator.core import oauth
 from qbo_operator.core.config import Settings
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane
 from tests.support.ledger import Report
 from tests.support.objects import COMPANY_IDS
@@ -156,7 +157,7 @@ def setup_tenants(p: Product) -> dict[tuple[str, str], dt.datetime]:
         p.create_integration(namespace, name, company)
         p.connect(namespace, name, realm)
         status = p.integration(namespace, name)["status"]
-        out[(namespace, name)] = dt.datetime.fromisoformat(status["connectedAt"].replace("Z", "+00:00"))
+        out[(namespace, name)] = parse_rfc3339(status["connectedAt"])
         p.record_secrets(namespace, name)
     p.create_integration(*PENDING, COMPANY_IDS[2])
     wait_for("charlie Pending", lambda: p.phase(*PENDING) == "Pending", timeout=STACK_TIMEOUT, interval=0.25)

@@ -6,7 +6,6 @@ controller's retry of a sync that could not record its progress), and nothing is
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from qbo_operator.core import names
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane, wait_for_pods
 from tests.support.kube import merge_patch
 from tests.support.kubelet import Kubelet
@@ -152,7 +152,7 @@ def test_apiserver_restart_during_a_sync(connected: tuple[Product, Kubelet], rep
     alive(p)
     cp.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", NAMESPACE, "--timeout=120s")
     status = p.integration(NAMESPACE, "acme")["status"]
-    connected_at = dt.datetime.fromisoformat(status["connectedAt"].replace("Z", "+00:00"))
+    connected_at = parse_rfc3339(status["connectedAt"])
     expected = p.expected_records(realm, connected_at)
     held = p.greencheck_store(COMPANY_IDS[0])
     ids = [r["external_id"] for r in held]

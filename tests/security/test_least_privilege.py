@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from qbo_operator.core import names
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.localstack import CHART, RELEASE, SYSTEM_NAMESPACE
 from tests.support.chart import install_namespaced
@@ -288,7 +289,7 @@ def used_requests(cp: ControlPlane, username: str, since: dt.datetime) -> dict[t
     for event in cp.audit_events():
         if (event.get("user") or {}).get("username") != username or event.get("stage") == "Panic":
             continue
-        if dt.datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")) < since:
+        if parse_rfc3339(event["requestReceivedTimestamp"]) < since:
             continue
         ref = event.get("objectRef") or {}
         if not ref.get("resource"):

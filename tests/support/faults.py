@@ -14,12 +14,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
 from aiohttp import web
 
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import KubeClients
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.harness.sandbox.qbo_store import parse_time
@@ -135,7 +136,7 @@ def check_delivery(e: E2E, *, complete: bool, status: dict[str, Any] | None = No
     watermark = (e.status() if status is None else status).get("syncWatermark")
     watermark_ok = True
     if watermark and missing:
-        mark = datetime.fromisoformat(watermark.replace("Z", "+00:00"))
+        mark = parse_rfc3339(watermark)
         payments = e.qbo.companies[e.realm].payments
         oldest = min(parse_time(payments[expected[eid]["payment"]]["MetaData"]["CreateTime"]) for eid in missing)
         watermark_ok = mark <= oldest

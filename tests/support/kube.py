@@ -15,6 +15,7 @@ import httpx
 import yaml
 
 from qbo_operator.core import names
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane, KubeClients
 from tests.support.objects import integration, new_company_id
 from tests.support.paths import ROOT
@@ -156,7 +157,7 @@ def audit_writes(cluster: ControlPlane, username: str, since: datetime, namespac
             continue
         if (event.get("user") or {}).get("username") != username:
             continue
-        stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
+        stamp = parse_rfc3339(event["requestReceivedTimestamp"])
         if stamp < since:
             continue
         ref = event.get("objectRef") or {}

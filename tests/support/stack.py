@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from qbo_operator.core import names
+from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.localstack import SYSTEM_NAMESPACE, LocalStack, parse_forms, submit
 from qbo_operator.reconciler.manifests import manual_job_name
@@ -188,7 +189,7 @@ class Product:
         payments = self.payments(realm)
         out: dict[str, int] = {}
         for pay in payments:
-            created = dt.datetime.fromisoformat(pay["MetaData"]["CreateTime"])
+            created = parse_rfc3339(pay["MetaData"]["CreateTime"])
             if created < connected_at:
                 continue
             if str(pay.get("PrivateNote") or "").startswith("Voided") and Decimal(str(pay["TotalAmt"])) == 0:

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from qbo_operator.core import names, oauth
 from qbo_operator.core.config import Settings
-from qbo_operator.core.models import Tokens, rfc3339
+from qbo_operator.core.models import Tokens, parse_rfc3339, rfc3339
 from qbo_operator.core.oauth import TokenResponse
 from qbo_operator.harness.controlplane import KubeClients
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
@@ -106,7 +106,7 @@ def expected_records(sb: QboSandbox, realm: str, connected_at: datetime) -> dict
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    return parse_rfc3339(text).astimezone(UTC)
 
 
 # --- end to end --------------------------------------------------------------------------------

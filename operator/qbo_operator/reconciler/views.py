@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from qbo_operator.core import names
-from qbo_operator.core.models import Integration
+from qbo_operator.core.models import Integration, parse_rfc3339
 from qbo_operator.reconciler import manifests
 from qbo_operator.reconciler.conditions import JobOutcome, SpecProblem, TokenState
 
@@ -89,7 +89,7 @@ def _time(value: Any) -> dt.datetime | None:
     if not value:
         return None
     try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return parse_rfc3339(str(value))
     except ValueError:
         return None
 
