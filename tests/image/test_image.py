@@ -24,9 +24,10 @@ from qbo_operator.harness.controlplane import ControlPlane, free_port
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_store import parse_time
-from tests.image.conftest import ROOT, Container, Image, wait_until
+from tests.support.image import Container, Image, wait_until
 from tests.support.kube import apply, create_integration, render_chart_rbac, settled
 from tests.support.objects import integration
+from tests.support.paths import ROOT
 from tests.support.processes import Keys
 from tests.support.sync import E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, make_qbo
 
