@@ -317,50 +317,62 @@ def _condition(obs: Observed, type_: str, status: ConditionStatus, reason: str, 
     return make_condition(type_, status, reason, message, obs.now, before, obs.generation)
 
 
+_Triple = tuple[ConditionStatus, str, str]
+
+
+def _phase_and_ready(obs: Observed, connected: _Triple, synced: _Triple) -> tuple[Phase, _Triple]:
+    c_status, c_reason, c_message = connected
+    s_status, s_reason, s_message = synced
+    if obs.spec_problem is not None:
+        return Phase.ERROR, ("False", obs.spec_problem.reason, obs.spec_problem.message)
+    if c_reason == Reason.DUPLICATE_REALM:
+        return Phase.ERROR, ("False", c_reason, c_message)
+    if c_status == "True":
+        if s_status == "False":  # the last run failed (JobFailed, SyncFailed or the sync's own reason)
+            return Phase.CONNECTED, ("False", s_reason, s_message)
+        return Phase.CONNECTED, ("True", Reason.CONNECTED, f"{c_message} Syncs run on schedule.")
+    if c_reason == Reason.AWAITING_AUTHORIZATION:
+        return Phase.PENDING, ("False", c_reason, c_message)
+    return Phase.DISCONNECTED, ("False", c_reason, c_message)
+
+
+def _suspension(obs: Observed, synced: _Triple) -> tuple[_Triple, _Triple]:
+    """(Synced, Suspended). A failed last run keeps its own reason while suspended (it is what someone must act
+    on, and the sync Job's reason could not be recovered later); otherwise Synced says no runs are scheduled."""
+    s_status, _, s_message = synced
+    if not obs.spec.suspend:
+        return synced, ("False", Reason.ACTIVE, "Syncs run on schedule.")
+    shown: _Triple = (
+        synced
+        if s_status == "False"
+        else (s_status, Reason.SUSPENDED, f"Scheduled syncs are suspended (spec.suspend). {s_message}")
+    )
+    return shown, (
+        "True",
+        Reason.SUSPENDED,
+        "Scheduled syncs are suspended by spec.suspend; the QuickBooks connection is kept alive.",
+    )
+
+
+def _token_fields(token: TokenState) -> dict[str, str]:
+    """The status fields mirrored from a connected integration's token Secret."""
+    assert token.realm_id is not None and token.connected_at is not None
+    fields = {"realmId": token.realm_id, "connectedAt": rfc3339(token.connected_at)}
+    if token.refresh_token_expires_at is not None:
+        fields["refreshTokenExpiresAt"] = rfc3339(token.refresh_token_expires_at)
+    if token.refresh_token_hard_expires_at is not None:
+        fields["refreshTokenHardExpiresAt"] = rfc3339(token.refresh_token_hard_expires_at)
+    return fields
+
+
 def compute(obs: Observed) -> Computed:
     """Phase, the conditions, and the status fields mirrored from the token Secret."""
-    c_status, c_reason, c_message = _connected(obs)
-    s_status, s_reason, s_message = _synced_underlying(obs)
-
-    if obs.spec_problem is not None:
-        phase = Phase.ERROR
-        ready: tuple[ConditionStatus, str, str] = ("False", obs.spec_problem.reason, obs.spec_problem.message)
-    elif c_reason == Reason.DUPLICATE_REALM:
-        phase = Phase.ERROR
-        ready = ("False", c_reason, c_message)
-    elif c_status == "True":
-        phase = Phase.CONNECTED
-        if s_status == "False":  # the last run failed (JobFailed, SyncFailed or the sync's own reason)
-            ready = ("False", s_reason, s_message)
-        else:
-            ready = ("True", Reason.CONNECTED, f"{c_message} Syncs run on schedule.")
-    elif c_reason == Reason.AWAITING_AUTHORIZATION:
-        phase = Phase.PENDING
-        ready = ("False", c_reason, c_message)
-    else:
-        phase = Phase.DISCONNECTED
-        ready = ("False", c_reason, c_message)
-
-    if obs.spec.suspend:
-        # A failed last run keeps its own reason (it is what someone must act on, and the sync Job's reason
-        # could not be recovered later); otherwise Synced says no runs are scheduled.
-        synced: tuple[ConditionStatus, str, str] = (
-            (s_status, s_reason, s_message)
-            if s_status == "False"
-            else (s_status, Reason.SUSPENDED, f"Scheduled syncs are suspended (spec.suspend). {s_message}")
-        )
-        suspended: tuple[ConditionStatus, str, str] = (
-            "True",
-            Reason.SUSPENDED,
-            "Scheduled syncs are suspended by spec.suspend; the QuickBooks connection is kept alive.",
-        )
-    else:
-        synced = (s_status, s_reason, s_message)
-        suspended = ("False", Reason.ACTIVE, "Syncs run on schedule.")
-
+    connected, underlying = _connected(obs), _synced_underlying(obs)
+    phase, ready = _phase_and_ready(obs, connected, underlying)
+    synced, suspended = _suspension(obs, underlying)
     # kstatus: Stalled only where a person must fix the spec or the configuration (phase Error); the operator
     # writes status once it has converged, so Reconciling is False in every status it writes.
-    stalled: tuple[ConditionStatus, str, str] = (
+    stalled: _Triple = (
         ("True", ready[1], ready[2])
         if phase == Phase.ERROR
         else ("False", Reason.RECONCILED, "Nothing in the spec or the operator's configuration needs fixing.")
@@ -368,22 +380,13 @@ def compute(obs: Observed) -> Computed:
     reconciled = f"The operator has reconciled generation {obs.generation}."
     conditions = [
         _condition(obs, READY, *ready),
-        _condition(obs, CONNECTED, c_status, c_reason, c_message),
+        _condition(obs, CONNECTED, *connected),
         _condition(obs, SYNCED, *synced),
         _condition(obs, SUSPENDED, *suspended),
         _condition(obs, RECONCILING, "False", Reason.RECONCILED, reconciled),
         _condition(obs, STALLED, *stalled),
     ]
-    token_fields: dict[str, str] = {}
-    token = obs.token
-    if c_status == "True" and phase == Phase.CONNECTED:
-        assert token.realm_id is not None and token.connected_at is not None
-        token_fields["realmId"] = token.realm_id
-        token_fields["connectedAt"] = rfc3339(token.connected_at)
-        if token.refresh_token_expires_at is not None:
-            token_fields["refreshTokenExpiresAt"] = rfc3339(token.refresh_token_expires_at)
-        if token.refresh_token_hard_expires_at is not None:
-            token_fields["refreshTokenHardExpiresAt"] = rfc3339(token.refresh_token_hard_expires_at)
+    token_fields = _token_fields(obs.token) if connected[0] == "True" and phase == Phase.CONNECTED else {}
     return Computed(phase=phase, conditions=conditions, token_fields=token_fields)
 
 
