@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from qbo_operator.core.models import parse_rfc3339
+from tests.support import lua, phases
 from tests.support.paths import ROOT
-
-from . import lua, phases
 
 SUSPENDED_MESSAGE = "Scheduled syncs are suspended by spec.suspend; the QuickBooks connection is kept alive."
 WAITING = (

@@ -8,8 +8,7 @@ import yaml
 
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
-
-from . import phases
+from tests.support import phases
 
 pytestmark = pytest.mark.e2e
 

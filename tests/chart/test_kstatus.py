@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 from qbo_operator.harness.controlplane import ControlPlane
+from tests.support import phases
 from tests.support.chart import CHART
 from tests.support.paths import ROOT
-
-from . import phases
 
 pytestmark = pytest.mark.e2e
 

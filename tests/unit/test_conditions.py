@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from qbo_operator.core import names, signing
-from qbo_operator.core.models import IntegrationSpec, IntegrationStatus, Phase, Tokens
+from qbo_operator.core.models import IntegrationStatus, Phase, Tokens
 from qbo_operator.core.status import CONNECTED, READY, RECONCILING, STALLED, SUSPENDED, SYNCED, Reason
 from qbo_operator.reconciler.conditions import (
     JobOutcome,
-    Observed,
     SpecProblem,
     TokenState,
     check_spec,
@@ -25,27 +24,18 @@ from qbo_operator.reconciler.conditions import (
     phase_event,
     status_patch,
 )
+from tests.support.observations import (
+    CONNECTED_STATUS,
+    EARLIER,
+    NOW,
+    REALM,
+    by_type,
+    observed,
+    spec,
+    valid_token,
+)
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-EARLIER = NOW - timedelta(days=3)
-COMPANY = "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10"
-REALM = "9130355357483456"
 KEY = "k" * 40
-
-
-def spec(**over: Any) -> IntegrationSpec:
-    return IntegrationSpec.model_validate({"companyId": COMPANY, **over})
-
-
-def valid_token(realm: str = REALM, issued: datetime = EARLIER, expires: datetime | None = None) -> TokenState:
-    return TokenState(
-        present=True,
-        realm_id=realm,
-        connected_at=EARLIER,
-        issued_at=issued,
-        refresh_token_expires_at=expires or NOW + timedelta(days=90),
-        refresh_token_hard_expires_at=NOW + timedelta(days=1500),
-    )
 
 
 def tokens(**over: Any) -> Tokens:
@@ -73,7 +63,6 @@ def condition(type_: str, status: str, reason: str, since: datetime = EARLIER, m
 
 
 # --- the token dimension: (name, token, status dict, expected phase without other problems, Connected reason)
-CONNECTED_STATUS = {"realmId": REALM, "connectedAt": "2026-11-22T12:00:00Z"}
 TOKEN_CASES: list[tuple[str, TokenState, dict[str, Any], Phase, str]] = [
     ("never connected", TokenState.missing(), {}, Phase.PENDING, Reason.AWAITING_AUTHORIZATION),
     ("secret deleted", TokenState.missing(), CONNECTED_STATUS, Phase.DISCONNECTED, Reason.SECRET_MISSING),
@@ -171,32 +160,6 @@ def merged_status(token_status: dict[str, Any], sync_status: dict[str, Any]) -> 
     conds = [*(token_status.get("conditions") or []), *(sync_status.get("conditions") or [])]
     raw = {**token_status, **sync_status, "conditions": conds}
     return IntegrationStatus.model_validate(raw)
-
-
-def observed(
-    token: TokenState,
-    status: IntegrationStatus,
-    problem: SpecProblem | None = None,
-    suspend: bool = False,
-    duplicate: str = "",
-    job: JobOutcome | None = None,
-) -> Observed:
-    return Observed(
-        namespace="tenants",
-        name="acme",
-        generation=3,
-        spec=spec(suspend=suspend),
-        status=status,
-        token=token,
-        now=NOW,
-        spec_problem=problem,
-        duplicate_owner=duplicate or None,
-        last_job=job,
-    )
-
-
-def by_type(conditions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in conditions}
 
 
 COMBINATIONS = list(itertools.product(TOKEN_CASES, DUPLICATE, PROBLEMS, SUSPEND, LAST_SYNCS))

@@ -13,8 +13,7 @@ import pytest
 from qbo_operator.core.models import IntegrationStatus, Phase
 from qbo_operator.core.status import READY, RECONCILING, STALLED, Reason
 from qbo_operator.reconciler.conditions import JobOutcome, SpecProblem, TokenState, compute
-
-from .test_conditions import CONNECTED_STATUS, NOW, by_type, observed, valid_token
+from tests.support.observations import CONNECTED_STATUS, NOW, by_type, observed, valid_token
 
 PROBLEM = SpecProblem(Reason.INVALID_SCHEDULE, "spec.schedule is not valid: fix it.")
 NOT_STALLED = ("False", Reason.RECONCILED)

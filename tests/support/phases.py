@@ -6,29 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from qbo_operator.core import names
 from qbo_operator.core.models import IntegrationSpec, IntegrationStatus, rfc3339
 from qbo_operator.reconciler.conditions import JobOutcome, Observed, TokenState, check_spec, compute
+from tests.support.observations import COMPANY, EARLIER, NOW, REALM, valid_token
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-EARLIER = NOW - timedelta(days=3)
-COMPANY = "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10"
-REALM = "9130355357483456"
 GENERATION = 2
 SYNC_REQUEST_ANNOTATION = f"{names.GROUP}/sync-requested-at"
 
 
 def _token(realm: str = REALM, expires: datetime | None = None) -> TokenState:
-    return TokenState(
-        present=True,
-        realm_id=realm,
-        connected_at=EARLIER,
-        issued_at=EARLIER,
-        refresh_token_expires_at=expires or NOW + timedelta(days=90),
-    )
+    return valid_token(realm, expires=expires, hard_expires=None)
 
 
 CONNECTED_STATUS: dict[str, Any] = {"realmId": REALM, "connectedAt": rfc3339(EARLIER)}
