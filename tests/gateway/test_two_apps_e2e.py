@@ -165,6 +165,26 @@ def pay_an_open_invoice(sb: QboSandbox, realm: str) -> str:
     return str(sb.create_payment(realm, [open_invoice])["Id"])
 
 
+def _sync_each_with_its_own_app(
+    cluster: ControlPlane, namespace: str, two_apps: TwoApps, payments: dict[str, str], tmp_path: Path
+) -> None:
+    """A manual Job per integration: each talks to its own app's QBO and delivers its new payment."""
+    prod, dev = two_apps.production, two_apps.sandbox
+    kubelet = Kubelet(cluster, tmp_path / "pods")
+    for name, app in (("real", prod), ("trial", dev)):
+        cluster.kubectl("annotate", names.PLURAL, name, "-n", namespace, f"{names.SYNC_REQUESTED_ANNOTATION}=both-apps")
+        job = manual_job_name(names.cronjob_name(name), "both-apps")
+        before = dict(app.sb.requests)
+        run = kubelet.run(namespace, job)
+        assert run.exit_code == 0, run.stderr[-2000:]
+        assert sum(app.sb.requests.values()) > sum(before.values())  # the sync talked to its own app's QBO
+        obj = wait_for(f"{name} synced", partial(settled, cluster, namespace, name, "Connected", Synced="Succeeded"))
+        assert obj["status"]["lastSync"]["result"] == "Succeeded"
+        company_id = obj["spec"]["companyId"]
+        records = httpx.get(f"{two_apps.greencheck_url}/_sandbox/records/{company_id}", timeout=30).json()["records"]
+        assert any(f":payment:{payments[name]}:" in r["external_id"] for r in records), records
+
+
 def test_a_sandbox_and_a_production_integration_each_use_their_own_app(
     cluster: ControlPlane,
     namespace: str,
@@ -213,19 +233,7 @@ def test_a_sandbox_and_a_production_integration_each_use_their_own_app(
     assert answer.status_code == 200
     assert gw.metric("qbo_webhook_requests_total", result="unknown_realm") == 1
 
-    kubelet = Kubelet(cluster, tmp_path / "pods")
-    for name, app in (("real", prod), ("trial", dev)):
-        cluster.kubectl("annotate", names.PLURAL, name, "-n", namespace, f"{names.SYNC_REQUESTED_ANNOTATION}=both-apps")
-        job = manual_job_name(names.cronjob_name(name), "both-apps")
-        before = dict(app.sb.requests)
-        run = kubelet.run(namespace, job)
-        assert run.exit_code == 0, run.stderr[-2000:]
-        assert sum(app.sb.requests.values()) > sum(before.values())  # the sync talked to its own app's QBO
-        obj = wait_for(f"{name} synced", partial(settled, cluster, namespace, name, "Connected", Synced="Succeeded"))
-        assert obj["status"]["lastSync"]["result"] == "Succeeded"
-        company_id = obj["spec"]["companyId"]
-        records = httpx.get(f"{two_apps.greencheck_url}/_sandbox/records/{company_id}", timeout=30).json()["records"]
-        assert any(f":payment:{payments[name]}:" in r["external_id"] for r in records), records
+    _sync_each_with_its_own_app(cluster, namespace, two_apps, payments, tmp_path)
 
 
 def test_an_environment_without_credentials_is_refused_naming_the_variables(

@@ -145,76 +145,95 @@ async def test_faults_work_in_any_aiohttp_app() -> None:
         await runner.cleanup()
 
 
+async def _companies(ctl: httpx.AsyncClient, base: str) -> str:
+    """Companies through the control API; returns the new one's realm."""
+    state = (await ctl.get("/state")).json()
+    assert [r["name"] for r in state["realms"]] == ["Acme Dispensary"]
+    assert state["urls"]["api"] == base
+
+    created = await ctl.post("/companies", json={"name": "Bridgetown Wholesale", "seed": 4, "payments": 30})
+    assert created.status_code == 201
+    realm = created.json()["realmId"]
+    assert created.json()["counts"]["Payment"] == 30
+    assert (await ctl.post("/companies", json={"name": ""})).status_code == 400
+    assert (await ctl.post("/companies", content=b"{nope")).status_code == 400
+
+    return str(realm)
+
+
+async def _payments(
+    ctl: httpx.AsyncClient, sandbox: QboSandbox, clock: FakeClock, realm: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tokens, generated and explicit payments, listing, void and delete; returns (tokens, the explicit payment)."""
+    tokens = (await ctl.post(f"/companies/{realm}/tokens")).json()
+    clock.advance(5)
+    generated = await ctl.post(f"/companies/{realm}/payments", json={"n": 25, "seed": 3})
+    assert generated.status_code == 201 and generated.json()["created"] == 25
+
+    company = sandbox.companies[realm]
+    invoice = next(i for i in company.invoices.values() if i["Balance"] > 1)
+    explicit = await ctl.post(
+        f"/companies/{realm}/payments",
+        json={"invoice_ids": [invoice["Id"]], "amounts": ["1.00"], "method": "ACH/EFT", "ref_num": "ACH1"},
+    )
+    assert explicit.status_code == 201, explicit.text
+    payment = explicit.json()["payment"]
+    assert payment["TotalAmt"] == 1.0 and payment["PaymentMethodRef"]["name"] == "ACH/EFT"
+    bad = await ctl.post(f"/companies/{realm}/payments", json={"invoice_ids": [invoice["Id"]], "amounts": ["-1"]})
+    assert bad.status_code == 400 and "positive" in bad.json()["error"]
+    assert (await ctl.post("/companies/000/payments", json={"n": 1})).status_code == 404
+
+    listing = (await ctl.get(f"/companies/{realm}/payments", params={"offset": 50, "limit": 10})).json()
+    assert listing["total"] == 56 and len(listing["payments"]) == 6
+    assert listing["payments"][-1]["Id"] == payment["Id"]
+
+    voided = (await ctl.post(f"/companies/{realm}/payments/{payment['Id']}/void")).json()["payment"]
+    assert voided["TotalAmt"] == 0 and voided["PrivateNote"] == "Voided"
+    assert (await ctl.delete(f"/companies/{realm}/payments/{payment['Id']}")).status_code == 200
+    assert (await ctl.delete(f"/companies/{realm}/payments/{payment['Id']}")).status_code == 400
+    assert company.invoices[invoice["Id"]]["Balance"] == invoice["Balance"]
+
+    return tokens, payment
+
+
+async def _faults_throttle_and_grants(
+    ctl: httpx.AsyncClient, sandbox: QboSandbox, base: str, realm: str, tokens: dict[str, Any]
+) -> None:
+    fault_ids = (
+        await ctl.post("/faults", json={"rules": [{"kind": "status", "path": "companyinfo", "count": 1}]})
+    ).json()
+    assert fault_ids["ids"] == ["f1"]
+    assert (await ctl.post("/faults", json={"kind": "nope"})).status_code == 400
+    assert len((await ctl.get("/faults")).json()["rules"]) == 1
+    async with httpx.AsyncClient() as http:
+        url = f"{base}/v3/company/{realm}/companyinfo/1"
+        assert (await http.get(url, headers=bearer(tokens["access_token"]))).status_code == 500
+        assert (await ctl.delete("/faults")).json() == {"rules": []}
+
+        sandbox.throttle.clock = FakeMonotonic()  # time stands still: every request is in the same second
+        limits = {"per_second": 1, "per_minute": None, "concurrent": None}
+        assert (await ctl.post("/throttle", json=limits)).status_code == 200
+        codes = [(await http.get(url, headers=bearer(tokens["access_token"]))).status_code for _ in range(3)]
+        assert codes == [200, 429, 429]
+        assert (await ctl.post("/throttle", json={"enabled": False})).json() == {"throttle": None}
+
+        rotated = (await ctl.post("/rotate", json={"realmId": realm})).json()
+        assert rotated == {"grants": 1}
+        refreshed = await token_request(
+            http, base, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        )
+        assert refreshed.json()["refresh_token"] != tokens["refresh_token"]
+
+        revoked = (await ctl.post(f"/companies/{realm}/revoke")).json()
+        assert revoked == {"revoked": 1}
+        assert (await http.get(url, headers=bearer(tokens["access_token"]))).status_code == 401
+
+
 async def test_control_api(sandbox: QboSandbox, clock: FakeClock) -> None:
     async with sandbox.serve() as base, httpx.AsyncClient(base_url=base + "/_sandbox", timeout=30) as ctl:
-        state = (await ctl.get("/state")).json()
-        assert [r["name"] for r in state["realms"]] == ["Acme Dispensary"]
-        assert state["urls"]["api"] == base
-
-        created = await ctl.post("/companies", json={"name": "Bridgetown Wholesale", "seed": 4, "payments": 30})
-        assert created.status_code == 201
-        realm = created.json()["realmId"]
-        assert created.json()["counts"]["Payment"] == 30
-        assert (await ctl.post("/companies", json={"name": ""})).status_code == 400
-        assert (await ctl.post("/companies", content=b"{nope")).status_code == 400
-
-        tokens = (await ctl.post(f"/companies/{realm}/tokens")).json()
-        clock.advance(5)
-        generated = await ctl.post(f"/companies/{realm}/payments", json={"n": 25, "seed": 3})
-        assert generated.status_code == 201 and generated.json()["created"] == 25
-
-        company = sandbox.companies[realm]
-        invoice = next(i for i in company.invoices.values() if i["Balance"] > 1)
-        explicit = await ctl.post(
-            f"/companies/{realm}/payments",
-            json={"invoice_ids": [invoice["Id"]], "amounts": ["1.00"], "method": "ACH/EFT", "ref_num": "ACH1"},
-        )
-        assert explicit.status_code == 201, explicit.text
-        payment = explicit.json()["payment"]
-        assert payment["TotalAmt"] == 1.0 and payment["PaymentMethodRef"]["name"] == "ACH/EFT"
-        bad = await ctl.post(f"/companies/{realm}/payments", json={"invoice_ids": [invoice["Id"]], "amounts": ["-1"]})
-        assert bad.status_code == 400 and "positive" in bad.json()["error"]
-        assert (await ctl.post("/companies/000/payments", json={"n": 1})).status_code == 404
-
-        listing = (await ctl.get(f"/companies/{realm}/payments", params={"offset": 50, "limit": 10})).json()
-        assert listing["total"] == 56 and len(listing["payments"]) == 6
-        assert listing["payments"][-1]["Id"] == payment["Id"]
-
-        voided = (await ctl.post(f"/companies/{realm}/payments/{payment['Id']}/void")).json()["payment"]
-        assert voided["TotalAmt"] == 0 and voided["PrivateNote"] == "Voided"
-        assert (await ctl.delete(f"/companies/{realm}/payments/{payment['Id']}")).status_code == 200
-        assert (await ctl.delete(f"/companies/{realm}/payments/{payment['Id']}")).status_code == 400
-        assert company.invoices[invoice["Id"]]["Balance"] == invoice["Balance"]
-
-        fault_ids = (
-            await ctl.post("/faults", json={"rules": [{"kind": "status", "path": "companyinfo", "count": 1}]})
-        ).json()
-        assert fault_ids["ids"] == ["f1"]
-        assert (await ctl.post("/faults", json={"kind": "nope"})).status_code == 400
-        assert len((await ctl.get("/faults")).json()["rules"]) == 1
-        async with httpx.AsyncClient() as http:
-            url = f"{base}/v3/company/{realm}/companyinfo/1"
-            assert (await http.get(url, headers=bearer(tokens["access_token"]))).status_code == 500
-            assert (await ctl.delete("/faults")).json() == {"rules": []}
-
-            sandbox.throttle.clock = FakeMonotonic()  # time stands still: every request is in the same second
-            limits = {"per_second": 1, "per_minute": None, "concurrent": None}
-            assert (await ctl.post("/throttle", json=limits)).status_code == 200
-            codes = [(await http.get(url, headers=bearer(tokens["access_token"]))).status_code for _ in range(3)]
-            assert codes == [200, 429, 429]
-            assert (await ctl.post("/throttle", json={"enabled": False})).json() == {"throttle": None}
-
-            rotated = (await ctl.post("/rotate", json={"realmId": realm})).json()
-            assert rotated == {"grants": 1}
-            refreshed = await token_request(
-                http, base, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
-            )
-            assert refreshed.json()["refresh_token"] != tokens["refresh_token"]
-
-            revoked = (await ctl.post(f"/companies/{realm}/revoke")).json()
-            assert revoked == {"revoked": 1}
-            assert (await http.get(url, headers=bearer(tokens["access_token"]))).status_code == 401
-
+        realm = await _companies(ctl, base)
+        tokens, payment = await _payments(ctl, sandbox, clock, realm)
+        await _faults_throttle_and_grants(ctl, sandbox, base, realm, tokens)
         before = sandbox.now()
         moved = (await ctl.post("/clock", json={"advance": 3600})).json()
         assert moved["now"] == sandbox.now().isoformat()

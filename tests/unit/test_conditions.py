@@ -14,7 +14,9 @@ from qbo_operator.core import names, signing
 from qbo_operator.core.models import IntegrationStatus, Phase, Tokens
 from qbo_operator.core.status import CONNECTED, READY, RECONCILING, STALLED, SUSPENDED, SYNCED, Reason
 from qbo_operator.reconciler.conditions import (
+    Computed,
     JobOutcome,
+    Observed,
     SpecProblem,
     TokenState,
     check_spec,
@@ -207,6 +209,13 @@ def test_every_combination(
     if out.phase == Phase.CONNECTED and synced_status == "False":
         assert conds[READY]["reason"] == synced_reason
 
+    _assert_invariants(obs, out, suspend)
+
+
+def _assert_invariants(obs: Observed, out: Computed, suspend: bool) -> None:
+    """What holds in every combination: suspension changes nothing else, every condition is well formed, a
+    second reconcile writes nothing, and token fields are mirrored only while connected."""
+    conds, status, token = by_type(out.conditions), obs.status, obs.token
     # Suspension is visible and changes nothing else.
     assert conds[SUSPENDED]["status"] == ("True" if suspend else "False")
     other = compute(replace(obs, spec=spec(suspend=not suspend)))
