@@ -208,6 +208,14 @@ def test_env_holds_settings_but_no_secret() -> None:
     assert env["QBO_API_URL"]["value"] == "http://127.0.0.1:9000"
 
 
+@pytest.mark.parametrize(("given", "passed"), [("", None), ("json", "json"), ("text", "text")])
+def test_the_sync_jobs_log_in_the_operators_format(given: str, passed: str | None) -> None:
+    """The chart's logFormat reaches the operator as QBO_LOG_FORMAT; the sync Jobs get the same (unset: unset)."""
+    settings = Settings(**{**SETTINGS.model_dump(), "qbo_log_format": given})
+    env = {e["name"]: e for e in pod_spec(the_cronjob(settings=settings))["containers"][0]["env"]}
+    assert (env["QBO_LOG_FORMAT"]["value"] if "QBO_LOG_FORMAT" in env else None) == passed
+
+
 @pytest.mark.parametrize("suspend", [True, False])
 def test_suspend_is_passed_through(suspend: bool) -> None:
     assert the_cronjob(suspend=suspend)["spec"]["suspend"] is suspend

@@ -142,6 +142,8 @@ class Settings(BaseModel):
     qbo_default_schedule: str = "H 2 * * *"
     qbo_default_time_zone: str = "UTC"
     qbo_sync_image: str = "ghcr.io/greencheck/qbo-operator:0.1.0"
+    # QBO_LOG_FORMAT as the operator was given it, passed on to the sync Jobs so their lines match (the chart: json)
+    qbo_log_format: str = ""
     # "<namespace>/<name>" of the gateway's ServiceAccount: the operator grants it each token Secret by name.
     qbo_gateway_service_account: str = ""
     qbo_auth_url: str = INTUIT_AUTH_URL

@@ -196,6 +196,7 @@ def _env(settings: Settings, trigger: str) -> list[dict[str, Any]]:
         "QBO_SANDBOX_TOKEN_URL": settings.qbo_sandbox_token_url,
         "QBO_SANDBOX_API_URL": settings.qbo_sandbox_api_url,
         "QBO_SYNC_TRIGGER": trigger,
+        "QBO_LOG_FORMAT": settings.qbo_log_format,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v]
     env.append(
