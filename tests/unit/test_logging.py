@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import logging
@@ -145,3 +146,22 @@ def test_the_operator_logs_json_unless_told_otherwise(
         monkeypatch.setenv("QBO_LOG_FORMAT", env)
     controller.configure_logging(flag, verbose=False)
     assert isinstance(root_logger.handlers[0].formatter, logs.JsonLines) is json_lines
+
+
+async def test_each_request_task_names_its_own_integration() -> None:
+    """The gateway serves many integrations at once: a line names the integration of the task that wrote it,
+    never another request's, and a line outside any request names none."""
+    formatter = logs.JsonLines()
+
+    async def request(namespace: str, name: str) -> dict[str, Any]:
+        logs.about_integration(namespace, name)
+        await asyncio.sleep(0)  # let the other request run in between
+        line: dict[str, Any] = json.loads(formatter.format(_record()))
+        return line
+
+    first, second = await asyncio.gather(
+        asyncio.create_task(request("tenants", "acme")), asyncio.create_task(request("other", "bridgetown"))
+    )
+    assert first["object"] == {"kind": "QuickbooksIntegration", "namespace": "tenants", "name": "acme"}
+    assert second["object"] == {"kind": "QuickbooksIntegration", "namespace": "other", "name": "bridgetown"}
+    assert "object" not in json.loads(formatter.format(_record()))

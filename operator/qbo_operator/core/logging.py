@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -77,6 +78,8 @@ class JsonLines(JsonFormatter):
         ref = getattr(record, "k8s_ref", None)
         if isinstance(ref, Mapping):
             log_record["object"] = {k: v for k, v in ref.items() if k in ("kind", "namespace", "name") and v}
+        elif (subject := _SUBJECT.get()) is not None:
+            log_record["object"] = dict(subject)
         elif self.about is not None:
             log_record["object"] = self.about
 
@@ -97,6 +100,16 @@ def quiet_logger(name: str) -> bool:
 def about(namespace: str, name: str) -> dict[str, str]:
     """The `object` of a process that serves one integration."""
     return {"kind": names.KIND, "namespace": namespace, "name": name}
+
+
+# The integration the current task is about: a gateway request for one integration runs in its own task, so
+# its lines name that integration without each call site passing it.
+_SUBJECT: ContextVar[Mapping[str, str] | None] = ContextVar("qbo_log_subject", default=None)
+
+
+def about_integration(namespace: str, name: str) -> None:
+    """From here on, the current task's JSON lines carry this integration as their `object`."""
+    _SUBJECT.set(about(namespace, name))
 
 
 def formatter(command: str, fmt: LogFormat, subject: Mapping[str, str] | None = None) -> logging.Formatter:

@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from pydantic import ValidationError
 
+from qbo_operator.core import logging as logs
 from qbo_operator.core import oauth, signing, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import ApiException, Kube
@@ -153,6 +154,7 @@ class ConnectFlow:
         if not (_DNS_NAME.fullmatch(namespace) and _DNS_NAME.fullmatch(name)):
             return self._refusal(counter, "not_found", None, None, "", page="bad_link")
         ref = f"{namespace}/{name}"
+        logs.about_integration(namespace, name)
         if not self.index.synced:
             self.metrics.connect_requests.labels("unavailable").inc()
             _, body = pages.failure_page("write_failed", None, None, reference=ref)
@@ -259,6 +261,7 @@ class ConnectFlow:
             log.info("callback refused: %s", exc.reason)
             return self._refusal("callback", exc.reason, None, retry, ref)
         ref = f"{state.namespace}/{state.name}"
+        logs.about_integration(state.namespace, state.name)
         try:
             return await self._finish(state, query, ref)
         except Refused as refused:
