@@ -7,7 +7,6 @@ resourceVersion we saw."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import socket
 from typing import Any
@@ -16,7 +15,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from qbo_operator.core import names, token_secret
-from qbo_operator.core.kube import Kube, event_body
+from qbo_operator.core.kube import Kube
 from qbo_operator.core.models import Integration
 from qbo_operator.reconciler import manifests
 from qbo_operator.reconciler.metrics import OperatorMetrics
@@ -110,19 +109,11 @@ class Writer:
         event_name: str | None = None,
     ) -> bool:
         """A core/v1 Event on the integration. With `event_name`, at most one such Event exists (409: skip)."""
-        body: Any = event_body(
-            integ,
-            event_type,
-            reason,
-            message,
-            names.MANAGED_BY,
-            dt.datetime.now(dt.UTC),
-            name=event_name,
-            instance=self.instance,
-        )
         self._count("Event", "create")
         try:
-            await self.kube.core.create_namespaced_event(integ.namespace, body)
+            await self.kube.emit_event(
+                integ, event_type, reason, message, names.MANAGED_BY, event_name=event_name, instance=self.instance
+            )
         except ApiException as exc:
             if exc.status == 409 and event_name:
                 return False
