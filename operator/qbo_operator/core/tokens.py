@@ -31,18 +31,7 @@ from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import OAuthError, TokenResponse
 from qbo_operator.core.status import DeadGrantReason, Reason
-from qbo_operator.core.token_secret import SecretMissing, Stored, read_tokens
-
-# SecretMissing is part of this module's contract: `ensure_fresh_tokens` raises it.
-__all__ = [
-    "GrantDead",
-    "RefreshUnavailable",
-    "SecretMissing",
-    "TokenManager",
-    "dead_grant_reason",
-    "ensure_fresh_tokens",
-    "needs_refresh",
-]
+from qbo_operator.core.token_secret import Stored, read_tokens
 
 log = logging.getLogger(__name__)
 

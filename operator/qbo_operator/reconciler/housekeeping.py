@@ -18,7 +18,7 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from qbo_operator.core import names, oauth, tokens
+from qbo_operator.core import names, oauth, token_secret, tokens
 from qbo_operator.core.models import Integration, Phase, Tokens, TokenSecretError, rfc3339
 from qbo_operator.core.status import Reason
 from qbo_operator.reconciler.conditions import TokenState
@@ -89,7 +89,7 @@ async def _keep_alive(runtime: Runtime, integ: Integration, token: TokenState, n
         runtime.state((integ.namespace, integ.name)).dead_grant = (exc.reason, str(exc))
         await runtime.reconcile(integ.namespace, integ.name)
         return
-    except (tokens.RefreshUnavailable, tokens.SecretMissing, TokenSecretError, ApiException) as exc:
+    except (tokens.RefreshUnavailable, token_secret.SecretMissing, TokenSecretError, ApiException) as exc:
         log.warning("keep-alive refresh failed, retrying at the next tick: %s", describe(exc), extra={"k8s_ref": ref})
         return
     log.info("refreshed the tokens of a suspended integration to keep its grant alive", extra={"k8s_ref": ref})
