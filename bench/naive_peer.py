@@ -28,8 +28,9 @@ from typing import Any
 import requests
 
 from qbo_operator.core.models import parse_rfc3339
+from qbo_operator.core.names import QBO_MINOR_VERSION
 from qbo_operator.sync.mapping import map_payment
-from qbo_operator.sync.qbo import MINOR_VERSION, qbo_time
+from qbo_operator.sync.qbo import qbo_time
 from qbo_operator.sync.qbo_models import Invoice, Payment
 from qbo_operator.sync.records import idempotency_key
 
@@ -102,7 +103,7 @@ class _Qbo:
             resp = self.http.request(
                 method,
                 self.base + path,
-                params={"minorversion": MINOR_VERSION},
+                params={"minorversion": QBO_MINOR_VERSION},
                 data=data,
                 headers={
                     "Authorization": f"Bearer {self.token}",

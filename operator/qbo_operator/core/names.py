@@ -19,6 +19,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "qbo-operator"
 
 ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
+# The Accounting API minor version every request names (the sync's reads and the gateway's realm check).
+QBO_MINOR_VERSION = "75"
 
 # Kubernetes object names are at most 63 characters for labels/CronJob-created Jobs (CronJob names ≤ 52).
 _CRONJOB_MAX = 52

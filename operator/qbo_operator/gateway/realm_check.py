@@ -11,10 +11,11 @@ from enum import StrEnum
 
 import httpx
 
+from qbo_operator.core import names
+
 log = logging.getLogger(__name__)
 
 TIMEOUT = httpx.Timeout(20.0, connect=5.0)
-MINOR_VERSION = "75"  # the one the sync uses (sync/qbo.py)
 
 
 class Verdict(StrEnum):
@@ -42,7 +43,7 @@ async def verify_realm(api_url: str, realm_id: str, access_token: str) -> Verdic
         async with httpx.AsyncClient(timeout=TIMEOUT) as http:
             response = await http.get(
                 company_info_url(api_url, realm_id),
-                params={"minorversion": MINOR_VERSION},
+                params={"minorversion": names.QBO_MINOR_VERSION},
                 headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
             )
     except httpx.HTTPError as exc:

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from qbo_operator.core import names
 from qbo_operator.core.config import QBO_MAX_RESULTS, Tuning
 from qbo_operator.core.redaction import redact
 from qbo_operator.sync.qbo_models import Fault, Invoice, Payment
@@ -33,7 +34,6 @@ from qbo_operator.sync.transport import Throttled, Transient, Transport, Transpo
 
 log = logging.getLogger(__name__)
 
-MINOR_VERSION = "75"
 MAX_RESULTS = QBO_MAX_RESULTS
 # QBO ids are digit strings; anything else is refused before it reaches a query statement.
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -258,7 +258,7 @@ class QboClient(TransportClient):
                 await limiter.acquire()
             resp = await self._transport.post(
                 f"{self._base}/query",
-                params={"minorversion": MINOR_VERSION},
+                params={"minorversion": names.QBO_MINOR_VERSION},
                 content=statement.encode(),
                 headers={
                     "Authorization": f"Bearer {token}",
