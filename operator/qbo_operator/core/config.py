@@ -11,7 +11,6 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
-from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
@@ -210,12 +209,9 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
     problems += app_problems(component, env)
     for var in _URLS:
         value = env.get(var, "").strip()
-        if value:
-            parsed = urlparse(value)
-            if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                problems.append(f"{var}={value!r} is not an http(s) URL")
-            elif var not in _OWN_URLS and (problem := endpoints.insecure(var, value)):
-                problems.append(problem)
+        check = endpoints.not_a_url if var in _OWN_URLS else endpoints.insecure
+        if value and (problem := check(var, value)):
+            problems.append(problem)
     for var in ("QBO_STATE_SIGNING_KEY",):
         value = env.get(var, "")
         if value and len(value.encode()) < _MIN_KEY_BYTES:

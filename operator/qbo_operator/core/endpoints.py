@@ -25,12 +25,20 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def insecure(name: str, url: str) -> str | None:
-    """A configuration problem for `name` when `url` is not https, or plain http to a host other than
-    loopback (else None)."""
+def not_a_url(name: str, url: str) -> str | None:
+    """A configuration problem for `name` when `url` is not an http(s) URL with a host (else None)."""
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return f"{name}={url!r} is not an http(s) URL"
+    return None
+
+
+def insecure(name: str, url: str) -> str | None:
+    """A configuration problem for `name` when `url` is not https, or plain http to a host other than
+    loopback (else None)."""
+    if problem := not_a_url(name, url):
+        return problem
+    parts = urlsplit(url.strip())
     if parts.scheme.lower() == "https":
         return None
     try:
