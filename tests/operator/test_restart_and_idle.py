@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
-from tests.support.kube import apply, audit_writes, get, jobs
+from tests.support.kube import apply, audit_writes, get, manual_jobs
 from tests.support.objects import fake_tokens, integration, token_secret
 from tests.support.operator import Account, StartOperator
 from tests.support.wait import wait_for
@@ -68,7 +68,7 @@ def test_restart_converges_without_duplicates_and_idles_without_writes(
     wait_for(f"all {COUNT} integrations settled", lambda: len(done()) == COUNT, timeout=180)
     settle_seconds = time.monotonic() - started
 
-    manual = sorted(j["metadata"]["name"] for j in jobs(cluster, namespace))
+    manual = sorted(j["metadata"]["name"] for j in manual_jobs(cluster, namespace))
     expected = sorted(manifests.manual_job_name(names.cronjob_name(n), f"req-{n}") for n in requested)
     assert manual == expected  # one Job per request, none twice
     for name in names_:

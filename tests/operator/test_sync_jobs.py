@@ -9,7 +9,7 @@ from typing import Any
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
-from tests.support.kube import apply, conditions, events, jobs, merge_patch, qbi, settled
+from tests.support.kube import apply, conditions, events, manual_jobs, merge_patch, qbi, settled
 from tests.support.kubelet import Kubelet
 from tests.support.objects import fake_tokens, integration, token_secret
 from tests.support.processes import Operator
@@ -25,10 +25,6 @@ def request_sync(cluster: ControlPlane, namespace: str, name: str, token: str) -
 def handled(cluster: ControlPlane, namespace: str, name: str, token: str) -> dict[str, Any] | None:
     obj = qbi(cluster, namespace, name)
     return obj if (obj.get("status") or {}).get("lastHandledSyncRequest") == token else None
-
-
-def manual_jobs(cluster: ControlPlane, namespace: str) -> list[dict[str, Any]]:
-    return [j for j in jobs(cluster, namespace) if (j["metadata"].get("annotations") or {}).get(REQUEST)]
 
 
 def test_sync_now_makes_exactly_one_job_per_request(cluster: ControlPlane, namespace: str, operator: Operator) -> None:
