@@ -1,7 +1,9 @@
 """The Green Check ingestion contract's records (docs/greencheck.md §2), their exact encoding and batching.
 
-Pure: what is measured is exactly what is sent, so a batch is cut by the bytes of its body.
-Batches hold ≤ 500 records and stay under 5 MB; `Idempotency-Key` = hex sha256 of the sorted external ids."""
+A request carries payment sets: every record of one QBO payment, which replaces what Green Check holds for that
+payment as a unit (an empty set retracts it). Pure: what is measured is exactly what is sent, so a batch is cut
+by the bytes of its body. A request holds ≤ 500 payment sets and ≤ 500 records, and stays under 5 MB;
+`Idempotency-Key` = hex sha256 of the exact body bytes."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from qbo_operator.core.config import GREENCHECK_MAX_RECORDS
 
-MAX_RECORDS = GREENCHECK_MAX_RECORDS
+MAX_ITEMS = GREENCHECK_MAX_RECORDS  # payment sets in one request, and records in one request
 MAX_BODY_BYTES = 5_000_000  # "5 MB": stay under both the decimal and the binary reading
 PaymentType = Literal["cash", "check", "ach", "debit", "credit", "other", "unknown"]
+RecordStatus = Literal["created", "updated", "unchanged", "retracted"]
 
 # ---------------------------------------------------------------------------------------------
 # The record (docs/greencheck.md §2). Strict types: money is integer cents, never a float or a string.
@@ -28,10 +31,15 @@ class _Gc(BaseModel):
 
 
 class RecordPayment(_Gc):
+    """`amount` is the cash applied to this invoice (Σ over a payment's records = TotalAmt − UnappliedAmt);
+    credits applied to the same invoice within this payment are `credit_applied`, never counted as cash."""
+
     id: StrictStr
     date: StrictStr | None
     amount: StrictInt
     total_amount: StrictInt
+    credit_applied: StrictInt
+    unapplied_amount: StrictInt
     type: PaymentType
     reference: StrictStr | None
     created_at: StrictStr
@@ -68,10 +76,30 @@ class Record(_Gc):
     line_items: list[LineItem]
 
 
+class PaymentSet(_Gc):
+    """Every current record of one payment: Green Check makes exactly these current for (crb, realm,
+    payment_id), retracting the rest; an empty set retracts the payment."""
+
+    payment_id: StrictStr
+    records: list[Record]
+
+
 class IngestRequest(_Gc):
     source: Literal["quickbooks"]
     realm_id: StrictStr
-    records: list[Record] = Field(max_length=MAX_RECORDS)
+    payments: list[PaymentSet] = Field(max_length=MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _limits(self) -> IngestRequest:
+        """A request's limits that span its sets: records in total, and one set per payment (two sets
+        for one payment would make the result depend on their order)."""
+        total = sum(len(p.records) for p in self.payments)
+        if total > MAX_ITEMS:
+            raise ValueError(f"at most {MAX_ITEMS} records in one request, got {total}")
+        ids = [p.payment_id for p in self.payments]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a payment_id appears in more than one payment set")
+        return self
 
 
 class ResultError(BaseModel):
@@ -79,14 +107,22 @@ class ResultError(BaseModel):
     message: str
 
 
-class Result(BaseModel):
+class RecordResult(BaseModel):
     external_id: str
-    status: Literal["created", "duplicate", "rejected"]
+    status: RecordStatus
+
+
+class PaymentResult(BaseModel):
+    """`applied`: the set is now current (records say what changed); `rejected`: nothing of it changed."""
+
+    payment_id: str
+    status: Literal["applied", "rejected"]
+    records: list[RecordResult] = Field(default_factory=list)
     errors: list[ResultError] = Field(default_factory=list)
 
 
 class IngestResponse(BaseModel):
-    results: list[Result]
+    results: list[PaymentResult]
 
 
 class TokenReply(BaseModel):
@@ -98,50 +134,59 @@ class TokenReply(BaseModel):
 
 @dataclass(frozen=True)
 class Batch:
-    """Records for one CRB, all from one QBO realm, sent as one request. `encoded`, when the Batcher
-    made the batch, holds each record's bytes as measured, so they are not encoded twice."""
+    """Payment sets for one CRB, all from one QBO realm, sent as one request. `encoded`, when the Batcher
+    made the batch, holds each set's bytes as measured, so they are not encoded twice."""
 
     crb_id: str
     realm_id: str
-    records: Sequence[Record]
+    payments: Sequence[PaymentSet]
     encoded: Sequence[bytes] | None = None
+
+    @property
+    def records_count(self) -> int:
+        return sum(len(p.records) for p in self.payments)
 
 
 # ---------------------------------------------------------------------------------------------
 # Encoding and batching (pure)
 
 
-def encode_record(record: Record) -> bytes:
+def encode_payment_set(payment_set: PaymentSet) -> bytes:
     """Compact UTF-8 JSON: what is measured is exactly what is sent."""
-    return record.model_dump_json().encode()
+    return payment_set.model_dump_json().encode()
 
 
 def _envelope(realm_id: str) -> tuple[bytes, bytes]:
     head = json.dumps({"source": "quickbooks", "realm_id": realm_id}, separators=(",", ":")).encode()
-    return head[:-1] + b',"records":[', b"]}"
+    return head[:-1] + b',"payments":[', b"]}"
 
 
-def encode_body(realm_id: str, encoded_records: Sequence[bytes]) -> bytes:
+def encode_body(realm_id: str, encoded_sets: Sequence[bytes]) -> bytes:
     head, tail = _envelope(realm_id)
-    return head + b",".join(encoded_records) + tail
+    return head + b",".join(encoded_sets) + tail
 
 
-def idempotency_key(external_ids: Sequence[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(external_ids)).encode()).hexdigest()
+def idempotency_key(body: bytes) -> str:
+    """Hex sha256 of the exact body bytes: a retry of the same body replays, any change is a new request."""
+    return hashlib.sha256(body).hexdigest()
 
 
 @dataclass
 class Batcher:
-    """Cuts a record stream into batches of ≤ `max_records` whose encoded body is < `max_bytes`.
+    """Cuts a stream of payment sets into batches of ≤ `max_items` sets and ≤ `max_items` records whose
+    encoded body is < `max_bytes`.
 
-    `add` returns a full batch when the new record does not fit (the record starts the next one)."""
+    `add` returns the full batch the new set did not fit in (the set starts the next one). A payment already in
+    the open batch also closes it, so a later set for the same payment replaces the earlier one in order."""
 
     crb_id: str
     realm_id: str
-    max_records: int = MAX_RECORDS
+    max_items: int = MAX_ITEMS
     max_bytes: int = MAX_BODY_BYTES
-    _records: list[Record] = field(default_factory=list)
+    _sets: list[PaymentSet] = field(default_factory=list)
     _encoded: list[bytes] = field(default_factory=list)
+    _ids: set[str] = field(default_factory=set)
+    _records: int = 0
     _size: int = 0
 
     def __post_init__(self) -> None:
@@ -149,43 +194,53 @@ class Batcher:
         self._overhead = len(head) + len(tail)
         self._size = self._overhead
 
-    def add(self, record: Record) -> Batch | None:
-        data = encode_record(record)
-        size = len(data)
+    def add(self, payment_set: PaymentSet) -> Batch | None:
+        data = encode_payment_set(payment_set)
+        size, count = len(data), len(payment_set.records)
+        if count > self.max_items:
+            raise ValueError(f"payment {payment_set.payment_id} has {count} records, over the {self.max_items} limit")
         if self._overhead + size >= self.max_bytes:
-            raise ValueError(f"record {record.external_id} alone encodes to {size} bytes, over the body limit")
+            raise ValueError(f"payment {payment_set.payment_id} alone encodes to {size} bytes, over the body limit")
         out = None
-        extra = size + (1 if self._records else 0)
-        if self._records and (len(self._records) >= self.max_records or self._size + extra >= self.max_bytes):
+        extra = size + (1 if self._sets else 0)
+        if self._sets and (
+            len(self._sets) >= self.max_items
+            or self._records + count > self.max_items
+            or self._size + extra >= self.max_bytes
+            or payment_set.payment_id in self._ids
+        ):
             out = self.flush()
             extra = size
-        self._records.append(record)
+        self._sets.append(payment_set)
         self._encoded.append(data)
+        self._ids.add(payment_set.payment_id)
+        self._records += count
         self._size += extra
         return out
 
     def flush(self) -> Batch | None:
-        if not self._records:
+        if not self._sets:
             return None
-        batch = Batch(self.crb_id, self.realm_id, tuple(self._records), tuple(self._encoded))
-        self._records, self._encoded = [], []
+        batch = Batch(self.crb_id, self.realm_id, tuple(self._sets), tuple(self._encoded))
+        self._sets, self._encoded, self._ids = [], [], set()
+        self._records = 0
         self._size = self._overhead
         return batch
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._sets)
 
 
 def batches(
-    records: Sequence[Record],
+    payment_sets: Sequence[PaymentSet],
     crb_id: str,
     realm_id: str,
-    max_records: int = MAX_RECORDS,
+    max_items: int = MAX_ITEMS,
     max_bytes: int = MAX_BODY_BYTES,
 ) -> Iterator[Batch]:
-    b = Batcher(crb_id, realm_id, max_records, max_bytes)
-    for r in records:
-        if (out := b.add(r)) is not None:
+    b = Batcher(crb_id, realm_id, max_items, max_bytes)
+    for s in payment_sets:
+        if (out := b.add(s)) is not None:
             yield out
     if (out := b.flush()) is not None:
         yield out
