@@ -60,6 +60,8 @@ class Reason(StrEnum):
     GREENCHECK_UNAVAILABLE = "GreenCheckUnavailable"
     SYNC_FAILED = "SyncFailed"
     JOB_FAILED = "JobFailed"
+    # Intuit refused the operator's own app credentials (invalid_client / unauthorized_client): no grant is dead
+    APP_CREDENTIALS_INVALID = "AppCredentialsInvalid"
     NEVER_RUN = "NeverRun"
     # Suspended (and Synced while suspended)
     SUSPENDED = "Suspended"

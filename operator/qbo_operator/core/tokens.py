@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from qbo_operator.core import oauth, token_secret
-from qbo_operator.core.config import Settings
+from qbo_operator.core.config import Settings, app_variables
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import OAuthError, TokenResponse
@@ -50,6 +50,22 @@ class GrantDead(Exception):
     def __init__(self, reason: DeadGrantReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class AppCredentialsRejected(Exception):
+    """Intuit refused the operator's own Intuit app (`invalid_client` / `unauthorized_client`), not a company's
+    grant: every integration of `environment` fails alike until the operator's credentials are fixed, so no
+    integration is marked Disconnected for it (a reconnect would fail the same way). Not a GrantDead on purpose."""
+
+    def __init__(self, environment: str, error: str) -> None:
+        variables = " and ".join(app_variables("sandbox" if environment == "sandbox" else "production"))
+        super().__init__(
+            f"Intuit refused the operator's {environment} app credentials ({error}): fix {variables} in the "
+            "operator's credentials Secret (a wrong or other-environment key pair); the company's "
+            "authorization is not affected"
+        )
+        self.environment = environment
+        self.error = error
 
 
 class RefreshUnavailable(Exception):
