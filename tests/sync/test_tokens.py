@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from qbo_operator.core import kube as kube_mod
 from qbo_operator.core import oauth, token_secret
@@ -20,6 +21,7 @@ from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import TokenResponse
 from qbo_operator.core.token_secret import SecretMissing
 from qbo_operator.core.tokens import (
+    AppCredentialsRejected,
     GrantDead,
     RefreshUnavailable,
     TokenManager,
@@ -170,3 +172,39 @@ async def test_token_manager_refreshes_once_for_concurrent_401s(cluster: Any, na
     assert len(set(results)) == 1 and results[0] != first
     assert env.stored()[0].access_token == results[0]
     assert base64.b64decode(env.stored()[1]["access_token"]).decode() == results[0]
+
+
+WRONG_SECRET = "not-the-app-secret-0123456789"  # a wrong client secret, on purpose
+
+
+@pytest.mark.parametrize("environment", ["production", "sandbox"])
+async def test_wrong_client_secret_is_the_apps_fault_not_a_dead_grant(
+    cluster: Any, namespace: str, environment: str
+) -> None:
+    """The sandbox's token endpoint answers invalid_client (401) to a wrong secret, as Intuit does: the start of
+    a run and a mid-run refresh both raise AppCredentialsRejected naming that app's variables, and the grant
+    and its Secret are left as they were."""
+    async with serving(cluster, namespace, "WrongApp", 8) as env:
+        before = env.write_issued(expires_at=datetime.now(UTC))
+        if environment == "sandbox":
+            wrong = Settings(
+                qbo_sandbox_client_id=env.settings.qbo_client_id,
+                qbo_sandbox_client_secret=SecretStr(WRONG_SECRET),
+                qbo_sandbox_token_url=env.settings.qbo_token_url,
+            ).for_environment("sandbox")
+        else:
+            wrong = env.settings.model_copy(update={"qbo_client_secret": SecretStr(WRONG_SECRET)})
+        manager = TokenManager(env.kube, wrong, namespace, SECRET)
+        with pytest.raises(AppCredentialsRejected) as at_start:
+            await manager.ensure_fresh()
+        with pytest.raises(AppCredentialsRejected) as mid_run:
+            await manager.refreshed_access_token(before.access_token)
+        live = await asyncio.to_thread(oauth.refresh, env.settings, before.refresh_token)  # the grant still works
+    assert not isinstance(at_start.value, GrantDead)
+    assert at_start.value.environment == mid_run.value.environment == environment
+    assert at_start.value.error == "invalid_client"
+    variables = "QBO_SANDBOX_CLIENT_ID and QBO_SANDBOX_CLIENT_SECRET" if environment == "sandbox" else "QBO_CLIENT_ID"
+    assert variables in str(at_start.value)
+    for secret in (WRONG_SECRET, before.refresh_token, before.access_token):
+        assert secret not in str(at_start.value) and secret not in str(mid_run.value)
+    assert env.stored()[0].refresh_token == before.refresh_token and live.access_token

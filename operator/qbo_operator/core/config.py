@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, ValidationError
 
 from qbo_operator.core import endpoints
 from qbo_operator.core.schedule import ScheduleError, validate_schedule
@@ -158,6 +158,14 @@ class Settings(BaseModel):
     qbo_sandbox_token_url: str = ""
     qbo_sandbox_revoke_url: str = ""
     qbo_sandbox_api_url: str = ""
+    # Which Intuit app the qbo_client_* fields hold: production unless made by `for_environment("sandbox")`.
+    # Private, so no environment variable can set it.
+    _environment: Environment = PrivateAttr("production")
+
+    @property
+    def environment(self) -> Environment:
+        """The environment of the Intuit app in qbo_client_id/qbo_client_secret (errors name its variables)."""
+        return self._environment
 
     def api_url(self, environment: str) -> str:
         return (self.qbo_api_url or INTUIT_API_URLS[environment]).rstrip("/")
@@ -192,7 +200,9 @@ class Settings(BaseModel):
             own = getattr(self, field.replace("qbo_", "qbo_sandbox_", 1))
             if own:
                 update[field] = own
-        return self.model_copy(update=update)
+        app = self.model_copy(update=update)
+        app._environment = "sandbox"
+        return app
 
     @property
     def redirect_uri(self) -> str:

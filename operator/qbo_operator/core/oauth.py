@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -21,20 +22,55 @@ from qbo_operator.core.models import Tokens
 from qbo_operator.core.names import ACCOUNTING_SCOPE
 
 TIMEOUT = (5, 20)
-_DEAD_GRANT = {"invalid_grant", "invalid_client", "unauthorized_client"}
+
+
+class TokenErrorKind(StrEnum):
+    """What a refused token request means, and so who must act (docs/qbo.md "Corrections" 5)."""
+
+    DEAD_GRANT = "dead_grant"  # the company's grant is over: a person must click Connect again
+    APP_CREDENTIALS = "app_credentials"  # the operator's own client id/secret are wrong: fix the operator
+    TRANSIENT = "transient"  # anything else (network, 5xx, garbled answer): try again later
+
+
+_APP_CREDENTIALS_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+
+
+def classify(error: str, status: int | None) -> TokenErrorKind:
+    """Pure: the OAuth error word and the HTTP status of a refused token request → its kind.
+
+    A 5xx is transient whatever its body says (a proxy's or a failing server's answer). Only `invalid_grant`
+    means a dead grant. `invalid_client` / `unauthorized_client`, or a 401 without a recognised word (RFC 6749
+    §5.2: client authentication failed), mean Intuit refused our app, which no reconnect can fix."""
+    if status is not None and status >= 500:
+        return TokenErrorKind.TRANSIENT
+    if error == "invalid_grant":
+        return TokenErrorKind.DEAD_GRANT
+    if error in _APP_CREDENTIALS_ERRORS or status == 401:
+        return TokenErrorKind.APP_CREDENTIALS
+    return TokenErrorKind.TRANSIENT
 
 
 class OAuthError(Exception):
-    """`error` is the OAuth error word (or `unavailable`); `dead_grant` says a person must reconnect."""
+    """`error` is the OAuth error word (or `unavailable`), `status` the HTTP status when there was an answer;
+    `kind` says who must act."""
 
-    def __init__(self, error: str, message: str, intuit_tid: str | None = None) -> None:
+    def __init__(self, error: str, message: str, intuit_tid: str | None = None, status: int | None = None) -> None:
         super().__init__(message + (f" (intuit_tid {intuit_tid})" if intuit_tid else ""))
         self.error = error
         self.intuit_tid = intuit_tid
+        self.status = status
+
+    @property
+    def kind(self) -> TokenErrorKind:
+        return classify(self.error, self.status)
 
     @property
     def dead_grant(self) -> bool:
-        return self.error in _DEAD_GRANT
+        return self.kind is TokenErrorKind.DEAD_GRANT
+
+    @property
+    def app_credentials(self) -> bool:
+        return self.kind is TokenErrorKind.APP_CREDENTIALS
 
 
 class TokenResponse(BaseModel):
@@ -86,37 +122,61 @@ def _allow_plain_http_on_loopback(url: str) -> None:
 def _post_token(settings: Settings, data: dict[str, str]) -> TokenResponse:
     _allow_plain_http_on_loopback(settings.qbo_token_url)
     session = OAuth2Session(client_id=settings.qbo_client_id, redirect_uri=settings.redirect_uri)
-    auth = HTTPBasicAuth(settings.qbo_client_id, settings.qbo_client_secret.get_secret_value())
-    headers = {"Accept": "application/json", "x-include-refresh-token-hard-expires-in": "true"}
+    # requests-oauthlib raises from the body alone; the hook keeps the HTTP status and Intuit's request id,
+    # which `classify` and support need.
+    seen: dict[str, Any] = {}
+
+    def keep(response: requests.Response) -> requests.Response:
+        seen.update(status=response.status_code, tid=response.headers.get("intuit_tid"))
+        return response
+
+    session.register_compliance_hook("access_token_response", keep)
+    session.register_compliance_hook("refresh_token_response", keep)
     try:
-        if data["grant_type"] == "authorization_code":
-            raw: dict[str, Any] = session.fetch_token(
-                settings.qbo_token_url,
-                code=data["code"],
-                auth=auth,
-                include_client_id=False,
-                headers=headers,
-                timeout=TIMEOUT,
-            )
-        else:
-            raw = session.refresh_token(
-                settings.qbo_token_url,
-                refresh_token=data["refresh_token"],
-                auth=auth,
-                headers=headers,
-                timeout=TIMEOUT,
-            )
+        raw = _fetch(session, settings, data)
     except OAuth2Error as exc:
-        raise OAuthError(exc.error or "invalid_request", f"Intuit refused the token request: {exc.error}") from None
+        error = exc.error or "invalid_request"
+        raise OAuthError(
+            error, f"Intuit refused the token request: {error}", seen.get("tid"), seen.get("status")
+        ) from None
     except requests.RequestException as exc:
         raise OAuthError("unavailable", f"Intuit's token endpoint is unreachable: {type(exc).__name__}") from None
     except ValueError:
-        raise OAuthError("unavailable", "Intuit's token endpoint answered with something that is not JSON") from None
+        raise OAuthError(
+            "unavailable",
+            "Intuit's token endpoint answered with something that is not JSON",
+            seen.get("tid"),
+            seen.get("status"),
+        ) from None
     try:
         return TokenResponse.model_validate(raw)
     except ValidationError as exc:
         fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
         raise OAuthError("unavailable", f"Intuit's token response lacks or garbles: {fields}") from None
+
+
+def _fetch(session: OAuth2Session, settings: Settings, data: dict[str, str]) -> dict[str, Any]:
+    """The token request itself, HTTP Basic client authentication, the hard expiry asked for."""
+    auth = HTTPBasicAuth(settings.qbo_client_id, settings.qbo_client_secret.get_secret_value())
+    headers = {"Accept": "application/json", "x-include-refresh-token-hard-expires-in": "true"}
+    if data["grant_type"] == "authorization_code":
+        raw: dict[str, Any] = session.fetch_token(
+            settings.qbo_token_url,
+            code=data["code"],
+            auth=auth,
+            include_client_id=False,
+            headers=headers,
+            timeout=TIMEOUT,
+        )
+        return raw
+    refreshed: dict[str, Any] = session.refresh_token(
+        settings.qbo_token_url,
+        refresh_token=data["refresh_token"],
+        auth=auth,
+        headers=headers,
+        timeout=TIMEOUT,
+    )
+    return refreshed
 
 
 def exchange_code(settings: Settings, code: str) -> TokenResponse:

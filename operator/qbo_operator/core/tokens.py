@@ -13,6 +13,8 @@ concurrency decides:
   its answer): if the refresh token changed meanwhile, another writer rotated and ours was stale, so
   use theirs; only an unchanged token means the grant is really dead (`TokenRevoked`, or
   `RefreshTokenExpired` past its expiry).
+- `invalid_client` / `unauthorized_client` → `AppCredentialsRejected`: the operator's own Intuit app was
+  refused (docs/qbo.md "Corrections" 5); no grant is declared dead for it.
 
 Used by the sync (`TokenManager`, which is the QBO client's token source) and by the operator's
 keep-alive timer (`ensure_fresh_tokens`). No token value is ever logged or put in a message."""
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from qbo_operator.core import oauth, token_secret
-from qbo_operator.core.config import Settings, app_variables
+from qbo_operator.core.config import Environment, Settings, app_variables
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import OAuthError, TokenResponse
@@ -57,8 +59,8 @@ class AppCredentialsRejected(Exception):
     grant: every integration of `environment` fails alike until the operator's credentials are fixed, so no
     integration is marked Disconnected for it (a reconnect would fail the same way). Not a GrantDead on purpose."""
 
-    def __init__(self, environment: str, error: str) -> None:
-        variables = " and ".join(app_variables("sandbox" if environment == "sandbox" else "production"))
+    def __init__(self, environment: Environment, error: str) -> None:
+        variables = " and ".join(app_variables(environment))
         super().__init__(
             f"Intuit refused the operator's {environment} app credentials ({error}): fix {variables} in the "
             "operator's credentials Secret (a wrong or other-environment key pair); the company's "
@@ -126,6 +128,10 @@ async def _refresh_and_persist(
     try:
         reply = await asyncio.to_thread(refresh_fn, settings, start.refresh_token)
     except OAuthError as exc:
+        if exc.app_credentials:
+            # Our app, not the grant: nothing is marked Disconnected, and no re-read can change the answer.
+            log.warning("Intuit refused the %s app's credentials (%s)", settings.environment, exc.error)
+            raise AppCredentialsRejected(settings.environment, exc.error) from None
         if not exc.dead_grant:
             raise RefreshUnavailable(f"could not refresh the QuickBooks access token: {exc}") from None
         # A concurrent writer that rotated the token may not have stored its answer yet: look again
