@@ -1,18 +1,19 @@
-"""The Green Check sandbox over real HTTP: the contract our client relies on (docs/greencheck.md §3)."""
+"""The Green Check sandbox over real HTTP: the contract our client relies on (docs/greencheck.md §2, §3).
+
+The replace semantics of payment sets are in tests/greencheck/test_replace.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from typing import Any
 
 import httpx
 import pytest
 
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.sync.records import encode_body, encode_record, idempotency_key
-from tests.support.greencheck import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record
+from qbo_operator.sync.records import PaymentSet, encode_body, encode_payment_set, idempotency_key
+from tests.support.greencheck import CLIENT_ID, CLIENT_SECRET, CRB, REALM, SP_ID, make_record, make_set
 
 INGEST = f"/service-providers/{SP_ID}/crbs/{CRB}/sales/invoice-payments"
 SALES = f"/service-providers/{SP_ID}/crbs/{CRB}/sales"
@@ -28,8 +29,13 @@ async def token(http: httpx.AsyncClient, url: str) -> str:
     return str(resp.json()["access_token"])
 
 
-def body(*records: Any, realm: str = REALM) -> bytes:
-    return encode_body(realm, [encode_record(r) for r in records])
+def body(*sets: PaymentSet, realm: str = REALM) -> bytes:
+    return encode_body(realm, [encode_payment_set(s) for s in sets])
+
+
+def one(*ns: int) -> bytes:
+    """A body of one single-invoice payment per n (payment n applied to invoice 1000 + n)."""
+    return body(*(make_set(n, n) for n in ns))
 
 
 async def post(http: httpx.AsyncClient, url: str, tok: str, content: bytes, key: str | None = None) -> httpx.Response:
@@ -66,14 +72,14 @@ async def test_expires_at_can_be_served_as_seconds_from_now() -> None:
 
 async def test_auth_failures(sandbox: GreenCheckSandbox) -> None:
     async with sandbox.serve() as url, httpx.AsyncClient() as http:
-        assert (await post(http, url, "nope", body(make_record(1)))).status_code == 401
+        assert (await post(http, url, "nope", one(1))).status_code == 401
         tok = await token(http, url)
         sandbox.expire_tokens()
-        expired = await post(http, url, tok, body(make_record(1)))
+        expired = await post(http, url, tok, one(1))
         assert expired.status_code == 403
         assert expired.json() == {"message": "The security token included in the request is expired",
                                   "details": "EXPIRED_TOKEN"}  # fmt: skip
-        other_sp = await http.post(url + INGEST.replace(SP_ID, "other"), content=body(make_record(1)),
+        other_sp = await http.post(url + INGEST.replace(SP_ID, "other"), content=one(1),
                                    headers={"Authorization": f"Bearer {await token(http, url)}"})  # fmt: skip
         assert other_sp.status_code == 404
     assert sandbox.records == {}
@@ -82,50 +88,18 @@ async def test_auth_failures(sandbox: GreenCheckSandbox) -> None:
 async def test_zero_lifetime_token_is_expired_at_once() -> None:
     sb = GreenCheckSandbox(CLIENT_ID, CLIENT_SECRET, SP_ID, token_lifetime=0)
     async with sb.serve() as url, httpx.AsyncClient() as http:
-        resp = await post(http, url, await token(http, url), body(make_record(1)))
+        resp = await post(http, url, await token(http, url), one(1))
     assert resp.status_code == 403 and resp.json()["details"] == "EXPIRED_TOKEN"
-
-
-async def test_ingestion_creates_deduplicates_and_rejects_per_record(sandbox: GreenCheckSandbox) -> None:
-    sandbox.reject_external_ids.add(make_record(3).external_id)
-    records = [
-        make_record(1),
-        make_record(2),
-        make_record(3),  # on the reject list
-        make_record(4, total=-1),  # negative total
-        make_record(5, number=None),  # missing invoice number
-        make_record(6, realm="111"),  # another realm's id
-    ]
-    async with sandbox.serve() as url, httpx.AsyncClient() as http:
-        tok = await token(http, url)
-        first = await post(http, url, tok, body(*records))
-        assert first.status_code == 200, first.text
-        assert first.headers["x-amzn-requestid"]
-        results = first.json()["results"]
-        assert [(r["external_id"], r["status"]) for r in results] == [
-            (records[0].external_id, "created"),
-            (records[1].external_id, "created"),
-            (records[2].external_id, "rejected"),
-            (records[3].external_id, "rejected"),
-            (records[4].external_id, "rejected"),
-            (records[5].external_id, "rejected"),
-        ]
-        assert results[3]["errors"] == [{"field": "invoice.total", "message": "must be ≥ 0"}]
-        assert results[4]["errors"] == [{"field": "invoice.number", "message": "is required"}]
-        again = await post(http, url, tok, body(make_record(2), make_record(7)))
-        assert [r["status"] for r in again.json()["results"]] == ["duplicate", "created"]
-    assert set(sandbox.records[CRB]) == {records[0].external_id, records[1].external_id, make_record(7).external_id}
-    assert sandbox.records[CRB][records[0].external_id] == records[0].model_dump(mode="json")
-    assert sandbox.results == {"created": 3, "duplicate": 1, "rejected": 4}
-    assert sandbox.received[make_record(2).external_id] == 2
 
 
 @pytest.mark.parametrize(
     ("content", "detail_key"),
     [
         (b"{not json", "body"),
-        (b'{"source": "quickbooks", "realm_id": "1", "records": "x"}', "body.records"),
-        (b'{"source": "xero", "realm_id": "1", "records": []}', "body.source"),
+        (b'{"source": "quickbooks", "realm_id": "1", "payments": "x"}', "body.payments"),
+        (b'{"source": "xero", "realm_id": "1", "payments": []}', "body.source"),
+        (b'{"source": "quickbooks", "realm_id": "1", "records": []}', "body.payments"),
+        (b'{"source": "quickbooks", "realm_id": "1", "payments": [{"payment_id": "1"}]}', "body.payments[0].records"),
     ],
 )
 async def test_malformed_body_is_422_with_the_failing_path(
@@ -138,47 +112,68 @@ async def test_malformed_body_is_422_with_the_failing_path(
     assert detail_key in resp.json()["details"]
 
 
-async def test_schema_error_names_the_record_and_field(sandbox: GreenCheckSandbox) -> None:
-    raw = json.loads(body(make_record(1), make_record(2)))
-    raw["records"][1]["invoice"]["total"] = "12.50"  # money as a string
+async def test_schema_error_names_the_set_record_and_field(sandbox: GreenCheckSandbox) -> None:
+    raw = json.loads(body(make_set(1, 1), make_set(2, 2, 3)))
+    raw["payments"][1]["records"][1]["invoice"]["total"] = "12.50"  # money as a string
     async with sandbox.serve() as url, httpx.AsyncClient() as http:
         resp = await post(http, url, await token(http, url), json.dumps(raw).encode())
     assert resp.status_code == 422
-    assert "body.records[1].invoice.total" in resp.json()["details"]
+    assert "body.payments[1].records[1].invoice.total" in resp.json()["details"]
     assert sandbox.records == {}  # nothing from a refused request is stored
 
 
-async def test_more_than_500_records_is_422(sandbox: GreenCheckSandbox) -> None:
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ([make_set(i, i) for i in range(501)], "at most 500 items"),  # 501 payment sets
+        ([make_set(1, *range(1, 252)), make_set(2, *range(300, 550))], "at most 500 records"),  # 501 records
+        ([make_set(1, 1), make_set(1, 2)], "more than one payment set"),
+    ],
+    ids=["501-sets", "501-records", "payment-twice"],
+)
+async def test_request_limits_are_422(sandbox: GreenCheckSandbox, sets: list[PaymentSet], message: str) -> None:
     async with sandbox.serve() as url, httpx.AsyncClient() as http:
-        resp = await post(http, url, await token(http, url), body(*(make_record(i) for i in range(501))))
-    assert resp.status_code == 422 and "body.records" in resp.json()["details"]
+        resp = await post(http, url, await token(http, url), body(*sets))
+    assert resp.status_code == 422 and message in json.dumps(resp.json()["details"])
+    assert sandbox.records == {}
+
+
+async def test_500_sets_and_500_records_are_accepted(sandbox: GreenCheckSandbox) -> None:
+    sets = [make_set(1, *range(1, 251)), make_set(2, *range(300, 550))]
+    async with sandbox.serve() as url, httpx.AsyncClient() as http:
+        tok = await token(http, url)
+        records = await post(http, url, tok, body(*sets))
+        many = await post(http, url, tok, body(*(make_set(i) for i in range(1000, 1500))))
+    assert records.status_code == 200 and len(sandbox.records[CRB]) == 500
+    assert many.status_code == 200 and len(many.json()["results"]) == 500
 
 
 async def test_idempotency_key_replays_the_first_response_and_refuses_a_different_body(
     sandbox: GreenCheckSandbox,
 ) -> None:
-    batch = [make_record(1), make_record(2)]
-    key = idempotency_key([r.external_id for r in batch])
-    assert key == hashlib.sha256("\n".join(sorted(r.external_id for r in batch)).encode()).hexdigest()
+    content = body(make_set(1, 1), make_set(2, 2))
+    key = idempotency_key(content)
+    assert key == hashlib.sha256(content).hexdigest()
     async with sandbox.serve() as url, httpx.AsyncClient() as http:
         tok = await token(http, url)
-        first = await post(http, url, tok, body(*batch), key)
-        replay = await post(http, url, tok, body(*batch), key)
-        assert replay.json() == first.json()  # "created" again, not "duplicate"
+        first = await post(http, url, tok, content, key)
+        replay = await post(http, url, tok, content, key)
+        assert replay.json() == first.json()  # "created" again: the first answer, not "unchanged"
         assert replay.headers["Idempotent-Replayed"] == "true"
-        changed = await post(http, url, tok, body(make_record(1, memo="changed"), make_record(2)), key)
+        assert "Idempotent-Replayed" not in first.headers
+        changed = await post(http, url, tok, body(make_set(1, 1, memo="changed"), make_set(2, 2)), key)
         assert changed.status_code == 422
         assert "header.Idempotency-Key" in changed.json()["details"]
-        without_key = await post(http, url, tok, body(*batch))
-        assert [r["status"] for r in without_key.json()["results"]] == ["duplicate", "duplicate"]
+        again = await post(http, url, tok, content, idempotency_key(content + b" "))  # same sets, new key
+        assert [r["status"] for p in again.json()["results"] for r in p["records"]] == ["unchanged", "unchanged"]
     assert sandbox.replays == 1
     assert (CRB, key) in sandbox.idempotency_keys
-    assert sandbox.received[batch[0].external_id] == 2  # the replay is not processed again
+    assert sandbox.received[make_record(1).external_id] == 2  # the replay is not processed again
 
 
 async def test_body_over_the_limit_is_413() -> None:
     sb = GreenCheckSandbox(CLIENT_ID, CLIENT_SECRET, SP_ID, max_body_bytes=4000)
-    small, large = body(make_record(1)), body(*(make_record(i) for i in range(10)))
+    small, large = one(1), one(*range(10))
     assert len(small) < 4000 < len(large)
     async with sb.serve() as url, httpx.AsyncClient() as http:
         tok = await token(http, url)
@@ -192,8 +187,7 @@ async def test_body_over_the_limit_is_413() -> None:
 async def test_default_limit_is_5_mb() -> None:
     sb = GreenCheckSandbox(CLIENT_ID, CLIENT_SECRET, SP_ID)
     filler = "x" * 20_000
-    records = [make_record(i, memo=filler) for i in range(265)]
-    content = body(*records)
+    content = body(*(make_set(i, i, memo=filler) for i in range(265)))
     assert len(content) > 5 * 1024 * 1024
     async with sb.serve() as url, httpx.AsyncClient() as http:
         assert (await post(http, url, await token(http, url), content)).status_code == 413
@@ -203,7 +197,7 @@ async def test_rate_limit_answers_429_with_ratelimit_headers() -> None:
     sb = GreenCheckSandbox(CLIENT_ID, CLIENT_SECRET, SP_ID, rate_limit=2, rate_window=30)
     async with sb.serve() as url, httpx.AsyncClient() as http:
         tok = await token(http, url)
-        answers = [await post(http, url, tok, body(make_record(i))) for i in range(4)]
+        answers = [await post(http, url, tok, one(i)) for i in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 429, 429]
     assert answers[0].headers["X-RateLimit-Limit"] == "2"
     assert answers[0].headers["X-RateLimit-Remaining"] == "1"
@@ -221,9 +215,9 @@ async def test_injected_faults_and_latency(sandbox: GreenCheckSandbox) -> None:
     sandbox.faults.add(kind="latency", seconds=0.05, path="invoice-payments", count=1)
     async with sandbox.serve() as url, httpx.AsyncClient() as http:
         tok = await token(http, url)
-        first = await post(http, url, tok, body(make_record(1)))
-        second = await post(http, url, tok, body(make_record(1)))
-        third = await post(http, url, tok, body(make_record(1)))
+        first = await post(http, url, tok, one(1))
+        second = await post(http, url, tok, one(1))
+        third = await post(http, url, tok, one(1))
     assert (first.status_code, first.json()["message"]) == (503, "Internal server error")
     assert first.headers["x-amzn-requestid"]
     assert second.status_code == 502 and "Bad Gateway" in second.text
@@ -233,9 +227,11 @@ async def test_injected_faults_and_latency(sandbox: GreenCheckSandbox) -> None:
 
 async def test_read_back_in_wholesale_sale_shape_with_paging_and_dates(sandbox: GreenCheckSandbox) -> None:
     records = [make_record(i) for i in range(1, 8)]  # payment dates 2026-11-02 .. 2026-11-08
+    retracted = make_record(8)
     async with sandbox.serve() as url, httpx.AsyncClient() as http:
         tok = await token(http, url)
-        await post(http, url, tok, body(*records))
+        await post(http, url, tok, one(*range(1, 9)))
+        await post(http, url, tok, body(make_set(8)))  # retracted: no longer shown
         auth = {"Authorization": f"Bearer {tok}"}
         page = (await http.get(url + SALES, params={"limit": 3, "offset": 0}, headers=auth)).json()
         rest = (await http.get(url + SALES, params={"limit": 3, "offset": 3}, headers=auth)).json()
@@ -245,6 +241,7 @@ async def test_read_back_in_wholesale_sale_shape_with_paging_and_dates(sandbox: 
         unauth = await http.get(url + SALES)
     assert page["metadata"]["total"] == 7 and len(page["data"]) == 3 and len(rest["data"]) == 3
     assert {s["pos_sale_id"] for s in page["data"] + rest["data"]} < {r.external_id for r in records}
+    assert retracted.external_id not in sandbox.current_records(CRB)
     sale = page["data"][0]
     assert sale == {
         "pos_sale_id": records[0].external_id,
@@ -266,7 +263,7 @@ async def test_read_back_in_wholesale_sale_shape_with_paging_and_dates(sandbox: 
 async def test_control_api(sandbox: GreenCheckSandbox) -> None:
     async with sandbox.serve() as url, httpx.AsyncClient() as http:
         tok = await token(http, url)
-        await post(http, url, tok, body(make_record(1)))
+        await post(http, url, tok, one(1))
         reject = await http.post(url + "/_sandbox/reject", json={"external_ids": [make_record(2).external_id]})
         assert reject.status_code == 200
         assert (await http.post(url + "/_sandbox/reject", json={"external_ids": "x"})).status_code == 400
@@ -274,16 +271,24 @@ async def test_control_api(sandbox: GreenCheckSandbox) -> None:
                                                                 "path": "invoice-payments"})  # fmt: skip
         assert fault.status_code == 200
         assert (await http.post(url + "/_sandbox/faults", json={"kind": "nonsense"})).status_code == 400
-        assert (await post(http, url, tok, body(make_record(2)))).status_code == 500
-        second = (await post(http, url, tok, body(make_record(2)))).json()
+        assert (await post(http, url, tok, one(2))).status_code == 500
+        second = (await post(http, url, tok, one(2))).json()
         assert second["results"][0]["status"] == "rejected"
         state = (await http.get(url + "/_sandbox/state")).json()
         records = (await http.get(url + f"/_sandbox/records/{CRB}")).json()
+        cleared = await http.delete(url + "/_sandbox/reject")
+        assert cleared.json() == {"reject_external_ids": []} and sandbox.reject_external_ids == set()
+        third = (await post(http, url, tok, one(2))).json()
+        assert third["results"][0]["records"] == [{"external_id": make_record(2).external_id, "status": "created"}]
+        versions = (await http.get(url + f"/_sandbox/versions/{CRB}/{make_record(2).external_id}")).json()
+        assert [v["status"] for v in versions["versions"]] == ["created"]
+        assert (await http.get(url + f"/_sandbox/versions/{CRB}/nope")).status_code == 404
         await http.post(url + "/_sandbox/expire-tokens")
-        assert (await post(http, url, tok, body(make_record(3)))).status_code == 403
+        assert (await post(http, url, tok, one(3))).status_code == 403
         await http.delete(url + "/_sandbox/faults")
     assert state["records"] == {CRB: 1}
     assert state["requests"]["invoice_payments"] == 3 and state["requests"]["auth_token"] == 1
+    assert sandbox.requests["invoice_payments"] == 5
     assert state["results"] == {"created": 1, "rejected": 1}
     assert state["reject_external_ids"] == [make_record(2).external_id]
     assert records["records"] == [make_record(1).model_dump(mode="json")]

@@ -4,7 +4,14 @@ and the fuzz targets."""
 from __future__ import annotations
 
 from qbo_operator.core.models import OPTIONAL_TOKEN_KEYS, TOKEN_KEYS
-from qbo_operator.sync.records import LineItem, Record, RecordCustomer, RecordInvoice, RecordPayment
+from qbo_operator.sync.records import (
+    LineItem,
+    PaymentSet,
+    Record,
+    RecordCustomer,
+    RecordInvoice,
+    RecordPayment,
+)
 from tests.support.objects import COMPANY_ID
 
 CLIENT_ID = "gc-client"
@@ -17,16 +24,23 @@ ALL_TOKEN_KEYS: tuple[str, ...] = TOKEN_KEYS + OPTIONAL_TOKEN_KEYS
 
 
 def make_record(n: int, realm: str = REALM, **invoice_over: object) -> Record:
-    """A full record numbered `n`: every field filled, as a real payment's would be."""
+    """A full record of payment `n` applied to invoice `1000 + n` alone, every field filled as a real
+    payment's would be."""
+    return _record(n, realm, str(n), invoice_over)
+
+
+def _record(n: int, realm: str, pid: str, invoice_over: dict[str, object]) -> Record:
     inv = {"id": str(1000 + n), "number": str(5000 + n), "date": "2026-11-01", "total": 10_000 + n,
            "open_balance": 0, "memo": None, **invoice_over}  # fmt: skip
     return Record(
-        external_id=f"qbo:{realm}:payment:{n}:invoice:{1000 + n}",
+        external_id=f"qbo:{realm}:payment:{pid}:invoice:{1000 + n}",
         payment=RecordPayment(
-            id=str(n),
+            id=pid,
             date=f"2026-11-{1 + n % 28:02d}",
             amount=10_000 + n,
             total_amount=10_000 + n,
+            credit_applied=0,
+            unapplied_amount=0,
             type="check",
             reference=f"R{n}",
             created_at="2026-11-24T17:03:11-08:00",
@@ -40,6 +54,18 @@ def make_record(n: int, realm: str = REALM, **invoice_over: object) -> Record:
     )
 
 
+def make_set(payment_id: str | int, *invoices: int, realm: str = REALM, **invoice_over: object) -> PaymentSet:
+    """Payment `payment_id` applied to invoices `1000 + n` for each n (no n: an empty set, a retraction);
+    `total_amount` is the sum of the amounts, as for a payment fully applied in cash."""
+    pid = str(payment_id)
+    total = sum(10_000 + n for n in invoices)
+    records = []
+    for n in invoices:
+        rec = _record(n, realm, pid, invoice_over)
+        records.append(rec.model_copy(update={"payment": rec.payment.model_copy(update={"total_amount": total})}))
+    return PaymentSet(payment_id=pid, records=records)
+
+
 def minimal_record(i: int) -> Record:
     """The smallest valid Green Check record, numbered `i` (its external id is qbo:1:payment:<i>:invoice:1)."""
     return Record.model_validate(
@@ -50,6 +76,8 @@ def minimal_record(i: int) -> Record:
                 "date": None,
                 "amount": 1,
                 "total_amount": 1,
+                "credit_applied": 0,
+                "unapplied_amount": 0,
                 "type": "cash",
                 "reference": None,
                 "created_at": "2026-11-01T00:00:00+00:00",

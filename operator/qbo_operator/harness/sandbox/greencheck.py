@@ -1,21 +1,25 @@
 """A local Green Check (docs/greencheck.md §3): a real HTTP server that follows our ingestion contract.
 
 Token endpoint with expiry (`token_lifetime`, short for tests) and 403 `EXPIRED_TOKEN` after it; the
-ingestion endpoint with schema validation (422 for a malformed body), per-record rules (`rejected`
-with errors: negative amounts, a missing invoice number, another realm's external id, or any id in
-`reject_external_ids`), de-duplication by `external_id`, `Idempotency-Key` replay (same key and body →
-the first response; same key, other body → 422); 429 with `X-RateLimit-*` above `rate_limit`
-requests per `rate_window` seconds; 413 over `max_body_bytes`; injected latency, 5xx and malformed
-answers through `qbo_operator.harness.sandbox.faults`; the read-back `GET …/sales` in the public
-`WholesaleSale` shape; `x-amzn-requestid` on every response and a count of every request served.
+ingestion endpoint with schema validation (422 for a malformed body), payment sets that replace a payment's
+records as a unit (`greencheck_store`: created, updated, unchanged, retracted; a set with any record breaking
+a rule — negative amounts, a missing invoice number, an id outside its realm and payment, or any id in
+`reject_external_ids` — is rejected whole), `Idempotency-Key` replay (same key and body → the first response;
+same key, other body → 422); 429 with `X-RateLimit-*` above `rate_limit` requests per `rate_window` seconds;
+413 over `max_body_bytes`; injected latency, 5xx and malformed answers through
+`qbo_operator.harness.sandbox.faults`; the read-back `GET …/sales` (current records only) in the public
+`WholesaleSale` shape and `GET …/sales/invoice-payments/{external_id}/versions` for audit; `x-amzn-requestid` on
+every response and a count of every request served.
 
-Python API (tests, benchmarks, demo): `sb.records[crb_id]` (external_id → record as received),
-`sb.requests` (Counter by endpoint), `sb.reject_external_ids`, `sb.faults`, `sb.received`
-(external_id → times it arrived in an accepted request), hooks `before_ingest`/`after_ingest`
-(awaited around every well-formed ingestion request, replays included: tests kill a client there).
-HTTP control API for out-of-process use: `GET /_sandbox/state`, `GET /_sandbox/records/{crb_id}`,
-`POST /_sandbox/reject` `{"external_ids": [...]}`, `POST|DELETE /_sandbox/faults`,
-`POST /_sandbox/expire-tokens`."""
+Python API (tests, benchmarks, demo): `sb.records[crb_id]` (external_id → current record as received),
+`sb.current_records(crb_id)`, `sb.versions(crb_id, external_id)`, `sb.requests` (Counter by endpoint),
+`sb.results` (Counter by record status, and `rejected` sets), `sb.reject_external_ids` and
+`sb.clear_rejections()`, `sb.faults`, `sb.received` (external_id → times it arrived in a processed request),
+hooks `before_ingest(crb_id, payment_sets)`/`after_ingest(crb_id, results)` (awaited around every
+well-formed ingestion request, replays included: tests kill a client there).
+HTTP control API for out-of-process use: `GET /_sandbox/state`, `GET /_sandbox/records/{crb_id}` (current),
+`GET /_sandbox/versions/{crb_id}/{external_id}`, `POST /_sandbox/reject` `{"external_ids": [...]}`,
+`DELETE /_sandbox/reject`, `POST|DELETE /_sandbox/faults`, `POST /_sandbox/expire-tokens`."""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import json
 import secrets
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,12 +39,14 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from qbo_operator.harness.sandbox.faults import FaultRule, Faults
-from qbo_operator.sync.records import IngestRequest, Record
+from qbo_operator.harness.sandbox.greencheck_store import GreenCheckStore
+from qbo_operator.sync.records import IngestRequest
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IngestHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 INGEST_PATH = "/service-providers/{sp_id}/crbs/{crb_id}/sales/invoice-payments"
 SALES_PATH = "/service-providers/{sp_id}/crbs/{crb_id}/sales"
+VERSIONS_PATH = INGEST_PATH + "/{external_id}/versions"
 DEFAULT_MAX_BODY = 5 * 1024 * 1024
 
 
@@ -65,7 +71,7 @@ def _render_throttle(request: web.Request, rule: FaultRule) -> web.StreamRespons
 
 def _render_malformed(request: web.Request, rule: FaultRule) -> web.StreamResponse:
     return web.Response(
-        status=rule.status or 200, body=b'{"results": [{"external_id": ', content_type="application/json"
+        status=rule.status or 200, body=b'{"results": [{"payment_id": ', content_type="application/json"
     )
 
 
@@ -97,12 +103,14 @@ class GreenCheckSandbox:
         self.rate_window = rate_window
         self.max_body_bytes = max_body_bytes
         self.expires_at_style = expires_at_style
-        self.records: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.store = GreenCheckStore()
+        # The store's own objects, named as before so callers read them directly.
+        self.records = self.store.records
+        self.results = self.store.results
+        self.received = self.store.received
+        self.reject_external_ids = self.store.reject_external_ids
         self.requests: Counter[str] = Counter()
-        self.results: Counter[str] = Counter()
         self.responses: Counter[int] = Counter()  # HTTP status codes of API responses (429s, 413s, ...)
-        self.received: Counter[str] = Counter()
-        self.reject_external_ids: set[str] = set()
         self.replays = 0
         self.faults = Faults(
             seed=seed,
@@ -129,9 +137,12 @@ class GreenCheckSandbox:
         app.router.add_post("/auth/token", self._token, name="auth_token")
         app.router.add_post(INGEST_PATH, self._ingest, name="invoice_payments")
         app.router.add_get(SALES_PATH, self._sales, name="sales")
+        app.router.add_get(VERSIONS_PATH, self._versions, name="versions")
         app.router.add_get("/_sandbox/state", self._state, name="control_state")
         app.router.add_get("/_sandbox/records/{crb_id}", self._records, name="control_records")
+        app.router.add_get("/_sandbox/versions/{crb_id}/{external_id}", self._control_versions, name="control_versions")
         app.router.add_post("/_sandbox/reject", self._reject, name="control_reject")
+        app.router.add_delete("/_sandbox/reject", self._clear_reject, name="control_reject_clear")
         app.router.add_post("/_sandbox/faults", self._add_fault, name="control_faults")
         app.router.add_delete("/_sandbox/faults", self._clear_faults, name="control_faults_clear")
         app.router.add_post("/_sandbox/expire-tokens", self._expire, name="control_expire")
@@ -262,10 +273,10 @@ class GreenCheckSandbox:
             }
             return _error(422, "Validation Failed", details)
         key = request.headers.get("Idempotency-Key")
-        fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        fingerprint = hashlib.sha256(raw).hexdigest()
         async with self._lock:
             if self.before_ingest is not None:
-                await self.before_ingest(crb_id, data["records"])
+                await self.before_ingest(crb_id, data["payments"])
             stored = self._idempotency.get((crb_id, key)) if key else None
             if stored is not None and stored[0] != fingerprint:
                 return _error(
@@ -279,8 +290,8 @@ class GreenCheckSandbox:
                 rate_headers = {**rate_headers, "Idempotent-Replayed": "true"}
             else:
                 results = [
-                    self._accept(crb_id, parsed.realm_id, rec, raw_rec)
-                    for rec, raw_rec in zip(parsed.records, data["records"], strict=True)
+                    self.store.apply(crb_id, parsed.realm_id, ps, raw_ps["records"])
+                    for ps, raw_ps in zip(parsed.payments, data["payments"], strict=True)
                 ]
                 payload = {"results": results}
                 if key:
@@ -290,39 +301,6 @@ class GreenCheckSandbox:
         resp = web.json_response(payload)
         resp.headers.update(rate_headers)
         return resp
-
-    def _accept(self, crb_id: str, realm_id: str, rec: Record, raw: dict[str, Any]) -> dict[str, Any]:
-        self.received[rec.external_id] += 1
-        errors = self._rules(realm_id, rec)
-        if errors:
-            self.results["rejected"] += 1
-            return {"external_id": rec.external_id, "status": "rejected", "errors": errors}
-        store = self.records[crb_id]
-        if rec.external_id in store:
-            self.results["duplicate"] += 1
-            return {"external_id": rec.external_id, "status": "duplicate"}
-        store[rec.external_id] = raw
-        self.results["created"] += 1
-        return {"external_id": rec.external_id, "status": "created"}
-
-    def _rules(self, realm_id: str, rec: Record) -> list[dict[str, str]]:
-        errors: list[dict[str, str]] = []
-        if rec.external_id in self.reject_external_ids:
-            errors.append({"field": "external_id", "message": "refused by the sandbox's reject list"})
-        if not rec.external_id.startswith(f"qbo:{realm_id}:"):
-            errors.append({"field": "external_id", "message": "must start with qbo:<realm_id>:"})
-        for name, value in (
-            ("payment.amount", rec.payment.amount),
-            ("payment.total_amount", rec.payment.total_amount),
-            ("invoice.total", rec.invoice.total),
-        ):
-            if value < 0:
-                errors.append({"field": name, "message": "must be ≥ 0"})
-        if not (rec.invoice.number or "").strip():
-            errors.append({"field": "invoice.number", "message": "is required"})
-        if len(rec.currency) != 3 or not rec.currency.isalpha() or not rec.currency.isupper():
-            errors.append({"field": "currency", "message": "must be an ISO 4217 code"})
-        return errors
 
     # --- read-back ----------------------------------------------------------------------------
 
@@ -355,6 +333,32 @@ class GreenCheckSandbox:
         resp.headers.update(rate_headers)
         return resp
 
+    async def _versions(self, request: web.Request) -> web.StreamResponse:
+        denied, rate_headers = self._gate(request)
+        if denied is not None:
+            return denied
+        resp = self._versions_of(request.match_info["crb_id"], request.match_info["external_id"])
+        resp.headers.update(rate_headers)
+        return resp
+
+    def _versions_of(self, crb_id: str, external_id: str) -> web.Response:
+        history = self.store.versions(crb_id, external_id)
+        if not history:
+            return web.json_response({"name": "NotFound", "message": "Unknown record", "status": 404}, status=404)
+        return web.json_response({"external_id": external_id, "versions": history})
+
+    def current_records(self, crb_id: str) -> dict[str, dict[str, Any]]:
+        """external_id → the record held now (retracted records are gone)."""
+        return self.store.current_records(crb_id)
+
+    def versions(self, crb_id: str, external_id: str) -> list[dict[str, Any]]:
+        """The record's versions, oldest first: `{version, status, record (None when retracted), at}`."""
+        return self.store.versions(crb_id, external_id)
+
+    def clear_rejections(self) -> None:
+        """Accept again what `reject_external_ids` refused (a CRB fixed its data)."""
+        self.reject_external_ids.clear()
+
     # --- control API --------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -381,6 +385,13 @@ class GreenCheckSandbox:
             return _error(400, "external_ids must be a list of strings")
         self.reject_external_ids.update(ids)
         return web.json_response({"reject_external_ids": sorted(self.reject_external_ids)})
+
+    async def _clear_reject(self, request: web.Request) -> web.StreamResponse:
+        self.clear_rejections()
+        return web.json_response({"reject_external_ids": []})
+
+    async def _control_versions(self, request: web.Request) -> web.StreamResponse:
+        return self._versions_of(request.match_info["crb_id"], request.match_info["external_id"])
 
     async def _add_fault(self, request: web.Request) -> web.StreamResponse:
         try:
