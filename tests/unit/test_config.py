@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qbo_operator.core.config import ConfigError, Tuning, job_name_from_env, load_settings, trigger_from_env
+from qbo_operator.core.config import ConfigError, job_name_from_env, load_settings, trigger_from_env
 from tests.support.config import GOOD
 
 
@@ -115,24 +115,3 @@ def test_trigger(value: str, expected: str) -> None:
 def test_bad_trigger_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="QBO_SYNC_TRIGGER='Nightly' must be Schedule, Manual or Webhook"):
         trigger_from_env({"QBO_SYNC_TRIGGER": "Nightly"})
-
-
-def test_tuning_defaults_are_production_values() -> None:
-    t = Tuning.from_env({})
-    assert (t.page_size, t.batch_size, t.throttle_wait) == (1000, 500, 60.0)
-
-
-@pytest.mark.parametrize(
-    ("env", "problem"),
-    [
-        ({"QBO_SYNC_PAGE_SIZE": "1001"}, "QBO_SYNC_PAGE_SIZE=1001 must be between 1 and 1000"),
-        ({"QBO_SYNC_BATCH_SIZE": "501"}, "QBO_SYNC_BATCH_SIZE=501 must be between 1 and 500"),
-        ({"QBO_SYNC_BATCH_SIZE": "0"}, "must be between 1 and 500"),
-        ({"QBO_THROTTLE_WAIT_SECONDS": "soon"}, "QBO_THROTTLE_WAIT_SECONDS='soon' is not a number"),
-        ({"QBO_SYNC_RETRIES": "2.5"}, "QBO_SYNC_RETRIES='2.5' is not a number"),
-    ],
-)
-def test_bad_tuning_names_the_variable(env: dict[str, str], problem: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        Tuning.from_env(env)
-    assert any(problem in p for p in err.value.problems)

@@ -302,12 +302,53 @@ class RetryKnobs(TypedDict):
     timeout: float
 
 
+# Intuit lets one API request run about 120 s before its gateway gives up (docs/qbo.md "Corrections" 6): the
+# default per-request timeout leaves room for that, so a slow page is answered (or 504'd and halved by the
+# client) rather than cut off by us.
+INTUIT_REQUEST_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One tuning variable: its `Tuning` field, number kind, inclusive range and why the range."""
+
+    variable: str
+    field: str
+    kind: type[int] | type[float]
+    low: float
+    high: float
+    why: str
+
+    def check(self, raw: str) -> tuple[int | float | None, str | None]:
+        """Pure: (value, None) or (None, one line naming the variable, the value and the allowed range)."""
+        allowed = f"allowed {self.low:g}..{self.high:g}"
+        try:
+            value = self.kind(raw)
+        except ValueError:
+            what = "a whole number" if self.kind is int else "a number"
+            return None, f"{self.variable}={raw!r} is not {what} ({allowed}: {self.why})"
+        if not self.low <= value <= self.high:  # NaN fails this too
+            return None, f"{self.variable}={raw} is out of range ({allowed}: {self.why})"
+        return value, None
+
+
+TUNING_KNOBS: tuple[Knob, ...] = (
+    Knob("QBO_SYNC_PAGE_SIZE", "page_size", int, 10, QBO_MAX_RESULTS, "Intuit refuses MAXRESULTS above 1000"),
+    Knob("QBO_SYNC_BATCH_SIZE", "batch_size", int, 1, GREENCHECK_MAX_RECORDS, "Green Check takes 500 a request"),
+    Knob("QBO_THROTTLE_WAIT_SECONDS", "throttle_wait", float, 0.1, 300, "the QBO client waits at most 300 s"),
+    Knob("QBO_SYNC_BACKOFF_SECONDS", "backoff", float, 0.01, 60, "the first back-off"),
+    Knob("QBO_SYNC_BACKOFF_MAX_SECONDS", "backoff_max", float, 0.01, 600, "the longest back-off"),
+    Knob("QBO_SYNC_RETRIES", "retries", int, 0, 20, "retries of one request"),
+    Knob("QBO_SYNC_TIMEOUT_SECONDS", "timeout", float, 1, 600, "Intuit allows about 120 s a request"),
+)
+
+
 @dataclass(frozen=True)
 class Tuning:
-    """How the sync pages, batches and retries. Defaults are production values; tests shorten them:
-    QBO_SYNC_PAGE_SIZE (1000), QBO_SYNC_BATCH_SIZE (500), QBO_THROTTLE_WAIT_SECONDS (60),
-    QBO_SYNC_BACKOFF_SECONDS (1), QBO_SYNC_BACKOFF_MAX_SECONDS (30), QBO_SYNC_RETRIES (5),
-    QBO_SYNC_TIMEOUT_SECONDS (60)."""
+    """How the sync pages, batches and retries. Defaults are production values; tests shorten them. Each
+    variable has a range (`TUNING_KNOBS`, docs/sync.md "Tuning"): out of it the command does not start,
+    because a value such as a page of 1 row or no timeout fails only later, and silently (a run that never
+    ends)."""
 
     page_size: int = QBO_MAX_RESULTS
     batch_size: int = GREENCHECK_MAX_RECORDS
@@ -315,37 +356,36 @@ class Tuning:
     backoff: float = 1.0
     backoff_max: float = 30.0
     retries: int = 5
-    timeout: float = 60.0
+    timeout: float = INTUIT_REQUEST_SECONDS + 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:
+        """The tuning in `env`; ConfigError with one line per bad variable."""
         problems: list[str] = []
         values: dict[str, Any] = {}
-        spec: list[tuple[str, str, type, float, float]] = [
-            ("QBO_SYNC_PAGE_SIZE", "page_size", int, 1, QBO_MAX_RESULTS),
-            ("QBO_SYNC_BATCH_SIZE", "batch_size", int, 1, GREENCHECK_MAX_RECORDS),
-            ("QBO_THROTTLE_WAIT_SECONDS", "throttle_wait", float, 0, 3600),
-            ("QBO_SYNC_BACKOFF_SECONDS", "backoff", float, 0, 600),
-            ("QBO_SYNC_BACKOFF_MAX_SECONDS", "backoff_max", float, 0, 3600),
-            ("QBO_SYNC_RETRIES", "retries", int, 0, 100),
-            ("QBO_SYNC_TIMEOUT_SECONDS", "timeout", float, 0.1, 600),
-        ]
-        for var, attr, kind, lo, hi in spec:
-            raw = env.get(var, "").strip()
+        for knob in TUNING_KNOBS:
+            raw = env.get(knob.variable, "").strip()
             if not raw:
                 continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                problems.append(f"{var}={raw!r} is not a number")
-                continue
-            if not lo <= value <= hi:
-                problems.append(f"{var}={raw} must be between {lo:g} and {hi:g}")
-                continue
-            values[attr] = value
+            value, problem = knob.check(raw)
+            if problem is not None:
+                problems.append(problem)
+            else:
+                values[knob.field] = value
+        tuning = cls(**values)
+        if not problems and tuning.backoff_max < tuning.backoff:
+            problems.append(
+                f"QBO_SYNC_BACKOFF_MAX_SECONDS={tuning.backoff_max:g} is below "
+                f"QBO_SYNC_BACKOFF_SECONDS={tuning.backoff:g} (allowed: at least the first back-off)"
+            )
         if problems:
             raise ConfigError(problems)
-        return cls(**values)
+        return tuning
+
+    @property
+    def gives_up_after(self) -> float:
+        """Seconds a request that never answers is waited for, all attempts together (back-offs not counted)."""
+        return self.timeout * (self.retries + 1)
 
     def retry(self) -> RetryKnobs:
         return RetryKnobs(
