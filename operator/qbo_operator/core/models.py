@@ -54,10 +54,26 @@ class LastSync(_Model):
     payments_synced: int = Field(default=0, alias="paymentsSynced")
     payments_skipped: int = Field(default=0, alias="paymentsSkipped")
     records_rejected: int = Field(default=0, alias="recordsRejected")
+    records_created: int = Field(default=0, alias="recordsCreated")
+    records_updated: int = Field(default=0, alias="recordsUpdated")
+    records_retracted: int = Field(default=0, alias="recordsRetracted")
     amount_synced_cents: int = Field(default=0, alias="amountSyncedCents")
     qbo_requests: int = Field(default=0, alias="qboRequests")
     green_check_requests: int = Field(default=0, alias="greenCheckRequests")
     message: str | None = None
+
+
+class RejectedPayment(_Model):
+    payment_id: str = Field(alias="paymentId")
+    sync_token: str = Field(default="", alias="syncToken")
+    reason: str = ""
+
+
+class RejectedStatus(_Model):
+    """Payments whose set Green Check refused: kept here, sent again every run until accepted or changed."""
+
+    count: int = 0
+    payments: list[RejectedPayment] = Field(default_factory=list)
 
 
 class WebhookStatus(_Model):
@@ -83,6 +99,7 @@ class IntegrationStatus(_Model):
     sync_watermark: datetime | None = Field(default=None, alias="syncWatermark")
     last_sync: LastSync | None = Field(default=None, alias="lastSync")
     last_successful_sync_time: datetime | None = Field(default=None, alias="lastSuccessfulSyncTime")
+    rejected: RejectedStatus | None = None
     refresh_token_expires_at: datetime | None = Field(default=None, alias="refreshTokenExpiresAt")
     refresh_token_hard_expires_at: datetime | None = Field(default=None, alias="refreshTokenHardExpiresAt")
     last_handled_sync_request: str | None = Field(default=None, alias="lastHandledSyncRequest")
