@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
@@ -29,12 +29,14 @@ from pydantic import BaseModel, ValidationError
 from qbo_operator.core import names
 from qbo_operator.core.config import QBO_MAX_RESULTS, Tuning
 from qbo_operator.core.redaction import redact
-from qbo_operator.sync.qbo_models import Fault, Invoice, Payment
-from qbo_operator.sync.transport import Throttled, Transient, Transport, TransportClient, retry_after
+from qbo_operator.sync.qbo_models import Changes, Changing, Fault, Invoice
+from qbo_operator.sync.transport import Throttled, TimedOut, Transient, Transport, TransportClient, retry_after
 
 log = logging.getLogger(__name__)
 
 MAX_RESULTS = QBO_MAX_RESULTS
+MIN_PAGE = 10  # a 504 halves a page down to this, then retries it as it is
+C = TypeVar("C", bound=Changing)
 # QBO ids are digit strings; anything else is refused before it reaches a query statement.
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
@@ -65,6 +67,10 @@ class QboRequestError(QboError):
 
 class QboDataError(QboError):
     """An entity we cannot read (a required field missing or garbled): the run stops rather than guess."""
+
+
+class _TooSlow(Exception):
+    """A 504 or a timeout on a request that can be made smaller (a page, a bulk read): not retried as is."""
 
 
 class _Unauthorized(Exception):
@@ -166,6 +172,8 @@ class QboClient(TransportClient):
         self._transport = Transport("QuickBooks", self.policy, QboUnavailable, id_label="intuit_tid", sleep=sleep)
         self._sem = asyncio.Semaphore(self.policy.max_concurrency)
         self._limiters = (RateLimiter(self.policy.max_per_minute), RateLimiter(self.policy.max_per_second, 1.0))
+        self._size = 0  # the page size in use: halved for the rest of the run after a 504 or a timeout
+        self._asked = 0  # the size the last page was asked for (a shorter answer is the last page)
 
     @staticmethod
     def check_realm_id(realm_id: str) -> None:
@@ -174,75 +182,145 @@ class QboClient(TransportClient):
 
     # --- queries ------------------------------------------------------------------------------
 
-    async def query(self, statement: str) -> dict[str, Any]:
+    async def query(self, statement: str, *, shrinkable: bool = False) -> dict[str, Any]:
         """Run one query statement; returns the `QueryResponse` object (`{}` when nothing matched)."""
-        body = await self._request(statement)
+        body = await self._request("POST", "/query", content=statement.encode(), shrinkable=shrinkable)
         qr = body.get("QueryResponse")
         if not isinstance(qr, dict):
             raise QboUnavailable("QuickBooks answered a query without a QueryResponse object")
         return qr
 
-    async def _entities(self, entity: str, statement: str) -> list[dict[str, Any]]:
-        qr = await self.query(statement)
+    async def _entities(self, entity: str, statement: str, *, shrinkable: bool = False) -> list[dict[str, Any]]:
+        qr = await self.query(statement, shrinkable=shrinkable)
         rows = qr.get(entity, [])
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise QboUnavailable(f"QuickBooks answered a {entity} query with a malformed {entity} list")
         return rows
 
-    async def payment_pages(self, since: datetime, page_size: int = MAX_RESULTS) -> AsyncIterator[list[Payment]]:
-        """Payments created at or after `since`, oldest first, one page at a time (memory stays flat).
+    async def changed(
+        self, model: type[C], since: datetime, *, created_since: datetime | None = None, page_size: int = MAX_RESULTS
+    ) -> AsyncIterator[list[C]]:
+        """Entities whose LastUpdatedTime is at or after `since`, oldest change first, one page at a time.
 
-        Keyset paging on CreateTime: each next page starts at the last page's final second, so a
-        payment deleted in QBO during the run cannot shift an unseen one past a STARTPOSITION offset.
-        The payments of that second already seen are re-read and dropped by id when they are few (≤ 1%
-        of a page: robust even if Intuit orders equal CreateTimes differently from one query to the
-        next); when many share the second (bulk imports) they are skipped with an offset inside it."""
+        Keyset paging on LastUpdatedTime (whole seconds at Intuit): each next query starts at the previous
+        page's last second and drops the rows of that second already seen, so neither a row deleted during
+        the run nor ties returned in a different order by each query (Intuit documents no tiebreaker) can
+        shift an unseen row past an offset. A second holding a whole page is read on its own, ordered by
+        Id, and its row count is checked. `created_since` also filters on CreateTime."""
         if not 1 <= page_size <= MAX_RESULTS:
             raise ValueError(f"page size must be 1..{MAX_RESULTS}")
-        lower = _second(since)
-        seen_at_lower: set[str] = set()
-        position = 1
+        entity = model.__name__
+        created = f" AND Metadata.CreateTime >= '{qbo_time(created_since)}'" if created_since else ""
+        lower, seen = _second(since), set[str]()
+        self._size = min(self._size, page_size) if self._size else page_size
         while True:
-            statement = (
-                f"SELECT * FROM Payment WHERE MetaData.CreateTime >= '{qbo_time(lower)}' "  # noqa: S608
-                f"ORDERBY MetaData.CreateTime STARTPOSITION {position} MAXRESULTS {page_size}"
+            rows = await self._shrinking(
+                entity,
+                f"SELECT * FROM {entity} WHERE Metadata.LastUpdatedTime >= '{qbo_time(lower)}'{created} "  # noqa: S608
+                "ORDERBY Metadata.LastUpdatedTime STARTPOSITION 1",
             )
-            rows = await self._entities("Payment", statement)
-            page = [_parse(Payment, row) for row in rows]
-            fresh = [p for p in page if p.id not in seen_at_lower]
-            if fresh:
+            page = [_parse(model, row) for row in rows]
+            if fresh := [r for r in page if r.id not in seen]:
                 yield fresh
-            if len(rows) < page_size:
+            if len(rows) < self._asked:
                 return
-            last = _second(page[-1].create_time)
+            last = _second(page[-1].changed_at)
+            if last == lower:  # a whole page in one second: read that second alone, by Id
+                async for part in self._one_second(model, lower, created, seen):
+                    yield part
+                lower, seen = lower + timedelta(seconds=1), set()
+                continue
             if last != lower:
-                lower, seen_at_lower = last, set()
-            seen_at_lower.update(p.id for p in page if _second(p.create_time) == lower)
-            reread = len(seen_at_lower) <= max(1, page_size // 100)
-            position = 1 if reread else len(seen_at_lower) + 1
+                lower, seen = last, set()
+            seen.update(r.id for r in page if _second(r.changed_at) == lower)
 
-    async def read_invoices(self, ids: Sequence[str], chunk: int = MAX_RESULTS) -> dict[str, Invoice]:
-        """The invoices among `ids`, read in bulk (`Id IN (...)`, up to `chunk` ids a request).
+    async def _one_second(
+        self, model: type[C], second: datetime, created: str, seen: set[str]
+    ) -> AsyncIterator[list[C]]:
+        """Every row changed in one second, paged by Id, then counted: fewer than Intuit counts is an error."""
+        entity, at = model.__name__, qbo_time(second)
+        where = f"WHERE Metadata.LastUpdatedTime = '{at}'{created}"
+        position, ids = 1, set(seen)
+        while True:
+            rows = await self._shrinking(entity, f"SELECT * FROM {entity} {where} ORDERBY Id STARTPOSITION {position}")  # noqa: S608
+            page = [_parse(model, row) for row in rows]
+            if fresh := [r for r in page if r.id not in ids]:
+                yield fresh
+            ids.update(r.id for r in page)
+            position += len(rows)
+            if len(rows) < self._asked:
+                break
+        qr = await self.query(f"SELECT COUNT(*) FROM {entity} {where}")  # noqa: S608
+        total = qr.get("totalCount")
+        if isinstance(total, int) and len(ids) < total:
+            raise QboDataError(
+                f"QuickBooks counts {total} {entity} rows changed at {at} but paging by Id returned {len(ids)}; "
+                "the run stops rather than skip any (the watermark stays before that second)"
+            )
 
-        Ids that are missing, deleted or not id-shaped are simply absent from the result."""
+    async def _shrinking(self, entity: str, head: str) -> list[dict[str, Any]]:
+        """One page of `head MAXRESULTS size`; a 504 or a timeout halves the size (kept for the rest of the run)."""
+        while True:
+            self._asked = self._size
+            statement = f"{head} MAXRESULTS {self._size}"
+            try:
+                return await self._entities(entity, statement, shrinkable=self._size > MIN_PAGE)
+            except _TooSlow as exc:
+                self._size = max(MIN_PAGE, self._size // 2)
+                log.warning("QuickBooks: %s on a %d-row page; asking for %d rows a page", exc, self._asked, self._size)
+
+    async def read(self, model: type[C], ids: Sequence[str], chunk: int = MAX_RESULTS) -> dict[str, C]:
+        """The entities among `ids`, read in bulk (`Id IN (...)`, up to `chunk` ids a request; a 504 or a
+        timeout halves the chunk). Ids that are missing, deleted or not id-shaped are absent from the result."""
+        entity = model.__name__
         wanted = [i for i in dict.fromkeys(ids) if _ID_RE.match(i)]
-        found: dict[str, Invoice] = {}
-        for start in range(0, len(wanted), chunk):
+        found: dict[str, C] = {}
+        start = 0
+        while start < len(wanted):
             part = wanted[start : start + chunk]
             in_list = ",".join(f"'{i}'" for i in part)
-            statement = f"SELECT * FROM Invoice WHERE Id IN ({in_list}) STARTPOSITION 1 MAXRESULTS {MAX_RESULTS}"  # noqa: S608
-            for row in await self._entities("Invoice", statement):
-                invoice = _parse(Invoice, row)
-                found[invoice.id] = invoice
+            statement = f"SELECT * FROM {entity} WHERE Id IN ({in_list}) STARTPOSITION 1 MAXRESULTS {MAX_RESULTS}"  # noqa: S608
+            try:
+                rows = await self._entities(entity, statement, shrinkable=len(part) > 1)
+            except _TooSlow as exc:
+                chunk = max(1, len(part) // 2)
+                log.warning("QuickBooks: %s reading %d ids; reading %d at a time", exc, len(part), chunk)
+                continue
+            for row in rows:
+                item = _parse(model, row)
+                found[item.id] = item
+            start += len(part)
         return found
 
-    # --- transport ----------------------------------------------------------------------------
+    async def read_invoices(self, ids: Sequence[str], chunk: int = MAX_RESULTS) -> dict[str, Invoice]:
+        return await self.read(Invoice, ids, chunk)
 
-    async def _request(self, statement: str) -> dict[str, Any]:
+    async def cdc(self, entities: Sequence[str], since: datetime) -> Changes:
+        """Change Data Capture: every listed entity changed at or after `since` (full payloads, deletes as stubs).
+
+        Intuit caps one answer at 1,000 objects across all entities (`Changes.complete` says whether it was
+        reached) and refuses a `since` older than 30 days."""
+        body = await self._request(
+            "GET", "/cdc", params={"entities": ",".join(entities), "changedSince": qbo_time(since)}
+        )
+        return Changes.parse(body, entities)
+
+    # --- transport    # --- transport ----------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+        shrinkable: bool = False,
+    ) -> dict[str, Any]:
         token = await self._tokens.access_token()
+        call = functools.partial(self._send, method, path, content, params or {}, shrinkable)
         for attempt in range(2):
             try:
-                return await self._transport.retrying(functools.partial(self._send, statement, token))
+                return await self._transport.retrying(functools.partial(call, token))
             except _Unauthorized as exc:
                 if attempt:
                     raise QboAuthError(
@@ -252,26 +330,35 @@ class QboClient(TransportClient):
                 token = await self._tokens.refreshed_access_token(exc.token)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(self, statement: str, token: str) -> dict[str, Any]:
+    async def _send(
+        self, method: str, path: str, content: bytes | None, params: dict[str, str], shrinkable: bool, token: str
+    ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        if content is not None:
+            headers["Content-Type"] = "application/text"
         async with self._sem:
             for limiter in self._limiters:
                 await limiter.acquire()
-            resp = await self._transport.post(
-                f"{self._base}/query",
-                params={"minorversion": names.QBO_MINOR_VERSION},
-                content=statement.encode(),
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "application/json",
-                    "Content-Type": "application/text",
-                },
-            )
-        return self._interpret(resp, token)
+            try:
+                resp = await self._transport.send(
+                    method,
+                    f"{self._base}{path}",
+                    params={**params, "minorversion": names.QBO_MINOR_VERSION},
+                    content=content,
+                    headers=headers,
+                )
+            except TimedOut as exc:
+                if shrinkable:
+                    raise _TooSlow(str(exc)) from None
+                raise
+        return self._interpret(resp, token, shrinkable)
 
-    def _interpret(self, resp: httpx.Response, token: str) -> dict[str, Any]:
+    def _interpret(self, resp: httpx.Response, token: str, shrinkable: bool = False) -> dict[str, Any]:
         tid = resp.headers.get("intuit_tid")
         status = resp.status_code
         body, fault = _decode(resp)
+        if shrinkable and (status == 504 or (fault is not None and "6002" in fault.codes)):
+            raise _TooSlow(f"HTTP {status} gateway timeout")
         if status == 200 and isinstance(body, dict) and fault is None:
             return body
         what = fault.summary() if fault else _describe_body(resp)

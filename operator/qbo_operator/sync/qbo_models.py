@@ -7,6 +7,8 @@ Money is parsed as `Decimal` (never float) so cents stay exact."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -34,6 +36,23 @@ class MetaData(_Qbo):
     last_updated_time: datetime | None = Field(default=None, alias="LastUpdatedTime")
 
 
+class Changing(_Qbo):
+    """What every entity the sync reads by change has: an Id, a SyncToken and the two MetaData times."""
+
+    id: str = Field(alias="Id")
+    sync_token: str = Field(default="0", alias="SyncToken")
+    meta: MetaData = Field(alias="MetaData")
+
+    @property
+    def create_time(self) -> datetime:
+        return self.meta.create_time
+
+    @property
+    def changed_at(self) -> datetime:
+        """LastUpdatedTime (QBO always sends it; a row without one changed when it was created)."""
+        return self.meta.last_updated_time or self.meta.create_time
+
+
 class LinkedTxn(_Qbo):
     txn_id: str = Field(alias="TxnId")
     txn_type: str = Field(alias="TxnType")
@@ -44,9 +63,7 @@ class PaymentLine(_Qbo):
     linked_txn: list[LinkedTxn] = Field(default_factory=list, alias="LinkedTxn")
 
 
-class Payment(_Qbo):
-    id: str = Field(alias="Id")
-    meta: MetaData = Field(alias="MetaData")
+class Payment(Changing):
     txn_date: date | None = Field(default=None, alias="TxnDate")
     total_amt: Money = Field(default=Decimal(0), alias="TotalAmt")
     unapplied_amt: Money | None = Field(default=None, alias="UnappliedAmt")
@@ -58,10 +75,6 @@ class Payment(_Qbo):
     private_note: str | None = Field(default=None, alias="PrivateNote", repr=False)
     txn_status: str | None = Field(default=None, alias="TxnStatus")
     line: list[PaymentLine] = Field(default_factory=list, alias="Line")
-
-    @property
-    def create_time(self) -> datetime:
-        return self.meta.create_time
 
     def invoice_ids(self) -> list[str]:
         """Ids of the invoices this payment is applied to, in line order, without repeats."""
@@ -95,8 +108,7 @@ class Memo(_Qbo):
     value: str | None = None
 
 
-class Invoice(_Qbo):
-    id: str = Field(alias="Id")
+class Invoice(Changing):
     doc_number: str | None = Field(default=None, alias="DocNumber")
     txn_date: date | None = Field(default=None, alias="TxnDate")
     total_amt: Money = Field(default=Decimal(0), alias="TotalAmt")
@@ -105,6 +117,56 @@ class Invoice(_Qbo):
     currency_ref: Ref | None = Field(default=None, alias="CurrencyRef")
     customer_memo: Memo | None = Field(default=None, alias="CustomerMemo")
     line: list[InvoiceLine] = Field(default_factory=list, alias="Line")
+    linked_txn: list[LinkedTxn] = Field(default_factory=list, alias="LinkedTxn")
+
+    def payment_ids(self) -> list[str]:
+        """The payments applied to this invoice (QBO lists them in the invoice's LinkedTxn)."""
+        return list(dict.fromkeys(t.txn_id for t in self.linked_txn if t.txn_type == "Payment"))
+
+
+CDC_CAP = 1000  # objects in one CDC answer, across all its entities (docs/qbo.md §2.4)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """One CDC answer: changed payments and invoices (full payloads) and the ids of deleted ones.
+
+    `complete` is False when the answer holds Intuit's cap of objects: more changes may exist."""
+
+    payments: list[Payment]
+    invoices: list[Invoice]
+    deleted: dict[str, list[str]]  # entity → ids
+    objects: int
+
+    @property
+    def complete(self) -> bool:
+        return self.objects < CDC_CAP
+
+    @classmethod
+    def parse(cls, body: dict[str, Any], entities: Sequence[str]) -> Changes:
+        """`{"CDCResponse": [{"QueryResponse": [{"Payment": […]}, {"Invoice": […]}]}]}`; a row that cannot
+        be read raises ValueError naming it."""
+        groups: dict[str, list[dict[str, Any]]] = {e: [] for e in entities}
+        for response in body.get("CDCResponse") or []:
+            for qr in (response or {}).get("QueryResponse") or []:
+                for entity in entities:
+                    rows = (qr or {}).get(entity)
+                    if isinstance(rows, list):
+                        groups[entity].extend(r for r in rows if isinstance(r, dict))
+        deleted: dict[str, list[str]] = {e: [] for e in entities}
+        live: dict[str, list[dict[str, Any]]] = {e: [] for e in entities}
+        for entity, rows in groups.items():
+            for row in rows:
+                if str(row.get("status", "")).lower() == "deleted":
+                    deleted[entity].append(str(row.get("Id")))
+                else:
+                    live[entity].append(row)
+        return cls(
+            payments=[Payment.model_validate(r) for r in live.get("Payment", [])],
+            invoices=[Invoice.model_validate(r) for r in live.get("Invoice", [])],
+            deleted=deleted,
+            objects=sum(len(rows) for rows in groups.values()),
+        )
 
 
 GroupLineDetail.model_rebuild()

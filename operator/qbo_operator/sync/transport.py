@@ -30,6 +30,10 @@ class Transient(Exception):
         self.request_id = request_id
 
 
+class TimedOut(Transient):
+    """No answer within the client's timeout: worth another attempt, or a smaller request (`qbo` halves pages)."""
+
+
 class Throttled(Transient):
     """The server asked us to slow down; `delay` is how long it said to wait."""
 
@@ -89,12 +93,23 @@ class Transport:
     async def post(
         self, url: str, *, content: bytes, headers: dict[str, str], params: dict[str, str] | None = None
     ) -> httpx.Response:
-        """One attempt; a timeout or a failed connection is `Transient`, any answer is the caller's to read."""
+        """One attempt; a timeout is `TimedOut`, a failed connection `Transient`, any answer the caller's to read."""
+        return await self.send("POST", url, content=content, headers=headers, params=params)
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
         self.requests += 1
         try:
-            return await self._http.post(url, params=params, content=content, headers=headers)
+            return await self._http.request(method, url, params=params, content=content, headers=headers)
         except httpx.TimeoutException:
-            raise Transient("the request timed out") from None
+            raise TimedOut("the request timed out") from None
         except httpx.TransportError as exc:
             raise Transient(f"connection failed ({type(exc).__name__})") from None
 
