@@ -1,4 +1,4 @@
-"""Invoice grouping: payments in CreateTime order, cut into groups whose not-yet-read invoices fit one bulk read.
+"""Invoice grouping: payments in the order read, cut into groups whose not-yet-read invoices fit one bulk read.
 
 A group closes when its next payment would push the ids to read past one request's worth (`chunk`,
 1000), or when it holds two requests' worth of payments (memory stays bounded even when most payments
@@ -55,6 +55,14 @@ class Grouper:
         """The open group (None when empty); a new one opens."""
         group, self.group = self.group, Group()
         return group if group.payments else None
+
+    def remember(self, invoices: Sequence[Invoice]) -> None:
+        """Invoices read as changes (their newest version): payments that link them need not read them again."""
+        for invoice in invoices:
+            self.cache[invoice.id] = invoice
+            self.cache.move_to_end(invoice.id)
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
 
     def resolve(self, group: Group, found: Mapping[str, Invoice]) -> list[tuple[Payment, dict[str, Invoice]]]:
         """Each payment with the invoices it may link, once the group's `need` was read (`found`: those that exist)."""

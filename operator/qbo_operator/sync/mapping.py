@@ -1,16 +1,19 @@
-"""QBO payment × invoice → Green Check record (docs/greencheck.md §2). Pure: no I/O, table-tested.
+"""QBO payment × invoice → Green Check payment set (docs/sync.md "Mapping"). Pure: no I/O, table-tested.
 
-One record per (payment, invoice) pair; `payment.amount` is the part of the payment applied to that
-invoice (the sum of the payment's lines linked to it), not the payment's total. Only the contract's
-fields are produced: nothing else about the company (addresses, e-mails, phone numbers, private
-notes) leaves QBO. The invoice memo is the invoice's customer-facing message (`CustomerMemo`).
+A payment created after the connection becomes one payment set: the records of every invoice it pays,
+which replace whatever Green Check held for that payment (docs/greencheck.md §2). A payment that is
+voided, unapplied, or a pure credit application becomes an empty set (Green Check retracts what it had);
+a payment created before the connection becomes nothing at all: it was never delivered.
 
-Money: QBO amounts are exact decimals; cents = amount × 100 exactly. Only a value with more than two
-decimal places (QBO allows up to 5 on unit prices) is rounded, ROUND_HALF_UP to the cent.
+Money is cash. A payment's lines link invoices (money owed, settled) and credits (credit memos, journal
+entries, deposits, refunds: anything but an Invoice), so QBO's `TotalAmt` is Σ invoice lines − Σ credit
+lines + `UnappliedAmt`. The credit is spread over the payment's invoices in line order, each taking what
+it can; `payment.amount` is the cash left on each invoice, `payment.credit_applied` the credit. So Σ amount
+over a payment's records = TotalAmt − UnappliedAmt, the cash that paid invoices. Only the contract's
+fields leave QBO (no addresses, e-mails, phone numbers, private notes).
 
-Skipped, each with a counted reason: payments with no invoice link (unapplied, or only credits
-applied), voided payments (QBO keeps them with zero amounts and "Voided" in PrivateNote), payments
-created before the integration connected, and pairs whose invoice is missing or deleted."""
+QBO amounts are exact decimals; cents = amount × 100 exactly; a value with more than two decimal places
+(QBO allows up to 5 on unit prices) is rounded ROUND_HALF_UP to the cent."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from enum import StrEnum
 from qbo_operator.sync.qbo_models import Invoice, InvoiceLine, Payment
 from qbo_operator.sync.records import (
     LineItem,
+    PaymentSet,
     PaymentType,
     Record,
     RecordCustomer,
@@ -37,6 +41,7 @@ DEFAULT_CURRENCY = "USD"  # QBO omits CurrencyRef in single-currency companies; 
 class SkipReason(StrEnum):
     NO_INVOICE_LINK = "no invoice link"
     VOIDED = "voided"
+    CREDIT_ONLY = "credit applied, no cash"
     BEFORE_CONNECTED = "created before connectedAt"
     INVOICE_MISSING = "invoice missing or deleted"
 
@@ -50,9 +55,9 @@ class Skip:
 
 @dataclass(frozen=True)
 class Mapped:
-    """What one payment becomes: its records, and the pairs (or the whole payment) skipped, with why."""
+    """What one payment becomes: its set (None: never delivered), and what was left out, with why."""
 
-    records: list[Record] = field(default_factory=list)
+    payment_set: PaymentSet | None
     skips: list[Skip] = field(default_factory=list)
 
 
@@ -122,12 +127,31 @@ def is_voided(payment: Payment) -> bool:
 
 
 def applied_amounts(payment: Payment) -> dict[str, Decimal]:
-    """Invoice id → amount of this payment applied to it (lines linked to the same invoice add up)."""
+    """Invoice id → amount of this payment's lines linked to it (lines linked to the same invoice add up)."""
     out: dict[str, Decimal] = {}
     for line in payment.line:
         for link in line.linked_txn:
             if link.txn_type == "Invoice":
                 out[link.txn_id] = out.get(link.txn_id, Decimal(0)) + line.amount
+    return out
+
+
+def credit_total(payment: Payment) -> Decimal:
+    """Σ of the payment's lines linked to anything but an invoice: credits it applies, not cash."""
+    return sum(
+        (line.amount for line in payment.line if any(link.txn_type != "Invoice" for link in line.linked_txn)),
+        Decimal(0),
+    )
+
+
+def split_cash(applied: Mapping[str, Decimal], credit: Decimal) -> dict[str, tuple[Decimal, Decimal]]:
+    """Invoice id → (cash, credit): the credit taken by the invoices in line order, each as much as it can."""
+    left = max(credit, Decimal(0))
+    out: dict[str, tuple[Decimal, Decimal]] = {}
+    for invoice_id, amount in applied.items():
+        taken = min(left, max(amount, Decimal(0)))
+        left -= taken
+        out[invoice_id] = (amount - taken, taken)
     return out
 
 
@@ -176,53 +200,67 @@ def map_payment(
     connected_at: datetime,
     payment_methods: Mapping[str, str] | None = None,
 ) -> Mapped:
-    """The records for one payment, given the invoices it links to (absent ones are skipped)."""
+    """The payment set for one payment, given the invoices it links to (absent ones are left out)."""
     if payment.create_time < connected_at:
-        return Mapped(skips=[Skip(payment.id, SkipReason.BEFORE_CONNECTED)])
+        return Mapped(None, [Skip(payment.id, SkipReason.BEFORE_CONNECTED)])
+    empty = PaymentSet(payment_id=payment.id, records=[])
     if is_voided(payment):
-        return Mapped(skips=[Skip(payment.id, SkipReason.VOIDED)])
+        return Mapped(empty, [Skip(payment.id, SkipReason.VOIDED)])
     applied = applied_amounts(payment)
     if not applied:
-        return Mapped(skips=[Skip(payment.id, SkipReason.NO_INVOICE_LINK)])
-    method = payment.payment_method_ref
-    method_name = method.name if method and method.name else None
-    if method_name is None and method is not None and payment_methods:
-        method_name = payment_methods.get(method.value)
-    pay_type = payment_type(method_name)
+        return Mapped(empty, [Skip(payment.id, SkipReason.NO_INVOICE_LINK)])
+    split = split_cash(applied, credit_total(payment))
+    if all(to_cents(cash) == 0 for cash, _ in split.values()):
+        return Mapped(empty, [Skip(payment.id, SkipReason.CREDIT_ONLY)])
+    pay_type = payment_type(_method_name(payment, payment_methods))
     records: list[Record] = []
     skips: list[Skip] = []
-    for invoice_id, amount in applied.items():
+    for invoice_id, (cash, credit) in split.items():
         invoice = invoices.get(invoice_id)
         if invoice is None:
             skips.append(Skip(payment.id, SkipReason.INVOICE_MISSING, invoice_id))
             continue
-        customer = payment.customer_ref or invoice.customer_ref
-        currency = payment.currency_ref or invoice.currency_ref
-        records.append(
-            Record(
-                external_id=external_id(realm_id, payment.id, invoice.id),
-                payment=RecordPayment(
-                    id=payment.id,
-                    date=payment.txn_date.isoformat() if payment.txn_date else None,
-                    amount=to_cents(amount),
-                    total_amount=to_cents(payment.total_amt),
-                    type=pay_type,
-                    reference=payment.payment_ref_num or None,
-                    created_at=payment.create_time.isoformat(),
-                ),
-                invoice=RecordInvoice(
-                    id=invoice.id,
-                    number=invoice.doc_number or None,
-                    date=invoice.txn_date.isoformat() if invoice.txn_date else None,
-                    total=to_cents(invoice.total_amt),
-                    open_balance=to_cents(invoice.balance),
-                    memo=(invoice.customer_memo.value or None) if invoice.customer_memo else None,
-                ),
-                customer=RecordCustomer(
-                    id=customer.value if customer else None, name=customer.name if customer else None
-                ),
-                currency=currency.value if currency else DEFAULT_CURRENCY,
-                line_items=line_items(invoice),
-            )
-        )
-    return Mapped(records=records, skips=skips)
+        records.append(_record(payment, invoice, realm_id, pay_type, cash, credit))
+    return Mapped(PaymentSet(payment_id=payment.id, records=records), skips)
+
+
+def _method_name(payment: Payment, payment_methods: Mapping[str, str] | None) -> str | None:
+    """PaymentMethodRef usually carries only the id; the name comes from the company's PaymentMethod list."""
+    method = payment.payment_method_ref
+    if method is None:
+        return None
+    if method.name:
+        return method.name
+    return (payment_methods or {}).get(method.value)
+
+
+def _record(
+    payment: Payment, invoice: Invoice, realm_id: str, pay_type: PaymentType, cash: Decimal, credit: Decimal
+) -> Record:
+    customer = payment.customer_ref or invoice.customer_ref
+    currency = payment.currency_ref or invoice.currency_ref
+    return Record(
+        external_id=external_id(realm_id, payment.id, invoice.id),
+        payment=RecordPayment(
+            id=payment.id,
+            date=payment.txn_date.isoformat() if payment.txn_date else None,
+            amount=to_cents(cash),
+            total_amount=to_cents(payment.total_amt),
+            credit_applied=to_cents(credit),
+            unapplied_amount=to_cents(payment.unapplied_amt or 0),
+            type=pay_type,
+            reference=payment.payment_ref_num or None,
+            created_at=payment.create_time.isoformat(),
+        ),
+        invoice=RecordInvoice(
+            id=invoice.id,
+            number=invoice.doc_number or None,
+            date=invoice.txn_date.isoformat() if invoice.txn_date else None,
+            total=to_cents(invoice.total_amt),
+            open_balance=to_cents(invoice.balance),
+            memo=(invoice.customer_memo.value or None) if invoice.customer_memo else None,
+        ),
+        customer=RecordCustomer(id=customer.value if customer else None, name=customer.name if customer else None),
+        currency=currency.value if currency else DEFAULT_CURRENCY,
+        line_items=line_items(invoice),
+    )

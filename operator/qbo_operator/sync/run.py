@@ -6,15 +6,16 @@
 2. Refresh the access token if it expires within 5 minutes or was last refreshed over 20 h ago,
    persisting first (`qbo_operator.core.tokens`). A dead grant → phase Disconnected, Connected=False
    (TokenRevoked or RefreshTokenExpired), exit 1.
-3. Window: payments created at or after max(connectedAt, syncWatermark − 10 min).
-4. Stream payment pages (1000 rows); collect the invoices they link and read them in bulk,
-   `Id IN (…)` up to 1000 ids a request, carried across pages so invoice reads stay near
-   ⌈invoices/1000⌉. Map each (payment, invoice) pair; deliver in batches (≤ 500 records, < 5 MB).
-5. After each acknowledged batch, advance `status.syncWatermark` to T, where every payment created
-   before T has been delivered (or skipped, or rejected): T is the CreateTime of the oldest payment
-   not yet fully acknowledged, or of the newest one when all are. Payments sharing T's second on
-   both sides of a boundary are re-read next time (the 10-minute overlap) and Green Check drops the
-   repeats by external id. A crash anywhere loses nothing and duplicates nothing.
+3. Window: changes stamped (LastUpdatedTime) at or after max(connectedAt, syncWatermark), to payments
+   created at or after connectedAt (`_changes`: CDC when it holds them all, else keyset queries).
+4. Each changed payment becomes one payment set (`mapping`): its invoices are read in bulk, `Id IN (…)`
+   up to 1000 ids a request, with a cache, so invoice reads stay near ⌈invoices/1000⌉; a changed invoice
+   sends its payments again; a voided, unapplied, credit-only or deleted payment is an empty set, which
+   retracts whatever Green Check held. Sets go out in batches (≤ 500 sets and records, < 5 MB).
+5. After each acknowledged batch, advance `status.syncWatermark` (`ledger.Ledger.advance`: the change
+   time of the oldest set not yet settled, never past the run's start less 10 minutes) together with
+   `status.rejected`, the payments Green Check refused, which every run sends again until accepted. A
+   crash anywhere loses nothing; what is sent twice is `unchanged` at Green Check.
 6. Write `status.lastSync`, `lastSuccessfulSyncTime` (on Succeeded and PartiallySucceeded: the
    watermark covers the window either way), reset `webhook.eventsSinceLastSync`, and the `Synced`
    condition. Rejected records are named in the message and a Warning Event; the run is then
@@ -33,8 +34,8 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubernetes_asyncio.config import ConfigException
@@ -54,19 +55,27 @@ from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecret
 from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.status import CONNECTED, READY, SYNCED, ConditionStatus, ConditionType, Reason, set_condition
 from qbo_operator.core.token_secret import SecretMissing
-from qbo_operator.core.tokens import GrantDead, RefreshUnavailable, TokenManager
+from qbo_operator.core.tokens import AppCredentialsRejected, GrantDead, RefreshUnavailable, TokenManager
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
 from qbo_operator.sync.grouping import Group, Grouper
-from qbo_operator.sync.ledger import Ledger, window_start
+from qbo_operator.sync.ledger import SETTLE, Entry, Ledger, Rejection, window_start
 from qbo_operator.sync.mapping import is_voided, map_payment
 from qbo_operator.sync.preflight import KUBE_ERRORS, SyncFailed, load_integration, read_connection, wanted, why
 from qbo_operator.sync.qbo import QboClient, QboError, QboPolicy
-from qbo_operator.sync.qbo_models import Invoice, Payment
-from qbo_operator.sync.records import Batch, Batcher
+from qbo_operator.sync.qbo_models import Changes, Invoice, Payment
+from qbo_operator.sync.records import Batch, Batcher, PaymentSet
 
 log = logging.getLogger("qbo_operator.sync.run")
 
 COMPONENT = "qbo-operator-sync"
+CDC_LOOKBACK = timedelta(days=30) - timedelta(minutes=5)  # Intuit's 30 days, less a margin for clocks
+
+
+async def _once(items: Iterable[Payment]) -> AsyncIterator[list[Payment]]:
+    """A list of payments as a one-page stream."""
+    page = list(items)
+    if page:
+        yield page
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +104,11 @@ class SyncRun:
         self.trigger = trigger
         self.job_name = job_name
         self.started = utcnow()
-        self.ledger = Ledger()
+        self.ledger = Ledger(self.started, self.started - SETTLE)  # replaced once the window is known
         self.stats = self.ledger.stats
+        self.grouper = Grouper(tuning.page_size)
+        self._sent_tokens: dict[str, str] = {}  # payment id → SyncToken sent in this run
+        self._rejected_written: list[dict[str, str]] | None = None
         self.integration: Integration | None = None
         self.qbo: QboClient | None = None
         self.gc: GreenCheckClient | None = None
@@ -147,11 +159,20 @@ class SyncRun:
         self.watermark = integ.status.sync_watermark
         tokens = await self._fresh_tokens(app, secret_name)
         since = window_start(self.connected_at, self.watermark)
+        kept = integ.status.rejected.payments if integ.status.rejected else []
+        self.ledger = Ledger(
+            since,
+            self.started - SETTLE,
+            {r.payment_id: Rejection(r.payment_id, r.sync_token, r.reason) for r in kept},
+        )
+        self.stats = self.ledger.stats
+        self._rejected_written = self.ledger.rejected_status()
         log.info(
-            "syncing %s: QuickBooks company %s, payments created since %s%s",
+            "syncing %s: QuickBooks company %s, changes since %s to payments created since %s%s",
             self.ref,
             realm,
             rfc3339(since),
+            rfc3339(self.connected_at),
             " (dry run: nothing is sent)" if self.dry_run else "",
         )
         self.qbo = QboClient(app.api_url(integ.spec.environment), realm, tokens, QboPolicy.from_tuning(self.tuning))
@@ -163,7 +184,7 @@ class SyncRun:
                 self.settings.greencheck_service_provider_id,
                 GreenCheckPolicy.from_tuning(self.tuning),
             )
-        await self._read_and_deliver(Batcher(integ.spec.company_id, realm, max_records=self.tuning.batch_size), since)
+        await self._read_and_deliver(Batcher(integ.spec.company_id, realm, max_items=self.tuning.batch_size), since)
 
     async def _fresh_tokens(self, app: Settings, secret_name: str) -> TokenManager:
         """Refreshes (and persists) the tokens before the first QBO call; each failure becomes its reason."""
@@ -173,6 +194,8 @@ class SyncRun:
         except GrantDead as exc:
             await self._disconnected(exc)
             raise SyncFailed(None, str(exc)) from None
+        except AppCredentialsRejected as exc:
+            raise SyncFailed(Reason.APP_CREDENTIALS_INVALID, str(exc)) from None
         except RefreshUnavailable as exc:
             raise SyncFailed(Reason.QUICKBOOKS_UNAVAILABLE, f"{exc}; the next run retries") from None
         except KUBE_ERRORS as exc:
@@ -182,17 +205,16 @@ class SyncRun:
         return tokens
 
     async def _read_and_deliver(self, batcher: Batcher, since: datetime) -> None:
-        realm = batcher.realm_id
         try:
-            async for group in self._groups(since):
-                for payment, invoices in group:
-                    await self._emit(payment, invoices, realm, batcher)
+            await self._changes(batcher, since)
             last = batcher.flush()
             if last is not None:
                 await self._deliver(last)
         except GrantDead as exc:
             await self._disconnected(exc)
             raise SyncFailed(None, str(exc)) from None
+        except AppCredentialsRejected as exc:
+            raise SyncFailed(Reason.APP_CREDENTIALS_INVALID, str(exc)) from None
         except (SecretMissing, TokenSecretError) as exc:
             raise SyncFailed(Reason.JOB_FAILED, f"the token Secret changed under the run: {exc}") from None
         except (QboError, RefreshUnavailable) as exc:
@@ -206,42 +228,137 @@ class SyncRun:
         except KUBE_ERRORS as exc:
             raise SyncFailed(Reason.JOB_FAILED, f"Kubernetes API error during the run ({why(exc)})") from None
 
-    # --- reading: payment pages → groups of payments with their invoices ----------------------
+    # --- reading: what changed since the watermark ---------------------------------------------
 
-    async def _groups(self, since: datetime) -> AsyncIterator[list[tuple[Payment, dict[str, Invoice]]]]:
-        """Payments in CreateTime order with their invoices, in groups cut by `grouping.Grouper`."""
-        assert self.qbo is not None
-        grouper = Grouper(self.tuning.page_size)
-        async for page in self.qbo.payment_pages(since, self.tuning.page_size):
+    async def _changes(self, batcher: Batcher, since: datetime) -> None:
+        """Every payment set the window calls for (docs/sync.md "Reading QuickBooks"):
+
+        1. the payments Green Check refused before, sent again;
+        2. one CDC call (Payment, Invoice) when `since` is within Intuit's 30 days: below its 1,000-object
+           cap it is the whole change set (changed payments and invoices, deletes) in one request;
+        3. otherwise keyset queries on LastUpdatedTime for invoices and payments, and CDC for deletes;
+        4. the payments applied to a changed invoice, re-read by id (their records carry the invoice);
+        5. deleted payments as empty sets (Green Check retracts their records)."""
+        assert self.qbo is not None and self.connected_at is not None
+        await self._send_ids(list(self.ledger.rejected), batcher)
+        changes = await self._cdc(since)
+        if changes is not None and changes.complete:
             self.stats.pages += 1
+            self.grouper.remember(changes.invoices)
+            linked = {pid for inv in changes.invoices for pid in inv.payment_ids()}
+            ordered = sorted(changes.payments, key=lambda p: p.changed_at)
+            linked -= {p.id for p in ordered}
+            await self._send_ids(sorted(linked), batcher)
+            await self._send_deleted(changes.deleted.get("Payment", []), batcher)
+            await self._send_payments(_once(ordered), batcher, stream=True)
+            return
+        linked = set[str]()
+        async for invoices in self.qbo.changed(Invoice, since, page_size=self.tuning.page_size):
+            self.stats.pages += 1
+            self.grouper.remember(invoices)
+            linked.update(pid for inv in invoices for pid in inv.payment_ids())
+        await self._send_ids(sorted(linked), batcher)
+        await self._send_deleted(await self._deleted_payments(since, changes), batcher)
+        pages = self.qbo.changed(Payment, since, created_since=self.connected_at, page_size=self.tuning.page_size)
+        await self._send_payments(pages, batcher, stream=True)
+
+    async def _cdc(self, since: datetime) -> Changes | None:
+        """One CDC answer for payments and invoices, or None when `since` is past Intuit's look-back."""
+        assert self.qbo is not None
+        if since < utcnow() - CDC_LOOKBACK:
+            log.warning(
+                "the window starts %s, beyond CDC's 30 days: payments deleted before the last 30 days cannot "
+                "be seen (see docs/sync.md)",
+                rfc3339(since),
+            )
+            return None
+        return await self.qbo.cdc(["Payment", "Invoice"], since)
+
+    async def _deleted_payments(self, since: datetime, first: Changes | None) -> list[str]:
+        """Deleted payment ids when one CDC answer for both entities held the cap: ask for payments alone,
+        and move `changedSince` forward past each capped answer (Intuit answers oldest first)."""
+        assert self.qbo is not None
+        if first is None:
+            return []
+        deleted: dict[str, None] = dict.fromkeys(first.deleted.get("Payment", []))
+        answer, at = first, since
+        while not answer.complete:
+            answer = await self.qbo.cdc(["Payment"], at)
+            deleted.update(dict.fromkeys(answer.deleted.get("Payment", [])))
+            newest = max((p.changed_at for p in answer.payments), default=at)
+            if answer.complete or newest <= at:
+                if not answer.complete:
+                    log.warning("more than 1,000 payments changed at %s; deletes in that second may be missed", at)
+                break
+            at = newest
+        return list(deleted)
+
+    async def _send_ids(self, ids: list[str], batcher: Batcher) -> None:
+        """Payments named by id (refused before, or applied to a changed invoice): read and sent again;
+        one that no longer exists is sent as an empty set."""
+        assert self.qbo is not None
+        if not ids:
+            return
+        found = await self.qbo.read(Payment, ids, chunk=self.tuning.page_size)
+        self.stats.pages += 1
+        await self._send_payments(_once([found[i] for i in ids if i in found]), batcher, stream=False)
+        await self._send_deleted([i for i in ids if i not in found], batcher)
+
+    async def _send_deleted(self, ids: list[str], batcher: Batcher) -> None:
+        for payment_id in ids:
+            if payment_id in self._sent_tokens:
+                continue
+            self._sent_tokens[payment_id] = "deleted"
+            self.stats.skip_reasons["deleted"] += 1
+            self.stats.payments_skipped += 1
+            entry = self.ledger.open(payment_id, "deleted")
+            await self._hand(entry, PaymentSet(payment_id=payment_id, records=[]), batcher)
+
+    async def _send_payments(self, pages: AsyncIterator[list[Payment]], batcher: Batcher, *, stream: bool) -> None:
+        """Payments with their invoices (`grouping.Grouper`), mapped and handed to the batcher.
+
+        `stream`: the payments come in change order and their change times may move the watermark."""
+        async for group in self._groups(pages):
+            for payment, invoices in group:
+                await self._emit(payment, invoices, batcher, stream)
+
+    async def _groups(
+        self, pages: AsyncIterator[list[Payment]]
+    ) -> AsyncIterator[list[tuple[Payment, dict[str, Invoice]]]]:
+        grouper = self.grouper
+        async for page in pages:
             self.stats.payments_read += len(page)
             for payment in page:
+                if self._sent_tokens.get(payment.id) == payment.sync_token:
+                    continue  # sent already in this run (a changed invoice's payment)
                 ids = [] if self._skippable(payment) else payment.invoice_ids()
                 if not grouper.fits(ids) and (full := grouper.close()) is not None:
-                    yield await self._resolve(grouper, full)
+                    yield await self._resolve(full)
                 grouper.add(payment, ids)
             self._progress()
         if (last := grouper.close()) is not None:
-            yield await self._resolve(grouper, last)
+            yield await self._resolve(last)
 
     def _skippable(self, payment: Payment) -> bool:
         assert self.connected_at is not None
         return payment.create_time < self.connected_at or is_voided(payment)
 
-    async def _resolve(self, grouper: Grouper, group: Group) -> list[tuple[Payment, dict[str, Invoice]]]:
+    async def _resolve(self, group: Group) -> list[tuple[Payment, dict[str, Invoice]]]:
         """Read the group's missing invoices in bulk, and the payment methods' names when first needed."""
         assert self.qbo is not None
         found = await self.qbo.read_invoices(list(group.need), chunk=self.tuning.page_size) if group.need else {}
         unnamed = any(p.payment_method_ref and not p.payment_method_ref.name for p in group.payments)
         if self._payment_methods is None and unnamed:
             self._payment_methods = await self._read_payment_methods()
-        return grouper.resolve(group, found)
+        return self.grouper.resolve(group, found)
 
     async def _read_payment_methods(self) -> dict[str, str]:
-        """PaymentMethodRef usually carries only an id: one query names them all (at most once a run)."""
+        """PaymentMethodRef carries only an id: one query names them all, inactive ones too (at most once a run)."""
         assert self.qbo is not None
         try:
-            qr = await self.qbo.query("SELECT * FROM PaymentMethod STARTPOSITION 1 MAXRESULTS 1000")
+            qr = await self.qbo.query(
+                "SELECT * FROM PaymentMethod WHERE Active IN (true, false) STARTPOSITION 1 MAXRESULTS 1000"
+            )
         except QboError as exc:
             log.warning("could not read payment methods (%s); their payment type is 'unknown'", exc)
             return {}
@@ -254,51 +371,68 @@ class SyncRun:
 
     # --- mapping and delivery -----------------------------------------------------------------
 
-    async def _emit(self, payment: Payment, invoices: dict[str, Invoice], realm: str, batcher: Batcher) -> None:
-        """Map one payment and hand its records to the batcher (or print them: dry run), in the ledger."""
+    async def _emit(self, payment: Payment, invoices: dict[str, Invoice], batcher: Batcher, stream: bool) -> None:
+        """Map one payment and hand its set to the batcher (or print it: dry run), in the ledger."""
         assert self.connected_at is not None
-        mapped = map_payment(payment, invoices, realm, self.connected_at, self._payment_methods)
+        mapped = map_payment(payment, invoices, batcher.realm_id, self.connected_at, self._payment_methods)
         for skip in mapped.skips:
             self.stats.skip_reasons[str(skip.reason)] += 1
-        if not mapped.records:
+        if mapped.payment_set is None or not mapped.payment_set.records:
             self.stats.payments_skipped += 1
-        entry = self.ledger.open(payment.create_time, len(mapped.records))
-        for record in mapped.records:
-            if self.dry_run:
-                sys.stdout.write(record.model_dump_json() + "\n")
-                self.ledger.printed(entry)
-                continue
-            try:
-                full = batcher.add(record)
-            except ValueError as exc:
-                self.ledger.refuse(entry, record.external_id, str(exc))
-                continue
-            self.ledger.sent(entry, record.external_id, record.payment.amount)
-            if full is not None:
-                await self._deliver(full)
+        if mapped.payment_set is None:  # created before the connection: never delivered, nothing to correct
+            return
+        self._sent_tokens[payment.id] = payment.sync_token
+        entry = self.ledger.open(payment.id, payment.sync_token, payment.changed_at if stream else None)
+        await self._hand(entry, mapped.payment_set, batcher)
+
+    async def _hand(self, entry: Entry, payment_set: PaymentSet, batcher: Batcher) -> None:
         if self.dry_run:
-            self.ledger.advance()
+            sys.stdout.write(payment_set.model_dump_json() + "\n")
+            self.ledger.printed(entry)
+            return
+        try:
+            full = batcher.add(payment_set)
+        except ValueError as exc:
+            self.ledger.refuse(entry, str(exc))
+            return
+        self.ledger.sent(entry, payment_set)
+        if full is not None:
+            await self._deliver(full)
 
     async def _deliver(self, batch: Batch) -> None:
-        """Send one batch; record the watermark it allows (see the module docstring, step 5)."""
+        """Send one batch; record the watermark (and the rejected list) it allows (module docstring, step 5)."""
         assert self.gc is not None
         self.ledger.acknowledge(await self.gc.deliver(batch))
-        watermark = self.ledger.advance()
-        if watermark is not None and (self.watermark is None or watermark > self.watermark):
-            await self._patch_status({"syncWatermark": rfc3339(watermark)})
-            self.watermark = watermark
+        await self._checkpoint(self.ledger.advance())
         self._progress()
+
+    async def _checkpoint(self, watermark: datetime) -> None:
+        """The watermark and the rejected list together, so a refused payment is never behind the watermark
+        without being in the list."""
+        rejected = self.ledger.rejected_status()
+        moved = self.watermark is None or watermark > self.watermark
+        if not moved and rejected == self._rejected_written:
+            return
+        status: dict[str, Any] = {"rejected": {"count": len(rejected), "payments": rejected}}
+        if moved:
+            status["syncWatermark"] = rfc3339(watermark)
+        await self._patch_status(status)
+        self._rejected_written = rejected
+        if moved:
+            self.watermark = watermark
 
     def _progress(self) -> None:
         s = self.stats
         log.info(
-            "progress: %d pages, %d payments read, %d records sent (%d new, %d already there, %d rejected), "
-            "%d QuickBooks and %d Green Check requests",
+            "progress: %d pages, %d payments read, %d payment sets sent (records: %d created, %d updated, "
+            "%d retracted, %d unchanged; %d payments rejected), %d QuickBooks and %d Green Check requests",
             s.pages,
             s.payments_read,
-            s.records_sent,
-            s.created,
-            s.duplicate,
+            s.sets_sent,
+            s.records["created"],
+            s.records["updated"],
+            s.records["retracted"],
+            s.records["unchanged"],
             len(s.rejected),
             self.qbo.requests if self.qbo else 0,
             self.gc.requests if self.gc else 0,
@@ -352,6 +486,9 @@ class SyncRun:
             "paymentsSynced": self.stats.payments_synced,
             "paymentsSkipped": self.stats.payments_skipped,
             "recordsRejected": len(self.stats.rejected),
+            "recordsCreated": self.stats.records["created"],
+            "recordsUpdated": self.stats.records["updated"],
+            "recordsRetracted": self.stats.records["retracted"],
             "amountSyncedCents": self.stats.amount_cents,
             "qboRequests": self.qbo.requests if self.qbo else 0,
             "greenCheckRequests": self.gc.requests if self.gc else 0,
@@ -359,21 +496,23 @@ class SyncRun:
         }
 
     async def _finish_ok(self) -> int:
-        # Everything in the window is acknowledged: the watermark may move to the newest payment.
-        watermark = self.ledger.advance()
+        # Every change up to the run's start is acknowledged: the watermark may move to the ceiling.
+        watermark = self.ledger.finish()
         rejected = bool(self.stats.rejected)
         result = SyncResult.PARTIALLY_SUCCEEDED if rejected else SyncResult.SUCCEEDED
         message = self.stats.summary()
         if self.dry_run:
-            log.info("dry run finished: %s (%d records printed)", message, self.stats.records_sent)
+            log.info("dry run finished: %s (%d payment sets printed)", message, self.stats.sets_sent)
             return 0
         status: dict[str, Any] = {
             "lastSync": self._last_sync(result, message),
             "lastSuccessfulSyncTime": rfc3339(utcnow()),
             "webhook": {"eventsSinceLastSync": 0},
         }
-        if watermark is not None and (self.watermark is None or watermark > self.watermark):
+        if self.watermark is None or watermark > self.watermark:
             status["syncWatermark"] = rfc3339(watermark)
+        kept = self.ledger.rejected_status()
+        status["rejected"] = {"count": len(kept), "payments": kept}
         reason = Reason.RECORDS_REJECTED if rejected else Reason.SUCCEEDED
         try:
             await self._patch_with_conditions(status, [(SYNCED, "True", reason, message)])
@@ -391,7 +530,7 @@ class SyncRun:
         if self.dry_run or self.integration is None or not exc.record:
             return
         done = self.stats.summary()
-        full = f"{message} (before failing: {done})" if self.stats.records_sent or self.stats.payments_read else message
+        full = f"{message} (before failing: {done})" if self.stats.sets_sent or self.stats.payments_read else message
         conditions: list[tuple[ConditionType, ConditionStatus, str, str]] = (
             [(SYNCED, "False", exc.reason, full)] if exc.reason else []
         )
