@@ -1,21 +1,21 @@
 """Green Check client (docs/greencheck.md §2); the contract's records and their batching are in `records`.
 
 The ingestion endpoint is an assumed contract, so everything the sync needs goes through one small
-call, `GreenCheckClient.deliver(batch) -> list[Result]`: point `GREENCHECK_API_URL` elsewhere or
+call, `GreenCheckClient.deliver(batch) -> list[PaymentResult]`: point `GREENCHECK_API_URL` elsewhere or
 replace this module and nothing else changes.
 
 - Token: `POST /auth/token` (client credentials), cached until shortly before `expires_at`, which is
   read both ways the docs disagree on (below 10^9: seconds from now; else a Unix time). A 403
   `EXPIRED_TOKEN` fetches a new token and retries once.
-- Batches: ≤ 500 records and < 5 MB, measured on the exact bytes sent (`encode_record`/`encode_body`).
-  `Idempotency-Key` = hex sha256 of the batch's sorted external ids.
-- 413 (too large) and 422 (validation) split the batch in half and retry the halves, so one bad
-  record cannot block the others; a single record that still gets 422 is returned as `rejected`
-  with Green Check's details. A 422 for a reused Idempotency-Key on a one-record batch means the
-  same record went out under that key before (a crash between send and checkpoint): `duplicate`.
-- A replayed answer (`Idempotent-Replayed: true`) that does not answer this client's own unanswered
-  attempt repeats what an earlier request created: those records count as `duplicate`, so run
-  statistics stay true (the header is the common convention; without it counts may run high).
+- Batches: payment sets, each replacing one payment's records at Green Check as a unit; ≤ 500 sets,
+  ≤ 500 records and < 5 MB, measured on the exact bytes sent (`encode_payment_set`/`encode_body`).
+  `Idempotency-Key` = hex sha256 of the body, so a retry of the same bytes is answered from Green
+  Check's store and any other body is a new request.
+- 413 (too large) and 422 (validation) split the batch by payment sets in halves and retry the halves, so
+  one bad set cannot block the others; a single set that still gets 422 is returned as `rejected` with
+  Green Check's details (nothing of that payment changed).
+- A replayed answer (`Idempotent-Replayed: true`) is just the answer: re-applying a set is harmless
+  (replace semantics), and the results say what the first request changed.
 - 429 waits until `X-RateLimit-Reset` (or `Retry-After`); 5xx, timeouts and malformed answers back
   off exponentially with jitter, bounded (`transport.Transport`). Every failure is logged with
   `x-amzn-requestid`."""
@@ -37,15 +37,15 @@ from qbo_operator.core.config import Tuning
 from qbo_operator.core.redaction import redact
 from qbo_operator.sync.records import (
     MAX_BODY_BYTES,
-    MAX_RECORDS,
+    MAX_ITEMS,
     Batch,
     IngestResponse,
-    Record,
-    Result,
+    PaymentResult,
+    PaymentSet,
     ResultError,
     TokenReply,
     encode_body,
-    encode_record,
+    encode_payment_set,
     idempotency_key,
 )
 from qbo_operator.sync.transport import Throttled, Transient, Transport, TransportClient, retry_after
@@ -77,10 +77,9 @@ class _Expired(Exception):
 class _Split(Exception):
     """The server refused this body as a whole (413 or 422): retry it in halves."""
 
-    def __init__(self, status: int, reason: str, idempotency_conflict: bool, details: list[ResultError]) -> None:
+    def __init__(self, status: int, reason: str, details: list[ResultError]) -> None:
         super().__init__(reason)
         self.status = status
-        self.idempotency_conflict = idempotency_conflict
         self.details = details
 
 
@@ -132,8 +131,6 @@ class GreenCheckClient(TransportClient):
         self._token: str | None = None
         self._token_expiry = 0.0
         self._token_lock = asyncio.Lock()
-        self._sent_keys: set[str] = set()
-        self._acked_keys: set[str] = set()
 
     # --- token --------------------------------------------------------------------------------
 
@@ -175,63 +172,55 @@ class GreenCheckClient(TransportClient):
 
     # --- delivery -----------------------------------------------------------------------------
 
-    async def deliver(self, batch: Batch) -> list[Result]:
-        """Send one batch; one Result per record, in the batch's order (created, duplicate or rejected)."""
-        if not batch.records:
+    async def deliver(self, batch: Batch) -> list[PaymentResult]:
+        """Send one batch; one PaymentResult per payment set (applied, or rejected with Green Check's errors)."""
+        sets = list(batch.payments)
+        if not sets:
             return []
-        if len(batch.records) > MAX_RECORDS:
-            raise ValueError(f"a batch holds at most {MAX_RECORDS} records")
-        if batch.encoded is not None and len(batch.encoded) == len(batch.records):
+        if len(sets) > MAX_ITEMS or batch.records_count > MAX_ITEMS:
+            raise ValueError(f"a batch holds at most {MAX_ITEMS} payment sets and {MAX_ITEMS} records")
+        if len({s.payment_id for s in sets}) != len(sets):
+            raise ValueError("a batch must not repeat a payment_id")
+        if batch.encoded is not None and len(batch.encoded) == len(sets):
             encoded = list(batch.encoded)
         else:
-            encoded = [encode_record(r) for r in batch.records]
-        by_id = {r.external_id: r for r in batch.records}
-        if len(by_id) != len(batch.records):
-            raise ValueError("a batch must not repeat an external_id")
-        results = await self._deliver_encoded(batch, list(batch.records), encoded)
-        return results
+            encoded = [encode_payment_set(s) for s in sets]
+        return await self._deliver_sets(batch, sets, encoded)
 
-    async def _deliver_encoded(self, batch: Batch, records: list[Record], encoded: list[bytes]) -> list[Result]:
+    async def _deliver_sets(self, batch: Batch, sets: list[PaymentSet], encoded: list[bytes]) -> list[PaymentResult]:
         try:
-            return await self._send_batch(batch, records, encoded)
+            return await self._send_batch(batch, sets, encoded)
         except _Split as split:
-            if len(records) == 1:
-                rid = records[0].external_id
-                if split.idempotency_conflict:
-                    log.info("Green Check already holds %s under its idempotency key: counted as duplicate", rid)
-                    return [Result(external_id=rid, status="duplicate")]
+            if len(sets) == 1:
+                pid = sets[0].payment_id
                 if split.status == 413:
                     raise GreenCheckError(
-                        f"Green Check refused record {rid} as too large (413) even on its own"
+                        f"Green Check refused payment {pid} as too large (413) even on its own"
                     ) from None
-                return [Result(external_id=rid, status="rejected", errors=split.details)]
-            half = len(records) // 2
-            log.info("Green Check answered %d to %d records: retrying in halves", split.status, len(records))
-            first = await self._deliver_encoded(batch, records[:half], encoded[:half])
-            second = await self._deliver_encoded(batch, records[half:], encoded[half:])
+                return [PaymentResult(payment_id=pid, status="rejected", errors=split.details)]
+            half = len(sets) // 2
+            log.info("Green Check answered %d to %d payment sets: retrying in halves", split.status, len(sets))
+            first = await self._deliver_sets(batch, sets[:half], encoded[:half])
+            second = await self._deliver_sets(batch, sets[half:], encoded[half:])
             return first + second
 
-    async def _send_batch(self, batch: Batch, records: list[Record], encoded: list[bytes]) -> list[Result]:
+    async def _send_batch(self, batch: Batch, sets: list[PaymentSet], encoded: list[bytes]) -> list[PaymentResult]:
         body = encode_body(batch.realm_id, encoded)
-        if len(body) >= MAX_BODY_BYTES and len(records) > 1:
-            raise _Split(413, "body over the size limit", False, [])
-        key = idempotency_key([r.external_id for r in records])
+        if len(body) >= MAX_BODY_BYTES and len(sets) > 1:
+            raise _Split(413, "body over the size limit", [])
+        key = idempotency_key(body)
         path = f"/service-providers/{self._sp}/crbs/{batch.crb_id}/sales/invoice-payments"
 
-        async def once() -> list[Result]:
+        async def once() -> list[PaymentResult]:
             for attempt in range(2):
                 token = await self._access_token(force=attempt > 0)
-                # A replay answers our own unanswered attempt (a timeout, a 5xx) only if this process sent
-                # the key and got no answer yet; otherwise it repeats an earlier request's news.
-                ours = key in self._sent_keys and key not in self._acked_keys
-                self._sent_keys.add(key)
                 resp = await self._post(
                     path,
                     content=body,
                     headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
                 )
                 try:
-                    results = self._results(resp, records)
+                    return self._results(resp, sets)
                 except _Expired:
                     if attempt:
                         raise GreenCheckError(
@@ -240,18 +229,11 @@ class GreenCheckClient(TransportClient):
                             resp.headers.get("x-amzn-requestid"),
                         ) from None
                     log.info("Green Check token expired (403 EXPIRED_TOKEN): fetching a new one")
-                    continue
-                self._acked_keys.add(key)
-                if not ours and resp.headers.get("Idempotent-Replayed", "").lower() == "true":
-                    results = [
-                        r.model_copy(update={"status": "duplicate"}) if r.status == "created" else r for r in results
-                    ]
-                return results
             raise AssertionError("unreachable")  # pragma: no cover
 
         return await self._transport.retrying(once)
 
-    def _results(self, resp: httpx.Response, records: list[Record]) -> list[Result]:
+    def _results(self, resp: httpx.Response, sets: list[PaymentSet]) -> list[PaymentResult]:
         rid = resp.headers.get("x-amzn-requestid")
         status = resp.status_code
         if status == 200:
@@ -259,26 +241,25 @@ class GreenCheckClient(TransportClient):
                 parsed = IngestResponse.model_validate_json(resp.content)
             except ValidationError:
                 raise Transient("Green Check answered 200 with an unreadable body", rid) from None
-            by_id = {r.external_id: r for r in parsed.results}
-            missing = [r.external_id for r in records if r.external_id not in by_id]
+            by_id = {r.payment_id: r for r in parsed.results}
+            missing = [s.payment_id for s in sets if s.payment_id not in by_id]
             if missing:
                 raise GreenCheckError(
-                    f"Green Check's answer lacks results for {len(missing)} of {len(records)} records "
+                    f"Green Check's answer lacks results for {len(missing)} of {len(sets)} payments "
                     f"(first: {missing[0]}); nothing from this batch is counted as delivered",
                     rid,
                 )
-            return [by_id[r.external_id] for r in records]
+            return [by_id[s.payment_id] for s in sets]
         data = _json(resp)
         details = data.get("details") if isinstance(data, dict) else None
         if status == 403 and details == "EXPIRED_TOKEN":
             raise _Expired()
         if status == 413:
             log.warning("Green Check: 413 request too large (x-amzn-requestid %s)", rid)
-            raise _Split(413, "request too large", False, [])
+            raise _Split(413, "request too large", [])
         if status == 422:
-            conflict = isinstance(details, dict) and any("idempotency" in str(k).lower() for k in details)
             log.warning("Green Check: 422 %s (x-amzn-requestid %s)", self._said(resp), rid)
-            raise _Split(422, self._said(resp), conflict, _details(details))
+            raise _Split(422, self._said(resp), _details(details))
         self._check_transient(resp)
         if status in (401, 403):
             raise GreenCheckError(
@@ -339,11 +320,13 @@ def _message(resp: httpx.Response, known: tuple[str, ...] = ()) -> str:
 
 
 def _details(details: Any) -> list[ResultError]:
+    """Green Check's 422 details for a one-set request, fields named from the set (`records[0].invoice.total`)."""
     if isinstance(details, dict):
         out = []
         for key, value in details.items():
             msg = value.get("message") if isinstance(value, dict) else value
-            out.append(ResultError(field=str(key).removeprefix("body.records[0]."), message=redact(str(msg), 200)))
+            field = str(key).removeprefix("body.payments[0].")
+            out.append(ResultError(field=field, message=redact(str(msg), 200)))
         return out
     if isinstance(details, str):
         return [ResultError(message=redact(details, 200))]
