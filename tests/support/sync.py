@@ -78,29 +78,48 @@ def cents(value: Any) -> int:
 
 
 def expected_records(sb: QboSandbox, realm: str, connected_at: datetime) -> dict[str, dict[str, Any]]:
-    """external_id → {payment id, invoice id, applied cents}: what Green Check must end up holding.
+    """external_id → {payment, invoice, amount (cash cents), credit (cents), doc_number, total, balance}: what
+    Green Check must hold now, given the company's books as they are.
 
-    Written from the sandbox's raw Intuit JSON without the product's mapping code: payments created
-    at or after connectedAt, not voided, one record per invoice they are applied to."""
+    Written from the sandbox's raw Intuit JSON without the product's mapping code: payments created at or
+    after connectedAt and not voided; a line linked to an Invoice is owed money settled, any other link is a
+    credit; the credit is taken by the invoices in the order the lines name them, each as much as it can,
+    and what is left on each invoice is cash. A payment with no cash on any invoice delivers nothing."""
     company = sb.companies[realm]
     out: dict[str, dict[str, Any]] = {}
     for pay in company.payments.values():
-        created = parse_time(pay["MetaData"]["CreateTime"])
-        if created < connected_at:
+        if parse_time(pay["MetaData"]["CreateTime"]) < connected_at:
             continue
         if str(pay.get("PrivateNote", "")).startswith("Voided") and Decimal(str(pay["TotalAmt"])) == 0:
             continue
-        applied: dict[str, int] = {}
+        owed: dict[str, int] = {}
+        credit = 0
         for line in pay.get("Line", []):
+            kinds = {link["TxnType"] for link in line.get("LinkedTxn", [])}
             for link in line.get("LinkedTxn", []):
-                if link["TxnType"] == "Invoice" and link["TxnId"] in company.invoices:
-                    applied[link["TxnId"]] = applied.get(link["TxnId"], 0) + cents(line["Amount"])
-        for inv_id, amount in applied.items():
+                if link["TxnType"] == "Invoice":
+                    owed[link["TxnId"]] = owed.get(link["TxnId"], 0) + cents(line["Amount"])
+            if kinds - {"Invoice"}:
+                credit += cents(line["Amount"])
+        shares: list[tuple[str, int, int]] = []
+        for inv_id, amount in owed.items():
+            take = min(credit, max(amount, 0))
+            credit -= take
+            shares.append((inv_id, amount - take, take))
+        if all(cash == 0 for _, cash, _ in shares):
+            continue
+        for inv_id, cash, take in shares:
+            invoice = company.invoices.get(inv_id)
+            if invoice is None:
+                continue
             out[f"qbo:{realm}:payment:{pay['Id']}:invoice:{inv_id}"] = {
                 "payment": pay["Id"],
                 "invoice": inv_id,
-                "amount": amount,
-                "doc_number": company.invoices[inv_id].get("DocNumber"),
+                "amount": cash,
+                "credit": take,
+                "doc_number": invoice.get("DocNumber"),
+                "total": cents(invoice["TotalAmt"]),
+                "balance": cents(invoice["Balance"]),
             }
     return out
 

@@ -108,6 +108,7 @@ class SyncRun:
         self.stats = self.ledger.stats
         self.grouper = Grouper(tuning.page_size)
         self._sent_tokens: dict[str, str] = {}  # payment id → SyncToken sent in this run
+        self._linked: dict[str, datetime] = {}  # payments of changed invoices not sent yet → invoice change time
         self._rejected_written: list[dict[str, str]] | None = None
         self.integration: Integration | None = None
         self.qbo: QboClient | None = None
@@ -236,31 +237,40 @@ class SyncRun:
         1. the payments Green Check refused before, sent again;
         2. one CDC call (Payment, Invoice) when `since` is within Intuit's 30 days: below its 1,000-object
            cap it is the whole change set (changed payments and invoices, deletes) in one request;
-        3. otherwise keyset queries on LastUpdatedTime for invoices and payments, and CDC for deletes;
-        4. the payments applied to a changed invoice, re-read by id (their records carry the invoice);
-        5. deleted payments as empty sets (Green Check retracts their records)."""
+           otherwise keyset queries on LastUpdatedTime for invoices and payments, and CDC for deletes;
+        3. deleted payments as empty sets (Green Check retracts their records);
+        4. the changed payments, in change order (their change times move the watermark);
+        5. the payments applied to a changed invoice and not changed themselves, read by id (their records
+           carry the invoice). Until sent, each holds the watermark at its invoice's change time."""
         assert self.qbo is not None and self.connected_at is not None
         await self._send_ids(list(self.ledger.rejected), batcher)
         changes = await self._cdc(since)
+        payments: AsyncIterator[list[Payment]]
         if changes is not None and changes.complete:
             self.stats.pages += 1
-            self.grouper.remember(changes.invoices)
-            linked = {pid for inv in changes.invoices for pid in inv.payment_ids()}
-            ordered = sorted(changes.payments, key=lambda p: p.changed_at)
-            linked -= {p.id for p in ordered}
-            await self._send_ids(sorted(linked), batcher)
-            await self._send_deleted(changes.deleted.get("Payment", []), batcher)
-            await self._send_payments(_once(ordered), batcher, stream=True)
-            return
-        linked = set[str]()
-        async for invoices in self.qbo.changed(Invoice, since, page_size=self.tuning.page_size):
-            self.stats.pages += 1
-            self.grouper.remember(invoices)
-            linked.update(pid for inv in invoices for pid in inv.payment_ids())
-        await self._send_ids(sorted(linked), batcher)
-        await self._send_deleted(await self._deleted_payments(since, changes), batcher)
-        pages = self.qbo.changed(Payment, since, created_since=self.connected_at, page_size=self.tuning.page_size)
-        await self._send_payments(pages, batcher, stream=True)
+            self._note_invoices(changes.invoices)
+            deleted = changes.deleted.get("Payment", [])
+            payments = _once(sorted(changes.payments, key=lambda p: p.changed_at))
+        else:
+            async for invoices in self.qbo.changed(Invoice, since, page_size=self.tuning.page_size):
+                self.stats.pages += 1
+                self._note_invoices(invoices)
+            deleted = await self._deleted_payments(since, changes)
+            payments = self.qbo.changed(
+                Payment, since, created_since=self.connected_at, page_size=self.tuning.page_size
+            )
+        await self._send_deleted(deleted, batcher)
+        await self._send_payments(payments, batcher, stream=True)
+        await self._send_ids(sorted(self._linked), batcher)
+        self._linked.clear()
+
+    def _note_invoices(self, invoices: list[Invoice]) -> None:
+        """Changed invoices: cached as read, and their payments noted (with the earliest such change)."""
+        self.grouper.remember(invoices)
+        for invoice in invoices:
+            for payment_id in invoice.payment_ids():
+                held = self._linked.get(payment_id)
+                self._linked[payment_id] = invoice.changed_at if held is None else min(held, invoice.changed_at)
 
     async def _cdc(self, since: datetime) -> Changes | None:
         """One CDC answer for payments and invoices, or None when `since` is past Intuit's look-back."""
@@ -382,6 +392,7 @@ class SyncRun:
         if mapped.payment_set is None:  # created before the connection: never delivered, nothing to correct
             return
         self._sent_tokens[payment.id] = payment.sync_token
+        self._linked.pop(payment.id, None)
         entry = self.ledger.open(payment.id, payment.sync_token, payment.changed_at if stream else None)
         await self._hand(entry, mapped.payment_set, batcher)
 
@@ -403,7 +414,7 @@ class SyncRun:
         """Send one batch; record the watermark (and the rejected list) it allows (module docstring, step 5)."""
         assert self.gc is not None
         self.ledger.acknowledge(await self.gc.deliver(batch))
-        await self._checkpoint(self.ledger.advance())
+        await self._checkpoint(min(self.ledger.advance(), *self._linked.values(), self.ledger.ceiling))
         self._progress()
 
     async def _checkpoint(self, watermark: datetime) -> None:
