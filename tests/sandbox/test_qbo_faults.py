@@ -178,7 +178,7 @@ async def _payments(
     )
     assert explicit.status_code == 201, explicit.text
     payment = explicit.json()["payment"]
-    assert payment["TotalAmt"] == 1.0 and payment["PaymentMethodRef"]["name"] == "ACH/EFT"
+    assert payment["TotalAmt"] == 1.0 and payment["PaymentMethodRef"] == {"value": "5"}
     bad = await ctl.post(f"/companies/{realm}/payments", json={"invoice_ids": [invoice["Id"]], "amounts": ["-1"]})
     assert bad.status_code == 400 and "positive" in bad.json()["error"]
     assert (await ctl.post("/companies/000/payments", json={"n": 1})).status_code == 404

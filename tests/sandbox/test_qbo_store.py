@@ -58,7 +58,7 @@ def test_create_void_delete_follow_intuit(sandbox: QboSandbox, clock: FakeClock)
     payment = sandbox.create_payment(realm, [i["Id"] for i in same_customer], method="Check", ref_num="1042",
                                      unapplied="5.00")  # fmt: skip
     assert payment["TotalAmt"] == sum(balances) + Decimal("5.00")
-    assert payment["PaymentRefNum"] == "1042" and payment["PaymentMethodRef"] == {"value": "2", "name": "Check"}
+    assert payment["PaymentRefNum"] == "1042" and payment["PaymentMethodRef"] == {"value": "2"}
     assert [ln["LinkedTxn"] for ln in payment["Line"]] == [
         [{"TxnId": i["Id"], "TxnType": "Invoice"}] for i in same_customer
     ]
@@ -99,7 +99,7 @@ def test_create_void_delete_follow_intuit(sandbox: QboSandbox, clock: FakeClock)
         ({"invoice_ids": ["@first"], "amounts": ["1.001"]}, "two decimal places"),
         ({"invoice_ids": ["@first"], "amounts": ["1", "2"]}, "same length"),
         ({"invoice_ids": ["@first", "@other"]}, "cannot mix customers"),
-        ({"invoice_ids": ["@first"], "method": "Bitcoin"}, "unknown payment method"),
+        ({"invoice_ids": ["@first"], "method": " "}, "needs a name"),
         ({"invoice_ids": []}, "exactly one customer"),
         ({"invoice_ids": [], "customer_id": "@customer"}, "must apply"),
         ({"invoice_ids": ["@first"], "unapplied": "-1"}, "negative"),
@@ -166,7 +166,7 @@ def test_payment_total(
         ([("1", "10.00")], [], "-1.00", "Check", "cannot be negative"),
         ([("1", "10.00")], [("9", "20.00")], "0.00", "Check", "credits exceed"),
         ([], [], "0.00", "Check", "must apply to an invoice"),
-        ([("1", "10.00")], [], "0.00", "Bitcoin", "unknown payment method"),
+        ([("1", "10.00")], [], "0.00", "", "needs a name"),
     ],
 )
 def test_payment_total_refuses(

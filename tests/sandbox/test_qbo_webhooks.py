@@ -65,7 +65,7 @@ async def test_cloudevents_signed_batched_and_typed(make_sandbox: SandboxFactory
         assert sb.webhook_deliveries == [], "history is not announced"
         clock.advance(10)
         async with sb.serve():
-            created = sb.generate_payments(realm, n=40, seed=2)
+            created = sb.generate_payments(realm, n=40, seed=4)
             voided = [p["Id"] for p in created if p.get("PrivateNote", "").startswith("Voided")]
             sb.delete_payment(realm, created[0]["Id"])
             assert await sb.wait_webhooks(10)

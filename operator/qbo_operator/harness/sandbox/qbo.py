@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import random
 import secrets
 import threading
 import time
@@ -25,6 +26,7 @@ from aiohttp.typedefs import Middleware
 from qbo_operator.harness.sandbox import qbo_api, qbo_control, qbo_oauth
 from qbo_operator.harness.sandbox.faults import Faults, Handler
 from qbo_operator.harness.sandbox.qbo_api import INTUIT_LIMITS, Throttle, ThrottleLimits, limits_json
+from qbo_operator.harness.sandbox.qbo_edits import Bookkeeping
 from qbo_operator.harness.sandbox.qbo_generator import (
     generate_new_payments,
     next_payment_time,
@@ -91,7 +93,7 @@ def _tid() -> str:
     return f"1-{secrets.token_hex(4)}-{secrets.token_hex(12)}"
 
 
-class QboSandbox:
+class QboSandbox(Bookkeeping):
     """Intuit's QuickBooks Online, imitated closely enough for Intuit's own client to work unchanged."""
 
     def __init__(
@@ -119,6 +121,7 @@ class QboSandbox:
         fault_seed: int = 0,
         app_name: str = "Green Check for QuickBooks",
         control_from_anywhere: bool = False,
+        tie_shuffle_seed: int | None = None,
     ) -> None:
         self.client_id = client_id
         self.redirect_uris = redirect_uris = _redirect_uris(client_id, client_secret, redirect_uri)
@@ -151,6 +154,17 @@ class QboSandbox:
         )
         self.control_from_anywhere = control_from_anywhere
         self.base_url: str | None = None
+        self.tie_shuffle_seed = tie_shuffle_seed
+        self.queries_answered = 0  # with tie_shuffle_seed, each query shuffles ties differently
+
+    def tie_rng(self) -> random.Random | None:
+        """The order for rows that tie on the ORDERBY field in the next query: None (by Id ascending), or a
+        seeded shuffle that differs on every query (Intuit documents no tiebreaker)."""
+        with self.lock:
+            self.queries_answered += 1
+            if self.tie_shuffle_seed is None:
+                return None
+            return random.Random(f"{self.tie_shuffle_seed}:{self.queries_answered}")
 
     # --- clock --------------------------------------------------------------------------------
 
@@ -169,13 +183,16 @@ class QboSandbox:
 
     # --- companies and payments ---------------------------------------------------------------
 
-    def add_company(self, name: str, seed: int = 1, payments: int = 200, history_days: int = 90) -> str:
-        """A generated company with `payments` payments (and the rest) over the past `history_days`."""
+    def add_company(
+        self, name: str, seed: int = 1, payments: int = 200, history_days: int = 90, multicurrency: bool = False
+    ) -> str:
+        """A generated company with `payments` payments (and the rest) over the past `history_days`; with
+        `multicurrency`, a quarter of its customers (and their invoices and payments) are in CAD."""
         if payments < 0:
             raise SandboxError("payments must not be negative")
         with self.lock:
             realm_id = realm_id_for(name, seed, self.companies)
-            company = Company(realm_id, name)
+            company = Company(realm_id, name, multicurrency=multicurrency)
             now = self.now()
             populate_history(company, seed, payments, now, days=history_days)
             company.add_company_info(company.created_at or now)
@@ -192,10 +209,11 @@ class QboSandbox:
     def generate_payments(self, realm_id: str, n: int = 1000, seed: int | None = None) -> list[Entity]:
         """n new payments created now, in a realistic mix (see `qbo_generator`); returns them as they stand.
 
-        CreateTime is strictly increasing, after the newest payment and after the realm's latest
-        consent (+0.25 s, so after the gateway's `connectedAt`), within the last minute of the
-        sandbox clock when there is room, with millisecond precision; otherwise it runs on past now.
-        A few are voided (at now). Webhooks are sent if configured."""
+        CreateTime is in whole seconds (as Intuit's), non-decreasing so many payments share a second,
+        not before the newest payment and strictly after the second of the realm's latest consent
+        (so after the gateway's `connectedAt`), spread over the last minute of the sandbox clock when
+        there is room; otherwise on the first allowed second. A few are voided (at now). Webhooks are
+        sent if configured."""
         with self.lock:
             company = self.company(realm_id)
             return generate_new_payments(company, len(company.payments) if seed is None else seed, n, self.now())
@@ -228,7 +246,9 @@ class QboSandbox:
             credit_ids = [str(c) for c in credit_memo_ids]
             if credit_amounts is None:
                 credit_amounts = [
-                    company.credit_memos[c]["RemainingCredit"] for c in credit_ids if c in company.credit_memos
+                    company.open_amount(entity, company.tables[entity].rows[c])
+                    for c in credit_ids
+                    for entity in [company.credit_entity(c)]
                 ]
             if len(credit_amounts) != len(credit_ids):
                 raise SandboxError("credit_memo_ids and credit_amounts must have the same length")

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from qbo_operator.harness.sandbox.qbo_query import to_micros
-from qbo_operator.harness.sandbox.qbo_store import CENT, ZERO, Company, parse_time
+from qbo_operator.harness.sandbox.qbo_store import CENT, ZERO, Company, credit_customer, parse_time
 
 
 @dataclass
@@ -94,6 +94,14 @@ def _credit_memo_problems(company: Company, ledger: _Ledger) -> list[str]:
             problems.append(f"credit memo {memo['Id']}: RemainingCredit {memo['RemainingCredit']} != {expected}")
         cust = memo["CustomerRef"]["value"]
         ledger.owed[cust] = ledger.owed.get(cust, ZERO) - memo["RemainingCredit"]
+    for entity in ("JournalEntry", "Deposit"):
+        for row in company.tables[entity].rows.values():
+            expected = row["TotalAmt"] - ledger.applied.get((entity, row["Id"]), ZERO)
+            left = company.credit_open.get(row["Id"], ZERO)
+            if left != expected or left < 0:
+                problems.append(f"{entity} {row['Id']}: credit left {left} != {expected}")
+            cust = credit_customer(row)
+            ledger.owed[cust] = ledger.owed.get(cust, ZERO) - left
     return problems
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from qbo_operator.harness.sandbox.qbo_query import to_micros
 from qbo_operator.harness.sandbox.qbo_store import (
+    CAD,
     CENT,
     COGS_ACCOUNT,
     PACIFIC,
@@ -31,7 +32,7 @@ from qbo_operator.harness.sandbox.qbo_store import (
     SandboxError,
     money,
     round_cents,
-    whole_ms,
+    whole_second,
 )
 
 # --- what a wholesaler sells, to whom, and how it is paid -----------------------------------------
@@ -239,6 +240,7 @@ class Generator:
         self.rng = random.Random(seed)
         self._products: list[Entity] = []
         self._extras: dict[str, str] = {}
+        self.old_methods = False  # history: a few payments use a method made inactive since
 
     # --- lists --------------------------------------------------------------------------------
 
@@ -273,6 +275,8 @@ class Generator:
                 "Notes": f"OLCC retailer license 050-{rng.randrange(10_000_000, 99_999_999)}",
                 "SalesTermRef": dict(TERMS[rng.choice((0, 1, 2, 2))][0]),
             }
+            if self.company.multicurrency and created % 4 == 3:
+                fields["CurrencyRef"] = dict(CAD)
             at = before - timedelta(days=rng.uniform(30, 700), seconds=rng.randrange(86400))
             self.company.add_customer(fields, at.replace(microsecond=0))
             created += 1
@@ -367,6 +371,8 @@ class Generator:
     def _method(self) -> tuple[str, str | None]:
         rng = self.rng
         method = rng.choices(_METHOD_NAMES, cum_weights=_METHOD_CUM)[0]
+        if self.old_methods and method == "Visa" and rng.random() < 0.5:
+            method = "Old Card"
         ref: str | None
         if method == "Check":
             ref = str(rng.randrange(1001, 9999))
@@ -374,7 +380,7 @@ class Generator:
             ref = f"ACH{rng.randrange(10**8, 10**9)}"
         elif method == "Wire Transfer":
             ref = f"FED{rng.randrange(10**10, 10**11)}"
-        elif method in ("Visa", "MasterCard", "Debit"):
+        elif method in ("Visa", "MasterCard", "Debit", "Old Card"):
             ref = f"AUTH{rng.randrange(100000, 999999)}"
         else:
             ref = f"R-{rng.randrange(1000, 99999)}" if rng.random() < 0.4 else None
@@ -493,6 +499,8 @@ def populate_history(company: Company, seed: int, payments: int, now: datetime, 
     rng = gen.rng
     start = now - timedelta(days=days)
     company.created_at = start - timedelta(days=800)
+    company.add_payment_methods(company.created_at)
+    gen.old_methods = True
     gen.customers(max(12, min(80, payments // 6 + 10)), start)
     gen.items(start)
     deleted = payments // 100 + (1 if payments >= 20 else 0)
@@ -535,36 +543,36 @@ def _apply_later(company: Company, action: str, pay_id: str, when: datetime) -> 
         company.delete_payment(pay_id, when)
 
 
-def new_payment_times(company: Company, n: int, now: datetime) -> list[datetime]:
-    """n strictly increasing instants ending near `now`: after the newest payment and the latest
-    consent, within the last minute when there is room (millisecond steps when needed)."""
-    window = max(timedelta(seconds=60), timedelta(milliseconds=n))
-    lo = now - window
+def _earliest(company: Company) -> datetime | None:
+    """The first whole second a new payment may have: not before the newest payment, and strictly after
+    the latest consent (so after the gateway's `connectedAt`, whatever its fraction)."""
+    floors: list[datetime] = []
     last = company.last_payment_time()
-    for floor in (last, company.not_before):
-        if floor is not None and floor >= lo:
-            lo = floor
-    step = max(timedelta(milliseconds=1), (now - lo) / (n + 1)) if n else timedelta(milliseconds=1)
-    out: list[datetime] = []
-    previous = lo
-    for i in range(1, n + 1):
-        t = whole_ms(lo + step * i)
-        if t <= previous:
-            t = previous + timedelta(milliseconds=1)
-        if n > 1 and t.microsecond == 0:
-            t += timedelta(milliseconds=1)  # keep the sub-second form for every new payment
-        out.append(t)
-        previous = t
-    return out
+    if last is not None:
+        floors.append(last)
+    if company.not_before is not None:
+        floors.append(whole_second(company.not_before) + timedelta(seconds=1))
+    return max(floors, default=None)
+
+
+def new_payment_times(company: Company, n: int, now: datetime) -> list[datetime]:
+    """n non-decreasing whole-second instants spread up to `now`, within the last minute or since the
+    earliest allowed second if that is later. Intuit's MetaData has whole seconds, so many payments
+    share one second (as a bookkeeper's batch import does)."""
+    lo = whole_second(now) - timedelta(seconds=60)
+    earliest = _earliest(company)
+    if earliest is not None and earliest > lo:
+        lo = earliest
+    span = max(0, int((whole_second(now) - lo).total_seconds()))
+    return [lo + timedelta(seconds=span * i // max(1, n)) for i in range(1, n + 1)] if span else [lo] * n
 
 
 def next_payment_time(company: Company, now: datetime) -> datetime:
-    """When a payment made now is created: now, unless that is not after the newest payment or the consent."""
-    at = whole_ms(now)
-    for floor in (company.last_payment_time(), company.not_before):
-        if floor is not None and at <= floor:
-            at = whole_ms(floor) + timedelta(milliseconds=1)
-    return at
+    """When a payment made now is created: now (whole seconds), unless that is before the newest payment
+    or not after the consent."""
+    at = whole_second(now)
+    earliest = _earliest(company)
+    return at if earliest is None or at >= earliest else earliest
 
 
 def generate_new_payments(company: Company, seed: int | str, n: int, now: datetime) -> list[Entity]:

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,11 +24,15 @@ from qbo_operator.harness.sandbox.qbo_query import parse_datetime, to_micros
 
 Entity = dict[str, Any]
 Money = Decimal | int | str | float
+# An item line: (item id, qty) at the item's price, or (item id, qty, unit price).
+SaleLine = tuple[str, Decimal] | tuple[str, Decimal, Decimal]
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 PACIFIC = ZoneInfo("America/Los_Angeles")
 USD = {"value": "USD", "name": "United States Dollar"}
+CAD = {"value": "CAD", "name": "Canadian Dollar"}
+RATES = {"CAD": Decimal("0.73")}  # home (USD) per unit of the foreign currency
 UNDEPOSITED = {"value": "4", "name": "Undeposited Funds"}
 CHECKING = {"value": "35", "name": "Checking"}
 AR_ACCOUNT = {"value": "84", "name": "Accounts Receivable (A/R)"}
@@ -58,8 +62,15 @@ ENTITIES: dict[str, str] = {
     "Item": "item",
     "SalesReceipt": "salesreceipt",
     "CreditMemo": "creditmemo",
+    "JournalEntry": "journalentry",
+    "Deposit": "deposit",
+    "PaymentMethod": "paymentmethod",
     "CompanyInfo": "companyinfo",
 }
+# The transactions a payment line may take credit from (docs/qbo.md §3.1).
+CREDIT_TYPES = ("CreditMemo", "JournalEntry", "Deposit")
+# A method some old payments still name, made inactive since (docs/qbo.md correction 7).
+INACTIVE_METHODS: dict[str, str] = {"Old Card": "8"}
 
 
 class SandboxError(ValueError):
@@ -89,9 +100,8 @@ def round_cents(value: Decimal) -> Decimal:
 
 
 def intuit_time(dt: datetime, tz: tzinfo = PACIFIC) -> str:
-    """`2026-11-24T09:03:11-08:00` (milliseconds only when the instant has them)."""
-    local = dt.astimezone(tz)
-    return local.isoformat(timespec="milliseconds" if local.microsecond else "seconds")
+    """`2026-11-24T09:03:11-08:00`: whole seconds, as Intuit writes MetaData (a fraction is cut off)."""
+    return dt.astimezone(tz).isoformat(timespec="seconds")
 
 
 def envelope_time(dt: datetime, tz: tzinfo = PACIFIC) -> str:
@@ -107,9 +117,9 @@ def parse_time(text: str, tz: tzinfo = PACIFIC) -> datetime:
     return dt
 
 
-def whole_ms(dt: datetime) -> datetime:
-    """Cut to the millisecond: QBO's MetaData times carry no finer precision."""
-    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+def whole_second(dt: datetime) -> datetime:
+    """Cut to the second: QBO's MetaData times carry no finer precision, so rows tie on the second."""
+    return dt.replace(microsecond=0)
 
 
 _DECIMAL_MARK = re.compile(r'"\\u0000D(-?[0-9]+(?:\.[0-9]+)?)"')
@@ -247,6 +257,9 @@ class Company:
     _doc_numbers: dict[str, int] = field(
         default_factory=lambda: {"Invoice": 1001, "SalesReceipt": 5001, "CreditMemo": 9001}
     )
+    multicurrency: bool = False  # some customers pay in CAD (CurrencyRef, ExchangeRate, HomeTotalAmt)
+    credit_open: dict[str, Decimal] = field(default_factory=dict)  # JournalEntry/Deposit id -> AR credit left
+    voided: set[str] = field(default_factory=set)  # ids of voided payments and invoices
     _open_invoices: dict[str, list[str]] = field(default_factory=dict)  # customer -> ids with Balance > 0
     _credit_memos: dict[str, list[str]] = field(default_factory=dict)  # customer -> ids with credit left
 
@@ -260,6 +273,7 @@ class Company:
     items = _Rows("Item")
     sales_receipts = _Rows("SalesReceipt")
     credit_memos = _Rows("CreditMemo")
+    payment_methods = _Rows("PaymentMethod")
 
     def counts(self) -> dict[str, int]:
         out = {name: len(table) for name, table in self.tables.items()}
@@ -279,10 +293,10 @@ class Company:
         return str(value)
 
     def _meta(self, at: datetime) -> dict[str, str]:
-        stamp = intuit_time(whole_ms(at), self.tz)
+        stamp = intuit_time(whole_second(at), self.tz)
         return {"CreateTime": stamp, "LastUpdatedTime": stamp}
 
-    def _head(self, at: datetime, row_id: str | None = None) -> Entity:
+    def head(self, at: datetime, row_id: str | None = None) -> Entity:
         """The keys every entity opens with: a new Id (unless given), SyncToken 0, MetaData at `at`."""
         return {
             "Id": self.new_id() if row_id is None else row_id,
@@ -292,17 +306,17 @@ class Company:
             "MetaData": self._meta(at),
         }
 
-    def _touch(self, entity: str, row: Entity, at: datetime) -> None:
+    def touch(self, entity: str, row: Entity, at: datetime) -> None:
         """A write: SyncToken + 1, LastUpdatedTime moves forward (never back)."""
         row["SyncToken"] = str(int(row["SyncToken"]) + 1)
         table = self.tables[entity]
-        at = whole_ms(at)
+        at = whole_second(at)
         at_us = to_micros(at)
         if at_us > table.updated_of(row):
             row["MetaData"]["LastUpdatedTime"] = intuit_time(at, self.tz)
             table.touched(row["Id"], at_us)
 
-    def _notify(self, entity: str, row_id: str, operation: str, at: datetime) -> None:
+    def notify(self, entity: str, row_id: str, operation: str, at: datetime) -> None:
         for listener in list(self.listeners):
             listener(entity, row_id, operation, at)
 
@@ -315,7 +329,71 @@ class Company:
             raise SandboxError(f"customer {customer_id} does not exist in company {self.realm_id}")
         return row
 
-    def _adjust_customer(self, customer_id: str, delta: Decimal) -> None:
+    def target(self, entity: str, txn_id: str) -> Entity | None:
+        """The invoice or credit a payment line links to (None when it is gone)."""
+        table = self.tables.get(entity) if entity == "Invoice" or entity in CREDIT_TYPES else None
+        return None if table is None else table.rows.get(txn_id)
+
+    def credit_entity(self, txn_id: str) -> str:
+        """Which kind of credit (CreditMemo, JournalEntry, Deposit) has this Id; SandboxError when none."""
+        for entity in CREDIT_TYPES:
+            if txn_id in self.tables[entity].rows:
+                return entity
+        raise SandboxError(f"credit {txn_id} does not exist in company {self.realm_id} (no such memo, entry or deposit)")
+
+    def open_amount(self, entity: str, row: Mapping[str, Any]) -> Decimal:
+        """What is still open: an invoice's Balance or a credit's remaining amount."""
+        if entity in _OPEN_FIELD:
+            value: Decimal = row[_OPEN_FIELD[entity]]
+            return value
+        return self.credit_open.get(row["Id"], ZERO)
+
+    def set_open(self, entity: str, row: Entity, value: Decimal) -> None:
+        """Set what is open (a credit memo's Balance and a foreign invoice's HomeBalance follow)."""
+        if entity in _OPEN_FIELD:
+            _set_open(entity, row, value)
+        else:
+            self.credit_open[row["Id"]] = value
+        if "HomeBalance" in row:
+            row["HomeBalance"] = round_cents(row["Balance"] * row["ExchangeRate"])
+
+    def home_amounts(self, row: Entity, customer: Mapping[str, Any]) -> None:
+        """A transaction in the customer's currency; a foreign one states its rate and home amounts."""
+        row["CurrencyRef"] = dict(customer.get("CurrencyRef", USD))
+        if row["CurrencyRef"]["value"] == USD["value"]:
+            return
+        row["ExchangeRate"] = RATES[row["CurrencyRef"]["value"]]
+        row["HomeTotalAmt"] = round_cents(row["TotalAmt"] * row["ExchangeRate"])
+
+    def add_payment_methods(self, at: datetime) -> None:
+        """Intuit's default methods, plus one made inactive that old payments still name."""
+        for name, method_id in {**PAYMENT_METHODS, **INACTIVE_METHODS}.items():
+            if method_id not in self.payment_methods:
+                self._add_method(name, method_id, at, active=name not in INACTIVE_METHODS)
+
+    def _add_method(self, name: str, method_id: str, at: datetime, active: bool = True) -> Entity:
+        kind = "CREDIT_CARD" if name in ("Visa", "MasterCard", "Old Card") else "NON_CREDIT_CARD"
+        row: Entity = {**self.head(at, method_id), "Name": name, "Active": active, "Type": kind}
+        self.tables["PaymentMethod"].add(row)
+        return row
+
+    def method_ref(self, method: str, at: datetime) -> dict[str, str]:
+        """A PaymentMethodRef by the method's name (carrying only the Id, as Intuit's does); an unknown name
+        becomes a new active method."""
+        if not self.payment_methods:
+            self.add_payment_methods(self.created_at or at)
+        for row in self.payment_methods.values():
+            if row["Name"] == method:
+                return {"value": row["Id"]}
+        new_id = str(max(int(i) for i in self.payment_methods) + 1)
+        return {"value": self._add_method(method, new_id, at)["Id"]}
+
+    def method_name(self, ref: Mapping[str, Any] | None) -> str | None:
+        """The name of the method a PaymentMethodRef names (None for none)."""
+        row = self.payment_methods.get(ref["value"]) if ref else None
+        return None if row is None else str(row["Name"])
+
+    def adjust_customer(self, customer_id: str, delta: Decimal) -> None:
         row = self.customers.get(customer_id)
         if row is not None:
             row["Balance"] = row["Balance"] + delta
@@ -328,9 +406,12 @@ class Company:
         return list(live)
 
     def open_credits(self, customer_id: str) -> list[str]:
-        """Ids of the customer's credit memos with credit left, oldest first (prunes used ones)."""
-        memos = self.credit_memos
-        live = [c for c in self._credit_memos.get(customer_id, []) if memos.get(c, {}).get("RemainingCredit")]
+        """Ids of the customer's credits (memos, journal entries, deposits) with credit left, oldest first."""
+        live = []
+        for credit_id in self._credit_memos.get(customer_id, []):
+            entity = next((e for e in CREDIT_TYPES if credit_id in self.tables[e].rows), None)
+            if entity is not None and self.open_amount(entity, self.tables[entity].rows[credit_id]) > 0:
+                live.append(credit_id)
         self._credit_memos[customer_id] = live
         return list(live)
 
@@ -340,7 +421,7 @@ class Company:
         """The CompanyInfo entity (Id "1"), which clients read to show the company's name."""
         email = re.sub(r"[^a-z]", "", self.name.lower())[:24] or "company"
         row: Entity = {
-            **self._head(at, "1"),
+            **self.head(at, "1"),
             "CompanyName": self.name,
             "LegalName": f"{self.name} LLC",
             "Country": "US",
@@ -365,7 +446,7 @@ class Company:
         if any(c["DisplayName"] == name for c in self.customers.values()):
             raise SandboxError(f"a customer named {name!r} already exists")
         row: Entity = {
-            **self._head(at),
+            **self.head(at),
             "DisplayName": name,
             "CompanyName": name,
             "FullyQualifiedName": name,
@@ -385,7 +466,7 @@ class Company:
 
     def add_item(self, fields: Mapping[str, Any], at: datetime) -> Entity:
         row: Entity = {
-            **self._head(at),
+            **self.head(at),
             "Active": True,
             "Taxable": False,
             "IncomeAccountRef": dict(INCOME_ACCOUNT),
@@ -397,14 +478,16 @@ class Company:
 
     # --- transactions -------------------------------------------------------------------------
 
-    def _sales_lines(self, lines: Sequence[tuple[str, Decimal]], taxed: bool) -> tuple[list[Entity], Decimal, Decimal]:
+    def _sales_lines(self, lines: Sequence[SaleLine], taxed: bool) -> tuple[list[Entity], Decimal, Decimal]:
+        """Item lines: (item id, qty) at the item's price, or (item id, qty, unit price)."""
         out: list[Entity] = []
         subtotal = taxable = ZERO
-        for n, (item_id, qty) in enumerate(lines, start=1):
+        for n, line in enumerate(lines, start=1):
+            item_id, qty = line[0], line[1]
             item = self.items.get(item_id)
             if item is None:
                 raise SandboxError(f"item {item_id} does not exist in company {self.realm_id}")
-            price: Decimal = item["UnitPrice"]
+            price: Decimal = item["UnitPrice"] if len(line) < 3 else line[2]
             amount = round_cents(price * qty)
             line_taxed = taxed and item.get("Type") != "Service"
             out.append(
@@ -429,7 +512,7 @@ class Company:
 
     def _invoice_lines(
         self,
-        lines: Sequence[tuple[str, Decimal]],
+        lines: Sequence[SaleLine],
         note_line: str | None,
         discount_percent: Decimal | None,
         discount_amount: Decimal | None,
@@ -459,10 +542,14 @@ class Company:
             )
         return line_rows, subtotal, discount, taxable
 
+    def invoice_lines(self, lines: Sequence[SaleLine]) -> tuple[list[Entity], Decimal, Decimal, Decimal]:
+        """An untaxed, undiscounted invoice's Line array with its subtotal (as `_invoice_lines`)."""
+        return self._invoice_lines(lines, None, None, None, taxed=False)
+
     def add_invoice(
         self,
         customer_id: str,
-        lines: Sequence[tuple[str, Decimal]],
+        lines: Sequence[SaleLine],
         at: datetime,
         *,
         discount_percent: Decimal | None = None,
@@ -472,6 +559,8 @@ class Company:
         terms: int = 2,
         private_note: str | None = None,
         manifest: str | None = None,
+        doc_number: str | None = None,
+        txn_date: str | None = None,
     ) -> Entity:
         """An invoice with SalesItemLineDetail lines, optional DescriptionOnly note, SubTotal and Discount."""
         customer = self._customer(customer_id)
@@ -483,13 +572,13 @@ class Company:
         tax, tax_detail = _tax(taxable, tax_percent)
         total = subtotal - discount + tax
         term, days = TERMS[terms]
-        txn_date = at.astimezone(self.tz).date()
+        day = date.fromisoformat(txn_date) if txn_date else at.astimezone(self.tz).date()
         row: Entity = {
-            **self._head(at),
+            **self.head(at),
             "CustomField": [_manifest_field(manifest)],
-            "DocNumber": self._doc_number("Invoice"),
-            "TxnDate": txn_date.isoformat(),
-            "DueDate": (txn_date + timedelta(days=days)).isoformat(),
+            "DocNumber": doc_number or self._doc_number("Invoice"),
+            "TxnDate": day.isoformat(),
+            "DueDate": (day + timedelta(days=days)).isoformat(),
             "CurrencyRef": dict(USD),
             "LinkedTxn": [],
             "Line": line_rows,
@@ -507,23 +596,26 @@ class Company:
             "AllowOnlineACHPayment": False,
         }
         row.update(_bill_to(customer))
+        self.home_amounts(row, customer)
+        if "ExchangeRate" in row:
+            row["HomeBalance"] = row["HomeTotalAmt"]
         if private_note:
             row["PrivateNote"] = private_note
         self.tables["Invoice"].add(row)
-        self._adjust_customer(customer_id, total)
+        self.adjust_customer(customer_id, total)
         if total > 0:
             self._open_invoices.setdefault(customer_id, []).append(row["Id"])
         return row
 
     def _untaxed_sale(
-        self, entity: str, customer_id: str, lines: Sequence[tuple[str, Decimal]], at: datetime
+        self, entity: str, customer_id: str, lines: Sequence[SaleLine], at: datetime
     ) -> tuple[Entity, Decimal]:
         """What a credit memo and a sales receipt share: one customer, untaxed item lines and a SubTotal."""
         customer = self._customer(customer_id)
         line_rows, subtotal, _ = self._sales_lines(lines, taxed=False)
         line_rows.append(_subtotal_line(subtotal))
         head: Entity = {
-            **self._head(at),
+            **self.head(at),
             "DocNumber": self._doc_number(entity),
             "TxnDate": self._txn_date(at),
             "CurrencyRef": dict(USD),
@@ -533,9 +625,7 @@ class Company:
         }
         return head, subtotal
 
-    def add_credit_memo(
-        self, customer_id: str, lines: Sequence[tuple[str, Decimal]], at: datetime, reason: str
-    ) -> Entity:
+    def add_credit_memo(self, customer_id: str, lines: Sequence[SaleLine], at: datetime, reason: str) -> Entity:
         head, subtotal = self._untaxed_sale("CreditMemo", customer_id, lines, at)
         row: Entity = {
             **head,
@@ -546,10 +636,15 @@ class Company:
             "Balance": subtotal,
             "LinkedTxn": [],
         }
+        self.home_amounts(row, self.customers[customer_id])
         self.tables["CreditMemo"].add(row)
-        self._adjust_customer(customer_id, -subtotal)
-        self._credit_memos.setdefault(customer_id, []).append(row["Id"])
+        self.adjust_customer(customer_id, -subtotal)
+        self.track_credit(customer_id, row["Id"])
         return row
+
+    def track_credit(self, customer_id: str, credit_id: str) -> None:
+        """Offer a new credit (of any kind) to the customer's later payments."""
+        self._credit_memos.setdefault(customer_id, []).append(credit_id)
 
     def add_sales_receipt(
         self, customer_id: str, lines: Sequence[tuple[str, Decimal]], at: datetime, method: str, ref_num: str | None
@@ -557,7 +652,7 @@ class Company:
         head, subtotal = self._untaxed_sale("SalesReceipt", customer_id, lines, at)
         row: Entity = {
             **head,
-            "PaymentMethodRef": _method_ref(method),
+            "PaymentMethodRef": self.method_ref(method, at),
             "DepositToAccountRef": _deposit_account(method),
             **_NOT_SENT,
             "TotalAmt": subtotal,
@@ -590,12 +685,12 @@ class Company:
                 raise SandboxError(f"{amount} is more than invoice {inv_id}'s open balance {inv['Balance']}")
             customers.add(inv["CustomerRef"]["value"])
         for cm_id, amount in credit_amounts:
-            memo = self.credit_memos.get(cm_id)
-            if memo is None:
-                raise SandboxError(f"credit memo {cm_id} does not exist in company {self.realm_id}")
-            if amount <= 0 or amount > memo["RemainingCredit"]:
-                raise SandboxError(f"credit memo {cm_id} has {memo['RemainingCredit']} left, cannot apply {amount}")
-            customers.add(memo["CustomerRef"]["value"])
+            entity = self.credit_entity(cm_id)
+            credit = self.tables[entity].rows[cm_id]
+            left = self.open_amount(entity, credit)
+            if amount <= 0 or amount > left:
+                raise SandboxError(f"{entity} {cm_id} has {left} left, cannot apply {amount}")
+            customers.add(credit_customer(credit))
         if len(customers) != 1:
             raise SandboxError(
                 "a payment needs exactly one customer (give customer_id, or invoices of one customer)"
@@ -605,10 +700,10 @@ class Company:
         (cust_id,) = customers
         return cust_id
 
-    def _settle(self, entity: str, txn_id: str, amount: Decimal, pay_id: str, at: datetime) -> Entity:
-        """Apply `amount` of payment `pay_id` to an invoice or credit memo; returns the payment's Line."""
-        target = (self.invoices if entity == "Invoice" else self.credit_memos)[txn_id]
-        open_before: Decimal = target[_OPEN_FIELD[entity]]
+    def settle(self, entity: str, txn_id: str, amount: Decimal, pay_id: str, at: datetime) -> Entity:
+        """Apply `amount` of payment `pay_id` to an invoice or a credit; returns the payment's Line."""
+        target = self.tables[entity].rows[txn_id]
+        open_before = self.open_amount(entity, target)
         line: Entity = {
             "Amount": amount,
             "LinkedTxn": [{"TxnId": txn_id, "TxnType": entity}],
@@ -620,9 +715,10 @@ class Company:
                 ]
             },
         }
-        _set_open(entity, target, open_before - amount)
-        target["LinkedTxn"].append({"TxnId": pay_id, "TxnType": "Payment"})
-        self._touch(entity, target, at)
+        self.set_open(entity, target, open_before - amount)
+        if "LinkedTxn" in target:
+            target["LinkedTxn"].append({"TxnId": pay_id, "TxnType": "Payment"})
+        self.touch(entity, target, at)
         return line
 
     def add_payment(
@@ -646,13 +742,10 @@ class Company:
         customer = self._customer(cust_id)
         total = payment_total(inv_amounts, credit_amounts, unapplied_amt, method)
         pay_id = self.new_id()
-        lines = [
-            self._settle(entity, txn_id, amount, pay_id, at)
-            for entity, amounts in (("Invoice", inv_amounts), ("CreditMemo", credit_amounts))
-            for txn_id, amount in amounts
-        ]
+        lines = [self.settle("Invoice", txn_id, amount, pay_id, at) for txn_id, amount in inv_amounts]
+        lines += [self.settle(self.credit_entity(c), c, amount, pay_id, at) for c, amount in credit_amounts]
         row: Entity = {
-            **self._head(at, pay_id),
+            **self.head(at, pay_id),
             "TxnDate": txn_date or self._txn_date(at),
             "CurrencyRef": dict(USD),
             "CustomerRef": _customer_ref(cust_id, customer),
@@ -664,34 +757,38 @@ class Company:
             "Line": lines,
         }
         if method is not None:
-            row["PaymentMethodRef"] = _method_ref(method)
+            row["PaymentMethodRef"] = self.method_ref(method, at)
         if ref_num:
             row["PaymentRefNum"] = ref_num
         if private_note:
             row["PrivateNote"] = private_note
+        self.home_amounts(row, customer)
         self.tables["Payment"].add(row)
-        self._adjust_customer(cust_id, -total)
-        self._notify("Payment", pay_id, "Create", at)
+        self.adjust_customer(cust_id, -total)
+        self.notify("Payment", pay_id, "Create", at)
         return row
 
+    def unlink(self, payment_id: str, entity: str, target: Entity, amount: Decimal, at: datetime) -> None:
+        """Give an invoice or credit back what one payment line took from it, and drop the link."""
+        self.set_open(entity, target, self.open_amount(entity, target) + amount)
+        if "LinkedTxn" in target:
+            target["LinkedTxn"] = [t for t in target["LinkedTxn"] if t.get("TxnId") != payment_id]
+        self.touch(entity, target, at)
+        self._reopen(entity, target)
+
     def _unapply(self, payment: Entity, at: datetime) -> None:
-        """Give every linked invoice/credit memo its amount back and drop the link."""
+        """Give every linked invoice/credit its amount back and drop the link."""
         for line in payment.get("Line", []):
             for link in line.get("LinkedTxn", []):
-                entity = link.get("TxnType")
-                table = self.invoices if entity == "Invoice" else self.credit_memos if entity == "CreditMemo" else None
-                target = table.get(link.get("TxnId", "")) if table is not None else None
-                if target is None:
-                    continue
-                _set_open(entity, target, target[_OPEN_FIELD[entity]] + line["Amount"])
-                target["LinkedTxn"] = [t for t in target["LinkedTxn"] if t.get("TxnId") != payment["Id"]]
-                self._touch(entity, target, at)
-                self._reopen(entity, target)
-        self._adjust_customer(payment["CustomerRef"]["value"], payment["TotalAmt"])
+                entity = link.get("TxnType", "")
+                target = self.target(entity, link.get("TxnId", ""))
+                if target is not None:
+                    self.unlink(payment["Id"], entity, target, line["Amount"], at)
+        self.adjust_customer(payment["CustomerRef"]["value"], payment["TotalAmt"])
 
     def _reopen(self, entity: str, target: Entity) -> None:
-        """Track an invoice or credit memo a void or delete gave its amount back to as open again."""
-        customer_id = target["CustomerRef"]["value"]
+        """Track an invoice or credit a void or delete gave its amount back to as open again."""
+        customer_id = credit_customer(target)
         if entity == "Invoice":
             pending = self._open_invoices.setdefault(customer_id, [])
             if target["Id"] not in pending:
@@ -710,7 +807,7 @@ class Company:
     def void_payment(self, payment_id: str, at: datetime) -> Entity:
         """docs/qbo.md §3.1: amounts zeroed, lines cleared, "Voided" prepended to PrivateNote; still queryable."""
         payment = self._payment(payment_id)
-        if payment.get("PrivateNote", "").startswith("Voided") and payment["TotalAmt"] == 0 and not payment["Line"]:
+        if payment["Id"] in self.voided:
             raise SandboxError(f"payment {payment_id} is already voided")
         self._unapply(payment, at)
         note = payment.get("PrivateNote")
@@ -718,8 +815,11 @@ class Company:
         payment["TotalAmt"] = ZERO
         payment["UnappliedAmt"] = ZERO
         payment["Line"] = []
-        self._touch("Payment", payment, at)
-        self._notify("Payment", payment["Id"], "Void", at)
+        if "HomeTotalAmt" in payment:
+            payment["HomeTotalAmt"] = ZERO
+        self.voided.add(payment["Id"])
+        self.touch("Payment", payment, at)
+        self.notify("Payment", payment["Id"], "Void", at)
         return payment
 
     def delete_payment(self, payment_id: str, at: datetime) -> Deleted:
@@ -727,9 +827,9 @@ class Company:
         payment = self._payment(payment_id)
         self._unapply(payment, at)
         self.tables["Payment"].remove(payment["Id"])
-        stub = Deleted("Payment", payment["Id"], whole_ms(at))
+        stub = Deleted("Payment", payment["Id"], whole_second(at))
         self.deleted.append(stub)
-        self._notify("Payment", payment["Id"], "Delete", at)
+        self.notify("Payment", payment["Id"], "Delete", at)
         return stub
 
     def last_payment_time(self) -> datetime | None:
@@ -759,8 +859,8 @@ def payment_total(
         raise SandboxError(f"credits exceed the amounts applied: the payment total would be {total}")
     if not inv_amounts and not credit_amounts and unapplied == 0:
         raise SandboxError("a payment must apply to an invoice or credit memo, or carry an unapplied amount")
-    if method is not None and method not in PAYMENT_METHODS:
-        raise SandboxError(f"unknown payment method {method!r}; known: {', '.join(PAYMENT_METHODS)}")
+    if method is not None and not method.strip():
+        raise SandboxError("a payment method needs a name")
     return total
 
 
@@ -832,8 +932,17 @@ def _customer_ref(customer_id: str, customer: Mapping[str, Any]) -> dict[str, st
     return {"value": customer_id, "name": customer["DisplayName"]}
 
 
-def _method_ref(method: str) -> dict[str, str]:
-    return {"value": PAYMENT_METHODS[method], "name": method}
+def credit_customer(row: Mapping[str, Any]) -> str:
+    """The customer an invoice or credit belongs to (a journal entry's or deposit's AR line names it)."""
+    if "CustomerRef" in row:
+        return str(row["CustomerRef"]["value"])
+    for line in row.get("Line", []):
+        detail = line.get("JournalEntryLineDetail") or line.get("DepositLineDetail") or {}
+        entity = detail.get("Entity") or {}
+        ref = entity.get("EntityRef") or entity
+        if "value" in ref:
+            return str(ref["value"])
+    raise SandboxError(f"{row.get('Id')} names no customer")
 
 
 def _deposit_account(method: str | None) -> dict[str, str]:
