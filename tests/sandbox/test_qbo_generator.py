@@ -80,9 +80,7 @@ def test_history_is_consistent_and_has_every_odd_case(make_sandbox: SandboxFacto
     assert len({c["DisplayName"] for c in company.customers.values()}) == len(company.customers)
 
 
-def test_new_payments_are_now_after_consent_in_whole_seconds(
-    make_sandbox: SandboxFactory, clock: FakeClock
-) -> None:
+def test_new_payments_are_now_after_consent_in_whole_seconds(make_sandbox: SandboxFactory, clock: FakeClock) -> None:
     sb = make_sandbox()
     realm = sb.add_company("Acme Dispensary", seed=2, payments=50)
     clock.advance(3600)

@@ -339,7 +339,7 @@ class Company:
         for entity in CREDIT_TYPES:
             if txn_id in self.tables[entity].rows:
                 return entity
-        raise SandboxError(f"credit {txn_id} does not exist in company {self.realm_id} (no such memo, entry or deposit)")
+        raise SandboxError(f"credit {txn_id} does not exist in company {self.realm_id}")
 
     def open_amount(self, entity: str, row: Mapping[str, Any]) -> Decimal:
         """What is still open: an invoice's Balance or a credit's remaining amount."""
