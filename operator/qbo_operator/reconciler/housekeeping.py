@@ -84,6 +84,9 @@ async def _keep_alive(runtime: Runtime, integ: Integration, token: TokenState, n
     app = runtime.settings.for_environment(integ.spec.environment)  # the app that issued the grant
     try:
         await tokens.ensure_fresh_tokens(runtime.kube, app, integ.namespace, integ.token_secret_name, force=True)
+    except tokens.AppCredentialsRejected as exc:
+        await _app_refused(runtime, integ, exc, now)
+        return
     except tokens.GrantDead as exc:
         log.warning("keep-alive refresh: Intuit refused the grant (%s)", exc.reason, extra={"k8s_ref": ref})
         runtime.state((integ.namespace, integ.name)).dead_grant = (exc.reason, str(exc))
@@ -92,7 +95,22 @@ async def _keep_alive(runtime: Runtime, integ: Integration, token: TokenState, n
     except (tokens.RefreshUnavailable, token_secret.SecretMissing, TokenSecretError, ApiException) as exc:
         log.warning("keep-alive refresh failed, retrying at the next tick: %s", describe(exc), extra={"k8s_ref": ref})
         return
+    runtime.metrics.app_credentials.record(integ.spec.environment, rejected=False, at=now)
     log.info("refreshed the tokens of a suspended integration to keep its grant alive", extra={"k8s_ref": ref})
+
+
+async def _app_refused(
+    runtime: Runtime, integ: Integration, exc: tokens.AppCredentialsRejected, now: dt.datetime
+) -> None:
+    """Intuit refused the operator's own app: the grant is not touched (no Disconnected), the operator-wide
+    gauge says so, and one Warning a day on the integration says what to fix."""
+    log.warning("keep-alive refresh: %s", exc, extra={"k8s_ref": _ref(integ)})
+    runtime.metrics.app_credentials.record(exc.environment, rejected=True, at=now)
+    day = now.strftime("%Y%m%d")
+    digest = hashlib.sha256(f"{integ.uid}/app-credentials/{day}".encode()).hexdigest()[:10]
+    await runtime.writer.event(
+        integ, "Warning", Reason.APP_CREDENTIALS_INVALID, str(exc), event_name=f"{integ.name}.app-credentials.{digest}"
+    )
 
 
 async def finalize(runtime: Runtime, body: Mapping[str, Any], retry: int) -> None:

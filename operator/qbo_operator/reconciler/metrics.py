@@ -9,7 +9,7 @@ nothing."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import (
@@ -24,7 +24,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
+from qbo_operator.core.config import ENVIRONMENTS
 from qbo_operator.core.models import Integration, Phase, SyncResult
+from qbo_operator.core.status import SYNCED, Reason
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _KEYS = ("namespace", "name")
@@ -94,13 +96,7 @@ def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = 
         **{attr: GaugeMetricFamily(name, help_text, labels=_KEYS) for attr, name, help_text in _PER_INTEGRATION},
     }
     counts = dict.fromkeys((p.value for p in Phase), 0)
-    for body in bodies:
-        if (body.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        try:
-            integ = Integration.from_object(dict(body))
-        except ValidationError:
-            continue
+    for integ in _parsed(bodies):
         if phase := _add_integration(families, integ, realm_ids):
             counts[phase] += 1
     for phase, count in counts.items():
@@ -108,15 +104,81 @@ def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = 
     return [by_phase, *families.values()]
 
 
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+class AppCredentialsOutcomes:
+    """The operator's own token refreshes, per environment: the last outcome (refused for the app's
+    credentials or not) and when. Sync Jobs run in other pods; their outcomes arrive as Synced conditions."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[datetime, bool]] = {}
+
+    def record(self, environment: str, rejected: bool, at: datetime) -> None:
+        self._last[environment] = (at, rejected)
+
+    def last(self, environment: str) -> tuple[datetime, bool] | None:
+        return self._last.get(environment)
+
+
+def _refused_run(integ: Integration) -> datetime | None:
+    """When the integration's last sync run was refused for the app's credentials (None: it was not)."""
+    synced = integ.status.condition(SYNCED)
+    if synced is None or synced.status != "False" or synced.reason != Reason.APP_CREDENTIALS_INVALID:
+        return None
+    last = integ.status.last_sync
+    return (last.finished_at if last is not None else None) or synced.last_transition_time or _EPOCH
+
+
+def app_credentials_family(integrations: Iterable[Integration], own: AppCredentialsOutcomes) -> GaugeMetricFamily:
+    """`qbo_app_credentials_rejected{environment}`: the newest evidence of each environment's Intuit app
+    wins, whoever refreshed: the operator's own refreshes and each integration's last run (Synced=False,
+    AppCredentialsInvalid). 1 while it is a refusal, 0 after a success or with no evidence."""
+    evidence: dict[str, list[tuple[datetime, bool]]] = {e: [] for e in ENVIRONMENTS}
+    for integ in integrations:
+        if (at := _refused_run(integ)) is not None:
+            evidence[integ.spec.environment].append((at, True))
+    family = GaugeMetricFamily(
+        "qbo_app_credentials_rejected",
+        "1 while Intuit refuses the operator's own app credentials for this environment (invalid_client or "
+        "unauthorized_client), by the newest refresh the operator or a sync run made; 0 otherwise.",
+        labels=["environment"],
+    )
+    for environment, seen in evidence.items():
+        if (mine := own.last(environment)) is not None:
+            seen.append(mine)
+        newest = max(seen, key=lambda e: (e[0], not e[1]), default=(_EPOCH, False))
+        family.add_metric([environment], 1 if newest[1] else 0)
+    return family
+
+
+def _parsed(bodies: Iterable[Mapping[str, Any]]) -> Iterator[Integration]:
+    for body in bodies:
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        try:
+            yield Integration.from_object(dict(body))
+        except ValidationError:
+            continue
+
+
 class IntegrationCollector(Collector):
     """Reads the CR index at every scrape."""
 
-    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]], realm_ids: bool = False) -> None:
+    def __init__(
+        self,
+        source: Callable[[], Iterable[Mapping[str, Any]]],
+        realm_ids: bool = False,
+        app_credentials: AppCredentialsOutcomes | None = None,
+    ) -> None:
         self._source = source
         self._realm_ids = realm_ids
+        self._app_credentials = app_credentials or AppCredentialsOutcomes()
 
     def collect(self) -> Iterator[Metric]:
-        yield from integration_families(self._source(), self._realm_ids)
+        bodies = list(self._source())
+        yield from integration_families(bodies, self._realm_ids)
+        yield app_credentials_family(_parsed(bodies), self._app_credentials)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # not known before the first scrape; keeps registration from calling collect()
@@ -129,7 +191,8 @@ class OperatorMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
-        self.registry.register(IntegrationCollector(source, realm_ids))
+        self.app_credentials = AppCredentialsOutcomes()
+        self.registry.register(IntegrationCollector(source, realm_ids, self.app_credentials))
         self.reconcile_total = Counter(
             "qbo_reconcile_total",
             "Reconciles of an integration, by result (success or error).",
