@@ -88,3 +88,8 @@ def minimal_record(i: int) -> Record:
             "line_items": [],
         }
     )
+
+
+def minimal_set(i: int) -> PaymentSet:
+    """Payment `i` holding `minimal_record(i)` alone: the smallest valid payment set."""
+    return PaymentSet(payment_id=str(i), records=[minimal_record(i)])
