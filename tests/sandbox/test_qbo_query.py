@@ -59,7 +59,7 @@ CLIENT_PAYMENTS = (
             "SELECT * FROM Customer WHERE DisplayName = 'Bob\\'s Shop'",
             {"where": (Condition("displayname", "=", ("Bob's Shop",)),)},
         ),
-        ("SELECT * FROM Payment STARTPOSITION 0 MAXRESULTS 5000", {"start_position": 1, "max_results": 1000}),
+        ("SELECT * FROM Payment STARTPOSITION 0 MAXRESULTS 1000", {"start_position": 1, "max_results": 1000}),
         ("  SELECT * FROM Payment MAXRESULTS 7  ", {"max_results": 7}),
     ],
 )

@@ -6,10 +6,11 @@ ThrottleExceeded above 500 requests/min, 10 requests/s or 10 concurrent requests
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import escape
@@ -19,7 +20,7 @@ from aiohttp.typedefs import Middleware
 
 from qbo_operator.harness.sandbox.faults import FaultRule, Handler, Renderer
 from qbo_operator.harness.sandbox.qbo_oauth import AccessDenied
-from qbo_operator.harness.sandbox.qbo_query import QueryError, execute, parse, parse_datetime, to_micros
+from qbo_operator.harness.sandbox.qbo_query import Condition, QueryError, execute, parse, parse_datetime, to_micros
 from qbo_operator.harness.sandbox.qbo_store import ENTITIES, Company, dumps, envelope_time, intuit_time
 
 if TYPE_CHECKING:
@@ -280,13 +281,20 @@ def _query_fault(exc: QueryError, now: datetime) -> web.Response:
     return fault(400, exc.code, message, exc.detail, "ValidationFault", now)
 
 
-def run_query(company: Company, statement: str) -> dict[str, Any]:
-    """The QueryResponse body for one statement (raises QueryError)."""
+# Name lists whose inactive rows a query returns only when its WHERE asks about `Active` (Singer's
+# `Active IN (true, false)`); docs/qbo.md correction 7.
+_ACTIVE_ONLY = ("PaymentMethod", "Customer", "Item")
+
+
+def run_query(company: Company, statement: str, tie_rng: random.Random | None = None) -> dict[str, Any]:
+    """The QueryResponse body for one statement (raises QueryError); ties shuffled by `tie_rng` if given."""
     query = parse(statement)
     entity = _BY_NAME.get(query.entity.lower())
     if entity is None:
         raise QueryError(f"Invalid entity name: {query.entity}", code="4001")
-    result = execute(query, company.tables[entity], company.tz)
+    if entity in _ACTIVE_ONLY and not any(c.path == "active" for c in query.where):
+        query = replace(query, where=(*query.where, Condition("active", "=", (True,))))
+    result = execute(query, company.tables[entity], company.tz, tie_rng)
     if query.count:
         return {"totalCount": result.total}
     if not result.rows:
@@ -309,7 +317,7 @@ class _AccountingApi:
         with sb.lock:
             company = _company(sb, request)
             try:
-                body = run_query(company, statement)
+                body = run_query(company, statement, sb.tie_rng())
             except QueryError as exc:
                 return _query_fault(exc, sb.now())
             # Serialise under the lock: rows are live dicts another thread may be writing.
@@ -386,18 +394,19 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
 
 
 def changes(company: Company, names: list[str], since: datetime) -> list[dict[str, Any]]:
-    """Rows changed at or after `since`, oldest first, with Deleted stubs; at most 1000 in total."""
+    """One QueryResponse per entity named: the rows changed at or after `since` (full payloads, voided
+    and updated ones included) and Deleted stubs, by LastUpdatedTime. At most 1000 objects in all,
+    shared across the entities: when more changed, the oldest 1000 by LastUpdatedTime (then by entity
+    as named, then by Id) are returned (docs/qbo.md §2.4 says which parts of this are assumed)."""
     since_us = to_micros(since)
-    budget = CDC_CAP
-    out: list[dict[str, Any]] = []
-    for name in names:
-        entity = _BY_NAME[name.lower()]
-        found: list[tuple[int, int, Mapping[str, Any]]] = []
+    found: list[tuple[int, int, int, str, Mapping[str, Any]]] = []
+    entities = [_BY_NAME[name.lower()] for name in names]
+    for rank, entity in enumerate(entities):
         table = company.tables[entity]
         for row in table.rows.values():
             updated = table.updated_of(row)
             if updated >= since_us:
-                found.append((updated, int(row["Id"]), row))
+                found.append((updated, rank, int(row["Id"]), entity, row))
         for stub in company.deleted:
             if stub.entity == entity and to_micros(stub.time) >= since_us:
                 body = {
@@ -406,9 +415,11 @@ def changes(company: Company, names: list[str], since: datetime) -> list[dict[st
                     "Id": stub.id,
                     "MetaData": {"LastUpdatedTime": intuit_time(stub.time, company.tz)},
                 }
-                found.append((to_micros(stub.time), int(stub.id), body))
-        found.sort(key=lambda t: (t[0], t[1]))
-        rows = [r for _, _, r in found[:budget]]
-        budget -= len(rows)
-        out.append({entity: rows, "startPosition": 1, "maxResults": len(rows)} if rows else {})
-    return out
+                found.append((to_micros(stub.time), rank, int(stub.id), entity, body))
+    found.sort(key=lambda t: t[:3])
+    kept: dict[str, list[Mapping[str, Any]]] = {entity: [] for entity in entities}
+    for _, _, _, entity, changed in found[:CDC_CAP]:
+        kept[entity].append(changed)
+    return [
+        {entity: rows, "startPosition": 1, "maxResults": len(rows)} if rows else {} for entity, rows in kept.items()
+    ]

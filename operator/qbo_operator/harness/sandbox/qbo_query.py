@@ -8,8 +8,10 @@ lookups use the table's index, so paging through 100,000 payments does not re-so
 
 from __future__ import annotations
 
+import itertools
+import random
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -18,6 +20,8 @@ from typing import Any, Literal, Protocol
 MAX_RESULTS_CAP = 1000
 DEFAULT_MAX_RESULTS = 100
 CREATE_TIME = "metadata.createtime"
+UPDATED_TIME = "metadata.lastupdatedtime"
+_COMPARISONS = ("=", "<", ">", "<=", ">=")
 
 Op = Literal["=", "<", ">", "<=", ">=", "IN", "LIKE"]
 Literal_ = str | Decimal | bool | None
@@ -237,6 +241,8 @@ def parse(text: str) -> Query:
         max_results = p.integer()
         if max_results < 1:
             raise QueryError(f"MAXRESULTS must be at least 1, not {max_results}", code="4001")
+        if max_results > MAX_RESULTS_CAP:  # refused, not capped (quickbooks-ruby #24)
+            raise QueryError(f"value {max_results} is too large. Max allowed value is {MAX_RESULTS_CAP}", code="4001")
     if p.peek().kind != "eof":
         raise p.fail()
     return Query(
@@ -245,7 +251,7 @@ def parse(text: str) -> Query:
         where=tuple(where),
         order=tuple(order),
         start_position=start,
-        max_results=min(max_results, MAX_RESULTS_CAP),
+        max_results=max_results,
     )
 
 
@@ -407,10 +413,18 @@ def _sort_value(value: Any, tz: tzinfo) -> tuple[int, Any]:
 
 
 class IndexedTable(Protocol):
-    """Rows of one entity, kept in default order (CreateTime, then Id)."""
+    """Rows of one entity, kept in default order (CreateTime, then Id), with their MetaData times cached."""
 
     @property
     def rows(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def created_of(self, row: Mapping[str, Any]) -> int:
+        """CreateTime in µs since the epoch."""
+        ...
+
+    def updated_of(self, row: Mapping[str, Any]) -> int:
+        """LastUpdatedTime in µs since the epoch."""
+        ...
 
     def ids_between(self, lo_us: int | None, hi_us: int | None) -> Sequence[str]:
         """Ids with lo_us <= CreateTime < hi_us (None: unbounded), in default order."""
@@ -458,41 +472,76 @@ def _index_plan(query: Query, table: IndexedTable, tz: tzinfo) -> tuple[Sequence
     return table.ids_between(lo, hi), rest
 
 
-def execute(query: Query, table: IndexedTable, tz: tzinfo) -> Result:
-    """Run a parsed query against one entity's table (the caller has resolved the entity name)."""
+def _time_bounds(conds: list[Condition], tz: tzinfo) -> tuple[list[Condition], int | None, int | None]:
+    """Split LastUpdatedTime comparisons off as [lo, hi) µs bounds (checked on the cached instants)."""
+    rest: list[Condition] = []
+    lo: int | None = None
+    hi: int | None = None
+    for cond in conds:
+        literal = cond.values[0] if cond.values else None
+        dt = parse_datetime(literal, tz) if isinstance(literal, str) else None
+        if cond.path != UPDATED_TIME or cond.op not in _COMPARISONS or dt is None:
+            rest.append(cond)
+            continue
+        t = to_micros(dt)
+        low = {">=": t, "=": t, ">": t + 1}.get(cond.op)
+        high = {"<=": t + 1, "=": t + 1, "<": t}.get(cond.op)
+        if low is not None:
+            lo = low if lo is None else max(lo, low)
+        if high is not None:
+            hi = high if hi is None else min(hi, high)
+    return rest, lo, hi
+
+
+def _sort_key(table: IndexedTable, path: str, tz: tzinfo) -> Callable[[Mapping[str, Any]], tuple[int, Any]]:
+    """How rows sort on one ORDERBY field: Ids as numbers, MetaData times as instants (cached)."""
+    if path == "id":
+        return lambda row: (2, int(row["Id"]) if _DIGITS.match(str(row["Id"])) else 0)
+    if path == UPDATED_TIME:
+        return lambda row: (3, table.updated_of(row))
+    if path == CREATE_TIME:
+        return lambda row: (3, table.created_of(row))
+    return lambda row: _sort_value(resolve(row, path), tz)
+
+
+def execute(query: Query, table: IndexedTable, tz: tzinfo, tie_rng: random.Random | None = None) -> Result:
+    """Run a parsed query against one entity's table (the caller has resolved the entity name).
+
+    Rows that tie on the ORDERBY fields come by Id ascending, or, with `tie_rng`, in its shuffled order
+    (Intuit documents no tiebreaker)."""
     ids, rest = _index_plan(query, table, tz)
+    rest, lo, hi = _time_bounds(rest, tz)
     rows = table.rows
-    natural = not query.order or (len(query.order) == 1 and query.order[0].path == CREATE_TIME)
+    natural = not query.order or (len(query.order) == 1 and query.order[0].path == CREATE_TIME and tie_rng is None)
     descending = bool(query.order) and query.order[0].descending and natural
 
     def matching() -> Iterator[Mapping[str, Any]]:
         seq = reversed(ids) if descending else ids
         for row_id in seq:
             row = rows.get(row_id)
-            if row is not None and all(matches(row, c, tz) for c in rest):
+            if row is None:
+                continue
+            if lo is not None or hi is not None:
+                updated = table.updated_of(row)
+                if (lo is not None and updated < lo) or (hi is not None and updated >= hi):
+                    continue
+            if all(matches(row, c, tz) for c in rest):
                 yield row
 
     if query.count:
         return Result([], total=sum(1 for _ in matching()))
     skip, take = query.start_position - 1, query.max_results
-    if natural and not rest:
+    if natural and not rest and lo is None and hi is None:
         window = ids[::-1] if descending else ids
         page = [rows[i] for i in window[skip : skip + take] if i in rows]
         return Result(page)
     if natural:
-        out: list[Mapping[str, Any]] = []
-        for n, row in enumerate(matching()):
-            if n >= skip + take:
-                break
-            if n >= skip:
-                out.append(row)
-        return Result(out)
+        return Result(list(itertools.islice(matching(), skip, skip + take)))
     found = list(matching())
+    if tie_rng is not None:
+        tie_rng.shuffle(found)
+    else:
+        found.sort(key=_sort_key(table, "id", tz))
     for key in reversed(query.order):
-        path = key.path
-
-        def sort_key(row: Mapping[str, Any], path: str = path) -> tuple[int, Any]:
-            return _sort_value(resolve(row, path), tz)
-
-        found.sort(key=sort_key, reverse=key.descending)
+        found.sort(key=_sort_key(table, key.path, tz), reverse=key.descending)
     return Result(found[skip : skip + take])
