@@ -32,6 +32,7 @@ REQUIRED_ALERTS = {
     "QuickbooksWebhookSignatureFailures",
     "QuickbooksOperatorDown",
     "QuickbooksGatewayDown",
+    "QuickbooksAppCredentialsInvalid",
 }
 # docs/design.md §7, exactly; histograms also as their _bucket/_sum/_count series.
 METRICS = {
@@ -48,6 +49,7 @@ METRICS = {
     "qbo_webhook_requests_total",
     "qbo_webhook_events_total",
     "qbo_oauth_callbacks_total",
+    "qbo_app_credentials_rejected",
 }
 HISTOGRAMS = {"qbo_reconcile_duration_seconds", "qbo_http_request_duration_seconds"}
 KNOWN = METRICS | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}

@@ -105,6 +105,7 @@ def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = 
 
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+_WORKED = (SyncResult.SUCCEEDED, SyncResult.PARTIALLY_SUCCEEDED)  # a run that got through Intuit's token endpoint
 
 
 class AppCredentialsOutcomes:
@@ -132,12 +133,16 @@ def _refused_run(integ: Integration) -> datetime | None:
 
 def app_credentials_family(integrations: Iterable[Integration], own: AppCredentialsOutcomes) -> GaugeMetricFamily:
     """`qbo_app_credentials_rejected{environment}`: the newest evidence of each environment's Intuit app
-    wins, whoever refreshed: the operator's own refreshes and each integration's last run (Synced=False,
-    AppCredentialsInvalid). 1 while it is a refusal, 0 after a success or with no evidence."""
+    wins, whoever refreshed: the operator's own refreshes and each integration's last run (refused: Synced=False
+    AppCredentialsInvalid; worked: Succeeded or PartiallySucceeded). 1 while it is a refusal, 0 after a newer
+    success or with no evidence."""
     evidence: dict[str, list[tuple[datetime, bool]]] = {e: [] for e in ENVIRONMENTS}
     for integ in integrations:
+        last = integ.status.last_sync
         if (at := _refused_run(integ)) is not None:
             evidence[integ.spec.environment].append((at, True))
+        elif last is not None and last.finished_at is not None and last.result in _WORKED:
+            evidence[integ.spec.environment].append((last.finished_at, False))
     family = GaugeMetricFamily(
         "qbo_app_credentials_rejected",
         "1 while Intuit refuses the operator's own app credentials for this environment (invalid_client or "
