@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qbo_operator.harness.sandbox.faults import FaultRule
 from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits, limits_json
+from qbo_operator.harness.sandbox.qbo_changes import CreditKind
 from qbo_operator.harness.sandbox.qbo_store import SandboxError, dumps, intuit_time
 from qbo_operator.harness.sandbox.qbo_webhooks import WebhookFormat
 
@@ -35,6 +37,7 @@ class _NewCompany(BaseModel):
     seed: int = 1
     payments: int = Field(default=200, ge=0, le=1_000_000)
     history_days: int = Field(default=90, ge=1, le=3650)
+    multicurrency: bool = False
 
 
 class _NewPayments(BaseModel):
@@ -50,6 +53,54 @@ class _NewPayments(BaseModel):
     unapplied: str = "0"
     ref_num: str | None = None
     private_note: str | None = None
+
+
+class _PaymentChange(BaseModel):
+    """`update_payment`'s arguments; an absent field keeps the payment's value."""
+
+    model_config = ConfigDict(extra="forbid")
+    invoices: list[tuple[str, Decimal]] | None = None
+    credits: list[tuple[str, Decimal]] | None = None
+    total: Decimal | None = None
+    txn_date: str | None = None
+    ref_num: str | None = None
+    method: str | None = None
+
+
+class _Invoice(BaseModel):
+    """`create_invoice`'s and `update_invoice`'s arguments; lines are [item id or null, qty, unit price]."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str | None = None
+    amount: Decimal | None = None
+    lines: list[tuple[str | None, Decimal, Decimal]] | None = None
+    doc_number: str | None = None
+    txn_date: str | None = None
+    customer_memo: str | None = None
+
+
+class _Credit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: CreditKind = "CreditMemo"
+    customer_id: str
+    amount: Decimal
+
+
+class _Apply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    invoice_id: str
+    amount: Decimal | None = None
+
+
+class _Ties(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int | None
+
+
+class _Bookkeeping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    changes: int = Field(default=20, ge=0, le=100_000)
 
 
 class _Throttle(BaseModel):
@@ -124,7 +175,9 @@ class _Control:
     async def new_company(self, request: web.Request) -> web.Response:
         sb = self.sb
         spec = _NewCompany.model_validate(await _body(request))
-        realm = await asyncio.to_thread(sb.add_company, spec.name, spec.seed, spec.payments, spec.history_days)
+        realm = await asyncio.to_thread(
+            sb.add_company, spec.name, spec.seed, spec.payments, spec.history_days, spec.multicurrency
+        )
         return _json({"realmId": realm, "name": spec.name, "counts": sb.company(realm).counts()}, 201)
 
     async def company(self, request: web.Request) -> web.Response:
@@ -169,6 +222,57 @@ class _Control:
     async def delete(self, request: web.Request) -> web.Response:
         self.sb.delete_payment(request.match_info["realm"], request.match_info["id"])
         return _json({"deleted": request.match_info["id"]})
+
+    async def update_payment(self, request: web.Request) -> web.Response:
+        spec = _PaymentChange.model_validate(await _body(request))
+        realm, payment_id = request.match_info["realm"], request.match_info["id"]
+        return _json({"payment": self.sb.update_payment(realm, payment_id, **spec.model_dump())})
+
+    async def new_invoice(self, request: web.Request) -> web.Response:
+        spec = _Invoice.model_validate(await _body(request))
+        if spec.customer_memo is not None:
+            return _json({"error": "customer_memo: set it with an update"}, 400)
+        fields = spec.model_dump(exclude={"customer_memo"})
+        return _json({"invoice": self.sb.create_invoice(request.match_info["realm"], **fields)}, 201)
+
+    async def update_invoice(self, request: web.Request) -> web.Response:
+        spec = _Invoice.model_validate(await _body(request))
+        if spec.customer_id is not None:
+            return _json({"error": "customer_id: an invoice's customer cannot change"}, 400)
+        realm, invoice_id = request.match_info["realm"], request.match_info["id"]
+        fields = spec.model_dump(exclude={"customer_id"})
+        return _json({"invoice": self.sb.update_invoice(realm, invoice_id, **fields)})
+
+    async def void_invoice(self, request: web.Request) -> web.Response:
+        return _json({"invoice": self.sb.void_invoice(request.match_info["realm"], request.match_info["id"])})
+
+    async def delete_invoice(self, request: web.Request) -> web.Response:
+        self.sb.delete_invoice(request.match_info["realm"], request.match_info["id"])
+        return _json({"deleted": request.match_info["id"]})
+
+    async def new_credit(self, request: web.Request) -> web.Response:
+        spec = _Credit.model_validate(await _body(request))
+        credit = self.sb.create_credit(
+            request.match_info["realm"], spec.kind, customer_id=spec.customer_id, amount=spec.amount
+        )
+        return _json({spec.kind: credit}, 201)
+
+    async def apply_credit(self, request: web.Request) -> web.Response:
+        spec = _Apply.model_validate(await _body(request))
+        realm, credit_id = request.match_info["realm"], request.match_info["id"]
+        return _json({"payment": self.sb.auto_apply_credit(realm, spec.invoice_id, credit_id, spec.amount)}, 201)
+
+    async def bookkeeping(self, request: web.Request) -> web.Response:
+        spec = _Bookkeeping.model_validate(await _body(request))
+        realm = request.match_info["realm"]
+        self.sb.company(realm)
+        log = await asyncio.to_thread(self.sb.bookkeep, realm, spec.seed, spec.changes)
+        return _json({"log": log})
+
+    async def ties(self, request: web.Request) -> web.Response:
+        spec = _Ties.model_validate(await _body(request))
+        self.sb.tie_shuffle_seed = spec.seed
+        return _json({"tie_shuffle_seed": spec.seed})
 
     async def revoke(self, request: web.Request) -> web.Response:
         realm = request.match_info["realm"]
@@ -255,6 +359,15 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
         ("GET", "/_sandbox/companies/{realm}/payments", c.list_payments),
         ("POST", "/_sandbox/companies/{realm}/payments/{id}/void", c.void),
         ("DELETE", "/_sandbox/companies/{realm}/payments/{id}", c.delete),
+        ("PATCH", "/_sandbox/companies/{realm}/payments/{id}", c.update_payment),
+        ("POST", "/_sandbox/companies/{realm}/invoices", c.new_invoice),
+        ("PATCH", "/_sandbox/companies/{realm}/invoices/{id}", c.update_invoice),
+        ("POST", "/_sandbox/companies/{realm}/invoices/{id}/void", c.void_invoice),
+        ("DELETE", "/_sandbox/companies/{realm}/invoices/{id}", c.delete_invoice),
+        ("POST", "/_sandbox/companies/{realm}/credits", c.new_credit),
+        ("POST", "/_sandbox/companies/{realm}/credits/{id}/apply", c.apply_credit),
+        ("POST", "/_sandbox/companies/{realm}/bookkeeping", c.bookkeeping),
+        ("POST", "/_sandbox/ties", c.ties),
         ("POST", "/_sandbox/companies/{realm}/revoke", c.revoke),
         ("POST", "/_sandbox/companies/{realm}/tokens", c.tokens),
         ("POST", "/_sandbox/rotate", c.rotate),

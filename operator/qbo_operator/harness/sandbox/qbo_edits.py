@@ -6,14 +6,19 @@ webhooks Intuit sends. Kept apart from `qbo.py`, which holds the server, OAuth a
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, cast
 
-from qbo_operator.harness.sandbox import qbo_changes
+from qbo_operator.harness.sandbox import qbo_bookkeeper, qbo_changes
 from qbo_operator.harness.sandbox.qbo_changes import CreditKind, InvoiceLine
 from qbo_operator.harness.sandbox.qbo_generator import next_payment_time
 from qbo_operator.harness.sandbox.qbo_store import Company, Entity, Money
+
+if TYPE_CHECKING:
+    from qbo_operator.harness.sandbox.qbo import QboSandbox
 
 
 class Bookkeeping:
@@ -111,3 +116,8 @@ class Bookkeeping:
                 credits=[(str(credit_id), value)],
                 method=None,
             )
+
+    def bookkeep(self, realm_id: str, seed: int, changes: int) -> list[str]:
+        """A seeded random bookkeeper's day (`qbo_bookkeeper.bookkeeping_day`); returns what it did."""
+        sb = cast("QboSandbox", self)
+        return qbo_bookkeeper.bookkeeping_day(sb, realm_id, random.Random(seed), changes)
