@@ -1,4 +1,6 @@
-"""The pure QBO → Green Check mapping: table-driven (docs/greencheck.md §2, docs/design.md §5 item 5)."""
+"""The pure QBO → Green Check mapping: one payment set per payment, money is cash (docs/sync.md "Mapping",
+docs/greencheck.md §2). Table-driven through map_payment, split_cash, credit_total, payment_type and to_cents,
+and the cash invariant as a property: Σ record amounts = TotalAmt − UnappliedAmt."""
 
 from __future__ import annotations
 
@@ -8,15 +10,20 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qbo_operator.sync.mapping import (
+    Mapped,
     SkipReason,
+    credit_total,
     decimal_string,
     external_id,
     is_voided,
     line_items,
     map_payment,
     payment_type,
+    split_cash,
     to_cents,
 )
 from qbo_operator.sync.qbo_models import Invoice, Payment
@@ -24,11 +31,13 @@ from qbo_operator.sync.records import Record
 
 REALM = "9130355357483456"
 CONNECTED = datetime(2026, 11, 1, tzinfo=UTC)
+Line = tuple[str, str, str]  # (amount, linked txn type, linked txn id)
 
 
 def invoice(iid: str = "130", **over: Any) -> Invoice:
     raw: dict[str, Any] = {
         "Id": iid,
+        "MetaData": {"CreateTime": "2026-08-10T09:00:00-07:00", "LastUpdatedTime": "2026-11-24T17:03:11-08:00"},
         "DocNumber": "1037",
         "TxnDate": "2026-08-10",
         "CustomerRef": {"value": "24", "name": "Sonnenschein Family Store"},
@@ -55,13 +64,15 @@ def invoice(iid: str = "130", **over: Any) -> Invoice:
     return Invoice.model_validate(raw)
 
 
-def payment(pid: str = "183", lines: list[tuple[str, str, str]] | None = None, **over: Any) -> Payment:
-    """lines: (amount, txn type, txn id)."""
+def payment(pid: str = "183", lines: list[Line] | None = None, **over: Any) -> Payment:
+    """A payment of $55 by check, fully applied to invoice 130 unless `lines` or `over` say otherwise."""
     raw: dict[str, Any] = {
         "Id": pid,
+        "SyncToken": "0",
         "MetaData": {"CreateTime": "2026-11-24T17:03:11-08:00", "LastUpdatedTime": "2026-11-24T17:03:11-08:00"},
         "TxnDate": "2026-11-24",
         "TotalAmt": Decimal("55.00"),
+        "UnappliedAmt": Decimal("0"),
         "CustomerRef": {"value": "24", "name": "Sonnenschein Family Store"},
         "CurrencyRef": {"value": "USD", "name": "United States Dollar"},
         "PaymentMethodRef": {"value": "2", "name": "Check"},
@@ -74,6 +85,21 @@ def payment(pid: str = "183", lines: list[tuple[str, str, str]] | None = None, *
     }
     raw.update(over)
     return Payment.model_validate(raw)
+
+
+def records(mapped: Mapped) -> list[Record]:
+    """The records of a mapped payment that is delivered (a set, possibly empty)."""
+    assert mapped.payment_set is not None, mapped.skips
+    return list(mapped.payment_set.records)
+
+
+def only(mapped: Mapped) -> Record:
+    (record,) = records(mapped)
+    return record
+
+
+def invoices(*ids: str) -> dict[str, Invoice]:
+    return {i: invoice(i) for i in ids}
 
 
 # --- money ------------------------------------------------------------------------------------
@@ -112,7 +138,7 @@ def test_amounts_from_json_floats_stay_exact() -> None:
     """0.1 + 0.2 style float errors cannot happen: JSON is parsed with Decimal."""
     raw = json.loads('{"Amount": 0.29, "LinkedTxn": [{"TxnId": "1", "TxnType": "Invoice"}]}', parse_float=Decimal)
     p = payment(lines=[], Line=[raw], TotalAmt=Decimal("0.29"))
-    record = map_payment(p, {"1": invoice("1")}, REALM, CONNECTED).records[0]
+    record = only(map_payment(p, {"1": invoice("1")}, REALM, CONNECTED))
     assert record.payment.amount == 29 and record.payment.total_amount == 29
 
 
@@ -123,6 +149,49 @@ def test_amounts_from_json_floats_stay_exact() -> None:
 )  # fmt: skip
 def test_decimal_string(value: Decimal, text: str) -> None:
     assert decimal_string(value) == text
+
+
+# --- credits: what is not cash ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lines", "credit"),
+    [
+        ([], "0"),
+        ([("55.00", "Invoice", "1")], "0"),
+        ([("40.00", "Invoice", "1"), ("40.00", "CreditMemo", "77")], "40.00"),
+        ([("10", "CreditMemo", "7"), ("2.50", "JournalEntry", "8"), ("1", "Deposit", "9")], "13.50"),
+        ([("5", "Invoice", "1"), ("3", "RefundReceipt", "4")], "3"),
+    ],
+)
+def test_credit_total_sums_every_line_linked_to_anything_but_an_invoice(lines: list[Line], credit: str) -> None:
+    assert credit_total(payment(lines=lines)) == Decimal(credit)
+
+
+D = Decimal
+
+
+@pytest.mark.parametrize(
+    ("applied", "credit", "expected"),
+    [
+        ({"1": D(50)}, D(0), {"1": (D(50), D(0))}),
+        ({"1": D(50)}, D(20), {"1": (D(30), D(20))}),
+        ({"1": D(50)}, D(50), {"1": (D(0), D(50))}),
+        # line order: the first invoice takes what it can, the next the rest
+        ({"1": D(30), "2": D(50)}, D(40), {"1": (D(0), D(30)), "2": (D(40), D(10))}),
+        ({"2": D(50), "1": D(30)}, D(40), {"2": (D(10), D(40)), "1": (D(30), D(0))}),
+        # a negative line takes no credit; a negative credit is none
+        ({"1": D(-5), "2": D(20)}, D(10), {"1": (D(-5), D(0)), "2": (D(10), D(10))}),
+        ({"1": D(20)}, D(-10), {"1": (D(20), D(0))}),
+        ({}, D(10), {}),
+    ],
+)
+def test_split_cash_spreads_the_credit_in_line_order(
+    applied: dict[str, Decimal], credit: Decimal, expected: dict[str, tuple[Decimal, Decimal]]
+) -> None:
+    split = split_cash(applied, credit)
+    assert split == expected
+    assert list(split) == list(expected)  # the invoices keep the payment's line order
 
 
 # --- payment types ----------------------------------------------------------------------------
@@ -157,24 +226,29 @@ def test_payment_type(name: str | None, expected: str) -> None:
     assert payment_type(name) == expected
 
 
-def test_payment_method_name_resolved_from_lookup_when_ref_has_only_an_id() -> None:
+def test_payment_method_name_resolved_from_the_payment_method_list_when_the_ref_has_only_an_id() -> None:
+    """QBO sends PaymentMethodRef without a name; an inactive method is still in the company's list (the
+    client asks for Active IN (true, false)), so its name is still known."""
     p = payment(PaymentMethodRef={"value": "7"})
-    assert map_payment(p, {"130": invoice()}, REALM, CONNECTED).records[0].payment.type == "unknown"
-    mapped = map_payment(p, {"130": invoice()}, REALM, CONNECTED, payment_methods={"7": "Visa"})
-    assert mapped.records[0].payment.type == "credit"
+    assert only(map_payment(p, invoices("130"), REALM, CONNECTED)).payment.type == "unknown"
+    mapped = map_payment(p, invoices("130"), REALM, CONNECTED, payment_methods={"7": "Visa", "8": "Cash"})
+    assert only(mapped).payment.type == "credit"
+    named = payment(PaymentMethodRef={"value": "7", "name": "Cash"})  # a name on the ref wins
+    assert only(map_payment(named, invoices("130"), REALM, CONNECTED, {"7": "Visa"})).payment.type == "cash"
 
 
 # --- the record -------------------------------------------------------------------------------
 
 
 def test_full_record_matches_the_contract_example() -> None:
-    mapped = map_payment(payment(), {"130": invoice()}, REALM, CONNECTED)
+    mapped = map_payment(payment(), invoices("130"), REALM, CONNECTED)
     assert mapped.skips == []
-    (record,) = mapped.records
-    assert record.model_dump(mode="json") == {
+    assert mapped.payment_set is not None and mapped.payment_set.payment_id == "183"
+    assert only(mapped).model_dump(mode="json") == {
         "external_id": "qbo:9130355357483456:payment:183:invoice:130",
-        "payment": {"id": "183", "date": "2026-11-24", "amount": 5500, "total_amount": 5500, "type": "check",
-                    "reference": "1024", "created_at": "2026-11-24T17:03:11-08:00"},
+        "payment": {"id": "183", "date": "2026-11-24", "amount": 5500, "total_amount": 5500, "credit_applied": 0,
+                    "unapplied_amount": 0, "type": "check", "reference": "1024",
+                    "created_at": "2026-11-24T17:03:11-08:00"},
         "invoice": {"id": "130", "number": "1037", "date": "2026-08-10", "total": 32585, "open_balance": 27085,
                     "memo": "Thank you for your business"},
         "customer": {"id": "24", "name": "Sonnenschein Family Store"},
@@ -187,83 +261,135 @@ def test_full_record_matches_the_contract_example() -> None:
 
 
 def test_nothing_else_about_the_company_leaves_qbo() -> None:
-    record = map_payment(payment(), {"130": invoice()}, REALM, CONNECTED).records[0]
-    text = record.model_dump_json()
+    text = only(map_payment(payment(), invoices("130"), REALM, CONNECTED)).model_dump_json()
     for private in ("Oakland", "1 Main St", "store@example.com", "internal: slow payer", "call before depositing"):
         assert private not in text
 
 
-def test_split_payment_gives_one_record_per_invoice_with_the_applied_amount() -> None:
-    p = payment(
-        lines=[("75.00", "Invoice", "9280"), ("50.00", "Invoice", "9276"), ("25.10", "Invoice", "9300"),
-               ("125.00", "CreditMemo", "10270")],
-        TotalAmt=Decimal("25.10"),
-    )  # fmt: skip
-    invoices = {i: invoice(i) for i in ("9280", "9276", "9300")}
-    mapped = map_payment(p, invoices, REALM, CONNECTED)
-    assert [(r.invoice.id, r.payment.amount, r.payment.total_amount) for r in mapped.records] == [
-        ("9280", 7500, 2510),
-        ("9276", 5000, 2510),
-        ("9300", 2510, 2510),
-    ]
-    assert len({r.external_id for r in mapped.records}) == 3
+# (name, payment lines, TotalAmt, UnappliedAmt) → [(invoice, cash, credit)], each record's total and unapplied
+SETS: list[tuple[str, list[Line], str, str, list[tuple[str, int, int]]]] = [
+    ("one invoice, all cash", [("55.00", "Invoice", "130")], "55.00", "0", [("130", 5500, 0)]),
+    ("several invoices, all cash",
+     [("75.00", "Invoice", "9280"), ("50.00", "Invoice", "9276"), ("25.10", "Invoice", "9300")], "150.10", "0",
+     [("9280", 7500, 0), ("9276", 5000, 0), ("9300", 2510, 0)]),
+    ("two lines for one invoice add up into one record",
+     [("10.00", "Invoice", "130"), ("5.25", "Invoice", "130")], "15.25", "0", [("130", 1525, 0)]),
+    ("credit memo + cash: the credit is taken in line order",
+     [("75.00", "Invoice", "9280"), ("50.00", "Invoice", "9276"), ("25.10", "Invoice", "9300"),
+      ("125.00", "CreditMemo", "10270")], "25.10", "0",
+     [("9280", 0, 7500), ("9276", 0, 5000), ("9300", 2510, 0)]),
+    ("a credit smaller than the first invoice",
+     [("80.00", "Invoice", "1"), ("20.00", "Invoice", "2"), ("30.00", "JournalEntry", "5")], "70.00", "0",
+     [("1", 5000, 3000), ("2", 2000, 0)]),
+    ("partly unapplied: only the applied cash is delivered",
+     [("60.00", "Invoice", "130")], "100.00", "40.00", [("130", 6000, 0)]),
+    ("multiple credits and a deposit",
+     [("100.00", "Invoice", "1"), ("10.00", "CreditMemo", "7"), ("15.00", "Deposit", "8")], "75.00", "0",
+     [("1", 7500, 2500)]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "lines", "total", "unapplied", "expected"), SETS, ids=[s[0] for s in SETS])
+def test_payment_set_holds_the_cash_on_each_invoice_and_the_credit_apart(
+    name: str, lines: list[Line], total: str, unapplied: str, expected: list[tuple[str, int, int]]
+) -> None:
+    p = payment(lines=lines, TotalAmt=Decimal(total), UnappliedAmt=Decimal(unapplied))
+    mapped = map_payment(p, invoices(*{i for _, t, i in lines if t == "Invoice"}), REALM, CONNECTED)
+    got = records(mapped)
+    assert [(r.invoice.id, r.payment.amount, r.payment.credit_applied) for r in got] == expected, name
+    assert {(r.payment.total_amount, r.payment.unapplied_amount) for r in got} == {
+        (to_cents(D(total)), to_cents(D(unapplied)))
+    }
+    assert sum(r.payment.amount for r in got) == to_cents(D(total) - D(unapplied))  # money is cash
+    assert [r.external_id for r in got] == [external_id(REALM, "183", i) for i, _, _ in expected]
     assert mapped.skips == []
 
 
-def test_two_lines_for_the_same_invoice_add_up_into_one_record() -> None:
-    p = payment(lines=[("10.00", "Invoice", "130"), ("5.25", "Invoice", "130")])
-    (record,) = map_payment(p, {"130": invoice()}, REALM, CONNECTED).records
-    assert record.payment.amount == 1525
+# (name, payment overrides, the reason) → an empty set: Green Check retracts whatever it held for the payment
+EMPTY: list[tuple[str, dict[str, Any], SkipReason]] = [
+    ("unapplied (not yet applied to an invoice)", {"Line": [], "UnappliedAmt": Decimal("55.00")},
+     SkipReason.NO_INVOICE_LINK),
+    ("a credit with no invoice", {"Line": [{"Amount": 20, "LinkedTxn": [{"TxnId": "5", "TxnType": "CreditMemo"}]}]},
+     SkipReason.NO_INVOICE_LINK),
+    ("a journal entry with no invoice",
+     {"Line": [{"Amount": 20, "LinkedTxn": [{"TxnId": "5", "TxnType": "JournalEntry"}]}]},
+     SkipReason.NO_INVOICE_LINK),
+    ("$0 auto-applied credit", {"TotalAmt": 0, "PaymentMethodRef": None, "PrivateNote": "Credit applied", "Line": [
+        {"Amount": 40, "LinkedTxn": [{"TxnId": "130", "TxnType": "Invoice"}]},
+        {"Amount": 40, "LinkedTxn": [{"TxnId": "77", "TxnType": "CreditMemo"}]}]}, SkipReason.CREDIT_ONLY),
+    ("a credit covering two invoices", {"TotalAmt": 0, "Line": [
+        {"Amount": 10, "LinkedTxn": [{"TxnId": "130", "TxnType": "Invoice"}]},
+        {"Amount": 15, "LinkedTxn": [{"TxnId": "131", "TxnType": "Invoice"}]},
+        {"Amount": 25, "LinkedTxn": [{"TxnId": "77", "TxnType": "CreditMemo"}]}]}, SkipReason.CREDIT_ONLY),
+    ("voided: note and zero total", {"Line": [], "TotalAmt": 0, "PrivateNote": "Voided"}, SkipReason.VOIDED),
+    ("voided: note with text", {"Line": [], "TotalAmt": 0, "PrivateNote": "Voided call before depositing"},
+     SkipReason.VOIDED),
+    ("voided: TxnStatus, lines kept", {"TxnStatus": "Voided"}, SkipReason.VOIDED),
+]  # fmt: skip
 
 
-def test_zero_total_payment_that_settles_an_invoice_with_a_credit_is_delivered() -> None:
-    p = payment(lines=[("40.00", "Invoice", "130"), ("40.00", "CreditMemo", "77")], TotalAmt=Decimal("0"),
-                PaymentMethodRef=None, PrivateNote="Credit applied")  # fmt: skip
-    (record,) = map_payment(p, {"130": invoice()}, REALM, CONNECTED).records
-    assert (record.payment.amount, record.payment.total_amount, record.payment.type) == (4000, 0, "unknown")
+@pytest.mark.parametrize(("name", "over", "reason"), EMPTY, ids=[e[0] for e in EMPTY])
+def test_payments_with_no_cash_on_an_invoice_become_an_empty_set(
+    name: str, over: dict[str, Any], reason: SkipReason
+) -> None:
+    mapped = map_payment(payment(**over), invoices("130", "131"), REALM, CONNECTED)
+    assert mapped.payment_set is not None and mapped.payment_set.payment_id == "183"
+    assert mapped.payment_set.records == [], name
+    assert [(s.payment_id, s.reason, s.invoice_id) for s in mapped.skips] == [("183", reason, None)]
 
 
 @pytest.mark.parametrize(
-    ("over", "reason"),
-    [
-        ({"Line": []}, SkipReason.NO_INVOICE_LINK),  # fully unapplied
-        ({"Line": [{"Amount": 20, "LinkedTxn": [{"TxnId": "5", "TxnType": "CreditMemo"}]}]},
-         SkipReason.NO_INVOICE_LINK),  # credit-only
-        ({"Line": [{"Amount": 20, "LinkedTxn": [{"TxnId": "5", "TxnType": "JournalEntry"}]}]},
-         SkipReason.NO_INVOICE_LINK),
-        ({"Line": [], "TotalAmt": 0, "PrivateNote": "Voided"}, SkipReason.VOIDED),
-        ({"Line": [], "TotalAmt": 0, "PrivateNote": "Voided call before depositing"}, SkipReason.VOIDED),
-        ({"TxnStatus": "Voided"}, SkipReason.VOIDED),
-        ({"MetaData": {"CreateTime": "2026-10-31T16:59:59-07:00"}}, SkipReason.BEFORE_CONNECTED),
-    ],
-)  # fmt: skip
-def test_skipped_payments_carry_a_reason(over: dict[str, Any], reason: SkipReason) -> None:
-    mapped = map_payment(payment(**over), {"130": invoice()}, REALM, CONNECTED)
-    assert mapped.records == []
-    assert [(s.payment_id, s.reason) for s in mapped.skips] == [("183", reason)]
+    "created",
+    ["2026-10-31T16:59:59-07:00", "2026-01-01T00:00:00Z"],
+)
+def test_a_payment_created_before_connected_at_becomes_no_set_at_all(created: str) -> None:
+    """Never delivered, so nothing to retract either: even voided or unapplied, it is left alone."""
+    for over in ({}, {"TxnStatus": "Voided"}, {"Line": []}):
+        mapped = map_payment(payment(MetaData={"CreateTime": created}, **over), invoices("130"), REALM, CONNECTED)
+        assert mapped.payment_set is None
+        assert [(s.payment_id, s.reason) for s in mapped.skips] == [("183", SkipReason.BEFORE_CONNECTED)]
 
 
 def test_created_exactly_at_connected_at_is_delivered() -> None:
     p = payment(MetaData={"CreateTime": "2026-10-31T17:00:00-07:00"})
-    assert len(map_payment(p, {"130": invoice()}, REALM, CONNECTED).records) == 1
+    assert len(records(map_payment(p, invoices("130"), REALM, CONNECTED))) == 1
+
+
+def test_applied_later_the_empty_set_becomes_a_record() -> None:
+    """A prepayment recorded unapplied, applied to an invoice a day later: same Id and CreateTime, new
+    SyncToken and LastUpdatedTime. The first reading retracts (nothing held yet); the second delivers."""
+    first = payment(Line=[], UnappliedAmt=Decimal("55.00"))
+    later = payment(
+        SyncToken="1",
+        MetaData={"CreateTime": "2026-11-24T17:03:11-08:00", "LastUpdatedTime": "2026-11-25T09:00:00-08:00"},
+    )
+    assert records(map_payment(first, invoices("130"), REALM, CONNECTED)) == []
+    record = only(map_payment(later, invoices("130"), REALM, CONNECTED))
+    assert (record.payment.amount, record.payment.unapplied_amount) == (5500, 0)
+    assert record.payment.created_at == "2026-11-24T17:03:11-08:00"
 
 
 def test_note_saying_voided_on_a_live_payment_is_not_a_void() -> None:
     p = payment(PrivateNote="Voided check replaced by this one")
     assert not is_voided(p)
-    assert len(map_payment(p, {"130": invoice()}, REALM, CONNECTED).records) == 1
+    assert len(records(map_payment(p, invoices("130"), REALM, CONNECTED))) == 1
 
 
-def test_missing_invoice_is_skipped_per_pair_and_the_rest_delivered() -> None:
-    p = payment(lines=[("10.00", "Invoice", "130"), ("20.00", "Invoice", "404")])
-    mapped = map_payment(p, {"130": invoice()}, REALM, CONNECTED)
-    assert [r.invoice.id for r in mapped.records] == ["130"]
+def test_missing_invoice_is_left_out_of_the_set_and_the_rest_delivered() -> None:
+    p = payment(lines=[("10.00", "Invoice", "130"), ("20.00", "Invoice", "404")], TotalAmt=Decimal("30.00"))
+    mapped = map_payment(p, invoices("130"), REALM, CONNECTED)
+    assert [(r.invoice.id, r.payment.amount) for r in records(mapped)] == [("130", 1000)]
     assert [(s.reason, s.invoice_id) for s in mapped.skips] == [(SkipReason.INVOICE_MISSING, "404")]
 
 
-def test_all_invoices_missing_gives_no_records() -> None:
-    mapped = map_payment(payment(), {}, REALM, CONNECTED)
-    assert mapped.records == [] and mapped.skips[0].reason == SkipReason.INVOICE_MISSING
+def test_all_invoices_missing_gives_an_empty_set_naming_each() -> None:
+    p = payment(lines=[("10.00", "Invoice", "130"), ("20.00", "Invoice", "131")], TotalAmt=Decimal("30.00"))
+    mapped = map_payment(p, {}, REALM, CONNECTED)
+    assert records(mapped) == []
+    assert [(s.reason, s.invoice_id) for s in mapped.skips] == [
+        (SkipReason.INVOICE_MISSING, "130"),
+        (SkipReason.INVOICE_MISSING, "131"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -273,16 +399,25 @@ def test_all_invoices_missing_gives_no_records() -> None:
         ({"PaymentRefNum": ""}, ("payment", "reference"), None),
         ({"CurrencyRef": None}, ("currency",), "USD"),  # single-currency companies omit it
         ({"CurrencyRef": {"value": "CAD"}}, ("currency",), "CAD"),
+        # multi-currency: the transaction's currency is kept, amounts stay in it (not HomeTotalAmt)
+        ({"CurrencyRef": {"value": "EUR", "name": "Euro"}, "ExchangeRate": 1.08, "HomeTotalAmt": 59.4},
+         ("currency",), "EUR"),
+        ({"CurrencyRef": {"value": "EUR"}, "ExchangeRate": 1.08, "HomeTotalAmt": 59.4}, ("payment", "amount"), 5500),
         ({"CustomerRef": None}, ("customer", "name"), "Sonnenschein Family Store"),  # from the invoice
         ({"TxnDate": None}, ("payment", "date"), None),
+        ({"UnappliedAmt": None}, ("payment", "unapplied_amount"), 0),
     ],
-)
+)  # fmt: skip
 def test_optional_payment_fields(over: dict[str, Any], field: tuple[str, ...], expected: object) -> None:
-    record = map_payment(payment(**over), {"130": invoice()}, REALM, CONNECTED).records[0]
-    value: Any = record
+    value: Any = only(map_payment(payment(**over), invoices("130"), REALM, CONNECTED))
     for part in field:
         value = getattr(value, part)
     assert value == expected
+
+
+def test_currency_comes_from_the_invoice_when_the_payment_has_none() -> None:
+    inv = {"130": invoice(CurrencyRef={"value": "CAD"})}
+    assert only(map_payment(payment(CurrencyRef=None), inv, REALM, CONNECTED)).currency == "CAD"
 
 
 @pytest.mark.parametrize(
@@ -296,7 +431,7 @@ def test_optional_payment_fields(over: dict[str, Any], field: tuple[str, ...], e
     ],
 )
 def test_optional_invoice_fields(over: dict[str, Any], field: str, expected: object) -> None:
-    record = map_payment(payment(), {"130": invoice(**over)}, REALM, CONNECTED).records[0]
+    record = only(map_payment(payment(), {"130": invoice(**over)}, REALM, CONNECTED))
     assert getattr(record.invoice, field) == expected
 
 
@@ -356,7 +491,49 @@ def test_external_id_format() -> None:
 
 def test_record_types_are_strict() -> None:
     """Money must be integer cents: a float or string in a record is refused at the boundary."""
-    good = map_payment(payment(), {"130": invoice()}, REALM, CONNECTED).records[0].model_dump(mode="json")
-    good["payment"]["amount"] = 55.0
-    with pytest.raises(ValueError, match="amount"):
-        Record.model_validate(good)
+    good = only(map_payment(payment(), invoices("130"), REALM, CONNECTED)).model_dump(mode="json")
+    for key in ("amount", "credit_applied", "unapplied_amount"):
+        bad = {**good, "payment": {**good["payment"], key: 55.0}}
+        with pytest.raises(ValueError, match=key):
+            Record.model_validate(bad)
+
+
+# --- the invariant: money is cash -------------------------------------------------------------
+
+cents_st = st.integers(1, 500_000)
+invoice_ids = st.sampled_from(["1", "2", "3", "4"])
+credit_types = st.sampled_from(["CreditMemo", "JournalEntry", "Deposit"])
+
+
+@st.composite
+def consistent_payments(draw: st.DrawFn) -> Payment:
+    """A payment as QBO keeps one: TotalAmt = Σ invoice lines − Σ credit lines + UnappliedAmt, never negative."""
+    owed = draw(st.lists(st.tuples(cents_st, invoice_ids), min_size=1, max_size=6))
+    credits = draw(st.lists(st.tuples(cents_st, credit_types), max_size=3))
+    budget = sum(a for a, _ in owed)
+    credit_lines = []
+    for amount, kind in credits:
+        if amount <= budget:  # QBO cannot apply more credit than the invoices owe
+            budget -= amount
+            credit_lines.append((amount, kind))
+    unapplied = draw(st.sampled_from([0, 0, 1, 2_500, 100_000]))
+    total = budget + unapplied
+    lines = [{"Amount": D(a) / 100, "LinkedTxn": [{"TxnId": i, "TxnType": "Invoice"}]} for a, i in owed]
+    lines += [{"Amount": D(a) / 100, "LinkedTxn": [{"TxnId": "9", "TxnType": k}]} for a, k in credit_lines]
+    order = draw(st.permutations(range(len(lines))))
+    return payment(Line=[lines[i] for i in order], TotalAmt=D(total) / 100, UnappliedAmt=D(unapplied) / 100)
+
+
+@settings(max_examples=300, deadline=None)
+@given(p=consistent_payments())
+def test_record_amounts_add_up_to_the_cash_the_payment_applied(p: Payment) -> None:
+    mapped = map_payment(p, invoices("1", "2", "3", "4"), REALM, CONNECTED)
+    got = records(mapped)
+    cash = to_cents(p.total_amt - (p.unapplied_amt or 0))
+    if not got:  # only a payment whose credit covers every invoice is left empty
+        assert cash == 0 and [s.reason for s in mapped.skips] == [SkipReason.CREDIT_ONLY]
+        return
+    assert sum(r.payment.amount for r in got) == cash
+    assert sum(r.payment.credit_applied for r in got) == to_cents(credit_total(p))
+    assert all(r.payment.amount >= 0 and r.payment.credit_applied >= 0 for r in got)
+    assert [r.invoice.id for r in got] == p.invoice_ids()  # one record per invoice, in line order
