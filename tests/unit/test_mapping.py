@@ -344,7 +344,8 @@ def test_payments_with_no_cash_on_an_invoice_become_an_empty_set(
 )
 def test_a_payment_created_before_connected_at_becomes_no_set_at_all(created: str) -> None:
     """Never delivered, so nothing to retract either: even voided or unapplied, it is left alone."""
-    for over in ({}, {"TxnStatus": "Voided"}, {"Line": []}):
+    variants: list[dict[str, Any]] = [{}, {"TxnStatus": "Voided"}, {"Line": []}]
+    for over in variants:
         mapped = map_payment(payment(MetaData={"CreateTime": created}, **over), invoices("130"), REALM, CONNECTED)
         assert mapped.payment_set is None
         assert [(s.payment_id, s.reason) for s in mapped.skips] == [("183", SkipReason.BEFORE_CONNECTED)]
