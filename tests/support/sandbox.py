@@ -108,3 +108,17 @@ async def connect(http: httpx.AsyncClient, base: str, realm: str) -> dict[str, A
 
 def limits(**kw: Any) -> ThrottleLimits:
     return ThrottleLimits(**kw)
+
+
+Change = tuple[str, str, str]  # entity, id, operation: what the sandbox tells webhook subscribers
+
+
+def record_changes(sb: QboSandbox, realm: str) -> list[Change]:
+    """Every change the company announces from now on (what the webhooks carry), in order."""
+    seen: list[Change] = []
+    sb.companies[realm].listeners.append(lambda entity, row_id, op, at: seen.append((entity, row_id, op)))
+    return seen
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Accept": "application/json"}

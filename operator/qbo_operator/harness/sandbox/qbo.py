@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from qbo_operator.harness.sandbox import qbo_api, qbo_control, qbo_oauth
+from qbo_operator.harness.sandbox import qbo_api, qbo_control, qbo_oauth, qbo_write
 from qbo_operator.harness.sandbox.faults import Faults, Handler
 from qbo_operator.harness.sandbox.qbo_api import INTUIT_LIMITS, Throttle, ThrottleLimits, limits_json
 from qbo_operator.harness.sandbox.qbo_edits import Bookkeeping
@@ -45,6 +45,9 @@ _KINDS = {
     "/v3/company/{realm}/query": "query",
     "/v3/company/{realm}/cdc": "cdc",
     "/v3/company/{realm}/{entity}/{id}": "read",
+    "/v3/company/{realm}/payment": "write",
+    "/v3/company/{realm}/invoice": "write",
+    "/v3/company/{realm}/creditmemo": "write",
     "/oauth2/v1/tokens/bearer": "token",
     "/v2/oauth2/tokens/revoke": "revoke",
     "/connect/oauth2": "authorize",
@@ -231,8 +234,10 @@ class QboSandbox(Bookkeeping):
         unapplied: Money = "0",
         ref_num: str | None = None,
         private_note: str | None = None,
+        txn_date: str | None = None,
     ) -> Entity:
-        """One payment created now. `amounts` default to each invoice's open balance (paid in full)."""
+        """One payment created now. `amounts` default to each invoice's open balance (paid in full);
+        `credit_memo_ids` may name any credit (CreditMemo, JournalEntry, Deposit)."""
         with self.lock:
             company = self.company(realm_id)
             invoice_ids = [str(i) for i in invoice_ids]
@@ -262,6 +267,7 @@ class QboSandbox(Bookkeeping):
                 method=method,
                 ref_num=ref_num,
                 private_note=private_note,
+                txn_date=txn_date,
             )
 
     def void_payment(self, realm_id: str, payment_id: str) -> Entity:
@@ -423,6 +429,7 @@ class QboSandbox(Bookkeeping):
         app.on_response_prepare.append(_add_tid)
         app.add_routes(qbo_oauth.routes(self))
         app.add_routes(qbo_api.routes(self))
+        app.add_routes(qbo_write.routes(self))
         app.add_routes(qbo_control.routes(self))
         return app
 
