@@ -1,5 +1,6 @@
-"""The exactly-once ledger (sync/ledger.py): every interesting order of acknowledgements, rejects and dry-run
-prints, checked against one rule: the watermark never passes a payment with a record not yet settled."""
+"""The exactly-once ledger (sync/ledger.py), one payment set per entry: every interesting order of answers,
+rejections, local refusals and dry-run prints, checked against one rule: the watermark is the change time of
+the oldest unsettled set, never past `ceiling`, never below `floor`."""
 
 from __future__ import annotations
 
@@ -8,158 +9,201 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qbo_operator.sync.ledger import OVERLAP, Entry, Ledger, Stats, window_start
-from qbo_operator.sync.records import Result, ResultError
+from qbo_operator.sync.ledger import MAX_REJECTED, Entry, Ledger, Rejection, Stats
+from qbo_operator.sync.records import PaymentResult, ResultError
+from tests.support.greencheck import make_set
 
 T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
+FLOOR, CEILING = 0, 100  # minutes after T0
 
 
 def at(minute: int) -> datetime:
     return T0 + timedelta(minutes=minute)
 
 
-def eid(payment: int, record: int) -> str:
-    return f"qbo:1:payment:{payment}:invoice:{record}"
+def ledger_at(rejected: dict[str, Rejection] | None = None) -> Ledger:
+    return Ledger(floor=at(FLOOR), ceiling=at(CEILING), rejected=dict(rejected or {}))
 
 
-# A step: ("open", payment, records) | ("send", payment, record) | ("ack", [(payment, record, status)])
-#         | ("refuse", payment, record) | ("print", payment) | ("advance", expected watermark minute or None)
+def applied(payment: int, *statuses: str) -> PaymentResult:
+    """Payment `payment`'s set applied; one record per status, numbered as make_set numbers them."""
+    return PaymentResult.model_validate(
+        {
+            "payment_id": str(payment),
+            "status": "applied",
+            "records": [
+                {"external_id": f"qbo:9130355357483456:payment:{payment}:invoice:{1000 + n}", "status": s}
+                for n, s in enumerate(statuses)
+            ],
+        }
+    )
+
+
+def rejected(payment: int, *errors: ResultError) -> PaymentResult:
+    return PaymentResult(payment_id=str(payment), status="rejected", errors=list(errors))
+
+
+# A step: ("open", payment, change minute | None) | ("send", payment, records) | ("ack", [results])
+#       | ("refuse", payment) | ("print", payment) | ("advance", expected minute) | ("finish", expected minute)
 Step = tuple[object, ...]
 
 
-def replay(steps: list[Step], amount: int = 100) -> tuple[Ledger, list[datetime | None]]:
-    """Run `steps` (payment n is created at minute n) and return the ledger and every watermark seen."""
-    ledger = Ledger()
+def replay(steps: list[Step], ledger: Ledger | None = None) -> Ledger:
+    """Run `steps`, asserting each watermark asked for; payment n's records are worth 10_000 + i cents each."""
+    ledger = ledger or ledger_at()
     entries: dict[int, Entry] = {}
-    marks: list[datetime | None] = []
     for step in steps:
         match step:
-            case ("open", int(p), int(n)):
-                entries[p] = ledger.open(at(p), n)
-            case ("send", int(p), int(r)):
-                ledger.sent(entries[p], eid(p, r), amount)
-            case ("ack", list(acks)):
-                ledger.acknowledge(
-                    Result(
-                        external_id=eid(p, r),
-                        status=status,
-                        errors=[ResultError(field="invoice.number", message="is required")]
-                        if status == "rejected"
-                        else [],
-                    )
-                    for p, r, status in acks
-                )
-            case ("refuse", int(p), int(r)):
-                ledger.refuse(entries[p], eid(p, r), "too large")
+            case ("open", int(p), minute):
+                entries[p] = ledger.open(str(p), f"t{p}", None if minute is None else at(int(str(minute))))
+            case ("send", int(p), int(n)):
+                ledger.sent(entries[p], make_set(p, *range(n)))
+            case ("ack", list(results)):
+                ledger.acknowledge(results)
+            case ("refuse", int(p)):
+                ledger.refuse(entries[p], "alone over the body limit")
             case ("print", int(p)):
                 ledger.printed(entries[p])
-            case ("advance", expected):
-                mark = ledger.advance()
-                marks.append(mark)
-                assert mark == (None if expected is None else at(int(str(expected)))), (step, mark)
+            case ("advance", int(minute)):
+                assert ledger.advance() == at(minute), step
+            case ("finish", int(minute)):
+                assert ledger.finish() == at(minute), step
             case _:
                 raise AssertionError(f"unknown step {step}")
-    return ledger, marks
+    return ledger
 
 
-# --- explicit orderings: (name, steps, created, duplicate, rejected, payments synced, records sent) ---------------
+# (name, steps, (sets sent, payments synced, records created, rejected in this run, kept rejected))
 CASES: list[tuple[str, list[Step], tuple[int, int, int, int, int]]] = [
-    ("nothing read", [("advance", None)], (0, 0, 0, 0, 0)),
+    ("nothing read: the floor", [("advance", FLOOR), ("finish", CEILING)], (0, 0, 0, 0, 0)),
     (
-        "one payment, acknowledged",
-        [("open", 1, 1), ("send", 1, 0), ("advance", 1), ("ack", [(1, 0, "created")]), ("advance", 1)],
-        (1, 0, 0, 1, 1),
+        "one set, acknowledged: the watermark moves to its change",
+        [("open", 1, 10), ("send", 1, 1), ("advance", 10), ("ack", [applied(1, "created")]), ("advance", 10)],
+        (1, 1, 1, 0, 0),
     ),
     (
-        "in order: the watermark follows the oldest unsettled payment",
+        "in order: the watermark follows the oldest unsettled set",
         [
-            ("open", 1, 1), ("send", 1, 0), ("open", 2, 1), ("send", 2, 0), ("open", 3, 1), ("send", 3, 0),
-            ("ack", [(1, 0, "created")]), ("advance", 2),
-            ("ack", [(2, 0, "created")]), ("advance", 3),
-            ("ack", [(3, 0, "created")]), ("advance", 3),
+            ("open", 1, 10), ("send", 1, 1), ("open", 2, 20), ("send", 2, 1), ("open", 3, 30), ("send", 3, 1),
+            ("ack", [applied(1, "created")]), ("advance", 20),
+            ("ack", [applied(2, "created")]), ("advance", 30),
+            ("ack", [applied(3, "created")]), ("advance", 30), ("finish", CEILING),
         ],
-        (3, 0, 0, 3, 3),
+        (3, 3, 3, 0, 0),
     ),
     (
-        "out of order: a later ack cannot move the watermark past an earlier unsettled payment",
+        "out of order: a later answer cannot move the watermark past an earlier unsettled set",
         [
-            ("open", 1, 1), ("send", 1, 0), ("open", 2, 1), ("send", 2, 0), ("open", 3, 1), ("send", 3, 0),
-            ("ack", [(3, 0, "created")]), ("advance", 1),
-            ("ack", [(2, 0, "created")]), ("advance", 1),
-            ("ack", [(1, 0, "created")]), ("advance", 3),
+            ("open", 1, 10), ("send", 1, 1), ("open", 2, 20), ("send", 2, 1), ("open", 3, 30), ("send", 3, 1),
+            ("ack", [applied(3, "created")]), ("advance", 10),
+            ("ack", [applied(2, "updated")]), ("advance", 10),
+            ("ack", [applied(1, "created")]), ("advance", 30),
         ],
-        (3, 0, 0, 3, 3),
+        (3, 3, 2, 0, 0),
     ),
     (
-        "a payment split across batches waits for its last record",
+        "an unsettled set holds finish() at its change time",
+        [("open", 1, 10), ("send", 1, 1), ("open", 2, 20), ("send", 2, 1), ("ack", [applied(2, "created")]),
+         ("finish", 10)],
+        (2, 1, 1, 0, 0),
+    ),
+    (
+        "never past the ceiling, even for a change read after it",
+        [("open", 1, 90), ("send", 1, 1), ("open", 2, 130), ("send", 2, 1), ("ack", [applied(1, "created")]),
+         ("advance", CEILING), ("ack", [applied(2, "created")]), ("advance", CEILING), ("finish", CEILING)],
+        (2, 2, 2, 0, 0),
+    ),
+    (
+        "sets sent before the change stream (deletes, changed invoices, retries) hold the floor",
+        [("open", 7, None), ("send", 7, 0), ("open", 1, 10), ("send", 1, 1), ("ack", [applied(1, "created")]),
+         ("advance", FLOOR), ("ack", [applied(7)]), ("advance", 10)],
+        (2, 1, 1, 0, 0),
+    ),
+    (
+        "never below the floor",
+        [("open", 1, -30), ("send", 1, 1), ("advance", FLOOR), ("ack", [applied(1, "created")]), ("advance", FLOOR)],
+        (1, 1, 1, 0, 0),
+    ),
+    (
+        "a rejection is kept, so it settles; only a changed record counts a payment as synced",
         [
-            ("open", 1, 3), ("send", 1, 0), ("send", 1, 1), ("send", 1, 2), ("open", 2, 1), ("send", 2, 0),
-            ("ack", [(1, 0, "created"), (1, 1, "created")]), ("advance", 1),
-            ("ack", [(2, 0, "created")]), ("advance", 1),
-            ("ack", [(1, 2, "created")]), ("advance", 2),
+            ("open", 1, 10), ("send", 1, 1), ("open", 2, 20), ("send", 2, 2), ("open", 3, 30), ("send", 3, 1),
+            ("ack", [rejected(1), applied(2, "unchanged", "unchanged"), applied(3, "retracted")]), ("advance", 30),
         ],
-        (4, 0, 0, 2, 4),
+        (3, 1, 0, 1, 1),
     ),
     (
-        "rejects and duplicates settle a payment too, but only a new record counts it as synced",
-        [
-            ("open", 1, 1), ("send", 1, 0), ("open", 2, 1), ("send", 2, 0), ("open", 3, 2), ("send", 3, 0),
-            ("send", 3, 1),
-            ("ack", [(1, 0, "rejected"), (2, 0, "duplicate"), (3, 0, "rejected"), (3, 1, "created")]),
-            ("advance", 3),
-        ],
-        (1, 1, 2, 1, 4),
+        "a set refused locally (too large) is rejected without being sent, and kept",
+        [("open", 1, 10), ("refuse", 1), ("open", 2, 20), ("send", 2, 1), ("advance", 20),
+         ("ack", [applied(2, "created")]), ("advance", 20)],
+        (2, 1, 1, 1, 1),
     ),
     (
-        "a record refused locally (too large) is rejected without being sent",
-        [("open", 1, 2), ("refuse", 1, 0), ("send", 1, 1), ("advance", 1),
-         ("ack", [(1, 1, "created")]), ("advance", 1)],
-        (1, 0, 1, 1, 1),
-    ),
-    (
-        "skipped payments (no records) settle at once, in order",
-        [("open", 1, 0), ("open", 2, 1), ("send", 2, 0), ("open", 3, 0), ("advance", 2), ("ack", [(2, 0, "created")]),
-         ("advance", 3)],
-        (1, 0, 0, 1, 1),
-    ),
-    (
-        "a skipped payment behind an unsettled one waits",
-        [("open", 1, 1), ("send", 1, 0), ("open", 2, 0), ("advance", 1),
-         ("ack", [(1, 0, "duplicate")]), ("advance", 2)],
-        (0, 1, 0, 0, 1),
-    ),
-    (
-        "dry run: printed records settle their payment; nothing is created",
-        [("open", 1, 2), ("print", 1), ("print", 1), ("advance", 1), ("open", 2, 1), ("print", 2), ("advance", 2)],
-        (0, 0, 0, 0, 3),
-    ),
-    (
-        "dry run: a payment half printed holds the watermark",
-        [("open", 1, 1), ("print", 1), ("open", 2, 2), ("print", 2), ("advance", 2)],
-        (0, 0, 0, 0, 2),
-    ),
-    (
-        "the watermark stays at the last settled payment once the queue is empty",
-        [("open", 1, 1), ("send", 1, 0), ("ack", [(1, 0, "created")]), ("advance", 1), ("advance", 1)],
-        (1, 0, 0, 1, 1),
+        "dry run: printed sets settle; nothing is counted as delivered",
+        [("open", 1, 10), ("print", 1), ("open", 2, 20), ("advance", 20), ("print", 2), ("advance", 20)],
+        (2, 0, 0, 0, 0),
     ),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "steps", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_orderings(name: str, steps: list[Step], expected: tuple[int, int, int, int, int]) -> None:
-    ledger, _ = replay(steps)
-    s = ledger.stats
-    assert (s.created, s.duplicate, len(s.rejected), s.payments_synced, s.records_sent) == expected, name
+    s, kept = (ledger := replay(steps)).stats, ledger.rejected
+    assert (s.sets_sent, s.payments_synced, s.records["created"], len(s.rejected), len(kept)) == expected, name
 
 
-def test_amount_counts_only_created_records() -> None:
+def test_cash_counts_only_records_created_or_updated() -> None:
+    steps: list[Step] = [("open", 1, 10), ("send", 1, 4),
+                         ("ack", [applied(1, "created", "updated", "unchanged", "retracted")])]  # fmt: skip
+    stats = replay(steps).stats
+    assert stats.amount_cents == 10_000 + 10_001
+    assert dict(stats.records) == {"created": 1, "updated": 1, "unchanged": 1, "retracted": 1}
+
+
+def test_a_rejection_is_kept_with_its_sync_token_and_removed_once_applied() -> None:
+    why = ResultError(field="invoice.number", message="is required")
+    ledger = replay([("open", 4, 10), ("send", 4, 1), ("ack", [rejected(4, why)])])
+    assert ledger.rejected == {"4": Rejection("4", "t4", "invoice.number: is required")}
+    assert ledger.rejected_status() == [{"paymentId": "4", "syncToken": "t4", "reason": "invoice.number: is required"}]
+    # the next run starts with the kept list and sends the set again; this time it is applied
+    later = replay([("open", 4, None), ("send", 4, 1), ("ack", [applied(4, "created")]), ("advance", FLOOR)],
+                   ledger_at(ledger.rejected))  # fmt: skip
+    assert later.rejected == {} and later.rejected_status() == []
+
+
+def test_a_full_rejected_list_holds_the_watermark_at_the_new_rejection() -> None:
+    full = {str(10_000 + i): Rejection(str(10_000 + i), "0", "old") for i in range(MAX_REJECTED)}
     steps: list[Step] = [
-        ("open", 1, 3), ("send", 1, 0), ("send", 1, 1), ("send", 1, 2),
-        ("ack", [(1, 0, "created"), (1, 1, "duplicate"), (1, 2, "rejected")]), ("advance", 1),
+        ("open", 1, 10), ("send", 1, 1), ("open", 2, 20), ("send", 2, 1), ("open", 10_000, 30), ("send", 10_000, 1),
+        ("ack", [rejected(1), applied(2, "created"), rejected(10_000)]), ("advance", 10), ("finish", 10),
     ]  # fmt: skip
-    ledger, _ = replay(steps, amount=1234)
-    assert ledger.stats.amount_cents == 1234
+    ledger = replay(steps, ledger_at(full))
+    assert len(ledger.rejected) == MAX_REJECTED and "1" not in ledger.rejected  # no room: not kept, not lost
+    assert ledger.rejected["10000"].reason == "no reason given"  # already kept: its entry is replaced
+    assert [pid for pid, _ in ledger.stats.rejected] == ["1", "10000"]
+
+
+def test_rejected_status_is_sorted_numerically() -> None:
+    kept = {p: Rejection(p, "1", "r") for p in ("10", "9", "abc", "100")}
+    assert [r["paymentId"] for r in ledger_at(kept).rejected_status()] == ["9", "10", "100", "abc"]
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ({"paymentId": "4", "syncToken": "2", "reason": "bad"}, Rejection("4", "2", "bad")),
+        ({"paymentId": "4"}, Rejection("4", "", "")),
+        ({"paymentId": "4", "syncToken": 3, "reason": None}, Rejection("4", "3", "")),
+        ({"paymentId": ""}, None),
+        ({"paymentId": 4}, None),
+        ({}, None),
+    ],
+)
+def test_rejection_status_round_trip(item: dict[str, object], expected: Rejection | None) -> None:
+    got = Rejection.from_status(item)
+    assert got == expected
+    if got is not None:
+        assert Rejection.from_status(got.to_status()) == got
 
 
 @pytest.mark.parametrize(
@@ -172,69 +216,68 @@ def test_amount_counts_only_created_records() -> None:
     ],
 )
 def test_rejections_are_named_with_at_most_two_reasons(errors: list[ResultError], why: str) -> None:
-    ledger = Ledger()
-    entry = ledger.open(T0, 1)
-    ledger.settle(entry, Result(external_id="x", status="rejected", errors=errors), 100)
-    assert ledger.stats.rejected == [("x", why)]
+    ledger = replay([("open", 1, 10), ("send", 1, 1), ("ack", [rejected(1, *errors)])])
+    assert ledger.stats.rejected == [("1", why)]
 
 
-# --- every order of acknowledgement: the watermark never passes an unsettled payment -----------------------------
-
-PAYMENTS = 4  # payment n (minute n) maps to n % 2 + 1 records: 2, 1, 2, 1 → six records
-RECORDS = [(p, r) for p in range(1, PAYMENTS + 1) for r in range(p % 2 + 1)]
-
-
-def settle_in_order(order: tuple[int, ...], batch: int) -> None:
-    """Send every record, acknowledge them in `order`, `batch` at a time, checking the watermark after each."""
-    ledger = Ledger()
-    entries = {p: ledger.open(at(p), p % 2 + 1) for p in range(1, PAYMENTS + 1)}
-    for p, r in RECORDS:
-        ledger.sent(entries[p], eid(p, r), 1)
-    settled: set[tuple[int, int]] = set()
-    previous: datetime | None = None
-    for start in range(0, len(order), batch):
-        acks = [RECORDS[i] for i in order[start : start + batch]]
-        ledger.acknowledge(Result(external_id=eid(p, r), status="created") for p, r in acks)
-        settled.update(acks)
-        mark = ledger.advance()
-        oldest_unsettled = min((p for p, r in RECORDS if (p, r) not in settled), default=None)
-        # Exactly at the oldest payment not fully acknowledged (never past it), or at the newest once all are.
-        assert mark == at(PAYMENTS if oldest_unsettled is None else oldest_unsettled), (order, batch, acks)
-        assert previous is None or mark >= previous  # it only moves forward
-        previous = mark
-    assert ledger.stats.payments_synced == PAYMENTS and ledger.stats.records_sent == len(RECORDS)
-
-
-@pytest.mark.parametrize("batch", [1, 2, 3, 6])
-def test_watermark_never_passes_an_unsettled_payment_in_any_order(batch: int) -> None:
-    for order in itertools.permutations(range(len(RECORDS))):
-        settle_in_order(order, batch)
-
-
-def test_a_record_acknowledged_twice_is_a_bug_not_a_double_count() -> None:
-    ledger = Ledger()
-    ledger.sent(ledger.open(T0, 1), "x", 1)
-    ledger.acknowledge([Result(external_id="x", status="created")])
+def test_a_set_acknowledged_twice_is_a_bug_not_a_double_count() -> None:
+    ledger = replay([("open", 1, 10), ("send", 1, 1), ("ack", [applied(1, "created")])])
     with pytest.raises(KeyError):
-        ledger.acknowledge([Result(external_id="x", status="created")])
-    assert ledger.stats.created == 1
+        ledger.acknowledge([applied(1, "created")])
+    assert ledger.stats.records["created"] == 1
 
 
-# --- where the next run starts ------------------------------------------------------------------------------------
+# --- every order of answers: the watermark never passes an unsettled set ---------------------------------------
+
+SETS = 5  # payment n changed at minute 10 n; payment 3 is rejected
 
 
-@pytest.mark.parametrize(
-    ("watermark", "expected"),
-    [
-        (None, T0),  # first run: from connectedAt
-        (at(300), at(300) - OVERLAP),  # the 10-minute overlap
-        (at(5), T0),  # never before connectedAt
-        (T0 - timedelta(days=1), T0),
-    ],
-)
-def test_window_start(watermark: datetime | None, expected: datetime) -> None:
-    assert window_start(T0, watermark) == expected
+def settle_in_order(order: tuple[int, ...], batch: int, room: bool) -> None:
+    """Send every set, answer them in `order`, `batch` at a time, checking the watermark after each. Without
+    `room` the rejected list is full, so payment 3's rejection holds the watermark for the rest of the run."""
+    full = {} if room else {f"x{i}": Rejection(f"x{i}", "0", "old") for i in range(MAX_REJECTED)}
+    ledger = ledger_at(full)
+    entries = {p: ledger.open(str(p), "0", at(10 * p)) for p in range(1, SETS + 1)}
+    for p, entry in entries.items():
+        ledger.sent(entry, make_set(p, p))
+    answered: set[int] = set()
+    previous = at(FLOOR)
+    for start in range(0, len(order), batch):
+        done = [p + 1 for p in order[start : start + batch]]
+        ledger.acknowledge(rejected(p) if p == 3 else applied(p, "created") for p in done)
+        answered.update(done)
+        mark = ledger.advance()
+        unsettled = [p for p in entries if p not in answered or (p == 3 and not room)]
+        assert mark == at(10 * min(unsettled, default=SETS)), (order, batch, done)
+        assert mark >= previous  # it only moves forward
+        previous = mark
+    assert ledger.finish() == (at(CEILING) if room else at(30))
+    assert ledger.stats.payments_synced == SETS - 1 and ledger.stats.sets_sent == SETS
+
+
+@pytest.mark.parametrize("room", [True, False])
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_watermark_never_passes_an_unsettled_set_in_any_order(batch: int, room: bool) -> None:
+    for order in itertools.permutations(range(SETS)):
+        settle_in_order(order, batch, room)
+
+
+# --- the run's summary --------------------------------------------------------------------------------------------
 
 
 def test_stats_start_empty() -> None:
-    assert Stats().summary() == "delivered 0 new records for 0 payments ($0.00)"
+    assert Stats().summary() == "delivered 0 payments (no record changed; $0.00)"
+
+
+def test_summary_names_what_changed_what_was_left_out_and_what_was_rejected() -> None:
+    s = Stats(payments_synced=10, amount_cents=123456, payments_skipped=3)
+    s.records.update({"created": 12, "updated": 2, "retracted": 1, "unchanged": 4})
+    s.skip_reasons.update({"voided": 2, "no invoice link": 1})
+    s.rejected = [(str(i), "invoice.number: is required") for i in range(7)]
+    text = s.summary()
+    assert text.startswith("delivered 10 payments (12 created, 2 updated, 1 retracted; $1,234.56)")
+    assert "4 records already current at Green Check" in text
+    assert "left out 3 payments (1 no invoice link, 2 voided)" in text
+    assert "Green Check rejected 7 payments: payment 0 (invoice.number: is required)" in text
+    assert "payment 4 (" in text and "payment 5 (" not in text
+    assert text.endswith("; and 2 more")
