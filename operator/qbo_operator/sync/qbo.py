@@ -173,7 +173,6 @@ class QboClient(TransportClient):
         self._sem = asyncio.Semaphore(self.policy.max_concurrency)
         self._limiters = (RateLimiter(self.policy.max_per_minute), RateLimiter(self.policy.max_per_second, 1.0))
         self._size = 0  # the page size in use: halved for the rest of the run after a 504 or a timeout
-        self._asked = 0  # the size the last page was asked for (a shorter answer is the last page)
 
     @staticmethod
     def check_realm_id(realm_id: str) -> None:
@@ -214,7 +213,7 @@ class QboClient(TransportClient):
         lower, seen = _second(since), set[str]()
         self._size = min(self._size, page_size) if self._size else page_size
         while True:
-            rows = await self._shrinking(
+            rows, asked = await self._shrinking(
                 entity,
                 f"SELECT * FROM {entity} WHERE Metadata.LastUpdatedTime >= '{qbo_time(lower)}'{created} "  # noqa: S608
                 "ORDERBY Metadata.LastUpdatedTime STARTPOSITION 1",
@@ -222,17 +221,16 @@ class QboClient(TransportClient):
             page = [_parse(model, row) for row in rows]
             if fresh := [r for r in page if r.id not in seen]:
                 yield fresh
-            if len(rows) < self._asked:
+            if len(rows) < asked:
                 return
             last = _second(page[-1].changed_at)
-            if last == lower:  # a whole page in one second: read that second alone, by Id
-                async for part in self._one_second(model, lower, created, seen):
-                    yield part
-                lower, seen = lower + timedelta(seconds=1), set()
-                continue
             if last != lower:
                 lower, seen = last, set()
             seen.update(r.id for r in page if _second(r.changed_at) == lower)
+            if _second(page[0].changed_at) == last:  # a whole page in one second: read it alone, by Id
+                async for part in self._one_second(model, lower, created, seen):
+                    yield part
+                lower, seen = lower + timedelta(seconds=1), set()
 
     async def _one_second(
         self, model: type[C], second: datetime, created: str, seen: set[str]
@@ -242,13 +240,16 @@ class QboClient(TransportClient):
         where = f"WHERE Metadata.LastUpdatedTime = '{at}'{created}"
         position, ids = 1, set(seen)
         while True:
-            rows = await self._shrinking(entity, f"SELECT * FROM {entity} {where} ORDERBY Id STARTPOSITION {position}")  # noqa: S608
+            rows, asked = await self._shrinking(
+                entity,
+                f"SELECT * FROM {entity} {where} ORDERBY Id STARTPOSITION {position}",  # noqa: S608
+            )
             page = [_parse(model, row) for row in rows]
             if fresh := [r for r in page if r.id not in ids]:
                 yield fresh
             ids.update(r.id for r in page)
             position += len(rows)
-            if len(rows) < self._asked:
+            if len(rows) < asked:
                 break
         qr = await self.query(f"SELECT COUNT(*) FROM {entity} {where}")  # noqa: S608
         total = qr.get("totalCount")
@@ -258,16 +259,18 @@ class QboClient(TransportClient):
                 "the run stops rather than skip any (the watermark stays before that second)"
             )
 
-    async def _shrinking(self, entity: str, head: str) -> list[dict[str, Any]]:
-        """One page of `head MAXRESULTS size`; a 504 or a timeout halves the size (kept for the rest of the run)."""
+    async def _shrinking(self, entity: str, head: str) -> tuple[list[dict[str, Any]], int]:
+        """One page of `head MAXRESULTS size` and the size asked (a shorter answer is the last page); a 504 or
+        a timeout halves the size, kept for the rest of the run."""
         while True:
-            self._asked = self._size
-            statement = f"{head} MAXRESULTS {self._size}"
+            asked = self._size
             try:
-                return await self._entities(entity, statement, shrinkable=self._size > MIN_PAGE)
+                rows = await self._entities(entity, f"{head} MAXRESULTS {asked}", shrinkable=asked > MIN_PAGE)
             except _TooSlow as exc:
-                self._size = max(MIN_PAGE, self._size // 2)
-                log.warning("QuickBooks: %s on a %d-row page; asking for %d rows a page", exc, self._asked, self._size)
+                self._size = max(MIN_PAGE, asked // 2)
+                log.warning("QuickBooks: %s on a %d-row page; asking for %d rows a page", exc, asked, self._size)
+                continue
+            return rows, asked
 
     async def read(self, model: type[C], ids: Sequence[str], chunk: int = MAX_RESULTS) -> dict[str, C]:
         """The entities among `ids`, read in bulk (`Id IN (...)`, up to `chunk` ids a request; a 504 or a

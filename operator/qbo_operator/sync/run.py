@@ -385,12 +385,12 @@ class SyncRun:
         """Map one payment and hand its set to the batcher (or print it: dry run), in the ledger."""
         assert self.connected_at is not None
         mapped = map_payment(payment, invoices, batcher.realm_id, self.connected_at, self._payment_methods)
+        if mapped.payment_set is None:  # created before the connection (a changed invoice's): out of scope
+            return
         for skip in mapped.skips:
             self.stats.skip_reasons[str(skip.reason)] += 1
-        if mapped.payment_set is None or not mapped.payment_set.records:
+        if not mapped.payment_set.records:
             self.stats.payments_skipped += 1
-        if mapped.payment_set is None:  # created before the connection: never delivered, nothing to correct
-            return
         self._sent_tokens[payment.id] = payment.sync_token
         self._linked.pop(payment.id, None)
         entry = self.ledger.open(payment.id, payment.sync_token, payment.changed_at if stream else None)
@@ -406,9 +406,9 @@ class SyncRun:
         except ValueError as exc:
             self.ledger.refuse(entry, str(exc))
             return
-        self.ledger.sent(entry, payment_set)
-        if full is not None:
+        if full is not None:  # the batch this set did not fit in (or one holding an older set of its payment)
             await self._deliver(full)
+        self.ledger.sent(entry, payment_set)
 
     async def _deliver(self, batch: Batch) -> None:
         """Send one batch; record the watermark (and the rejected list) it allows (module docstring, step 5)."""
