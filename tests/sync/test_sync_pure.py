@@ -1,4 +1,5 @@
-"""The sync command's pure parts: window, conditions, the run summary, the token refresh policy."""
+"""The sync command's pure parts: where the change window starts, conditions, the run summary, the token refresh
+policy."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ T0 = datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
     ("watermark", "expected"),
     [
         (None, T0),  # first run: from connectedAt
-        (T0 + timedelta(hours=5), T0 + timedelta(hours=5) - timedelta(minutes=10)),  # 10-minute overlap
-        (T0 + timedelta(minutes=5), T0),  # never before connectedAt
+        (T0 + timedelta(hours=5), T0 + timedelta(hours=5)),  # no overlap: changes at or after the watermark
+        (T0 + timedelta(minutes=5), T0 + timedelta(minutes=5)),
+        (T0 + timedelta(seconds=1), T0 + timedelta(seconds=1)),
+        (T0, T0),
+        (T0 - timedelta(seconds=1), T0),  # never before connectedAt
         (T0 - timedelta(days=1), T0),
     ],
 )
@@ -40,17 +44,18 @@ def test_set_condition_moves_transition_time_only_on_status_change() -> None:
     assert flipped[1]["lastTransitionTime"] == "2026-11-24T19:00:00Z"
 
 
-def test_summary_names_rejections_and_skip_reasons() -> None:
-    s = Stats(created=12, payments_synced=10, amount_cents=123456, duplicate=2, payments_skipped=3)
+def test_summary_names_what_changed_what_was_left_out_and_what_was_rejected() -> None:
+    s = Stats(payments_synced=10, amount_cents=123456, payments_skipped=3)
+    s.records.update({"created": 12, "updated": 2, "retracted": 1, "unchanged": 4})
     s.skip_reasons.update({"voided": 2, "no invoice link": 1})
-    s.rejected = [(f"qbo:1:payment:{i}:invoice:{i}", "invoice.number: is required") for i in range(7)]
+    s.rejected = [(str(i), "invoice.number: is required") for i in range(7)]
     text = s.summary()
-    assert text.startswith("delivered 12 new records for 10 payments ($1,234.56)")
-    assert "2 records already at Green Check" in text
-    assert "skipped 3 payments (1 no invoice link, 2 voided)" in text
-    assert "Green Check rejected 7 records: qbo:1:payment:0:invoice:0 (invoice.number: is required)" in text
-    assert "qbo:1:payment:4:invoice:4" in text and "qbo:1:payment:5:invoice:5" not in text
-    assert text.endswith("and 2 more")
+    assert text.startswith("delivered 10 payments (12 created, 2 updated, 1 retracted; $1,234.56)")
+    assert "4 records already current at Green Check" in text
+    assert "left out 3 payments (1 no invoice link, 2 voided)" in text
+    assert "Green Check rejected 7 payments: payment 0 (invoice.number: is required)" in text
+    assert "payment 4 (" in text and "payment 5 (" not in text
+    assert text.endswith("; and 2 more")
 
 
 # --- token refresh policy ---------------------------------------------------------------------

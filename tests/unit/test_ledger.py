@@ -267,17 +267,3 @@ def test_watermark_never_passes_an_unsettled_set_in_any_order(batch: int, room: 
 
 def test_stats_start_empty() -> None:
     assert Stats().summary() == "delivered 0 payments (no record changed; $0.00)"
-
-
-def test_summary_names_what_changed_what_was_left_out_and_what_was_rejected() -> None:
-    s = Stats(payments_synced=10, amount_cents=123456, payments_skipped=3)
-    s.records.update({"created": 12, "updated": 2, "retracted": 1, "unchanged": 4})
-    s.skip_reasons.update({"voided": 2, "no invoice link": 1})
-    s.rejected = [(str(i), "invoice.number: is required") for i in range(7)]
-    text = s.summary()
-    assert text.startswith("delivered 10 payments (12 created, 2 updated, 1 retracted; $1,234.56)")
-    assert "4 records already current at Green Check" in text
-    assert "left out 3 payments (1 no invoice link, 2 voided)" in text
-    assert "Green Check rejected 7 payments: payment 0 (invoice.number: is required)" in text
-    assert "payment 4 (" in text and "payment 5 (" not in text
-    assert text.endswith("; and 2 more")
