@@ -3,8 +3,8 @@
     python -m tests.security.fuzz_targets TARGET [libFuzzer flags: -runs=N -max_total_time=S -seed=N]
 
 Targets: `webhook` (signature check + body parsing), `tokens` (OAuth state, Connect links, the token
-Secret), `qbo` (a query response → client verdict → Payment → Green Check record), `greencheck` (an
-ingestion answer → per-record results). Each input either yields a value or raises the documented error
+Secret), `qbo` (a query response → client verdict → Payment → Green Check payment set), `greencheck` (an
+ingestion answer → per-payment results). Each input either yields a value or raises the documented error
 of that code; anything else is a crash that libFuzzer reports with the input that caused it. libFuzzer
 prints "Done <n> runs" when it finishes: tests/security/test_fuzz.py runs each target in a subprocess,
 bounded in runs and time, and counts those inputs."""
@@ -36,8 +36,7 @@ with atheris.instrument_imports(include=["qbo_operator"]):
     from qbo_operator.sync.qbo_models import Invoice, Payment
     from qbo_operator.sync.transport import Transient
 
-from tests.support.greencheck import ALL_TOKEN_KEYS
-from tests.support.greencheck import minimal_record as record
+from tests.support.greencheck import ALL_TOKEN_KEYS, minimal_set
 
 KEY = "fuzz-signing-key-0123456789abcdef"
 VERIFIER = "fuzz-verifier-token"
@@ -55,7 +54,10 @@ class _NoTokens:
 
 _QBO = QboClient("http://127.0.0.1:9", "9130355357483456", _NoTokens())
 _GC = GreenCheckClient("http://127.0.0.1:9", "id", "secret", "sp")
-_INVOICE = _parse(Invoice, {"Id": "1", "DocNumber": "1001", "TotalAmt": 10, "Balance": 0})
+_INVOICE = _parse(
+    Invoice,
+    {"Id": "1", "MetaData": {"CreateTime": "2020-01-01T00:00:00Z"}, "DocNumber": "1001", "TotalAmt": 10, "Balance": 0},
+)
 
 
 def webhook(data: bytes) -> None:
@@ -127,9 +129,12 @@ def qbo(data: bytes) -> None:
         except QboDataError:
             continue
         try:
-            map_payment(payment, {"1": _INVOICE}, "9130355357483456", CONNECTED)
+            mapped = map_payment(payment, {"1": _INVOICE}, "9130355357483456", CONNECTED)
         except ValueError:
             continue  # the documented error of the mapping (an amount it cannot express in cents)
+        if mapped.payment_set is not None:
+            assert mapped.payment_set.payment_id == payment.id
+            assert all(r.payment.id == payment.id for r in mapped.payment_set.records)
 
 
 def greencheck(data: bytes) -> None:
@@ -138,15 +143,15 @@ def greencheck(data: bytes) -> None:
     n = fdp.ConsumeIntInRange(1, 3)
     body = fdp.ConsumeBytes(fdp.remaining_bytes())
     resp = httpx.Response(status, content=body, request=httpx.Request("POST", "http://gc/x"))
-    records = _RECORDS[:n]
+    sets = _SETS[:n]
     try:
-        results = _GC._results(resp, records)
+        results = _GC._results(resp, sets)
     except (GreenCheckError, Transient, GcSplit, GcExpired):
         return
-    assert [r.external_id for r in results] == [r.external_id for r in records]
+    assert [r.payment_id for r in results] == [s.payment_id for s in sets]
 
 
-_RECORDS = [record(i) for i in range(3)]
+_SETS = [minimal_set(i) for i in range(3)]
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "webhook": webhook,
@@ -199,7 +204,10 @@ SEEDS: dict[str, list[bytes]] = {
                     "Payment": [
                         {
                             "Id": "9",
-                            "MetaData": {"CreateTime": "2026-01-01T00:00:00Z"},
+                            "MetaData": {
+                                "CreateTime": "2026-01-01T00:00:00Z",
+                                "LastUpdatedTime": "2026-01-02T00:00:00Z",
+                            },
                             "TotalAmt": Decimal("10.00"),
                             "Line": [{"Amount": Decimal("10.00"), "LinkedTxn": [{"TxnId": "1", "TxnType": "Invoice"}]}],
                         }
@@ -212,7 +220,17 @@ SEEDS: dict[str, list[bytes]] = {
     ],
     "greencheck": [
         b"\x00\x00"
-        + json.dumps({"results": [{"external_id": "qbo:1:payment:0:invoice:1", "status": "created"}]}).encode()
+        + json.dumps(
+            {
+                "results": [
+                    {
+                        "payment_id": "0",
+                        "status": "applied",
+                        "records": [{"external_id": "qbo:1:payment:0:invoice:1", "status": "created"}],
+                    }
+                ]
+            }
+        ).encode()
     ],
     "tokens": [b"\x00" + signing.make_state(KEY, "ns", "n", "u", "nonce", 1000).encode()],
 }
