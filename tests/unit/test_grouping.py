@@ -27,7 +27,11 @@ def drive(stream: list[tuple[str, list[str]]], chunk: int, cache_size: int) -> t
     def resolve(group: Group) -> None:
         if group.need:
             reads.append(list(group.need))
-        found = {i: Invoice.model_validate({"Id": i}) for i in group.need if i not in MISSING}
+        found = {
+            i: Invoice.model_validate({"Id": i, "MetaData": {"CreateTime": T0.isoformat()}})
+            for i in group.need
+            if i not in MISSING
+        }
         pairs = grouper.resolve(group, found)
         groups.append([p.id for p, _ in pairs])
         for p, invoices in pairs:  # every payment sees all of its group's invoices that exist
