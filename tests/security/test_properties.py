@@ -30,10 +30,9 @@ from qbo_operator.sync.mapping import external_id, map_payment, to_cents
 from qbo_operator.sync.qbo import QboClient, QboDataError, QboError, _parse
 from qbo_operator.sync.qbo import _Unauthorized as QboUnauthorized
 from qbo_operator.sync.qbo_models import Invoice, Payment
-from qbo_operator.sync.records import Record
+from qbo_operator.sync.records import PaymentSet, Record
 from qbo_operator.sync.transport import Transient
-from tests.support.greencheck import ALL_TOKEN_KEYS
-from tests.support.greencheck import minimal_record as sample_record
+from tests.support.greencheck import ALL_TOKEN_KEYS, minimal_set
 from tests.support.ledger import Report
 
 EXAMPLES = 300
@@ -66,7 +65,7 @@ def attempt(fn: Callable[[], T], *errors: type[BaseException]) -> tuple[T | None
 QBO_ERRORS = (QboError, Transient, QboUnauthorized)
 
 
-def fast(n: int = EXAMPLES) -> Any:
+def fast(n: int = EXAMPLES) -> settings:
     return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 
@@ -321,7 +320,7 @@ ids = st.integers(1, 60).map(str)
 
 @st.composite
 def payments(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    lines = draw(
+    lines: list[dict[str, Any]] = draw(
         st.lists(
             st.fixed_dictionaries(
                 {
@@ -351,6 +350,7 @@ def payments(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, dict[str, Any]]
     invoices = {
         i: {
             "Id": i,
+            "MetaData": {"CreateTime": "2026-10-01T00:00:00Z", "LastUpdatedTime": created.isoformat()},
             "DocNumber": draw(st.one_of(st.none(), texts)),
             "TotalAmt": draw(money),
             "Balance": draw(money),
@@ -375,9 +375,29 @@ def cents(value: Decimal) -> int:
     return int(value * 100)
 
 
+def expected_cash(raw: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Invoice id → (cash, credit) in cents, in line order, computed here without the product's mapping: a
+    line linked to anything but an Invoice is credit, taken by the invoices in turn, each as much as it can."""
+    owed: dict[str, int] = {}
+    credit = 0
+    for line in raw["Line"]:
+        kinds = {link["TxnType"] for link in line["LinkedTxn"]}
+        for link in line["LinkedTxn"]:
+            if link["TxnType"] == "Invoice":
+                owed[link["TxnId"]] = owed.get(link["TxnId"], 0) + cents(line["Amount"])
+        if kinds - {"Invoice"}:
+            credit += cents(line["Amount"])
+    left, out = max(credit, 0), {}
+    for invoice_id, amount in owed.items():
+        take = min(left, max(amount, 0))
+        left -= take
+        out[invoice_id] = (amount - take, take)
+    return out
+
+
 @fast(300)
 @given(data=payments())
-def test_mapping_gives_one_record_per_invoice_paid_with_exact_cents(
+def test_mapping_gives_one_payment_set_with_one_record_per_invoice_paid_and_exact_cash(
     data: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
     counted("payments mapped")
@@ -385,21 +405,23 @@ def test_mapping_gives_one_record_per_invoice_paid_with_exact_cents(
     payment = _parse(Payment, raw_payment)
     invoices = {i: _parse(Invoice, inv) for i, inv in raw_invoices.items()}
     mapped = map_payment(payment, invoices, "9130355357483456", CONNECTED)
-    applied: dict[str, int] = {}
-    for line in raw_payment["Line"]:
-        for link in line["LinkedTxn"]:
-            if link["TxnType"] == "Invoice":
-                applied[link["TxnId"]] = applied.get(link["TxnId"], 0) + cents(line["Amount"])
-    voided = raw_payment["PrivateNote"] == "Voided" and raw_payment["TotalAmt"] == 0
-    if payment.create_time < CONNECTED or voided or not applied:
-        assert mapped.records == [] and len(mapped.skips) == 1
+    if payment.create_time < CONNECTED:  # never delivered: no set at all
+        assert mapped.payment_set is None and len(mapped.skips) == 1
         return
-    expected = {external_id("9130355357483456", raw_payment["Id"], i): a for i, a in applied.items() if i in invoices}
-    assert {r.external_id: r.payment.amount for r in mapped.records} == expected
-    assert len(mapped.records) == len(expected)  # one record per (payment, invoice), never two
-    assert {s.invoice_id for s in mapped.skips} == set(applied) - set(invoices)
-    for record in mapped.records:
-        Record.model_validate(record.model_dump())  # the contract's strict types hold
+    assert mapped.payment_set is not None and mapped.payment_set.payment_id == raw_payment["Id"]
+    split = expected_cash(raw_payment)
+    voided = raw_payment["PrivateNote"] == "Voided" and raw_payment["TotalAmt"] == 0
+    if voided or not split or all(c == 0 for c, _ in split.values()):  # retracted: an empty set, with why
+        assert mapped.payment_set.records == [] and len(mapped.skips) == 1
+        return
+    records = mapped.payment_set.records
+    expected = {external_id("9130355357483456", raw_payment["Id"], i): v for i, v in split.items() if i in invoices}
+    assert {r.external_id: (r.payment.amount, r.payment.credit_applied) for r in records} == expected
+    assert len(records) == len(expected)  # one record per (payment, invoice), never two
+    assert {s.invoice_id for s in mapped.skips} == set(split) - set(invoices)
+    PaymentSet.model_validate(mapped.payment_set.model_dump())  # the contract's strict types hold
+    for record in records:
+        Record.model_validate(record.model_dump())
 
 
 @fast()
@@ -428,22 +450,34 @@ def test_to_cents_of_any_finite_amount_is_cents_or_a_value_error(amount: Decimal
 # --- Green Check answers ------------------------------------------------------------------------------
 
 
+def _results_body(answers: list[tuple[int, str]]) -> bytes:
+    """An ingestion answer naming payments by number, each applied or rejected (maybe twice, maybe none)."""
+    results = [{"payment_id": str(p), "status": status, "records": [], "errors": []} for p, status in answers]
+    return json.dumps({"results": results}).encode()
+
+
+green_check_bodies = st.one_of(
+    response_bodies,
+    st.builds(_results_body, st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["applied", "rejected"])))),
+)
+
+
 @fast(400)
 @given(
     status=st.sampled_from([200, 200, 400, 401, 403, 413, 422, 429, 500, 502, 503]),
-    body=response_bodies,
+    body=green_check_bodies,
     n=st.integers(1, 3),
 )
 def test_any_green_check_answer_is_results_or_one_of_the_clients_errors(status: int, body: bytes, n: int) -> None:
     counted("Green Check answers")
     client = _gc()
-    records = [sample_record(i) for i in range(n)]
+    sets = [minimal_set(i) for i in range(n)]
     resp = httpx.Response(status, content=body, request=httpx.Request("POST", "http://gc/ingest"))
     try:
-        results = client._results(resp, records)
+        results = client._results(resp, sets)
     except (GreenCheckError, Transient, GcSplit, GcExpired):
         return
-    assert [r.external_id for r in results] == [r.external_id for r in records]
+    assert [r.payment_id for r in results] == [s.payment_id for s in sets]  # one result per set, in order
 
 
 # --- the token Secret ---------------------------------------------------------------------------------
