@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -249,7 +249,7 @@ def test_multicurrency_company(make_sandbox: SandboxFactory) -> None:
     assert invoices and payments
     for inv in invoices:
         assert inv["CurrencyRef"]["value"] == "CAD" and inv["ExchangeRate"] == D("0.73")
-        assert inv["HomeBalance"] == (inv["Balance"] * inv["ExchangeRate"]).quantize(D("0.01"))
+        assert inv["HomeBalance"] == (inv["Balance"] * inv["ExchangeRate"]).quantize(D("0.01"), ROUND_HALF_UP)
     pay = next(p for p in payments if p["Id"] not in company.voided and p["TotalAmt"] > 1)
     sb.update_payment(realm, pay["Id"], invoices=[], total="1.00")
     assert pay["HomeTotalAmt"] == D("0.73")

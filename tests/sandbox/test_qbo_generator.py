@@ -66,6 +66,12 @@ def test_history_is_consistent_and_has_every_odd_case(make_sandbox: SandboxFacto
                  "unapplied_remainder", "unapplied_only", "no_method"):  # fmt: skip
         assert seen[kind] > 0, kind
     assert seen["one_invoice"] > 0.6 * len(company.payments)
+    applied_later = [p for p in company.payments.values()
+                     if p.get("PrivateNote") == "Prepayment for next order" and p["Line"]]  # fmt: skip
+    assert applied_later and all(
+        p["SyncToken"] == "1" and parse_time(p["MetaData"]["LastUpdatedTime"]) > parse_time(p["MetaData"]["CreateTime"])
+        for p in applied_later
+    ), "some prepayments are applied to an invoice days later"
     used = {company.method_name(p.get("PaymentMethodRef")) for p in company.payments.values()}
     assert used - {None} == set(PAYMENT_METHODS) | set(INACTIVE_METHODS), "an inactive method is still named"
     assert all(set(p["PaymentMethodRef"]) == {"value"} for p in company.payments.values() if "PaymentMethodRef" in p)

@@ -3,9 +3,9 @@
 Stores as customers, flower, pre-rolls, carts and edibles as items, invoices with discounts,
 subtotals, tax and notes, and a realistic mix of payments (mostly one invoice; split, partial,
 over-payments with an unapplied remainder, credit-memo applications, credit-only, fully unapplied,
-voided and deleted ones), plus sales receipts that a sync must ignore. Every write goes through the
-`Company` of `qbo_store`, so the books stay consistent. Same seed and clock, same data: the demo, the
-benchmarks and the tests rely on it."""
+voided and deleted ones, prepayments applied to an invoice days later), plus sales receipts that a
+sync must ignore. Every write goes through the `Company` of `qbo_store`, so the books stay
+consistent. Same seed and clock, same data: the demo, the benchmarks and the tests rely on it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from qbo_operator.harness.sandbox import qbo_changes
 from qbo_operator.harness.sandbox.qbo_query import to_micros
 from qbo_operator.harness.sandbox.qbo_store import (
     CAD,
@@ -511,19 +512,22 @@ def populate_history(company: Company, seed: int, payments: int, now: datetime, 
     for n, at in enumerate(times):
         while later and later[0][0] <= at:
             when, _, action, pay_id = heapq.heappop(later)
-            _apply_later(company, action, pay_id, when)
+            _apply_later(gen, action, pay_id, when)
         kind = gen.kind()
         payment = gen.payment(at, "full" if kind == "void" else kind, reuse=0.6)
         if kind == "void" or n in delete_at:
             delay = timedelta(minutes=rng.uniform(10, 3 * 24 * 60))
             when = min(at + delay, now - timedelta(minutes=1)).replace(microsecond=0)
             heapq.heappush(later, (when, n, "delete" if n in delete_at else "void", payment["Id"]))
+        elif kind == "unapplied" and rng.random() < 0.5:  # a prepayment the bookkeeper applies days later
+            when = min(at + timedelta(hours=rng.uniform(2, 120)), now - timedelta(minutes=1)).replace(microsecond=0)
+            heapq.heappush(later, (when, n, "apply", payment["Id"]))
         if receipts and receipts[0] == n:
             receipts.pop(0)
             gen.sales_receipt(at + timedelta(seconds=rng.randrange(1, 600)))
     while later:
         when, _, action, pay_id = heapq.heappop(later)
-        _apply_later(company, action, pay_id, when)
+        _apply_later(gen, action, pay_id, when)
     # Open receivables: invoices nobody has paid yet, and a standalone credit memo or two.
     customers = list(company.customers)
     for _ in range(max(3, payments // 10)):
@@ -534,13 +538,20 @@ def populate_history(company: Company, seed: int, payments: int, now: datetime, 
         gen.credit_memo(rng.choice(customers), at.replace(microsecond=0))
 
 
-def _apply_later(company: Company, action: str, pay_id: str, when: datetime) -> None:
-    if pay_id not in company.payments:
+def _apply_later(gen: Generator, action: str, pay_id: str, when: datetime) -> None:
+    """What a bookkeeper does to a payment after the fact: void, delete, or apply its unapplied amount."""
+    company = gen.company
+    payment = company.payments.get(pay_id)
+    if payment is None or pay_id in company.voided:
         return
     if action == "void":
         company.void_payment(pay_id, when)
-    else:
+    elif action == "delete":
         company.delete_payment(pay_id, when)
+    elif payment["UnappliedAmt"] > 0:
+        inv_id = gen._open_invoice(payment["CustomerRef"]["value"], when, reuse=0.8)
+        amount = min(payment["UnappliedAmt"], company.invoices[inv_id]["Balance"])
+        qbo_changes.update_payment(company, pay_id, when, invoices=[(inv_id, amount)])
 
 
 def _earliest(company: Company) -> datetime | None:
