@@ -16,6 +16,7 @@ import pytest
 from qbo_operator.core import names
 from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane, wait_for_pods
+from tests.support.faults import PAYMENT_SIDE, audit, payments_projection
 from tests.support.kube import merge_patch
 from tests.support.kubelet import Kubelet
 from tests.support.ledger import Report
@@ -153,10 +154,9 @@ def test_apiserver_restart_during_a_sync(connected: tuple[Product, Kubelet], rep
     cp.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", NAMESPACE, "--timeout=120s")
     status = p.integration(NAMESPACE, "acme")["status"]
     connected_at = parse_rfc3339(status["connectedAt"])
-    expected = p.expected_records(realm, connected_at)
-    held = p.greencheck_store(COMPANY_IDS[0])
-    ids = [r["external_id"] for r in held]
-    assert len(ids) == len(set(ids)) and set(ids) == set(expected), (len(ids), len(expected))
+    expected = payments_projection(realm, p.payments(realm), connected_at)
+    books = audit({r["external_id"]: r for r in p.greencheck_store(COMPANY_IDS[0])}, expected, PAYMENT_SIDE)
+    assert books.mismatches == 0, books
     assert status["lastSync"]["result"] == "Succeeded" and status["phase"] == "Connected"
     report.row(
         "control plane", f"kube-apiserver killed during a sync (recovered in {attempts} Job attempts)", tried=1, held=1

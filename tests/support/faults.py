@@ -11,18 +11,21 @@ import asyncio
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 from aiohttp import web
 
-from qbo_operator.core.models import parse_rfc3339
+from qbo_operator.core.models import RejectedStatus, parse_rfc3339
 from qbo_operator.harness.controlplane import KubeClients
 from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
+from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_store import parse_time
 from tests.support.kube import conditions
 from tests.support.ledger import SECRETS
@@ -38,6 +41,8 @@ from tests.support.sync import (
     expected_records,
     make_qbo,
 )
+
+Json = dict[str, Any]
 
 # Short waits so a cell takes seconds, not minutes; the logic under test is the same.
 TUNING = {
@@ -111,6 +116,91 @@ def register_secrets(e: E2E) -> None:
 
 # --- invariants ------------------------------------------------------------------------------------
 
+# The record fields the projection (`sync.expected_records`) says: (section, field) -> projection key.
+COMPARED = {
+    ("payment", "id"): "payment",
+    ("payment", "amount"): "amount",
+    ("payment", "credit_applied"): "credit",
+    ("invoice", "id"): "invoice",
+    ("invoice", "number"): "doc_number",
+    ("invoice", "total"): "total",
+    ("invoice", "open_balance"): "balance",
+}
+
+
+# What can be compared when the QBO sandbox runs in another process: its control API lists payments, not invoices.
+PAYMENT_SIDE = {k: COMPARED[k] for k in (("payment", "id"), ("payment", "amount"), ("payment", "credit_applied"))}
+PAYMENT_SIDE[("invoice", "id")] = COMPARED[("invoice", "id")]
+
+
+class _AnyInvoice(dict[str, dict[str, Any]]):
+    """Every invoice exists, its fields unknown: the stand-in for a company whose invoices cannot be read."""
+
+    def get(self, key: str, default: Any = None) -> dict[str, Any]:
+        return {"DocNumber": None, "TotalAmt": 0, "Balance": 0}
+
+
+def payments_projection(realm: str, payments: list[dict[str, Any]], connected_at: datetime) -> dict[str, Json]:
+    """`sync.expected_records` over payments read through the control API of a QBO sandbox in another
+    process (`Product.payments`). Its invoices cannot be read there, so each is taken as existing with unknown
+    fields: audit the result with `compared=PAYMENT_SIDE`."""
+    company = SimpleNamespace(payments={p["Id"]: p for p in payments}, invoices=_AnyInvoice())
+    view = SimpleNamespace(companies={realm: company})
+    return expected_records(cast(QboSandbox, view), realm, connected_at)
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Green Check's current records against the projection, by external id (pure; `audit` builds it).
+
+    `duplicated`: current records beyond the first for one (payment, invoice) pair: a re-send is `unchanged`
+    and a record retracted then created again is held once, so neither counts. `lost`: expected records
+    Green Check does not hold. `false`: held records the projection does not have (`invented`) or whose
+    amount, credit or invoice fields differ from it (`wrong`)."""
+
+    expected: int
+    delivered: int
+    duplicated: int
+    lost: tuple[str, ...]
+    invented: tuple[str, ...]
+    wrong: tuple[str, ...]
+
+    @property
+    def false(self) -> tuple[str, ...]:
+        return self.invented + self.wrong
+
+    @property
+    def mismatches(self) -> int:
+        """Every way Green Check departs from the projection (what `report.record_night` takes)."""
+        return self.duplicated + len(self.lost) + len(self.false)
+
+
+def differences(record: Json, want: Json, compared: Mapping[tuple[str, str], str] = COMPARED) -> list[str]:
+    """`section.field: held != expected` for every compared field where the record departs from the projection."""
+    out = []
+    for (section, name), key in compared.items():
+        held = (record.get(section) or {}).get(name)
+        if held != want[key]:
+            out.append(f"{section}.{name}: {held!r} != {want[key]!r}")
+    return out
+
+
+def audit(
+    held: dict[str, Json], expected: dict[str, Json], compared: Mapping[tuple[str, str], str] = COMPARED
+) -> Audit:
+    """What Green Check holds (`sb.records[crb]`) against what it must hold (`sync.expected_records`)."""
+    pairs = Counter((r["payment"]["id"], r["invoice"]["id"]) for r in held.values())
+    return Audit(
+        expected=len(expected),
+        delivered=len(set(held) & set(expected)),
+        duplicated=sum(n - 1 for n in pairs.values()),
+        lost=tuple(sorted(set(expected) - set(held))),
+        invented=tuple(sorted(set(held) - set(expected))),
+        wrong=tuple(
+            sorted(eid for eid in set(held) & set(expected) if differences(held[eid], expected[eid], compared))
+        ),
+    )
+
 
 @dataclass
 class Delivery:
@@ -124,28 +214,62 @@ class Delivery:
     watermark_ok: bool
 
 
+def change_time(e: E2E, payment_id: str, invoice_id: str | None) -> datetime | None:
+    """When QBO last changed what a record says (its payment or its invoice, whichever is later); None if the
+    payment is gone (a delete the sync reads from CDC, with no time of its own here)."""
+    company = e.qbo.companies[e.realm]
+    payment = company.payments.get(payment_id)
+    if payment is None:
+        return None
+    times = [parse_time(payment["MetaData"]["LastUpdatedTime"])]
+    invoice = company.invoices.get(invoice_id) if invoice_id else None
+    if invoice is not None and "MetaData" in invoice:
+        times.append(parse_time(invoice["MetaData"]["LastUpdatedTime"]))
+    return max(times)
+
+
+def _pending_since(
+    e: E2E, ids: list[str], held: dict[str, dict[str, Any]], expected: dict[str, Any]
+) -> datetime | None:
+    """The oldest change behind records Green Check does not hold as QBO has them (lost, invented or wrong)."""
+    times = []
+    for eid in ids:
+        rec = expected.get(eid) or {"payment": held[eid]["payment"]["id"], "invoice": held[eid]["invoice"]["id"]}
+        at = change_time(e, rec["payment"], rec["invoice"])
+        if at is not None:
+            times.append(at)
+    return min(times, default=None)
+
+
 def check_delivery(e: E2E, *, complete: bool, status: dict[str, Any] | None = None) -> Delivery:
-    """Nothing invented, nothing twice, the watermark never past a payment still undelivered; with
-    `complete`, also nothing lost. Returns the figures. `status`: the CR's status if just read."""
+    """Nothing twice, the watermark never past a change not yet delivered (payments kept in `status.rejected`
+    aside: they are retried every run whatever the watermark); with `complete` (a run that succeeded), also
+    nothing lost and nothing false. Returns the figures. `status`: the CR's status if just read."""
+    status = e.status() if status is None else status
     expected = expected_records(e.qbo, e.realm, e.connected_at)
-    held = e.gc.records.get(CRB, {})
-    invented = sorted(set(held) - set(expected))
-    pairs = [(r["payment"]["id"], r["invoice"]["id"]) for r in held.values()]
-    duplicated = (len(pairs) - len(set(pairs))) + (e.gc.results["created"] - len(held))
-    missing = sorted(set(expected) - set(held))
-    watermark = (e.status() if status is None else status).get("syncWatermark")
-    watermark_ok = True
-    if watermark and missing:
-        mark = parse_rfc3339(watermark)
-        payments = e.qbo.companies[e.realm].payments
-        oldest = min(parse_time(payments[expected[eid]["payment"]]["MetaData"]["CreateTime"]) for eid in missing)
-        watermark_ok = mark <= oldest
-    assert invented == [], f"records Green Check holds that QBO never had: {invented[:5]}"
-    assert duplicated == 0, f"{duplicated} duplicate records at Green Check"
-    assert watermark_ok, f"syncWatermark {watermark} is past a payment not yet delivered"
+    held = dict(e.gc.records.get(CRB, {}))
+    a = audit(held, expected)
+    rejected = {r.payment_id for r in RejectedStatus.model_validate(status.get("rejected") or {}).payments}
+    undone = [eid for eid in (*a.lost, *a.false) if eid.split(":")[3] not in rejected]
+    pending = _pending_since(e, undone, held, expected)
+    watermark = status.get("syncWatermark")
+    watermark_ok = not watermark or pending is None or parse_rfc3339(watermark) <= pending
+    assert a.duplicated == 0, f"{a.duplicated} duplicate records at Green Check"
+    assert watermark_ok, f"syncWatermark {watermark} is past a change not yet delivered ({pending})"
     if complete:
-        assert missing == [], f"lost: {missing[:5]} ({len(missing)} records)"
-    return Delivery(len(expected), len(held), duplicated, len(missing) if complete else 0, len(invented), watermark_ok)
+        assert a.lost == (), f"lost: {list(a.lost[:5])} ({len(a.lost)} records)"
+        assert a.invented == (), f"records Green Check holds that QBO does not have: {list(a.invented[:5])}"
+        explained = [f"{eid}: {differences(held[eid], expected[eid])}" for eid in a.wrong[:5]]
+        assert a.wrong == (), f"{len(a.wrong)} records differ from QBO: {explained}"
+    return Delivery(a.expected, a.delivered, a.duplicated, len(a.lost), len(a.false), watermark_ok)
+
+
+async def run_sync(e: E2E, env: Mapping[str, str]) -> Run:
+    """`qbo-operator sync` once with these extra environment variables (`E2E.sync` without its flags)."""
+    proc = await asyncio.create_subprocess_exec(
+        *e.command(), env=e.env(**env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    return await e.finish(proc)
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -161,14 +285,24 @@ def no_traceback(run: Run) -> None:
 HUGE = "1E+10000000"  # a JSON number Decimal can hold but no amount of money is
 
 
+def _payment_rows(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Payment rows of a query answer or of a CDC answer (`CDCResponse[].QueryResponse[].Payment`)."""
+    rows = list((body.get("QueryResponse") or {}).get("Payment") or [])
+    for response in body.get("CDCResponse") or []:
+        for part in response.get("QueryResponse") or []:
+            rows += part.get("Payment") or []
+    return rows
+
+
 def garble_amount(payment_id: str) -> Rewrite:
-    """QBO answers with one payment's amounts replaced by an absurd (but syntactically valid) number."""
+    """QBO answers (queries and CDC) with one payment's amounts replaced by an absurd (but syntactically
+    valid) number."""
 
     async def rewrite(request: web.Request, resp: httpx.Response) -> web.Response | None:
-        if "/query" not in request.path or f'"Id":"{payment_id}"' not in resp.text:
+        if not request.path.endswith(("/query", "/cdc")) or f'"Id":"{payment_id}"' not in resp.text:
             return None
         body = json.loads(resp.text)
-        for row in (body.get("QueryResponse") or {}).get("Payment") or []:
+        for row in _payment_rows(body):
             if row.get("Id") == payment_id:
                 row["TotalAmt"] = "@@HUGE@@"
                 for line in row.get("Line") or []:
