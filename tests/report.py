@@ -2,11 +2,16 @@
 security suites tried and what held, as a table, and as its very last line
 
     kills=<n> expected=<n> delivered=<n> duplicated=<n> lost=<n> faults=<passed>/<tried> fuzz_inputs=<n>
-    secret_leaks=<n>   (one line)
+    secret_leaks=<n> nights=<n> mismatches=<n>   (one line)
 
 Tests record their figures through the `report` fixture (tests/support/ledger.py); this plugin adds
 each test's outcome, sums the figures, and writes everything to test-artifacts/reliability-report.json.
-A figure is what was measured in this run: a test that did not run contributes nothing."""
+A figure is what was measured in this run: a test that did not run contributes nothing.
+
+`nights` and `mismatches` come from a model test that plays a month of bookkeeping: after each night's
+sync it calls `report.record_night(mismatches)` (the `report` fixture, `ledger.Report.record_night`) with
+how many records Green Check holds unlike the projection (`faults.audit(held, expected)`: duplicated + lost
++ false). Each call is one night; the table shows the nights tried and those that held (no mismatch)."""
 
 from __future__ import annotations
 
@@ -49,7 +54,8 @@ def summary() -> dict[str, Any]:
     line = (
         f"kills={totals['kills']} expected={totals['expected']} delivered={totals['delivered']} "
         f"duplicated={totals['duplicated']} lost={totals['lost']} faults={passed}/{len(faults)} "
-        f"fuzz_inputs={totals['fuzz_inputs']} secret_leaks={leaks}"
+        f"fuzz_inputs={totals['fuzz_inputs']} secret_leaks={leaks} nights={totals['nights']} "
+        f"mismatches={totals['mismatches']}"
     )
     return {"totals": totals, "faults": {"passed": passed, "tried": len(faults)}, "secret_leaks": leaks, "line": line}
 

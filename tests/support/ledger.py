@@ -25,7 +25,8 @@ from tests.support.paths import ARTIFACTS
 
 REPORT_FILE = ARTIFACTS / "reliability-report.json"
 # Figures that the last line of `make reliability-report` adds up over all rows.
-TOTALS = ("kills", "expected", "delivered", "duplicated", "lost", "fuzz_inputs")
+TOTALS = ("kills", "expected", "delivered", "duplicated", "lost", "fuzz_inputs", "nights", "mismatches")
+NIGHT_AREA, NIGHT_CHECK = "bookkeeping month", "a night's sync against the projection"
 MIN_SECRET_LENGTH = 8  # shorter values (ids, "0") would match by accident and are not secrets
 
 
@@ -54,6 +55,12 @@ class Report:
         row = Row(area, check, str(tried), str(held), self.nodeid, kind, {k: int(v) for k, v in figures.items()})
         ROWS.append(row)
         return row
+
+    def record_night(self, mismatches: int, *, check: str = NIGHT_CHECK) -> Row:
+        """One simulated night (bookkeeping, then a sync) and how many records Green Check held that
+        night unlike the projection (lost, false or duplicated): `nights=1 mismatches=<n>` in the totals,
+        and one table line per `check` summing the nights tried and those with no mismatch."""
+        return self.row(NIGHT_AREA, check, tried=1, held=int(mismatches == 0), nights=1, mismatches=mismatches)
 
 
 # --- secrets ------------------------------------------------------------------------------------------
