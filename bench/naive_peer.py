@@ -6,9 +6,15 @@ invoice paid in instalments is read again), and post every record to Green Check
 records with our own `qbo_operator.sync.mapping`, so both sides deliver the same records and only the request
 pattern differs. It is blocking (requests), one request at a time, as those clients are.
 
-`floor_read` issues exactly the lower-bound request set, ⌈payments/1000⌉ payment pages and
-⌈distinct invoices/1000⌉ bulk invoice reads, and nothing else (no mapping, no delivery): the time it
-takes is the floor for reading the same data from the same server.
+Green Check's contract replaces a payment's records as a set (docs/greencheck.md §2), so the naive peer's
+POST for a payment's second invoice carries the payment's set so far (both records): still one POST per
+record, and Green Check ends with the same records as from our sync.
+
+`run_floor` issues exactly the lower-bound request set of the night (`bench.sync_census.qbo_lower_bound`):
+1 CDC call; when that answer cannot hold every change, ⌈(changed invoices + 1)/1000⌉ invoice pages and
+⌈(payments + 1)/1000⌉ payment pages; ⌈invoices to read/1000⌉ bulk invoice reads; the PaymentMethod list
+when needed; and nothing else (no mapping, no delivery): the time it takes is the floor for reading the
+same data from the same server.
 
 Both run in their own process (`python -m bench.naive_peer naive|floor --spec FILE`) so their memory
 and CPU are their own, and print one JSON line with their counts."""
@@ -32,7 +38,7 @@ from qbo_operator.core.names import QBO_MINOR_VERSION
 from qbo_operator.sync.mapping import map_payment
 from qbo_operator.sync.qbo import qbo_time
 from qbo_operator.sync.qbo_models import Invoice, Payment
-from qbo_operator.sync.records import idempotency_key
+from qbo_operator.sync.records import Record, idempotency_key
 
 NAIVE_PAGE = 100  # python-quickbooks' `.all()` / `.filter()` default page; hotglue's page size
 FLOOR_PAGE = 1000  # Intuit's MAXRESULTS cap
@@ -56,8 +62,12 @@ class PeerSpec:
     greencheck_client_secret: str = ""
     service_provider_id: str = ""
     crb_id: str = ""
-    payments: int = 0  # floor only: how many payments the window holds
-    invoice_ids: list[str] = field(default_factory=list)  # floor only: the distinct invoices to read
+    # floor only (bench.sync_census): the night's counts
+    payments: int = 0  # changed payments in scope
+    changed_invoices: int = 0
+    cdc_complete: bool = True  # one CDC answer holds every change
+    invoice_ids: list[str] = field(default_factory=list)  # linked invoices not read as changes
+    method_list: bool = False  # a payment names its method by id only
 
 
 @dataclass
@@ -69,7 +79,7 @@ class PeerResult:
     token_refreshes: int = 0
     payments: int = 0
     records_sent: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)  # Green Check's answers: created, duplicate, rejected
+    statuses: dict[str, int] = field(default_factory=dict)  # Green Check's record results (created, unchanged, …)
     seconds: float = 0.0
 
 
@@ -97,13 +107,15 @@ class _Qbo:
         self.token, self.refresh_token = body["access_token"], body["refresh_token"]
         self.result.token_refreshes += 1
 
-    def call(self, method: str, path: str, data: bytes | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, path: str, data: bytes | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         for attempt in range(8):
             self.result.qbo_requests += 1
             resp = self.http.request(
                 method,
                 self.base + path,
-                params={"minorversion": QBO_MINOR_VERSION},
+                params={"minorversion": QBO_MINOR_VERSION, **(params or {})},
                 data=data,
                 headers={
                     "Authorization": f"Bearer {self.token}",
@@ -175,31 +187,52 @@ def run_naive(spec: PeerSpec, progress: Callable[[PeerResult], None] | None = No
                 body = qbo.call("GET", f"/invoice/{invoice_id}")
                 invoices[invoice_id] = Invoice.model_validate(body["Invoice"])
             mapped = map_payment(payment, invoices, spec.realm_id, since)
-            for record in mapped.records:  # one POST per record
-                payload = {
-                    "source": "quickbooks",
-                    "realm_id": spec.realm_id,
-                    "records": [record.model_dump(mode="json")],
-                }
-                resp = gc.post(
-                    ingest,
-                    json=payload,
-                    headers={
-                        "Authorization": f"Bearer {gc_token}",
-                        "Idempotency-Key": idempotency_key([record.external_id]),
-                    },
-                    timeout=TIMEOUT,
-                )
-                result.greencheck_requests += 1
-                resp.raise_for_status()
-                result.records_sent += 1
-                status = resp.json()["results"][0]["status"]
-                result.statuses[status] = result.statuses.get(status, 0) + 1
+            records = mapped.payment_set.records if mapped.payment_set else []
+            for n in range(1, len(records) + 1):  # one POST per record; the set so far, as the contract asks
+                _post_record(gc, ingest, gc_token, spec.realm_id, payment.id, records[:n], result)
             if progress is not None and result.payments % 2000 == 0:
                 result.seconds = time.perf_counter() - started
                 progress(result)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _post_record(
+    gc: requests.Session,
+    url: str,
+    token: str,
+    realm_id: str,
+    payment_id: str,
+    records: list[Record],
+    result: PeerResult,
+) -> None:
+    """POST one payment set (Idempotency-Key: sha256 of the body) and count Green Check's record results."""
+    body = json.dumps(
+        {
+            "source": "quickbooks",
+            "realm_id": realm_id,
+            "payments": [{"payment_id": payment_id, "records": [r.model_dump(mode="json") for r in records]}],
+        },
+        separators=(",", ":"),
+    ).encode()
+    resp = gc.post(
+        url,
+        data=body,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key(body),
+        },
+        timeout=TIMEOUT,
+    )
+    result.greencheck_requests += 1
+    resp.raise_for_status()
+    result.records_sent += 1
+    for answer in resp.json()["results"]:
+        for record in answer.get("records", []):
+            result.statuses[record["status"]] = result.statuses.get(record["status"], 0) + 1
+        if answer["status"] == "rejected":
+            result.statuses["rejected"] = result.statuses.get("rejected", 0) + 1
 
 
 def run_floor(spec: PeerSpec) -> PeerResult:
@@ -208,16 +241,22 @@ def run_floor(spec: PeerSpec) -> PeerResult:
     started = time.perf_counter()
     qbo = _Qbo(spec, result)
     since = qbo_time(parse_rfc3339(spec.since))
-    for position in range(1, spec.payments + 1, FLOOR_PAGE):
-        statement = (
-            f"SELECT * FROM Payment WHERE MetaData.CreateTime >= '{since}' "  # noqa: S608 - bench client
-            f"ORDERBY MetaData.CreateTime STARTPOSITION {position} MAXRESULTS {FLOOR_PAGE}"
-        )
-        result.payments += len(qbo.query(statement).get("Payment", []))
+    qbo.call("GET", "/cdc", params={"entities": "Payment,Invoice", "changedSince": since})
+    if not spec.cdc_complete:
+        for entity, changed in (("Invoice", spec.changed_invoices), ("Payment", spec.payments)):
+            for position in range(1, changed + 2, FLOOR_PAGE):  # a full last page needs one more query
+                statement = (
+                    f"SELECT * FROM {entity} WHERE Metadata.LastUpdatedTime >= '{since}' "  # noqa: S608 - bench client
+                    f"ORDERBY Id STARTPOSITION {position} MAXRESULTS {FLOOR_PAGE}"
+                )
+                rows = qbo.query(statement).get(entity, [])
+                result.payments += len(rows) if entity == "Payment" else 0
     for chunk in _chunks(spec.invoice_ids, FLOOR_PAGE):
         ids = ",".join(f"'{i}'" for i in chunk)
         statement = f"SELECT * FROM Invoice WHERE Id IN ({ids}) STARTPOSITION 1 MAXRESULTS {FLOOR_PAGE}"  # noqa: S608
         qbo.query(statement)
+    if spec.method_list:
+        qbo.query("SELECT * FROM PaymentMethod WHERE Active IN (true, false) STARTPOSITION 1 MAXRESULTS 1000")
     result.seconds = time.perf_counter() - started
     return result
 

@@ -36,7 +36,6 @@ from bench import (
     BenchError,
     Child,
     Measure,
-    Target,
     Ticker,
     child_env,
     mib,
@@ -48,12 +47,15 @@ from bench import (
     wait_http,
 )
 from bench.naive_peer import PeerSpec
+from bench.sync_census import CDC_CAP, PAGE, Census, count_payments, finish, to_read
+from bench.sync_rows import quiet_measures, size_measures
 from qbo_operator.core import names, oauth, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.models import parse_rfc3339, rfc3339
 from qbo_operator.core.oauth import TokenResponse
 from qbo_operator.harness.controlplane import ControlPlane, free_port
 from qbo_operator.harness.localstack import Credentials, LoopbackUrl
+from qbo_operator.sync.qbo import qbo_time
 
 THROTTLED_SIZE = 100_000  # the size measure 2 runs at (full mode); its skipped rows are named after it
 CHUNK = 1_000  # new payments per generator call
@@ -71,19 +73,13 @@ INTUIT_CONCURRENT = 10
 
 @dataclass
 class Company:
-    """A sandbox company that connected and then received `n` payments."""
+    """A sandbox company that connected and then received `size` payments; `census` is its first night."""
 
     size: int
     realm_id: str
     connected_at: datetime
     tokens: TokenResponse
-    payments: int = 0  # in the sync window
-    distinct_invoices: list[str] = field(default_factory=list)
-    expected_records: int = 0
-
-    @property
-    def lower_bound(self) -> int:
-        return math.ceil(self.payments / 1000) + math.ceil(len(self.distinct_invoices) / 1000)
+    census: Census
 
 
 class SyncWorld:
@@ -199,6 +195,9 @@ class SyncWorld:
     def sandbox_now(self) -> datetime:
         return parse_rfc3339(self._qbo("GET", "/state")["now"])
 
+    def advance(self, seconds: int) -> None:
+        self._qbo("POST", "/clock", {"advance": seconds})
+
     def throttle(self, enabled: bool) -> None:
         self._qbo("POST", "/throttle", {"enabled": enabled} if not enabled else {
             "enabled": True, "per_minute": INTUIT_PER_MINUTE, "per_second": INTUIT_PER_SECOND,
@@ -246,37 +245,52 @@ class SyncWorld:
                 say(f"sync:   {done:,}/{size:,} payments generated")
         # Hours of sandbox time passed: refresh once, as the sync would, so the Secret holds a live token.
         tokens = oauth.refresh(self.settings, tokens.refresh_token)
-        company = Company(size, realm, connected_at, tokens)
-        self._count(company)
-        if company.payments != size:
-            raise BenchError(f"the window holds {company.payments} payments, expected {size}")
+        company = Company(size, realm, connected_at, tokens, self.census(realm, connected_at, connected_at))
+        if company.census.payments != size:
+            raise BenchError(f"the window holds {company.census.payments} payments, expected {size}")
         self.companies[size] = company
         return company
 
-    def _count(self, company: Company) -> None:
-        """Payments in the window, distinct invoices they link, records a correct sync delivers."""
-        invoices: dict[str, None] = {}
-        offset = 0
-        step = 5_000
+    def census(self, realm_id: str, connected_at: datetime, since: datetime) -> Census:
+        """The night's counts (`bench.sync_census`): payments from the control API, invoices read on the bench's
+        own grant, outside any measured run (the per-run request counts are differences around each run)."""
+        census = Census(since, connected_at)
+        payments: list[dict[str, Any]] = []
         while True:
-            page = self._qbo("GET", f"/companies/{company.realm_id}/payments?offset={offset}&limit={step}")
-            for p in page["payments"]:
-                created = parse_rfc3339(p["MetaData"]["CreateTime"])
-                if created < company.connected_at:
-                    continue
-                company.payments += 1
-                linked = {
-                    link["TxnId"]
-                    for line in p.get("Line", [])
-                    for link in line.get("LinkedTxn", [])
-                    if link.get("TxnType") == "Invoice"
-                }
-                company.expected_records += len(linked)
-                invoices.update(dict.fromkeys(sorted(linked, key=int)))
-            offset += len(page["payments"])
-            if not page["payments"] or offset >= page["total"]:
+            page = self._qbo("GET", f"/companies/{realm_id}/payments?offset={len(payments)}&limit=5000")
+            payments += page["payments"]
+            if not page["payments"] or len(payments) >= page["total"]:
                 break
-        company.distinct_invoices = list(invoices)
+        scope = count_payments(census, payments)
+        token = self.issue_tokens(realm_id).access_token
+        changed = self._invoice_pages(realm_id, token, f"WHERE Metadata.LastUpdatedTime >= '{qbo_time(since)}'")
+        census.changed_invoices = list(changed)
+        census.linked_invoices, census.invoice_reads = to_read(scope, changed)
+        invoices = dict(changed)
+        for start in range(0, len(census.invoice_reads), PAGE):
+            ids = ",".join(f"'{i}'" for i in census.invoice_reads[start : start + PAGE])
+            invoices.update(self._invoice_pages(realm_id, token, f"WHERE Id IN ({ids})"))
+        finish(census, scope, invoices)
+        return census
+
+    def _invoice_pages(self, realm_id: str, token: str, where: str) -> dict[str, dict[str, Any]]:
+        """Invoices matching `where`, paged by Id (a stable order whatever the sandbox does with ties)."""
+        found: dict[str, dict[str, Any]] = {}
+        while True:
+            statement = f"SELECT * FROM Invoice {where} ORDERBY Id STARTPOSITION {len(found) + 1} MAXRESULTS {PAGE}"  # noqa: S608
+            resp = self.http.post(
+                f"{self.qbo_url}/v3/company/{realm_id}/query",
+                params={"minorversion": names.QBO_MINOR_VERSION},
+                content=statement.encode(),
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
+                         "Content-Type": "application/text"},
+            )  # fmt: skip
+            if resp.status_code != 200:
+                raise BenchError(f"QBO sandbox query: HTTP {resp.status_code} {resp.text[:300]}")
+            rows = resp.json()["QueryResponse"].get("Invoice", [])
+            found.update((str(r["Id"]), r) for r in rows)
+            if len(rows) < PAGE:
+                return found
 
     # --- one integration (CR + token Secret) -----------------------------------------------------
 
@@ -319,10 +333,13 @@ class RunResult:
     qbo_throttled: int
     qbo_token_calls: int
     greencheck_requests: int
-    records_created: int
+    records_held: int  # records Green Check holds for the client's CRB after the run
     maxrss_kb: int | None
     exit_code: int
     last_sync: dict[str, Any] = field(default_factory=dict)
+    qbo_kinds: dict[str, int] = field(default_factory=dict)  # query / read / cdc
+    record_results: dict[str, int] = field(default_factory=dict)  # Green Check's created / updated / … of the run
+    crb: str = ""
 
 
 def _last_line(child: Child, prefix: str) -> str:
@@ -355,11 +372,42 @@ def _requests_delta(before: Counter[str], after: Counter[str]) -> tuple[int, int
     return api, after["throttled"] - before["throttled"], after["token"] - before["token"]
 
 
-def run_our_sync(world: SyncWorld, company: Company, name: str, tokens: TokenResponse | None = None) -> RunResult:
+def _gc_delta(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    """Green Check requests (token + ingest) and record results between two control-API states."""
+    requests = sum(
+        after["requests"].get(k, 0) - before["requests"].get(k, 0) for k in ("auth_token", "invoice_payments")
+    )
+    results = {k: v - before["results"].get(k, 0) for k, v in after["results"].items()}
+    return requests, {k: v for k, v in results.items() if v}
+
+
+def run_our_sync(
+    world: SyncWorld, company: Company, name: str, tokens: TokenResponse | None = None, *, keep: bool = False
+) -> RunResult:
+    """One `qbo-operator sync` on a new integration (and a fresh Green Check); `keep` leaves the integration
+    in place for a second night (`run_again`)."""
     crb = world.integration(name, company, tokens or company.tokens)
     world.start_gc()
+    result = _run_sync_process(world, company, name, crb, f"{company.size:,} payments")
+    if not keep:
+        world.remove_integration(name)
+    return result
+
+
+def run_again(world: SyncWorld, company: Company, name: str, crb: str, watermark: datetime) -> RunResult:
+    """A night with no change since the last one: the integration's watermark is set to `watermark` (the
+    newest change, where a night a day later would have left it), then the sync runs once more."""
+    patch = json.dumps({"status": {"syncWatermark": rfc3339(watermark)}})
+    world.cp.kubectl("patch", names.PLURAL, name, "-n", NAMESPACE, "--subresource=status", "--type=merge", "-p", patch)
+    try:
+        return _run_sync_process(world, company, name, crb, "a night with no changes")
+    finally:
+        world.remove_integration(name)
+
+
+def _run_sync_process(world: SyncWorld, company: Company, name: str, crb: str, what: str) -> RunResult:
     before, gc_before = world.realm_requests(company.realm_id), world.gc_state()
-    say(f"sync: `qbo-operator sync` for {company.size:,} payments ({name})")
+    say(f"sync: `qbo-operator sync` for {what} ({name})")
     child = spawn(
         name, qbo_operator_argv("sync", "--namespace", NAMESPACE, "--name", name), world.sync_env(name), world.logs
     )
@@ -369,13 +417,11 @@ def run_our_sync(world: SyncWorld, company: Company, name: str, tokens: TokenRes
         raise BenchError(f"qbo-operator sync exited {rc}:\n{child.tail()}")
     api, throttled, token = _requests_delta(before, after)
     obj = world.cp.kubectl_json("get", names.PLURAL, name, "-n", NAMESPACE)
-    world.remove_integration(name)
-    gc_requests = sum(
-        gc_after["requests"].get(k, 0) - gc_before["requests"].get(k, 0) for k in ("auth_token", "invoice_payments")
-    )
+    gc_requests, results = _gc_delta(gc_before, gc_after)
     return RunResult(
         "ours", seconds, api, throttled, token, gc_requests, int(gc_after["records"].get(crb, 0)),
         child.maxrss_kb, rc, (obj.get("status") or {}).get("lastSync") or {},
+        {k: after[k] - before[k] for k in API_KINDS}, results, crb,
     )  # fmt: skip
 
 
@@ -383,14 +429,16 @@ def run_peer(world: SyncWorld, company: Company, mode: str) -> RunResult:
     """The naive peer or the floor reader, in its own process, on its own grant (and Green Check CRB)."""
     tokens = world.issue_tokens(company.realm_id)
     crb = str(uuid.uuid4())
-    c = world.creds
+    c, census = world.creds, company.census
     spec = PeerSpec(
         api_url=world.qbo_url, realm_id=company.realm_id, access_token=tokens.access_token,
         refresh_token=tokens.refresh_token, token_url=f"{world.qbo_url}/oauth2/v1/tokens/bearer",
         client_id=c.qbo_client_id, client_secret=c.qbo_client_secret, since=rfc3339(company.connected_at),
         greencheck_url=world.gc_url, greencheck_client_id=c.greencheck_client_id,
         greencheck_client_secret=c.greencheck_client_secret, service_provider_id=c.service_provider_id, crb_id=crb,
-        payments=company.payments, invoice_ids=company.distinct_invoices,
+        payments=census.payments, changed_invoices=len(census.changed_invoices),
+        cdc_complete=census.changed_payments + len(census.changed_invoices) < CDC_CAP,
+        invoice_ids=census.invoice_reads, method_list=census.method_list,
     )  # fmt: skip
     spec_file = world.workdir / f"peer-{mode}-{company.size}-{secrets.token_hex(4)}.json"
     spec_file.write_text(json.dumps(asdict(spec)))
@@ -414,162 +462,49 @@ def run_peer(world: SyncWorld, company: Company, mode: str) -> RunResult:
     after, gc_after = world.realm_requests(company.realm_id), world.gc_state()
     api, throttled, token = _requests_delta(before, after)
     reported = json.loads(_last_line(child, '{"qbo_requests"'))
-    gc_requests = sum(
-        gc_after["requests"].get(k, 0) - gc_before["requests"].get(k, 0) for k in ("auth_token", "invoice_payments")
-    )
+    gc_requests, results = _gc_delta(gc_before, gc_after)
     if reported["qbo_requests"] != api:
         say(f"sync: note: {mode} counted {reported['qbo_requests']} QBO requests, the sandbox {api}")
     return RunResult(
         mode, seconds, api, throttled, token, gc_requests,
         int(gc_after["records"].get(crb, 0)), child.maxrss_kb, rc,
+        qbo_kinds={k: after[k] - before[k] for k in API_KINDS}, record_results=results,
     )  # fmt: skip
 
 
 # --- the suites --------------------------------------------------------------------------------------
 
 
-def per_1000(count: int, of: int) -> float:
-    return count * 1000.0 / of if of else math.nan
-
-
 def sync_suite(world: SyncWorld | None, sizes: tuple[int, ...], run: tuple[int, ...], naive_max: int) -> list[Measure]:
-    """Measure 1 at each of `sizes`; sizes not in `run` print as "skipped (quick)"."""
+    """Measure 1 at each of `sizes` (sizes not in `run` print as "skipped (quick)"), and a night with no changes
+    for the smallest company run."""
     out: list[Measure] = []
     rss: dict[int, float] = {}
     base = min(run) if run else None
+    quiet: list[Measure] = quiet_measures(None, None, None, "skipped (no sync size run)")
     for size in sizes:
         if size not in run or world is None:
             out += size_measures(size, None, None, None, None, rss, base, "skipped (quick)")
             continue
         company = world.company(size)
-        ours = run_our_sync(world, company, f"sync-{size}")
+        ours = run_our_sync(world, company, f"sync-{size}", keep=size == base)
+        if size == base:
+            quiet = _quiet_night(world, company, ours)
         floor = run_peer(world, company, "floor")
         naive = run_peer(world, company, "naive") if size <= naive_max else None
         rss[size] = mib(ours.maxrss_kb) or math.nan
         out += size_measures(size, company, ours, floor, naive, rss, base)
-    return out
+    return out + quiet
 
 
-Row = tuple[str, str, Target | None, str]  # key, label, target, unit
-
-
-def size_rows(n: int) -> list[Row]:
-    """The seven rows of one size, with the targets that apply at that size."""
-    return [
-        ("qbo_requests_per_1000_payments", "QBO requests / 1,000 payments",
-         Target("ratio", "<=", 1.1, "≤ 1.1× the lower bound"), ""),
-        ("qbo_requests_vs_naive", "QBO requests vs naive peer",
-         Target("ratio", "<=", 0.01, "≥ 100× fewer than the naive peer") if n == 10_000 else None, ""),
-        ("greencheck_requests_per_1000_records", "Green Check requests / 1,000 records", None, ""),
-        ("records_delivered", "records at Green Check / expected",
-         Target("ratio", "==", 1, "nothing lost or duplicated"), ""),
-        ("wall_seconds_vs_floor", "wall time vs lower-bound reads", None, "s"),
-        ("wall_seconds_vs_naive", "wall time vs naive peer", None, "s"),
-        ("peak_rss", "sync peak RSS",
-         Target("ratio", "<=", 1.5, "≤ 1.5× the RSS at 1,000") if n == 100_000 else None, "MiB"),
-    ]  # fmt: skip
-
-
-def size_measures(
-    n: int,
-    company: Company | None,
-    ours: RunResult | None,
-    floor: RunResult | None,
-    naive: RunResult | None,
-    rss: dict[int, float],
-    base: int | None,
-    why_skipped: str = "",
-) -> list[Measure]:
-    """The seven rows of one size; all of them skipped (with `why_skipped`) when `ours` is None."""
-    key, tag = f"sync.{n}", f"sync {n:,}"
-    rows = size_rows(n)
-    if ours is None or company is None or floor is None:
-        return [skipped(f"{key}.{k}", f"{tag}: {label}", why_skipped, t, u) for k, label, t, u in rows]
-    t = {k: target for k, _, target, _ in rows}
-    lbl = {k: f"{tag}: {label}" for k, label, _, _ in rows}
-    return _request_measures(key, t, lbl, company, ours, naive) + _outcome_measures(
-        n, key, t, lbl, company, ours, floor, naive, rss, base
-    )
-
-
-def _request_measures(
-    key: str,
-    t: dict[str, Target | None],
-    lbl: dict[str, str],
-    company: Company,
-    ours: RunResult,
-    naive: RunResult | None,
-) -> list[Measure]:
-    """Requests to QBO and Green Check against their lower bounds and the naive peer."""
-    p, lb, records = company.payments, company.lower_bound, company.expected_records
-    invoices = len(company.distinct_invoices)
-    ls = ours.last_sync
-    return [
-        Measure(
-            f"{key}.qbo_requests_per_1000_payments", lbl["qbo_requests_per_1000_payments"],
-            per_1000(ours.qbo_requests, p), per_1000(lb, p), baseline_label="lower bound",
-            target=t["qbo_requests_per_1000_payments"],
-            note=f"{ours.qbo_requests} requests ({ours.qbo_throttled} throttled) for {p:,} payments linking "
-            f"{invoices:,} distinct invoices; lower bound ⌈{p}/1000⌉ + ⌈{invoices}/1000⌉ = {lb}; "
-            f"the sync's own count (status.lastSync.qboRequests): {ls.get('qboRequests')}"
-            + ("; the one page is full, so learning that it was the last costs a second query" if p == 1000 else ""),
-        ),
-        Measure(
-            f"{key}.qbo_requests_vs_naive", lbl["qbo_requests_vs_naive"],
-            ours.qbo_requests, naive.qbo_requests if naive else None, baseline_label="naive peer",
-            target=t["qbo_requests_vs_naive"],
-            note=f"the naive peer made {naive.qbo_requests / max(ours.qbo_requests, 1):,.0f}× as many"
-            if naive else "naive peer not run at this size",
-        ),
-        Measure(
-            f"{key}.greencheck_requests_per_1000_records", lbl["greencheck_requests_per_1000_records"],
-            per_1000(ours.greencheck_requests, records),
-            per_1000(naive.greencheck_requests, records) if naive else None, baseline_label="naive peer",
-            note=f"{ours.greencheck_requests} requests (token + batches of ≤ 500) for {records:,} records; "
-            f"lower bound 1 + ⌈{records}/500⌉ = {1 + math.ceil(records / 500)}",
-        ),
-    ]  # fmt: skip
-
-
-def _outcome_measures(
-    n: int,
-    key: str,
-    t: dict[str, Target | None],
-    lbl: dict[str, str],
-    company: Company,
-    ours: RunResult,
-    floor: RunResult,
-    naive: RunResult | None,
-    rss: dict[int, float],
-    base: int | None,
-) -> list[Measure]:
-    """What arrived, how long it took, and the sync's memory."""
-    records = company.expected_records
-    rss_base = rss.get(base) if base is not None and base != n else None
-    return [
-        Measure(
-            f"{key}.records_delivered", lbl["records_delivered"], ours.records_created, records,
-            baseline_label="expected", target=t["records_delivered"],
-            note=f"the naive peer delivered {naive.records_created:,}" if naive else "",
-        ),
-        Measure(
-            f"{key}.wall_seconds_vs_floor", lbl["wall_seconds_vs_floor"], ours.seconds, floor.seconds, unit="s",
-            baseline_label="lower-bound reads",
-            note=f"the floor reader made exactly {floor.qbo_requests} reads and delivered nothing; ours includes "
-            "process start, token handling, mapping, delivery and status writes",
-        ),
-        Measure(
-            f"{key}.wall_seconds_vs_naive", lbl["wall_seconds_vs_naive"], ours.seconds,
-            naive.seconds if naive else None, unit="s", baseline_label="naive peer",
-            note="loopback sandboxes answer in about a millisecond; against Intuit every request also pays an "
-            "Internet round trip, so the naive peer's real cost grows with its request count" if naive else "",
-        ),
-        Measure(
-            f"{key}.peak_rss", lbl["peak_rss"], rss[n], rss_base, unit="MiB",
-            baseline_label=f"at {base:,}" if rss_base is not None and base is not None else "",
-            target=t["peak_rss"], note="ru_maxrss of the `qbo-operator sync` process (wait4)",
-        ),
-    ]  # fmt: skip
+def _quiet_night(world: SyncWorld, company: Company, first: RunResult) -> list[Measure]:
+    """The same integration's next night, with nothing changed since: its census is taken from the watermark
+    the night starts at, so the bound says what "nothing changed" costs (one CDC call)."""
+    world.advance(60)  # a quiet minute: no change shares the watermark's second
+    watermark = world.sandbox_now().replace(microsecond=0)
+    census = world.census(company.realm_id, company.connected_at, watermark)
+    again = run_again(world, company, f"sync-{company.size}", first.crb, watermark)
+    return quiet_measures(company, census, again)
 
 
 def throttle_floor_seconds(
@@ -601,15 +536,17 @@ def throttle_suite(world: SyncWorld | None, size: int | None) -> list[Measure]:
         world.throttle(False)
     admitted = ours.qbo_requests - ours.qbo_throttled
     floor = throttle_floor_seconds(admitted)
-    naive_floor = throttle_floor_seconds(company.payments // 100 + company.expected_records)
+    census = company.census
+    naive_requests = census.payments // 100 + census.linked_invoices
+    naive_floor = throttle_floor_seconds(naive_requests)
     return [
         Measure(
             f"throttle.{size}.seconds_vs_floor", label, ours.seconds, floor, unit="s",
             baseline_label="throttle floor",
             note=f"{admitted} admitted requests need ≥ {floor:.0f}s at {INTUIT_PER_MINUTE}/min and "
             f"{INTUIT_PER_SECOND}/s; the sandbox answered 429 {ours.qbo_throttled} times; records delivered "
-            f"{ours.records_created:,}/{company.expected_records:,}. A naive peer's ≥"
-            f"{company.payments // 100 + company.expected_records:,} requests would need ≥ {naive_floor / 3600:.1f} h "
+            f"{ours.records_held:,}/{census.expected_records:,}. A naive peer's ≥"
+            f"{naive_requests:,} requests would need ≥ {naive_floor / 3600:.1f} h "
             "under the same throttle (computed, not run)",
         ),
         Measure(
