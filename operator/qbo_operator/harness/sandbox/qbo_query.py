@@ -496,7 +496,7 @@ def _time_bounds(conds: list[Condition], tz: tzinfo) -> tuple[list[Condition], i
 def _sort_key(table: IndexedTable, path: str, tz: tzinfo) -> Callable[[Mapping[str, Any]], tuple[int, Any]]:
     """How rows sort on one ORDERBY field: Ids as numbers, MetaData times as instants (cached)."""
     if path == "id":
-        return lambda row: (2, int(row["Id"]) if _DIGITS.match(str(row["Id"])) else 0)
+        return lambda row: (2, int(row["Id"]))  # Ids are numeric strings
     if path == UPDATED_TIME:
         return lambda row: (3, table.updated_of(row))
     if path == CREATE_TIME:
@@ -512,12 +512,12 @@ def execute(query: Query, table: IndexedTable, tz: tzinfo, tie_rng: random.Rando
     ids, rest = _index_plan(query, table, tz)
     rest, lo, hi = _time_bounds(rest, tz)
     rows = table.rows
-    natural = not query.order or (len(query.order) == 1 and query.order[0].path == CREATE_TIME and tie_rng is None)
-    descending = bool(query.order) and query.order[0].descending and natural
+    # The index's own order serves ascending CreateTime (ties by Id ascending); anything else is sorted.
+    by_index = len(query.order) == 1 and query.order[0].path == CREATE_TIME and not query.order[0].descending
+    natural = not query.order or (by_index and tie_rng is None)
 
     def matching() -> Iterator[Mapping[str, Any]]:
-        seq = reversed(ids) if descending else ids
-        for row_id in seq:
+        for row_id in ids:
             row = rows.get(row_id)
             if row is None:
                 continue
@@ -532,8 +532,7 @@ def execute(query: Query, table: IndexedTable, tz: tzinfo, tie_rng: random.Rando
         return Result([], total=sum(1 for _ in matching()))
     skip, take = query.start_position - 1, query.max_results
     if natural and not rest and lo is None and hi is None:
-        window = ids[::-1] if descending else ids
-        page = [rows[i] for i in window[skip : skip + take] if i in rows]
+        page = [rows[i] for i in ids[skip : skip + take] if i in rows]
         return Result(page)
     if natural:
         return Result(list(itertools.islice(matching(), skip, skip + take)))
