@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from bench.operator_bench import spread, start_minute
 from bench.sync_bench import throttle_floor_seconds
+from bench.sync_census import expected_record_ids, qbo_lower_bound
 
 from bench import RESULT_KEYS, Measure, Target, ratio, table
 from tests.support.paths import ROOT
@@ -28,6 +29,7 @@ COUNT_MEASURES = (
     "sync.40.qbo_requests_vs_naive",
     "sync.40.greencheck_requests_per_1000_records",
     "sync.40.records_delivered",
+    "sync.quiet.qbo_requests",
     "operator.settled",
     "operator.writes_per_integration",
     "schedule.120.busiest_minute",
@@ -88,6 +90,8 @@ def test_counts_come_from_the_servers(results: Run) -> None:
     _, data = results
     assert data["sync.40.qbo_requests_vs_naive"]["value"] < data["sync.40.qbo_requests_vs_naive"]["baseline"]
     assert data["sync.40.records_delivered"]["met"] is True
+    assert data["sync.quiet.greencheck_requests"]["value"] == 0
+    assert data["sync.quiet.qbo_requests"]["baseline"] == 1
     assert data["operator.settled"]["value"] == 3
     assert data["gateway.webhooks_accepted"]["met"] is True
 
@@ -110,6 +114,52 @@ def test_quick_mode_prints_the_skipped_rows(results: Run) -> None:
 )
 def test_throttle_floor(requests: int, expected: float) -> None:
     assert throttle_floor_seconds(requests) == expected
+
+
+@pytest.mark.parametrize(
+    ("payments", "changed_invoices", "reads", "cdc_objects", "methods", "expected"),
+    [
+        (0, 0, 0, 0, False, 1),  # a quiet night: one CDC call
+        (40, 40, 0, 80, True, 2),  # CDC holds it all, the method names once
+        (300, 200, 1_500, 999, False, 3),  # below the cap: 1 CDC + ⌈1500/1000⌉
+        (999, 0, 0, 999, False, 1),
+        (1_000, 0, 0, 1_000, False, 1 + 2 + 1),  # a full last page: ⌈1001/1000⌉ = 2 (issue #20)
+        (999, 1, 0, 1_000, False, 1 + 1 + 1),
+        (1_000, 1_000, 1_000, 2_000, True, 1 + 2 + 2 + 1 + 1),
+        (10_000, 9_000, 20, 19_000, False, 1 + 11 + 10 + 1),
+        (100_000, 0, 0, 100_000, False, 1 + 101 + 1),
+    ],
+)
+def test_qbo_lower_bound(
+    payments: int, changed_invoices: int, reads: int, cdc_objects: int, methods: bool, expected: int
+) -> None:
+    assert qbo_lower_bound(payments, changed_invoices, reads, cdc_objects, methods).requests == expected
+
+
+def _payment(lines: list[tuple[str, list[tuple[str, str]]]], note: str = "", total: str = "10") -> dict[str, Any]:
+    return {
+        "TotalAmt": total,
+        "PrivateNote": note,
+        "Line": [{"Amount": a, "LinkedTxn": [{"TxnId": i, "TxnType": t} for i, t in links]} for a, links in lines],
+    }
+
+
+@pytest.mark.parametrize(
+    ("payment", "invoices", "expected"),
+    [
+        (_payment([("10", [("1", "Invoice")])]), {"1"}, ["1"]),
+        (_payment([("6", [("1", "Invoice")]), ("4", [("2", "Invoice")])]), {"1", "2"}, ["1", "2"]),
+        (_payment([("6", [("1", "Invoice")]), ("4", [("2", "Invoice")])]), {"2"}, ["2"]),  # invoice 1 deleted
+        (_payment([("10", [("1", "Invoice")])], note="Voided", total="0"), {"1"}, []),
+        (_payment([("10", [("1", "Invoice")]), ("10", [("7", "CreditMemo")])], total="0"), {"1"}, []),  # credit only
+        (_payment([("10", [("1", "Invoice")]), ("4", [("7", "CreditMemo")])]), {"1"}, ["1"]),  # 6 cash, 4 credit
+        (_payment([("5", [("1", "Invoice")]), ("5", [("2", "Invoice")]), ("5", [("7", "CreditMemo")])]),
+         {"1", "2"}, ["1", "2"]),  # the credit takes invoice 1 whole: a 0-cash record still goes with the set
+        (_payment([]), set(), []),
+    ],
+)  # fmt: skip
+def test_expected_records_money_is_cash(payment: dict[str, Any], invoices: set[str], expected: list[str]) -> None:
+    assert expected_record_ids(payment, {i: {} for i in invoices}) == expected
 
 
 @pytest.mark.parametrize(
