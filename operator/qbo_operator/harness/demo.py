@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +28,19 @@ from qbo_operator.core import names
 from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness import polling
 from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, run_job_pods
+from qbo_operator.harness.demo_books import (
+    Bookkeeper,
+    Comparison,
+    compare,
+    created,
+    expected_cash,
+    invoice_links,
+    invoices_only,
+    payment_cash,
+    payment_of,
+    to_cents,
+    voided,
+)
 from qbo_operator.harness.localstack import LocalStack, StackError, parse_forms, submit
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -122,6 +134,8 @@ class Demo:
         self.company_name: str = example["spec"].get("companyName", self.name)
         self.cp: ControlPlane | None = None
         self.stack: LocalStack | None = None
+        self.night: dict[str, Any] = {}
+        self.changes = "updated=0 retracted=0"
 
     # helpers
     def kubectl(self, *args: str) -> str:
@@ -172,10 +186,16 @@ class Demo:
         with step(6, f"A day of business: {self.args.payments} new payments in QuickBooks (webhooks arrive)"):
             self.day_of_business()
         with step(7, "The night's sync: a Job from the integration's CronJob, run by the test kubelet"):
-            self.nightly_sync()
+            self.nightly_sync("demo")
         with step(8, "What arrived in Green Check (its read-back API) next to what QuickBooks holds"):
             self.compare()
-        with step(9, "Metrics and alerts"):
+        with step(9, "The next day a bookkeeper changes payments already delivered (webhooks arrive)"):
+            self.next_day()
+        with step(10, "The next night's sync reads what changed since the last one"):
+            self.nightly_sync("demo-2")
+        with step(11, "Green Check corrected: the current truth, and each record's versions for audit"):
+            self.corrected_in_green_check()
+        with step(12, "Metrics and alerts"):
             self.metrics_and_alerts()
         self.next_steps()
 
@@ -196,6 +216,7 @@ class Demo:
         stack.start_sandboxes(self.company_name, history=self.args.history, seed=self.args.seed)
         state = stack.qbo_state()
         self.realm = state["realms"][0]["realmId"]
+        self.books = Bookkeeper(stack.qbo_url, self.realm)
         say(f"    QBO sandbox        {stack.qbo_url}  (company {self.company_name!r}, realm {self.realm},")
         say(f"                       {self.args.history} payments from before today)")
         say(f"    Green Check sandbox {stack.greencheck_url}")
@@ -229,6 +250,7 @@ class Demo:
             timeout=600 if self.args.interactive else 120,
         )
         say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
+        self.connected_at = parse_rfc3339(self.integration()["status"]["connectedAt"])
         secret = self.cluster.kubectl_json("get", "secret", f"{self.name}-qbo-tokens", "-n", self.namespace)
         keys = ", ".join(sorted(secret["data"]))
         say(f"    Token Secret {self.name}-qbo-tokens holds: {keys} (values never shown)")
@@ -240,6 +262,9 @@ class Demo:
             json={"n": self.args.payments, "seed": self.args.seed + 1},
             timeout=60,
         ).raise_for_status()
+        customer = next(p["CustomerRef"]["value"] for p in self.books.payments() if created(p) >= self.connected_at)
+        self.prepaid = self.books.prepayment(customer, Decimal("250.00"))
+        say(f"    and a prepayment: payment {self.prepaid['Id']} of $250.00, a cheque that came before its invoice")
         events = wait_for(
             "webhook events on the integration",
             lambda: ((self.integration().get("status") or {}).get("webhook") or {}).get("eventsSinceLastSync"),
@@ -247,11 +272,13 @@ class Demo:
         )
         say(f"    status.webhook.eventsSinceLastSync = {events} (signed webhooks, verified by the gateway)")
 
-    def nightly_sync(self) -> None:
+    def nightly_sync(self, suffix: str) -> None:
+        """One night: a Job created from the CronJob (as the CronJob controller would), its Pod run here."""
         cronjob = names.cronjob_name(self.name)
         cj = self.cluster.kubectl_json("get", "cronjob", cronjob, "-n", self.namespace)
         say(f"    CronJob {cronjob}: schedule {cj['spec']['schedule']!r} ({cj['spec'].get('timeZone', 'UTC')})")
-        job = f"{cronjob}-demo"
+        job = f"{cronjob}-{suffix}"
+        before = _last_sync(self.integration())
         self.kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", self.namespace)
         run = run_job_pods(
             self.cluster,
@@ -263,10 +290,7 @@ class Demo:
         if run.exit_code != 0:
             raise DemoError(f"the sync exited with {run.exit_code}")
         self.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", self.namespace, "--timeout=120s")
-        wait_for(
-            "the Last Sync column",
-            lambda: (self.integration().get("status") or {}).get("lastSuccessfulSyncTime"),
-        )
+        self.night = wait_for(f"status.lastSync of job {job}", lambda: _new_success(self.integration(), before))
         say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
 
     def connect_like_a_browser(self) -> None:
@@ -296,52 +320,117 @@ class Demo:
         stack = self.stack
         assert stack is not None
         records = stack.greencheck_records(self.company_id)
-        qbo = httpx.get(f"{stack.qbo_url}/_sandbox/companies/{self.realm}/payments", timeout=30).json()
-        payments: list[dict[str, Any]] = qbo["payments"]
-        connected_at = parse_rfc3339(self.integration()["status"]["connectedAt"])
+        payments = self.books.payments()
         say(f"    Green Check now holds {len(records)} invoice-payment records for {self.company_name}:")
-        header = ("invoice #", "inv. total", "payment", "paid on", "applied")
+        header = ("invoice #", "inv. total", "payment", "paid on", "cash")
         say("    {:>9} {:>11} {:>8} {:>10} {:>11}  customer: products".format(*header))
         for rec in records[:15]:
             inv = rec.get("invoice") or {}
-            payment_id = str(rec.get("pos_sale_id", "")).split(":payment:")[-1].split(":")[0]
             products = ", ".join(li.get("product_name", "?") for li in rec.get("line_items") or [])
             say(
-                f"    {inv.get('number') or '?':>9} {cents(int(inv.get('total') or 0)):>11} {payment_id:>8} "
-                f"{str(rec.get('date', ''))[:10]:>10} {cents(int(rec.get('total_paid') or 0)):>11}  "
+                f"    {inv.get('number') or '?':>9} {cents(int(inv.get('total') or 0)):>11} "
+                f"{payment_of(str(rec.get('pos_sale_id', ''))):>8} {str(rec.get('date', ''))[:10]:>10} "
+                f"{cents(int(rec.get('total_paid') or 0)):>11}  "
                 f"{(rec.get('customer') or {}).get('name', '?')}: {products[:48]}"
             )
         if len(records) > 15:
             say(f"    … and {len(records) - 15} more")
-        before = [p for p in payments if _created(p) < connected_at]
-        new = [p for p in payments if _created(p) >= connected_at]
-        unlinked = [p for p in new if not _invoice_links(p)]
-        voided = [p for p in new if _voided(p)]
+        before = [p for p in payments if created(p) < self.connected_at]
+        new = [p for p in payments if created(p) >= self.connected_at]
+        unlinked = [p for p in new if not invoice_links(p)]
+        gone = [p for p in new if voided(p)]
         company = httpx.get(f"{stack.qbo_url}/_sandbox/companies/{self.realm}", timeout=30).json()
         receipts = (company.get("counts") or {}).get("SalesReceipt", 0)
         say(f"\n    QuickBooks holds {len(payments)} payments: {len(before)} created before the connection,")
-        say(f"    {len(new)} since ({len(unlinked)} not applied to any invoice, {len(voided)} voided).")
+        say(f"    {len(new)} since ({len(unlinked)} not applied to any invoice, {len(gone)} voided).")
         say("    Absent from Green Check, by design:")
-        say(f"      • the {len(before)} payments from before the connection (at {connected_at:%Y-%m-%d %H:%M}Z)")
+        say(f"      • the {len(before)} payments from before the connection (at {self.connected_at:%Y-%m-%d %H:%M}Z)")
         say(f"      • the {receipts} sales receipts: cash sales, not invoice payments; never read")
-        say("      • unapplied, credit-only and voided payments: no invoice payment to report")
-        say("    One record per (payment, invoice): a payment split over three invoices gives three records.")
-        expected = {
-            f"qbo:{self.realm}:payment:{p['Id']}:invoice:{invoice_id}"
-            for p in new
-            if p not in voided
-            for invoice_id in _invoice_links(p)
-        }
-        got = [str(r.get("pos_sale_id")) for r in records]
-        missing, unexpected = expected - set(got), set(got) - expected
-        self.check = (
-            f"expected={len(expected)} delivered={len(got)} missing={len(missing)} "
-            f"unexpected={len(unexpected)} duplicated={len(got) - len(set(got))}"
+        say("      • unapplied (the prepayment among them), credit-only and voided payments: no cash on an invoice")
+        say("    One record per (payment, invoice): a payment split over three invoices gives three records;")
+        say("    each record's amount is cash — credits applied with it are carried apart, never as cash.")
+        self.check_against_books(records, payments)
+
+    def check_against_books(self, records: list[dict[str, Any]], payments: list[dict[str, Any]]) -> Comparison:
+        """Green Check's current records against the demo's own projection of QuickBooks' books."""
+        expected = expected_cash(self.realm, payments, self.connected_at)
+        held = [(str(r.get("pos_sale_id")), int(r.get("total_paid") or 0)) for r in records]
+        result = compare(expected, held)
+        say(f"    Checked against QuickBooks' books: {result.line()}")
+        if not result.exact:
+            raise DemoError(
+                f"Green Check does not hold exactly the expected records: missing {result.missing[:5]}, "
+                f"unexpected {result.unexpected[:5]}, wrong cash {result.misstated[:5]}"
+            )
+        self.result = result
+        return result
+
+    def next_day(self) -> None:
+        """Three everyday corrections to books already delivered: each must reach Green Check."""
+        payments = {p["Id"]: p for p in self.books.payments()}
+        records: dict[str, list[str]] = {}
+        for external_id in sorted(expected_cash(self.realm, payments.values(), self.connected_at)):
+            records.setdefault(payment_of(external_id), []).append(external_id)
+        by_size = sorted(records, key=lambda pid: (-len(records[pid]), int(pid)))
+        if not by_size:
+            raise DemoError("no payment reached Green Check on the first night")
+        self.voided_id, self.voided_records = by_size[0], records[by_size[0]]
+        prepaid = Decimal(str(self.prepaid["TotalAmt"]))
+        invoice = self.books.invoice(self.prepaid["CustomerRef"]["value"], prepaid + 50)
+        self.books.apply(self.prepaid["Id"], [(invoice["Id"], prepaid)])
+        say(f"    • invoice {invoice.get('DocNumber') or invoice['Id']} raised for {cents(to_cents(prepaid + 50))};")
+        say(f"      yesterday's prepayment {self.prepaid['Id']} ({cents(to_cents(prepaid))}) applied to it")
+        self.books.void(self.voided_id)
+        say(f"    • payment {self.voided_id} voided (Green Check holds {len(self.voided_records)} records of it)")
+        self.corrected = self.correct_one(payments, records, exclude=self.voided_id)
+        self.applied = f"qbo:{self.realm}:payment:{self.prepaid['Id']}:invoice:{invoice['Id']}"
+        events = wait_for("webhook events for the changes", lambda: _webhook_events(self.integration()), timeout=60)
+        say(f"    status.webhook.eventsSinceLastSync = {events}")
+
+    def correct_one(
+        self, payments: dict[str, dict[str, Any]], records: dict[str, list[str]], exclude: str
+    ) -> tuple[str, int] | None:
+        """Take $10.00 off a delivered one-invoice cash payment (a typo fixed): (its record, the new cash)."""
+        for pid in sorted(records, key=int):
+            pay = payments[pid]
+            cash = payment_cash(pay)
+            if pid == exclude or len(cash) != 1 or not invoices_only(pay):
+                continue
+            ((invoice_id, amount),) = cash.items()
+            if amount < 2000:
+                continue
+            total = Decimal(str(pay["TotalAmt"])) - 10
+            self.books.apply(pid, [(invoice_id, Decimal(amount - 1000) / 100)], total=total)
+            say(f"    • payment {pid} corrected on invoice {invoice_id}: {cents(amount)} → {cents(amount - 1000)}")
+            return records[pid][0], amount - 1000
+        say("    • (no one-invoice cash payment of $20 or more to correct tonight)")
+        return None
+
+    def corrected_in_green_check(self) -> None:
+        """After the second night: the books' projection again, and the audit trail of each change."""
+        stack = self.stack
+        assert stack is not None
+        result = self.check_against_books(stack.greencheck_records(self.company_id), self.books.payments())
+        last = self.night
+        self.changes = f"updated={last.get('recordsUpdated', 0)} retracted={last.get('recordsRetracted', 0)}"
+        say(
+            f"    The sync's own count for the night (status.lastSync): created={last.get('recordsCreated', 0)} "
+            f"{self.changes}"
         )
-        say(f"    Checked against QuickBooks: {self.check}")
-        if missing or unexpected or len(got) != len(set(got)):
-            raise DemoError(f"Green Check does not hold exactly the expected records: missing {sorted(missing)[:5]}")
-        self.delivered = len(records)
+        watched = [(self.applied, "created"), *((r, "retracted") for r in self.voided_records)]
+        if self.corrected is not None:
+            watched.append((self.corrected[0], "updated"))
+        for external_id, wanted in watched:
+            history = stack.greencheck_versions(self.company_id, external_id)
+            trail = " → ".join(v["status"] for v in history)
+            say(f"    {external_id}: {trail}")
+            if history[-1]["status"] != wanted:
+                raise DemoError(f"{external_id} should be {wanted} now; its versions are {trail}")
+        if int(last.get("recordsRetracted", 0)) < len(self.voided_records) or (
+            self.corrected is not None and int(last.get("recordsUpdated", 0)) < 1
+        ):
+            raise DemoError(f"the night reported {self.changes}, less than the bookkeeper changed")
+        say(f"    Nothing duplicated: {result.delivered} records, {result.expected} expected, each once.")
 
     def metrics_and_alerts(self) -> None:
         stack = self.stack
@@ -361,8 +450,11 @@ class Demo:
 
     def next_steps(self) -> None:
         assert self.cp is not None and self.stack is not None
-        say(f"\n{BOLD}Summary{RESET}: phase {self.phase()}, {self.delivered} records delivered to Green Check.")
-        say(f"DEMO-SUMMARY phase={self.phase()} {self.check}")
+        say(
+            f"\n{BOLD}Summary{RESET}: phase {self.phase()}, {self.result.delivered} records in Green Check, "
+            f"as QuickBooks' books say after the bookkeeper's changes ({self.changes})."
+        )
+        say(f"DEMO-SUMMARY phase={self.phase()} {self.result.line()} {self.changes}")
         kc = self.cp.kubeconfig
         say(f"\n{BOLD}Poke at it{RESET} (in another terminal):")
         say(f"    export KUBECONFIG={kc}")
@@ -381,24 +473,21 @@ class Demo:
         say("Stopped: no process left running.")
 
 
-def _created(payment: dict[str, Any]) -> datetime:
-    return parse_rfc3339(payment["MetaData"]["CreateTime"])
+def _last_sync(obj: dict[str, Any]) -> dict[str, Any]:
+    last: dict[str, Any] = (obj.get("status") or {}).get("lastSync") or {}
+    return last
 
 
-def _voided(payment: dict[str, Any]) -> bool:
-    note = (payment.get("PrivateNote") or "").lower()
-    return payment.get("TxnStatus") == "Voided" or (
-        note.startswith("voided") and Decimal(str(payment["TotalAmt"])) == 0
-    )
+def _webhook_events(obj: dict[str, Any]) -> int | None:
+    events = ((obj.get("status") or {}).get("webhook") or {}).get("eventsSinceLastSync")
+    return int(events) if events else None
 
 
-def _invoice_links(payment: dict[str, Any]) -> list[str]:
-    return [
-        link["TxnId"]
-        for line in payment.get("Line") or []
-        for link in line.get("LinkedTxn") or []
-        if link.get("TxnType") == "Invoice"
-    ]
+def _new_success(obj: dict[str, Any], before: dict[str, Any]) -> dict[str, Any] | None:
+    """status.lastSync once a newer run than `before` wrote it and succeeded, else None."""
+    last = _last_sync(obj)
+    fresh = last and last != before and last.get("result") in ("Succeeded", "PartiallySucceeded")
+    return last if fresh else None
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -244,9 +244,9 @@ class LocalStack:
         data: dict[str, Any] = httpx.get(f"{self.qbo_url}/_sandbox/state", timeout=10).raise_for_status().json()
         return data
 
-    def greencheck_records(self, company_id: str) -> list[dict[str, Any]]:
-        """What arrived, through Green Check's public read-back API (not the sandbox's internals)."""
-        token = (
+    def greencheck_token(self) -> str:
+        """A `sales:read` token for Green Check's public read-back API."""
+        token: str = (
             httpx.post(
                 f"{self.greencheck_url}/auth/token",
                 json={
@@ -260,6 +260,11 @@ class LocalStack:
             .raise_for_status()
             .json()["access_token"]
         )
+        return token
+
+    def greencheck_records(self, company_id: str) -> list[dict[str, Any]]:
+        """What arrived, through Green Check's public read-back API (not the sandbox's internals)."""
+        token = self.greencheck_token()
         out: list[dict[str, Any]] = []
         offset = 0
         while True:
@@ -277,6 +282,18 @@ class LocalStack:
             offset += len(page["data"])
             if not page["data"] or offset >= page["metadata"]["total"]:
                 return out
+
+    def greencheck_versions(self, company_id: str, external_id: str) -> list[dict[str, Any]]:
+        """A record's versions for audit, oldest first, through the public API: what changed, and when."""
+        sp = self.creds.service_provider_id
+        sales = f"{self.greencheck_url}/service-providers/{sp}/crbs/{company_id}/sales"
+        resp = httpx.get(
+            f"{sales}/invoice-payments/{external_id}/versions",
+            headers={"Authorization": f"Bearer {self.greencheck_token()}"},
+            timeout=10,
+        ).raise_for_status()
+        versions: list[dict[str, Any]] = resp.json()["versions"]
+        return versions
 
 
 # --- walking an HTML form like a browser -----------------------------------------------------------
