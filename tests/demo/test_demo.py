@@ -1,4 +1,5 @@
-"""`qbo-operator demo` end to end: the summary it prints, and nothing left running after Ctrl-C."""
+"""`qbo-operator demo` end to end: the summary it prints (two nights, a bookkeeper's changes between them), and
+nothing left running after Ctrl-C."""
 
 from __future__ import annotations
 
@@ -50,12 +51,18 @@ def test_demo_runs_the_mission_and_stops_cleanly(tmp_path: Path) -> None:
     assert not [name for name, pid in pids.items() if pid_alive(pid)]
 
     summary = re.search(
-        r"DEMO-SUMMARY phase=(\w+) expected=(\d+) delivered=(\d+) missing=0 unexpected=0 duplicated=0", output
+        r"DEMO-SUMMARY phase=(\w+) expected=(\d+) delivered=(\d+) missing=0 unexpected=0 duplicated=0 misstated=0 "
+        r"updated=(\d+) retracted=(\d+)",
+        output,
     )
     assert summary, output[-3000:]
     assert summary.group(1) == "Connected" and int(summary.group(2)) == int(summary.group(3)) > 0
+    # the next day's corrections reached Green Check: one record updated, the voided payment's retracted
+    assert int(summary.group(4)) >= 1 and int(summary.group(5)) >= 1
+    assert re.search(r"payment:\d+:invoice:\d+: created → retracted", output), output[-3000:]
+    assert re.search(r"payment:\d+:invoice:\d+: created → updated", output), output[-3000:]
     # every step printed its check mark; the Connect flow went through the sandbox's consent page
-    assert output.count("✓") == 9
+    assert output.count("✓") == 12
     assert "Approve at Intuit" in output and "OAuth callback             → 200" in output
     assert "payments from before the connection" in output and "sales receipts" in output
 
