@@ -11,7 +11,7 @@ import pytest
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits, cdc_refusal
-from qbo_operator.harness.sandbox.qbo_store import intuit_time, parse_time
+from qbo_operator.harness.sandbox.qbo_values import intuit_time, parse_time
 from tests.support.sandbox import FakeClock, FakeMonotonic, SandboxFactory, connect, realm_of
 
 

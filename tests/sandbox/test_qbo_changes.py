@@ -13,7 +13,7 @@ import pytest
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_books import check_books
-from qbo_operator.harness.sandbox.qbo_store import Entity, SandboxError, intuit_time
+from qbo_operator.harness.sandbox.qbo_values import Entity, SandboxError, intuit_time
 from tests.support.sandbox import FakeClock, SandboxFactory, record_changes, snapshot
 
 

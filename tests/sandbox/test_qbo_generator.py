@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from qbo_operator.harness.sandbox.qbo_books import check_books
-from qbo_operator.harness.sandbox.qbo_store import INACTIVE_METHODS, PAYMENT_METHODS, parse_time
+from qbo_operator.harness.sandbox.qbo_values import INACTIVE_METHODS, PAYMENT_METHODS, parse_time
 from tests.support.sandbox import FakeClock, SandboxFactory, snapshot
 
 

@@ -12,7 +12,7 @@ import pytest
 from qbo_operator.harness.sandbox import qbo_query
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_query import Condition, OrderKey, QueryError, parse
-from qbo_operator.harness.sandbox.qbo_store import parse_time
+from qbo_operator.harness.sandbox.qbo_values import parse_time
 from tests.support.sandbox import SandboxFactory, realm_of
 
 PACIFIC = ZoneInfo("America/Los_Angeles")

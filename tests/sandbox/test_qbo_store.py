@@ -11,13 +11,8 @@ import pytest
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_books import check_books
-from qbo_operator.harness.sandbox.qbo_store import (
-    SandboxError,
-    dumps,
-    intuit_time,
-    money,
-    payment_total,
-)
+from qbo_operator.harness.sandbox.qbo_store import payment_total
+from qbo_operator.harness.sandbox.qbo_values import SandboxError, dumps, intuit_time, money
 from tests.support.sandbox import FakeClock, realm_of, snapshot
 
 

@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_books import check_books
-from qbo_operator.harness.sandbox.qbo_store import parse_time
+from qbo_operator.harness.sandbox.qbo_values import parse_time
 from tests.support.sandbox import FakeClock, SandboxFactory, bearer, record_changes
 
 

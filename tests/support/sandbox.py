@@ -13,7 +13,7 @@ import httpx
 
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits
-from qbo_operator.harness.sandbox.qbo_store import dumps
+from qbo_operator.harness.sandbox.qbo_values import dumps
 
 CLIENT_ID = "ABqbo-sandbox-client-0001"
 CLIENT_SECRET = "s3cr3t-qbo-client-secret-value"

@@ -34,7 +34,8 @@ from qbo_operator.harness.sandbox.qbo_generator import (
     realm_id_for,
 )
 from qbo_operator.harness.sandbox.qbo_oauth import ACCOUNTING_SCOPE, Authority, Grant, with_query
-from qbo_operator.harness.sandbox.qbo_store import Company, Entity, Money, SandboxError
+from qbo_operator.harness.sandbox.qbo_store import Company
+from qbo_operator.harness.sandbox.qbo_values import Entity, Money, SandboxError
 from qbo_operator.harness.sandbox.qbo_webhooks import FAST_RETRY_DELAYS, WebhookDelivery, WebhookFormat, WebhookSender
 
 Clock = Callable[[], datetime]

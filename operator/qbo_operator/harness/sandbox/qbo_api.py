@@ -21,7 +21,8 @@ from aiohttp.typedefs import Middleware
 from qbo_operator.harness.sandbox.faults import FaultRule, Handler, Renderer
 from qbo_operator.harness.sandbox.qbo_oauth import AccessDenied
 from qbo_operator.harness.sandbox.qbo_query import Condition, QueryError, execute, parse, parse_datetime, to_micros
-from qbo_operator.harness.sandbox.qbo_store import ENTITIES, Company, dumps, envelope_time, intuit_time
+from qbo_operator.harness.sandbox.qbo_store import Company
+from qbo_operator.harness.sandbox.qbo_values import ENTITIES, dumps, envelope_time, intuit_time
 
 if TYPE_CHECKING:
     from qbo_operator.harness.sandbox.qbo import QboSandbox

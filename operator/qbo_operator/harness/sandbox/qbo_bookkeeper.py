@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from qbo_operator.harness.sandbox.qbo_changes import CreditKind, payment_links
-from qbo_operator.harness.sandbox.qbo_store import CENT, Company, Entity, round_cents
+from qbo_operator.harness.sandbox.qbo_store import Company
+from qbo_operator.harness.sandbox.qbo_values import CENT, Entity, round_cents
 
 if TYPE_CHECKING:
     from qbo_operator.harness.sandbox.qbo import QboSandbox

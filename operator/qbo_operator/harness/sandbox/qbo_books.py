@@ -12,7 +12,8 @@ from decimal import Decimal
 from typing import Any
 
 from qbo_operator.harness.sandbox.qbo_query import to_micros
-from qbo_operator.harness.sandbox.qbo_store import CENT, ZERO, Company, credit_customer, parse_time
+from qbo_operator.harness.sandbox.qbo_store import Company, credit_customer
+from qbo_operator.harness.sandbox.qbo_values import CENT, ZERO, parse_time
 
 
 @dataclass

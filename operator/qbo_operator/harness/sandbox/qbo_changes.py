@@ -16,19 +16,17 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-from qbo_operator.harness.sandbox.qbo_store import (
+from qbo_operator.harness.sandbox.qbo_store import Company, Deleted, credit_customer
+from qbo_operator.harness.sandbox.qbo_values import (
     AR_ACCOUNT,
     CHECKING,
     CREDIT_TYPES,
     DISCOUNT_ACCOUNT,
     ZERO,
-    Company,
-    Deleted,
     Entity,
     Money,
     SaleLine,
     SandboxError,
-    credit_customer,
     money,
     round_cents,
     whole_second,

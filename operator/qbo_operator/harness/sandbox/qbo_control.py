@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from qbo_operator.harness.sandbox.faults import FaultRule
 from qbo_operator.harness.sandbox.qbo_api import ThrottleLimits, limits_json
 from qbo_operator.harness.sandbox.qbo_changes import CreditKind
-from qbo_operator.harness.sandbox.qbo_store import SandboxError, dumps, intuit_time
+from qbo_operator.harness.sandbox.qbo_values import SandboxError, dumps, intuit_time
 from qbo_operator.harness.sandbox.qbo_webhooks import WebhookFormat
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, cast
 from qbo_operator.harness.sandbox import qbo_bookkeeper, qbo_changes
 from qbo_operator.harness.sandbox.qbo_changes import CreditKind, InvoiceLine
 from qbo_operator.harness.sandbox.qbo_generator import next_payment_time
-from qbo_operator.harness.sandbox.qbo_store import Company, Entity, Money
+from qbo_operator.harness.sandbox.qbo_store import Company
+from qbo_operator.harness.sandbox.qbo_values import Entity, Money
 
 if TYPE_CHECKING:
     from qbo_operator.harness.sandbox.qbo import QboSandbox

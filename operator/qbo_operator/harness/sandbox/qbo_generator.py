@@ -21,14 +21,14 @@ from typing import Any
 
 from qbo_operator.harness.sandbox import qbo_changes
 from qbo_operator.harness.sandbox.qbo_query import to_micros
-from qbo_operator.harness.sandbox.qbo_store import (
+from qbo_operator.harness.sandbox.qbo_store import Company
+from qbo_operator.harness.sandbox.qbo_values import (
     CAD,
     CENT,
     COGS_ACCOUNT,
     PACIFIC,
     TERMS,
     ZERO,
-    Company,
     Entity,
     SandboxError,
     money,

@@ -19,7 +19,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from qbo_operator.harness.sandbox.qbo_api import fault, qbo_json
-from qbo_operator.harness.sandbox.qbo_store import Company, Entity, SandboxError, envelope_time
+from qbo_operator.harness.sandbox.qbo_store import Company
+from qbo_operator.harness.sandbox.qbo_values import Entity, SandboxError, envelope_time
 
 if TYPE_CHECKING:
     from qbo_operator.harness.sandbox.qbo import QboSandbox
