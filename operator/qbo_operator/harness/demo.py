@@ -3,7 +3,9 @@
 A local control plane, the Helm chart, the QBO and Green Check sandboxes, the operator and the
 gateway as processes under the chart's ServiceAccounts, a sample company connected through the
 Connect flow, a day of payments, the night's sync through the CronJob's Job, and what arrived in
-Green Check next to what QBO holds. Each step prints what it does; a failure names the step."""
+Green Check next to the demo's own projection of QBO's books; then a bookkeeper's changes to payments
+already delivered, a second night, and Green Check corrected (records updated and retracted, each
+with its versions). Each step prints what it does; a failure names the step."""
 
 from __future__ import annotations
 
