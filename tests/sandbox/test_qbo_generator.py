@@ -110,3 +110,13 @@ def test_new_payments_are_now_after_consent_in_whole_seconds(make_sandbox: Sandb
     assert parse_time(again[0]["MetaData"]["CreateTime"]) >= parse_time(more[-1]["MetaData"]["CreateTime"])
     assert [int(p["Id"]) for p in company.tables["Payment"].ordered()] == sorted(int(i) for i in company.payments)
     assert check_books(company) == []
+
+
+def test_many_payments_within_a_few_seconds(make_sandbox: SandboxFactory, clock: FakeClock) -> None:
+    sb = make_sandbox()
+    realm = sb.add_company("Acme Dispensary", seed=2, payments=20)
+    clock.advance(600)
+    new = sb.generate_payments(realm, n=2500, seed=1, seconds=2)
+    stamps = {parse_time(p["MetaData"]["CreateTime"]) for p in new}
+    assert len(stamps) <= 2 and max(stamps) <= clock.now, "2,500 payments share two seconds"
+    assert check_books(sb.companies[realm]) == []

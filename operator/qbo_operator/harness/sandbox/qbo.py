@@ -210,17 +210,20 @@ class QboSandbox(Bookkeeping):
             raise SandboxError(f"no company with realm id {realm_id!r}")
         return company
 
-    def generate_payments(self, realm_id: str, n: int = 1000, seed: int | None = None) -> list[Entity]:
+    def generate_payments(
+        self, realm_id: str, n: int = 1000, seed: int | None = None, seconds: int = 60
+    ) -> list[Entity]:
         """n new payments created now, in a realistic mix (see `qbo_generator`); returns them as they stand.
 
         CreateTime is in whole seconds (as Intuit's), non-decreasing so many payments share a second,
         not before the newest payment and strictly after the second of the realm's latest consent
-        (so after the gateway's `connectedAt`), spread over the last minute of the sandbox clock when
-        there is room; otherwise on the first allowed second. A few are voided (at now). Webhooks are
-        sent if configured."""
+        (so after the gateway's `connectedAt`), spread over the last `seconds` of the sandbox clock
+        (2,500 payments within 2 seconds, say) when there is room; otherwise on the first allowed second.
+        A few are voided (at now). Webhooks are sent if configured."""
         with self.lock:
             company = self.company(realm_id)
-            return generate_new_payments(company, len(company.payments) if seed is None else seed, n, self.now())
+            first = len(company.payments) if seed is None else seed
+            return generate_new_payments(company, first, n, self.now(), seconds)
 
     def create_payment(
         self,

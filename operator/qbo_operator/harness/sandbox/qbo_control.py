@@ -44,6 +44,7 @@ class _NewPayments(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n: int | None = Field(default=None, ge=0, le=1_000_000)
     seed: int | None = None
+    seconds: int = Field(default=60, ge=0, le=86400)
     invoice_ids: list[str] | None = None
     amounts: list[str] | None = None
     method: str | None = "Check"
@@ -203,7 +204,7 @@ class _Control:
             )
             return _json({"payment": payment}, 201)
         n = 1000 if spec.n is None else spec.n
-        created = await asyncio.to_thread(sb.generate_payments, realm, n, spec.seed)
+        created = await asyncio.to_thread(sb.generate_payments, realm, n, spec.seed, spec.seconds)
         return _json({"created": len(created), "ids": [p["Id"] for p in created]}, 201)
 
     async def list_payments(self, request: web.Request) -> web.Response:

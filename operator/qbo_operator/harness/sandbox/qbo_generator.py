@@ -566,16 +566,16 @@ def _earliest(company: Company) -> datetime | None:
     return max(floors, default=None)
 
 
-def new_payment_times(company: Company, n: int, now: datetime) -> list[datetime]:
-    """n non-decreasing whole-second instants spread up to `now`, within the last minute or since the
+def new_payment_times(company: Company, n: int, now: datetime, seconds: int = 60) -> list[datetime]:
+    """n non-decreasing whole-second instants spread up to `now`, over the last `seconds` or since the
     earliest allowed second if that is later. Intuit's MetaData has whole seconds, so many payments
     share one second (as a bookkeeper's batch import does)."""
-    lo = whole_second(now) - timedelta(seconds=60)
+    lo = whole_second(now) - timedelta(seconds=seconds)
     earliest = _earliest(company)
     if earliest is not None and earliest > lo:
         lo = earliest
     span = max(0, int((whole_second(now) - lo).total_seconds()))
-    return [lo + timedelta(seconds=span * i // max(1, n)) for i in range(1, n + 1)] if span else [lo] * n
+    return [lo + timedelta(seconds=1 + span * i // n) for i in range(n)] if span else [lo] * n
 
 
 def next_payment_time(company: Company, now: datetime) -> datetime:
@@ -586,16 +586,16 @@ def next_payment_time(company: Company, now: datetime) -> datetime:
     return at if earliest is None or at >= earliest else earliest
 
 
-def generate_new_payments(company: Company, seed: int | str, n: int, now: datetime) -> list[Entity]:
-    """n new payments created "now" in a realistic mix, plus the odd sales receipt; returns them
-    as they stand afterwards (some voided). Voids happen at the end of the window."""
+def generate_new_payments(company: Company, seed: int | str, n: int, now: datetime, seconds: int = 60) -> list[Entity]:
+    """n new payments created over the last `seconds` in a realistic mix, plus the odd sales receipt;
+    returns them as they stand afterwards (some voided). Voids happen at the end of the window."""
     if n < 0:
         raise SandboxError("n must not be negative")
     if not company.customers or not company.items:
         raise SandboxError(f"company {company.realm_id} has no customers or items to bill")
     gen = Generator(company, f"new:{seed}")
     rng = gen.rng
-    times = new_payment_times(company, n, now)
+    times = new_payment_times(company, n, now, seconds)
     created: list[Entity] = []
     to_void: list[str] = []
     for at in times:
