@@ -65,6 +65,7 @@ class Stats:
     payments_read: int = 0
     payments_skipped: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)
+    deleted: int = 0  # payments deleted in QuickBooks, passed on as empty sets
     # Delivery: payment sets sent (or printed), and what Green Check did with their records.
     sets_sent: int = 0
     records: Counter[str] = field(default_factory=Counter)  # created, updated, unchanged, retracted
@@ -78,6 +79,8 @@ class Stats:
         parts = [f"delivered {self.payments_synced} payments ({changed}; {dollars(self.amount_cents)})"]
         if r["unchanged"]:
             parts.append(f"{r['unchanged']} records already current at Green Check")
+        if self.deleted:
+            parts.append(f"{self.deleted} payments deleted in QuickBooks passed on")
         if self.payments_skipped or self.skip_reasons:
             reasons = ", ".join(f"{n} {why}" for why, n in sorted(self.skip_reasons.items()))
             parts.append(f"left out {self.payments_skipped} payments ({reasons})")

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_RESULTS = QBO_MAX_RESULTS
 MIN_PAGE = 10  # a 504 halves a page down to this, then retries it as it is
+MAX_SECOND_PASSES = 5  # reads of one saturated second while rows keep leaving it
 C = TypeVar("C", bound=Changing)
 # QBO ids are digit strings; anything else is refused before it reaches a query statement.
 _ID_RE = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
@@ -235,29 +236,45 @@ class QboClient(TransportClient):
     async def _one_second(
         self, model: type[C], second: datetime, created: str, seen: set[str]
     ) -> AsyncIterator[list[C]]:
-        """Every row changed in one second, paged by Id, then counted: fewer than Intuit counts is an error."""
+        """Every row changed in one second, paged by Id (offsets are stable while nothing in the second
+        changes). A row changed again during the pass leaves the second (to be read later at its new time)
+        and shifts the offsets behind it, so the pass is repeated until Intuit's count of the second is the
+        same before and after it; a pass that returns fewer rows than counted stops the run."""
         entity, at = model.__name__, qbo_time(second)
         where = f"WHERE Metadata.LastUpdatedTime = '{at}'{created}"
-        position, ids = 1, set(seen)
-        while True:
-            rows, asked = await self._shrinking(
-                entity,
-                f"SELECT * FROM {entity} {where} ORDERBY Id STARTPOSITION {position}",  # noqa: S608
-            )
-            page = [_parse(model, row) for row in rows]
-            if fresh := [r for r in page if r.id not in ids]:
-                yield fresh
-            ids.update(r.id for r in page)
-            position += len(rows)
-            if len(rows) < asked:
-                break
+        ids = set(seen)
+        count = await self._count(entity, where)
+        for _ in range(MAX_SECOND_PASSES):
+            position, this_pass = 1, set[str]()
+            while True:
+                rows, asked = await self._shrinking(
+                    entity,
+                    f"SELECT * FROM {entity} {where} ORDERBY Id STARTPOSITION {position}",  # noqa: S608
+                )
+                page = [_parse(model, row) for row in rows]
+                if fresh := [r for r in page if r.id not in ids]:
+                    yield fresh
+                ids.update(r.id for r in page)
+                this_pass.update(r.id for r in page)
+                position += len(rows)
+                if len(rows) < asked:
+                    break
+            before, count = count, await self._count(entity, where)
+            if count == before:
+                if len(this_pass) < count:
+                    raise QboDataError(
+                        f"QuickBooks counts {count} {entity} rows changed at {at} but paging by Id returned "
+                        f"{len(this_pass)}; the run stops rather than skip any (the watermark stays before it)"
+                    )
+                return
+        raise QboUnavailable(f"{entity} rows changed at {at} kept changing while read; the next run reads them")
+
+    async def _count(self, entity: str, where: str) -> int:
         qr = await self.query(f"SELECT COUNT(*) FROM {entity} {where}")  # noqa: S608
         total = qr.get("totalCount")
-        if isinstance(total, int) and len(ids) < total:
-            raise QboDataError(
-                f"QuickBooks counts {total} {entity} rows changed at {at} but paging by Id returned {len(ids)}; "
-                "the run stops rather than skip any (the watermark stays before that second)"
-            )
+        if not isinstance(total, int):
+            raise QboUnavailable(f"QuickBooks answered a {entity} count without a totalCount")
+        return total
 
     async def _shrinking(self, entity: str, head: str) -> tuple[list[dict[str, Any]], int]:
         """One page of `head MAXRESULTS size` and the size asked (a shorter answer is the last page); a 504 or

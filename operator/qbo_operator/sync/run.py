@@ -319,8 +319,7 @@ class SyncRun:
             if payment_id in self._sent_tokens:
                 continue
             self._sent_tokens[payment_id] = "deleted"
-            self.stats.skip_reasons["deleted"] += 1
-            self.stats.payments_skipped += 1
+            self.stats.deleted += 1
             entry = self.ledger.open(payment_id, "deleted")
             await self._hand(entry, PaymentSet(payment_id=payment_id, records=[]), batcher)
 
