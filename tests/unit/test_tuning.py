@@ -18,6 +18,7 @@ RANGES: list[tuple[str, str, float, float, bool]] = [
     ("QBO_SYNC_BACKOFF_MAX_SECONDS", "backoff_max", 0.01, 600, False),
     ("QBO_SYNC_RETRIES", "retries", 0, 20, True),
     ("QBO_SYNC_TIMEOUT_SECONDS", "timeout", 1, 600, False),
+    ("QBO_SYNC_SETTLE_SECONDS", "settle", 0, 3600, False),
 ]
 
 
@@ -26,7 +27,7 @@ def _fmt(value: float) -> str:
 
 
 def _below(low: float, whole: bool) -> str:
-    return _fmt(low - 1 if whole else low / 2)
+    return _fmt(low - 1 if whole or low == 0 else low / 2)
 
 
 def _above(high: float, whole: bool) -> str:

@@ -340,6 +340,7 @@ TUNING_KNOBS: tuple[Knob, ...] = (
     Knob("QBO_SYNC_BACKOFF_MAX_SECONDS", "backoff_max", float, 0.01, 600, "the longest back-off"),
     Knob("QBO_SYNC_RETRIES", "retries", int, 0, 20, "retries of one request"),
     Knob("QBO_SYNC_TIMEOUT_SECONDS", "timeout", float, 1, 600, "Intuit allows about 120 s a request"),
+    Knob("QBO_SYNC_SETTLE_SECONDS", "settle", float, 0, 3600, "how far behind the run's start the watermark stays"),
 )
 
 
@@ -357,6 +358,7 @@ class Tuning:
     backoff_max: float = 30.0
     retries: int = 5
     timeout: float = INTUIT_REQUEST_SECONDS + 10
+    settle: float = 600.0  # changes stamped this close to a run's start are read again by the next run
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tuning:

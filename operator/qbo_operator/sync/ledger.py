@@ -2,15 +2,16 @@
 
 The watermark is a LastUpdatedTime: every payment or invoice change stamped before it has been handled,
 so the next run reads changes at or after it. A run `open`s one entry per payment set it will send, in
-the order it reads changes (sets sent before the change stream, for changed invoices, deletes and retried
-rejections, are opened at the window's start). Each entry is then settled exactly once: by Green Check's
-answer (applied or rejected, in whatever order batches come back), by a local refusal (a set too large to
-send), or, in a dry run, by being printed. `advance` gives the safe watermark: the change time of the oldest
-unsettled entry, or of the newest one read once all are settled, never past `ceiling` (the run's start less
-`SETTLE`, for changes QBO stamps a little before it commits them). A rejected set is settled only once it is
-kept in the rejected list (written with the watermark), which holds at most `MAX_REJECTED` payments; past
-that, a rejection holds the watermark instead, so nothing is dropped. Re-sending a set Green Check already
-holds is harmless (every record `unchanged`). Pure: no I/O, no clock."""
+the order it reads changes (sets sent outside the change stream, for deletes and retried rejections,
+are opened at the window's start). Each entry is then settled exactly once: by Green Check's answer
+(applied or rejected, in whatever order batches come back), by a local refusal (a set too large to
+send), or, in a dry run, by being printed. `advance` gives the safe watermark: the change time of the
+oldest unsettled entry, or of the newest one read once all are settled, never past `ceiling` (the run's
+start less the settle time, 10 minutes by default, for changes QBO stamps before it commits them). A
+rejected set is settled only once it is kept in the rejected list (written with the watermark), which
+holds at most `MAX_REJECTED` payments; past that, a rejection holds the watermark instead, so nothing
+is dropped. Re-sending a set Green Check already holds is harmless (every record `unchanged`). Pure:
+no I/O, no clock."""
 
 from __future__ import annotations
 
@@ -18,14 +19,13 @@ import collections
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from qbo_operator.sync.records import PaymentResult, PaymentSet, ResultError
 
 MAX_NAMED_REJECTIONS = 5
 MAX_REJECTED = 1000
-SETTLE = timedelta(minutes=10)
 
 
 def window_start(connected_at: datetime, watermark: datetime | None) -> datetime:
@@ -114,7 +114,7 @@ class Ledger:
     """Entries in the order read, the sets out at Green Check by payment id, and the rejected list."""
 
     floor: datetime  # the window's start: the watermark never goes below it
-    ceiling: datetime  # the run's start less SETTLE: the watermark never goes past it
+    ceiling: datetime  # the run's start less the settle time: the watermark never goes past it
     rejected: dict[str, Rejection] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     _pending: collections.deque[Entry] = field(default_factory=collections.deque)

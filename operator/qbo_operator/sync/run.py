@@ -58,7 +58,7 @@ from qbo_operator.core.token_secret import SecretMissing
 from qbo_operator.core.tokens import AppCredentialsRejected, GrantDead, RefreshUnavailable, TokenManager
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
 from qbo_operator.sync.grouping import Group, Grouper
-from qbo_operator.sync.ledger import SETTLE, Entry, Ledger, Rejection, window_start
+from qbo_operator.sync.ledger import Entry, Ledger, Rejection, window_start
 from qbo_operator.sync.mapping import is_voided, map_payment
 from qbo_operator.sync.preflight import KUBE_ERRORS, SyncFailed, load_integration, read_connection, wanted, why
 from qbo_operator.sync.qbo import QboClient, QboError, QboPolicy
@@ -104,7 +104,7 @@ class SyncRun:
         self.trigger = trigger
         self.job_name = job_name
         self.started = utcnow()
-        self.ledger = Ledger(self.started, self.started - SETTLE)  # replaced once the window is known
+        self.ledger = Ledger(self.started, self.started)  # replaced once the window is known
         self.stats = self.ledger.stats
         self.grouper = Grouper(tuning.page_size)
         self._sent_tokens: dict[str, str] = {}  # payment id → SyncToken sent in this run
@@ -163,7 +163,7 @@ class SyncRun:
         kept = integ.status.rejected.payments if integ.status.rejected else []
         self.ledger = Ledger(
             since,
-            self.started - SETTLE,
+            self.started - timedelta(seconds=self.tuning.settle),
             {r.payment_id: Rejection(r.payment_id, r.sync_token, r.reason) for r in kept},
         )
         self.stats = self.ledger.stats
