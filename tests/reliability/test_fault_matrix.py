@@ -9,12 +9,18 @@ does not have, or whose amount, credit or invoice fields differ). A cell whose r
 without faults that must then leave Green Check holding exactly the projection. Green Check's hooks see
 `(crb_id, payment sets)` before a request and `(crb_id, payment results)` after it.
 
-The cells share one integration (and its growing history): each starts from a fully delivered state,
-moves the QBO sandbox's clock past the 10-minute overlap and adds fresh payments, so a cell's runs read
-about one cell's worth of data, while the delivery invariants are checked over everything so far."""
+The cells share one integration (and its growing history): each starts from a fully delivered state and
+adds fresh payments, so a cell's runs read about one cell's worth of data, while the delivery invariants are
+checked over everything so far. The sync never moves its watermark past its own start less the settle time
+(by its own clock); the cells run with a settle time of one second (`faults.TUNING`) and the next payments
+come at least `GAP` seconds after the last run started, so they are stamped after its watermark and the
+watermark invariant bites (moving the sandbox's clock ahead of the sync's would leave every watermark
+behind every change)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +44,7 @@ from tests.support.faults import (
 )
 from tests.support.ledger import Report
 from tests.support.proxies import Proxy
-from tests.support.sync import E2E
+from tests.support.sync import E2E, Run
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +86,7 @@ CELLS = [
     Cell("qbo-429-persistent", "qbo", (q("throttle", retry_after=0, skip=1),), 1, QBO_DOWN, "throttling (429)"),
     Cell("qbo-429-xml", "qbo", (q("xml_fault", status=429, count=2),), *OK),
     Cell("qbo-malformed-transient", "qbo", (q("malformed", count=2),), *OK),
-    Cell("qbo-malformed-persistent", "qbo", (q("malformed", skip=3),), 1, QBO_DOWN, "malformed JSON"),
+    Cell("qbo-malformed-persistent", "qbo", (q("malformed", skip=2),), 1, QBO_DOWN, "malformed JSON"),
     Cell("qbo-html-502-transient", "qbo", (q("html_502", count=2),), *OK),
     Cell("qbo-html-502-persistent", "qbo", (q("html_502", skip=1),), 1, QBO_DOWN, "502 Bad Gateway"),
     Cell("qbo-xml-fault-transient", "qbo", (q("xml_fault", status=500, count=2),), *OK),
@@ -114,6 +120,8 @@ CELLS = [
 
 
 NEW_PAYMENTS = 50
+GAP = 3.0  # seconds from a run's start to the next payments: whole-second stamps stay past its watermark
+_last_start = [0.0]  # time.monotonic() when the last run started
 _named: dict[str, str] = {}  # cell id -> the payment id its error must name
 
 
@@ -141,10 +149,15 @@ async def _settle(e: E2E, n: int) -> None:
     try:
         check_delivery(e, complete=True, status=status)
     except AssertionError:
-        run = await run_sync(e, TUNING)  # an earlier cell failed half-way: finish its work first
+        run = await _sync(e, TUNING)  # an earlier cell failed half-way: finish its work first
         assert run.rc == 0, run.stderr[-2000:]
-    e.qbo.advance_clock(11 * 60)
+    await asyncio.sleep(max(0.0, GAP - (time.monotonic() - _last_start[0])))
     e.qbo.generate_payments(e.realm, NEW_PAYMENTS, seed=1000 + n)
+
+
+async def _sync(e: E2E, env: dict[str, str]) -> Run:
+    _last_start[0] = time.monotonic()
+    return await run_sync(e, env)
 
 
 def _reconnect(e: E2E) -> None:
@@ -169,7 +182,7 @@ async def _run_cell(e: E2E, cell: Cell) -> Any:
                 e.qbo.revoke_all(e.realm)  # the person disconnects the app at Intuit during the run
 
         e.gc.after_ingest = revoke_after_two_batches
-        return await run_sync(e, env)
+        return await _sync(e, env)
     if cell.id == "gc-token-expired-mid-run":
         calls = {"n": 0}
 
@@ -179,7 +192,7 @@ async def _run_cell(e: E2E, cell: Cell) -> Any:
                 e.gc.expire_tokens()
 
         e.gc.after_ingest = expire_after_two_batches
-        return await run_sync(e, env)
+        return await _sync(e, env)
     if cell.id == "qbo-garbled-amount":
         window = sorted(
             (p for p in e.qbo.companies[e.realm].payments.values() if p["Line"]),
@@ -190,7 +203,7 @@ async def _run_cell(e: E2E, cell: Cell) -> Any:
         proxy = Proxy(e.qbo.api_url, garble_amount(victim))
         async with proxy.serve() as url:
             e.qbo_api_url = url
-            run = await run_sync(e, env)
+            run = await _sync(e, env)
         e.qbo_api_url = None
         return run
     if cell.id == "gc-error-page-echoes-the-token":
@@ -198,10 +211,10 @@ async def _run_cell(e: E2E, cell: Cell) -> Any:
         real_url, e.gc_url = e.gc_url, ""
         async with proxy.serve() as url:
             e.gc_url = url
-            run = await run_sync(e, env)
+            run = await _sync(e, env)
         e.gc_url = real_url
         return run
-    return await run_sync(e, env)
+    return await _sync(e, env)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[c.id for c in CELLS])
@@ -248,6 +261,6 @@ async def _cell(e: E2E, cell: Cell) -> None:
         e.gc.before_ingest = e.gc.after_ingest = None
         if cell.id == "qbo-token-revoked-mid-run":
             _reconnect(e)
-        again = await run_sync(e, TUNING)
+        again = await _sync(e, TUNING)
         assert again.rc == 0, again.stderr[-2000:]
     check_delivery(e, complete=True)

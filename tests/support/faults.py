@@ -53,6 +53,7 @@ TUNING = {
     "QBO_SYNC_BACKOFF_SECONDS": "0.05",
     "QBO_SYNC_BACKOFF_MAX_SECONDS": "0.2",
     "QBO_THROTTLE_WAIT_SECONDS": "0.2",
+    "QBO_SYNC_SETTLE_SECONDS": "1",  # the watermark follows a cell's changes (the fault matrix's docstring)
 }
 
 
