@@ -44,6 +44,7 @@ METRICS = {
     "qbo_integration_last_successful_sync_timestamp_seconds",
     "qbo_integration_last_sync_payments",
     "qbo_integration_last_sync_rejected",
+    "qbo_integration_rejected_payments",
     "qbo_integration_refresh_token_expiry_timestamp_seconds",
     "qbo_reconcile_total",
     "qbo_webhook_requests_total",

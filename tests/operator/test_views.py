@@ -36,6 +36,7 @@ def test_collector_reports_each_integration_from_its_status() -> None:
             "Connected",
             realmId="913",
             lastSync={"result": "PartiallySucceeded", "paymentsSynced": 41, "recordsRejected": 2},
+            rejected={"count": 3, "payments": [{"paymentId": str(i)} for i in (7, 8, 9)]},
             lastSuccessfulSyncTime="2026-11-25T02:03:04Z",
             refreshTokenExpiresAt="2027-03-01T00:00:00Z",
         ),
@@ -58,6 +59,7 @@ def test_collector_reports_each_integration_from_its_status() -> None:
     assert got[("qbo_integration_last_sync_success", key)] == 1
     assert got[("qbo_integration_last_sync_payments", key)] == 41
     assert got[("qbo_integration_last_sync_rejected", key)] == 2
+    assert got[("qbo_integration_rejected_payments", key)] == 3  # kept and retried, not only the last run's
     assert (
         got[("qbo_integration_last_successful_sync_timestamp_seconds", key)]
         == datetime(2026, 11, 25, 2, 3, 4, tzinfo=UTC).timestamp()

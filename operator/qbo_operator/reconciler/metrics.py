@@ -51,7 +51,12 @@ _PER_INTEGRATION: tuple[tuple[str, str, str], ...] = (
         "When the last successful sync finished (Unix time).",
     ),
     ("payments", "qbo_integration_last_sync_payments", "Payments delivered by the last sync."),
-    ("rejected", "qbo_integration_last_sync_rejected", "Records Green Check rejected in the last sync."),
+    ("rejected", "qbo_integration_last_sync_rejected", "Payments Green Check rejected in the last sync."),
+    (
+        "kept",
+        "qbo_integration_rejected_payments",
+        "Payments Green Check refused, kept in status.rejected and sent again by every run until accepted.",
+    ),
     (
         "expiry",
         "qbo_integration_refresh_token_expiry_timestamp_seconds",
@@ -74,6 +79,8 @@ def _add_integration(families: dict[str, GaugeMetricFamily], integ: Integration,
         families["success"].add_metric(key, 0 if last.result == SyncResult.FAILED else 1)
         families["payments"].add_metric(key, last.payments_synced)
         families["rejected"].add_metric(key, last.records_rejected)
+    if status.rejected is not None:
+        families["kept"].add_metric(key, status.rejected.count)
     if (ts := _ts(status.last_successful_sync_time)) is not None:
         families["last_success"].add_metric(key, ts)
     if (ts := _ts(status.refresh_token_expires_at)) is not None:

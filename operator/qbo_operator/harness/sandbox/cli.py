@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     qbo.add_argument("--no-throttle", action="store_true", help="turn off Intuit's per-realm rate limits")
     qbo.add_argument("--rotation-seconds", type=float, default=86400, help="refresh-token rotation age")
     qbo.add_argument("--access-token-lifetime", type=int, default=3600, help="access-token lifetime, seconds")
+    qbo.add_argument(
+        "--tie-shuffle-seed", type=int, default=None, help="shuffle rows that tie on ORDERBY (seeded, each query anew)"
+    )
+    qbo.add_argument("--multicurrency", action="store_true", help="a quarter of each company's customers pay in CAD")
     gc = sub.add_parser("greencheck", help="Green Check's API")
     gc.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     gc.add_argument("--port", type=int, default=8002, help="port (default 8002; 0 = any free port)")
@@ -81,9 +85,10 @@ async def _serve_qbo(args: argparse.Namespace, env: dict[str, str]) -> int:
         rotation_seconds=args.rotation_seconds,
         access_token_lifetime=args.access_token_lifetime,
         throttle=None if args.no_throttle else INTUIT_LIMITS,
+        tie_shuffle_seed=args.tie_shuffle_seed,
     )
     for name in args.company or ["Acme Dispensary"]:
-        realm = sb.add_company(name, seed=args.seed, payments=args.history)
+        realm = sb.add_company(name, seed=args.seed, payments=args.history, multicurrency=args.multicurrency)
         if args.payments:
             sb.generate_payments(realm, args.payments, seed=args.seed)
     async with sb.serve(args.host, args.port):
