@@ -71,7 +71,7 @@ bench: venv system-packages tools ## benchmarks: ratios against baselines (QUICK
 	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 reliability-report: venv system-packages tools ## run the reliability and security suites and print their summary
-	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m pytest -q tests/reliability tests/security -p tests.report
+	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m pytest -q tests/reliability tests/security tests/sync/test_month_of_bookkeeping.py -p tests.report
 
 clean: cluster-down ## remove the virtualenv and local state (not the binary cache)
 	rm -rf $(VENV) .cache test-artifacts
