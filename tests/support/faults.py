@@ -242,6 +242,14 @@ def _pending_since(
     return min(times, default=None)
 
 
+def _why(eid: str, a: Audit, held: dict[str, Json], expected: dict[str, Json]) -> str:
+    if eid in a.lost:
+        return f"{eid} lost"
+    if eid in a.invented:
+        return f"{eid} held but not expected"
+    return f"{eid} differs: {differences(held[eid], expected[eid])}"
+
+
 def check_delivery(e: E2E, *, complete: bool, status: dict[str, Any] | None = None) -> Delivery:
     """Nothing twice, the watermark never past a change not yet delivered (payments kept in `status.rejected`
     aside: they are retried every run whatever the watermark); with `complete` (a run that succeeded), also
@@ -256,7 +264,9 @@ def check_delivery(e: E2E, *, complete: bool, status: dict[str, Any] | None = No
     watermark = status.get("syncWatermark")
     watermark_ok = not watermark or pending is None or parse_rfc3339(watermark) <= pending
     assert a.duplicated == 0, f"{a.duplicated} duplicate records at Green Check"
-    assert watermark_ok, f"syncWatermark {watermark} is past a change not yet delivered ({pending})"
+    assert watermark_ok, f"syncWatermark {watermark} is past a change not yet delivered ({pending}): " + "; ".join(
+        _why(eid, a, held, expected) for eid in undone[:5]
+    )
     if complete:
         assert a.lost == (), f"lost: {list(a.lost[:5])} ({len(a.lost)} records)"
         assert a.invented == (), f"records Green Check holds that QBO does not have: {list(a.invented[:5])}"
