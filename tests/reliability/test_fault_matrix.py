@@ -13,7 +13,8 @@ The cells share one integration (and its growing history): each starts from a fu
 adds fresh payments, so a cell's runs read about one cell's worth of data, while the delivery invariants are
 checked over everything so far. The sync never moves its watermark past its own start less the settle time
 (by its own clock); the cells run with a settle time of one second (`faults.TUNING`) and the next payments
-come at least `GAP` seconds after the last run started, so they are stamped after its watermark and the
+come at least `GAP` seconds after the last run started, stamped within the last second (the generator
+otherwise spreads them over the last minute), so they are stamped after its watermark and the
 watermark invariant bites (moving the sandbox's clock ahead of the sync's would leave every watermark
 behind every change)."""
 
@@ -152,7 +153,7 @@ async def _settle(e: E2E, n: int) -> None:
         run = await _sync(e, TUNING)  # an earlier cell failed half-way: finish its work first
         assert run.rc == 0, run.stderr[-2000:]
     await asyncio.sleep(max(0.0, GAP - (time.monotonic() - _last_start[0])))
-    e.qbo.generate_payments(e.realm, NEW_PAYMENTS, seed=1000 + n)
+    e.qbo.generate_payments(e.realm, NEW_PAYMENTS, seed=1000 + n, seconds=1)  # stamped now, not spread back
 
 
 async def _sync(e: E2E, env: dict[str, str]) -> Run:
@@ -254,7 +255,10 @@ async def _cell(e: E2E, cell: Cell) -> None:
             "a Green Check access token echoed by an error page reached the sync's output, status or Events "
             f"({len(echoed)} token(s) in the error line)"
         )
-    check_delivery(e, complete=cell.rc == 0, status=status)
+    try:
+        check_delivery(e, complete=cell.rc == 0, status=status)
+    except AssertionError as exc:  # what the run said is what explains a broken invariant
+        raise AssertionError(f"{exc}\nthe run's output:\n{run.stderr[-4000:]}") from None
     if cell.rc:
         e.qbo.faults.clear()
         e.gc.faults.clear()
