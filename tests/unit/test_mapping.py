@@ -237,6 +237,21 @@ def test_payment_method_name_resolved_from_the_payment_method_list_when_the_ref_
     assert only(map_payment(named, invoices("130"), REALM, CONNECTED, {"7": "Visa"})).payment.type == "cash"
 
 
+@pytest.mark.parametrize(
+    ("name", "credit_cards", "expected"),
+    [
+        ("Old Card", {"9"}, "credit"),  # named freely, typed CREDIT_CARD by QBO
+        ("Old Card", set(), "other"),
+        ("Cash", {"9"}, "cash"),  # the name decides when it is known
+        ("Check", set(), "check"),
+    ],
+)
+def test_a_card_method_named_freely_is_credit_by_its_qbo_type(name: str, credit_cards: set[str], expected: str) -> None:
+    p = payment(PaymentMethodRef={"value": "9"})
+    mapped = map_payment(p, invoices("130"), REALM, CONNECTED, {"9": name}, credit_cards)
+    assert only(mapped).payment.type == expected
+
+
 # --- the record -------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ QBO amounts are exact decimals; cents = amount × 100 exactly; a value with more
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -199,6 +199,7 @@ def map_payment(
     realm_id: str,
     connected_at: datetime,
     payment_methods: Mapping[str, str] | None = None,
+    credit_cards: Collection[str] = (),
 ) -> Mapped:
     """The payment set for one payment, given the invoices it links to (absent ones are left out)."""
     if payment.create_time < connected_at:
@@ -213,6 +214,9 @@ def map_payment(
     if all(to_cents(cash) == 0 for cash, _ in split.values()):
         return Mapped(empty, [Skip(payment.id, SkipReason.CREDIT_ONLY)])
     pay_type = payment_type(_method_name(payment, payment_methods))
+    method = payment.payment_method_ref
+    if pay_type in ("other", "unknown") and method is not None and method.value in credit_cards:
+        pay_type = "credit"  # a card method named freely ("Old Card"): QBO's PaymentMethod Type says CREDIT_CARD
     records: list[Record] = []
     skips: list[Skip] = []
     for invoice_id, (cash, credit) in split.items():

@@ -51,9 +51,9 @@ from qbo_operator.core.config import (
     trigger_from_env,
 )
 from qbo_operator.core.kube import ApiException, Kube
-from qbo_operator.core.models import Integration, Phase, SyncResult, TokenSecretError, rfc3339
+from qbo_operator.core.models import Integration, TokenSecretError, rfc3339
 from qbo_operator.core.oauth import now as utcnow
-from qbo_operator.core.status import CONNECTED, READY, SYNCED, ConditionStatus, ConditionType, Reason, set_condition
+from qbo_operator.core.status import Reason
 from qbo_operator.core.token_secret import SecretMissing
 from qbo_operator.core.tokens import AppCredentialsRejected, GrantDead, RefreshUnavailable, TokenManager
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
@@ -64,10 +64,10 @@ from qbo_operator.sync.preflight import KUBE_ERRORS, SyncFailed, load_integratio
 from qbo_operator.sync.qbo import QboClient, QboError, QboPolicy
 from qbo_operator.sync.qbo_models import Changes, Invoice, Payment
 from qbo_operator.sync.records import Batch, Batcher, PaymentSet
+from qbo_operator.sync.report import RunReport, fail_line
 
 log = logging.getLogger("qbo_operator.sync.run")
 
-COMPONENT = "qbo-operator-sync"
 CDC_LOOKBACK = timedelta(days=30) - timedelta(minutes=5)  # Intuit's 30 days, less a margin for clocks
 
 
@@ -82,7 +82,7 @@ async def _once(items: Iterable[Payment]) -> AsyncIterator[list[Payment]]:
 # The run
 
 
-class SyncRun:
+class SyncRun(RunReport):
     def __init__(
         self,
         kube: Kube,
@@ -116,10 +116,7 @@ class SyncRun:
         self.watermark: datetime | None = None
         self.connected_at: datetime | None = None
         self._payment_methods: dict[str, str] | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        self._credit_cards: set[str] = set()
 
     # --- entry --------------------------------------------------------------------------------
 
@@ -127,7 +124,7 @@ class SyncRun:
         try:
             integ = await self._load()
         except SyncFailed as exc:
-            _fail_line(str(exc))
+            fail_line(str(exc))
             return exc.exit_code
         if integ is None:
             return 0
@@ -362,7 +359,8 @@ class SyncRun:
         return self.grouper.resolve(group, found)
 
     async def _read_payment_methods(self) -> dict[str, str]:
-        """PaymentMethodRef carries only an id: one query names them all, inactive ones too (at most once a run)."""
+        """PaymentMethodRef carries only an id: one query names them all, inactive ones too (at most once a
+        run), and notes which are cards (`Type` CREDIT_CARD) whatever their name."""
         assert self.qbo is not None
         try:
             qr = await self.qbo.query(
@@ -372,18 +370,20 @@ class SyncRun:
             log.warning("could not read payment methods (%s); their payment type is 'unknown'", exc)
             return {}
         rows = qr.get("PaymentMethod", [])
-        return {
-            str(r["Id"]): str(r["Name"])
-            for r in rows
-            if isinstance(rows, list) and isinstance(r, dict) and "Id" in r and "Name" in r
-        }
+        methods = (
+            [r for r in rows if isinstance(r, dict) and "Id" in r and "Name" in r] if isinstance(rows, list) else []
+        )
+        self._credit_cards = {str(r["Id"]) for r in methods if str(r.get("Type", "")).upper() == "CREDIT_CARD"}
+        return {str(r["Id"]): str(r["Name"]) for r in methods}
 
     # --- mapping and delivery -----------------------------------------------------------------
 
     async def _emit(self, payment: Payment, invoices: dict[str, Invoice], batcher: Batcher, stream: bool) -> None:
         """Map one payment and hand its set to the batcher (or print it: dry run), in the ledger."""
         assert self.connected_at is not None
-        mapped = map_payment(payment, invoices, batcher.realm_id, self.connected_at, self._payment_methods)
+        mapped = map_payment(
+            payment, invoices, batcher.realm_id, self.connected_at, self._payment_methods, self._credit_cards
+        )
         if mapped.payment_set is None:  # created before the connection (a changed invoice's): out of scope
             return
         for skip in mapped.skips:
@@ -448,131 +448,6 @@ class SyncRun:
             self.gc.requests if self.gc else 0,
         )
 
-    # --- status -------------------------------------------------------------------------------
-
-    async def _patch_status(self, status: dict[str, Any]) -> None:
-        if self.dry_run:
-            return
-        try:
-            await self.kube.patch_status(self.namespace, self.name, status)
-        except KUBE_ERRORS as exc:
-            raise SyncFailed(
-                Reason.JOB_FAILED,
-                f"could not record progress in {self.ref} status ({why(exc)}); the next run "
-                "resumes from the last recorded watermark",
-            ) from None
-
-    async def _patch_with_conditions(
-        self, status: dict[str, Any], conditions: list[tuple[ConditionType, ConditionStatus, str, str]]
-    ) -> None:
-        """Status plus conditions, read-modify-write under the object's resourceVersion (retry on 409)."""
-        for _ in range(5):
-            obj = await self.kube.get_integration_object(self.namespace, self.name)
-            current = list((obj.get("status") or {}).get("conditions") or [])
-            generation = (obj.get("metadata") or {}).get("generation")
-            now = utcnow()
-            for type_, cstatus, reason, message in conditions:
-                current = set_condition(current, type_, cstatus, reason, message, now, generation)
-            try:
-                await self.kube.patch_status(
-                    self.namespace,
-                    self.name,
-                    {**status, "conditions": current},
-                    resource_version=obj["metadata"]["resourceVersion"],
-                )
-                return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        raise ApiException(status=409, reason="status kept changing")
-
-    def _last_sync(self, result: SyncResult, message: str) -> dict[str, Any]:
-        return {
-            "jobName": self.job_name,
-            "trigger": self.trigger,
-            "startedAt": rfc3339(self.started),
-            "finishedAt": rfc3339(utcnow()),
-            "result": str(result),
-            "paymentsSynced": self.stats.payments_synced,
-            "paymentsSkipped": self.stats.payments_skipped,
-            "recordsRejected": len(self.stats.rejected),
-            "recordsCreated": self.stats.records["created"],
-            "recordsUpdated": self.stats.records["updated"],
-            "recordsRetracted": self.stats.records["retracted"],
-            "amountSyncedCents": self.stats.amount_cents,
-            "qboRequests": self.qbo.requests if self.qbo else 0,
-            "greenCheckRequests": self.gc.requests if self.gc else 0,
-            "message": message,
-        }
-
-    async def _finish_ok(self) -> int:
-        # Every change up to the run's start is acknowledged: the watermark may move to the ceiling.
-        watermark = self.ledger.finish()
-        rejected = bool(self.stats.rejected)
-        result = SyncResult.PARTIALLY_SUCCEEDED if rejected else SyncResult.SUCCEEDED
-        message = self.stats.summary()
-        if self.dry_run:
-            log.info("dry run finished: %s (%d payment sets printed)", message, self.stats.sets_sent)
-            return 0
-        status: dict[str, Any] = {
-            "lastSync": self._last_sync(result, message),
-            "lastSuccessfulSyncTime": rfc3339(utcnow()),
-            "webhook": {"eventsSinceLastSync": 0},
-        }
-        if self.watermark is None or watermark > self.watermark:
-            status["syncWatermark"] = rfc3339(watermark)
-        kept = self.ledger.rejected_status()
-        status["rejected"] = {"count": len(kept), "payments": kept}
-        reason = Reason.RECORDS_REJECTED if rejected else Reason.SUCCEEDED
-        try:
-            await self._patch_with_conditions(status, [(SYNCED, "True", reason, message)])
-        except KUBE_ERRORS as exc:
-            _fail_line(f"the sync finished but its status could not be written ({why(exc)}): {message}")
-            return 1
-        if rejected:
-            await self._event("Warning", Reason.RECORDS_REJECTED, message)
-        log.info("finished (%s): %s", result, message)
-        return 0
-
-    async def _finish_failed(self, exc: SyncFailed) -> None:
-        message = str(exc)
-        _fail_line(message)
-        if self.dry_run or self.integration is None or not exc.record:
-            return
-        done = self.stats.summary()
-        full = f"{message} (before failing: {done})" if self.stats.sets_sent or self.stats.payments_read else message
-        conditions: list[tuple[ConditionType, ConditionStatus, str, str]] = (
-            [(SYNCED, "False", exc.reason, full)] if exc.reason else []
-        )
-        try:
-            await self._patch_with_conditions({"lastSync": self._last_sync(SyncResult.FAILED, full)}, conditions)
-        except KUBE_ERRORS as api_exc:
-            log.warning("could not write the failure to status (%s)", why(api_exc))
-        await self._event("Warning", Reason.SYNC_FAILED, full)
-
-    async def _disconnected(self, exc: GrantDead) -> None:
-        """A dead grant: phase Disconnected and Connected=False with the reason, visible at once."""
-        try:
-            await self._patch_with_conditions(
-                {"phase": str(Phase.DISCONNECTED)},
-                [(CONNECTED, "False", exc.reason, str(exc)), (READY, "False", exc.reason, str(exc))],
-            )
-        except KUBE_ERRORS as api_exc:
-            log.warning("could not mark %s Disconnected (%s)", self.ref, why(api_exc))
-        await self._event("Warning", exc.reason, str(exc))
-
-    async def _event(self, kind: str, reason: str, message: str) -> None:
-        if self.integration is None or self.dry_run:
-            return
-        try:
-            await self.kube.emit_event(self.integration, kind, reason, message, COMPONENT)
-        except KUBE_ERRORS as exc:
-            log.warning("could not emit the %s Event (%s)", reason, why(exc))
-
-
-def _fail_line(message: str) -> None:
-    print(f"qbo-operator sync: error: {message}", file=sys.stderr, flush=True)
-
 
 # ---------------------------------------------------------------------------------------------
 # Command
@@ -614,7 +489,7 @@ async def _main(
             return await run.run()
     except (OSError, ApiException, ConfigException) as exc:
         status = getattr(exc, "status", None)
-        _fail_line(
+        fail_line(
             f"cannot reach the Kubernetes API ({type(exc).__name__}{f' HTTP {status}' if status else ''}); "
             "check KUBECONFIG or the pod's ServiceAccount"
         )
