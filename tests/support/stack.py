@@ -38,6 +38,7 @@ SYNC_TUNING = {
     "QBO_THROTTLE_WAIT_SECONDS": "0.5",
     "QBO_SYNC_RETRIES": "3",
     "QBO_SYNC_TIMEOUT_SECONDS": "10",
+    "QBO_SYNC_SETTLE_SECONDS": "1",  # the tests' changes are seconds old: let the watermark follow them
 }
 
 

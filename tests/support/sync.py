@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -285,3 +287,52 @@ class E2E:
 
     async def sync(self, *args: str, measure_rss: bool = False, **env: str) -> Run:
         return await self.finish(await self.start(*args, measure_rss=measure_rss, **env))
+
+
+# --- the books and Green Check -------------------------------------------------------------
+
+
+def mismatches(e: E2E, expected: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Where Green Check's current records differ from the projection of the books (missing, unexpected,
+    misstated: cash, credit, invoice number, total, open balance)."""
+    want = expected_records(e.qbo, e.realm, e.connected_at) if expected is None else expected
+    held = e.gc.records.get(CRB, {})
+    out = [f"missing {eid}" for eid in sorted(set(want) - set(held))]
+    out += [f"unexpected {eid}" for eid in sorted(set(held) - set(want))]
+    for eid in sorted(set(want) & set(held)):
+        rec, w = held[eid], want[eid]
+        got = (rec["payment"]["id"], rec["invoice"]["id"], rec["payment"]["amount"], rec["payment"]["credit_applied"],
+               rec["invoice"]["number"], rec["invoice"]["total"], rec["invoice"]["open_balance"])  # fmt: skip
+        if got != (w["payment"], w["invoice"], w["amount"], w["credit"], w["doc_number"], w["total"], w["balance"]):
+            out.append(f"misstated {eid}: {got} != {w}")
+    return out
+
+
+def assert_exact(e: E2E, expected: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Green Check's current records are exactly the projection of the books (now, or `expected`)."""
+    want = expected_records(e.qbo, e.realm, e.connected_at) if expected is None else expected
+    wrong = mismatches(e, want)
+    assert not wrong, wrong[:5]
+    return want
+
+
+@asynccontextmanager
+async def sandboxes(
+    cluster: KubeClients,
+    namespace: str,
+    *,
+    name: str = "acme",
+    payments: int = 120,
+    history_days: int = 20,
+    seed: int = 1,
+    **qbo_kw: Any,
+) -> AsyncIterator[E2E]:
+    """Both sandboxes serving in this loop, one company with `payments` of history; connectedAt is the
+    CreateTime of the middle history payment (the integration is not created yet)."""
+    qbo = make_qbo(**qbo_kw)
+    realm = qbo.add_company("Acme Dispensary", seed=seed, payments=payments, history_days=history_days)
+    history = sorted(parse_time(p["MetaData"]["CreateTime"]) for p in qbo.companies[realm].payments.values())
+    connected_at = history[len(history) // 2].astimezone(UTC) if history else datetime.now(UTC)
+    gc = GreenCheckSandbox(GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID)
+    async with qbo.serve(), gc.serve() as gc_url:
+        yield E2E(cluster, namespace, qbo, gc, gc_url, name=name, realm=realm, connected_at=connected_at)

@@ -12,23 +12,18 @@ import collections
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.harness.sandbox.qbo_store import parse_time
 from tests.support.sync import (
     CRB,
     E2E,
-    GC_CLIENT_ID,
-    GC_CLIENT_SECRET,
-    SP_ID,
+    assert_exact,
     cents,
     expected_records,
-    make_qbo,
+    sandboxes,
 )
 
 pytestmark = pytest.mark.e2e
@@ -75,33 +70,9 @@ class Books:
 @asynccontextmanager
 async def books(cluster: Any, namespace: str, *, payments: int = 30, **qbo_kw: Any) -> AsyncIterator[Books]:
     """Both sandboxes serving, the integration Connected at the middle history payment's CreateTime."""
-    qbo = make_qbo(**qbo_kw)
-    realm = qbo.add_company("Acme Dispensary", seed=1, payments=payments, history_days=10)
-    company = qbo.companies[realm]
-    history = sorted(parse_time(p["MetaData"]["CreateTime"]) for p in company.payments.values())
-    connected_at = history[len(history) // 2].astimezone(UTC) if history else datetime.now(UTC)
-    gc = GreenCheckSandbox(GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID)
-    async with qbo.serve(), gc.serve() as gc_url:
-        e = E2E(cluster, namespace, qbo, gc, gc_url, realm=realm, connected_at=connected_at)
+    async with sandboxes(cluster, namespace, payments=payments, history_days=10, **qbo_kw) as e:
         e.create_integration()
-        yield Books(e, min(company.customers, key=int))
-
-
-def assert_exact(e: E2E) -> dict[str, dict[str, Any]]:
-    """Green Check's current records are exactly the projection of the books now; returns the projection."""
-    expected = expected_records(e.qbo, e.realm, e.connected_at)
-    got = e.gc.records.get(CRB, {})
-    assert set(got) == set(expected), (
-        f"missing {sorted(set(expected) - set(got))[:5]}, unexpected {sorted(set(got) - set(expected))[:5]}"
-    )
-    for eid, want in expected.items():
-        rec = got[eid]
-        assert rec["payment"]["id"] == want["payment"] and rec["invoice"]["id"] == want["invoice"], eid
-        assert rec["payment"]["amount"] == want["amount"], eid
-        assert rec["payment"]["credit_applied"] == want["credit"], eid
-        assert rec["invoice"]["number"] == want["doc_number"], eid
-        assert (rec["invoice"]["total"], rec["invoice"]["open_balance"]) == (want["total"], want["balance"]), eid
-    return expected
+        yield Books(e, min(e.qbo.companies[e.realm].customers, key=int))
 
 
 def assert_created_once(e: E2E) -> None:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC
 from typing import Any
 
 import pytest
 
-from qbo_operator.harness.sandbox.greencheck import GreenCheckSandbox
-from qbo_operator.harness.sandbox.qbo_store import parse_time
 from tests.support.ledger import Report
-from tests.support.sync import CRB, E2E, GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID, expected_records, make_qbo
+from tests.support.sync import CRB, E2E, mismatches, sandboxes
 
 pytestmark = pytest.mark.e2e
 
@@ -31,37 +29,13 @@ NIGHT_ENV = {"QBO_SYNC_SETTLE_SECONDS": "0", "QBO_SYNC_PAGE_SIZE": "10", "QBO_SY
 
 
 @asynccontextmanager
-async def books(cluster: Any, namespace: str, seed: int) -> Any:
+async def books(cluster: Any, namespace: str, seed: int) -> AsyncIterator[E2E]:
     """A small company (history before the connection) whose ties come back shuffled, and Green Check."""
-    qbo = make_qbo(tie_shuffle_seed=seed)
-    realm = qbo.add_company("Month Dispensary", seed=seed, payments=30, history_days=10)
-    history = sorted(parse_time(p["MetaData"]["CreateTime"]) for p in qbo.companies[realm].payments.values())
-    connected_at = history[len(history) // 2].astimezone(UTC)
-    gc = GreenCheckSandbox(GC_CLIENT_ID, GC_CLIENT_SECRET, SP_ID)
-    async with qbo.serve(), gc.serve() as gc_url:
-        e = E2E(cluster, namespace, qbo, gc, gc_url, name=f"month-{seed}", realm=realm, connected_at=connected_at)
+    async with sandboxes(
+        cluster, namespace, name=f"month-{seed}", payments=30, history_days=10, seed=seed, tie_shuffle_seed=seed
+    ) as e:
         e.create_integration()
         yield e
-
-
-def mismatches(e: E2E) -> list[str]:
-    """Where Green Check differs from the books: missing, unexpected and misstated records."""
-    want = expected_records(e.qbo, e.realm, e.connected_at)
-    held = e.gc.records.get(CRB, {})
-    out = [f"missing {eid}" for eid in sorted(set(want) - set(held))]
-    out += [f"unexpected {eid}" for eid in sorted(set(held) - set(want))]
-    for eid in sorted(set(want) & set(held)):
-        rec, w = held[eid], want[eid]
-        got = (
-            rec["payment"]["amount"],
-            rec["payment"]["credit_applied"],
-            rec["invoice"]["number"],
-            rec["invoice"]["total"],
-            rec["invoice"]["open_balance"],
-        )
-        if got != (w["amount"], w["credit"], w["doc_number"], w["total"], w["balance"]):
-            out.append(f"misstated {eid}: {got} != {w}")
-    return out
 
 
 async def killed_run(e: E2E, rng: random.Random) -> int:
@@ -107,7 +81,7 @@ async def a_month(cluster: Any, namespace: str, seed: int, report: Report) -> di
             tally["changes"] += len(done)
             if rng.random() < 1 / 3:
                 tally["kills"] += await killed_run(e, rng) == -9
-            run = await e.sync(**NIGHT_ENV)
+            run = await e.sync(measure_rss=False, **NIGHT_ENV)
             assert run.rc == 0, run.stderr
             wrong = mismatches(e)
             report.record_night(len(wrong))

@@ -323,7 +323,7 @@ class QboClient(TransportClient):
         body = await self._request(
             "GET", "/cdc", params={"entities": ",".join(entities), "changedSince": qbo_time(since)}
         )
-        return Changes.parse(body, entities)
+        return Changes.parse(body, entities, _parse)
 
     # --- transport    # --- transport ----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ Money is parsed as `Decimal` (never float) so cents stay exact."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -124,6 +124,10 @@ class Invoice(Changing):
         return list(dict.fromkeys(t.txn_id for t in self.linked_txn if t.txn_type == "Payment"))
 
 
+def _validate(model: type[Any], row: dict[str, Any]) -> Any:
+    return model.model_validate(row)
+
+
 CDC_CAP = 1000  # objects in one CDC answer, across all its entities (docs/qbo.md §2.4)
 
 
@@ -143,9 +147,16 @@ class Changes:
         return self.objects < CDC_CAP
 
     @classmethod
-    def parse(cls, body: dict[str, Any], entities: Sequence[str]) -> Changes:
-        """`{"CDCResponse": [{"QueryResponse": [{"Payment": […]}, {"Invoice": […]}]}]}`; a row that cannot
-        be read raises ValueError naming it."""
+    def parse(
+        cls,
+        body: dict[str, Any],
+        entities: Sequence[str],
+        read: Callable[[type[Any], dict[str, Any]], Any] | None = None,
+    ) -> Changes:
+        """`{"CDCResponse": [{"QueryResponse": [{"Payment": […]}, {"Invoice": […]}]}]}`; `read(model, row)`
+        validates a row (the client passes its own, which names a row it cannot read)."""
+        if read is None:
+            read = _validate
         groups: dict[str, list[dict[str, Any]]] = {e: [] for e in entities}
         for response in body.get("CDCResponse") or []:
             for qr in (response or {}).get("QueryResponse") or []:
@@ -162,8 +173,8 @@ class Changes:
                 else:
                     live[entity].append(row)
         return cls(
-            payments=[Payment.model_validate(r) for r in live.get("Payment", [])],
-            invoices=[Invoice.model_validate(r) for r in live.get("Invoice", [])],
+            payments=[read(Payment, r) for r in live.get("Payment", [])],
+            invoices=[read(Invoice, r) for r in live.get("Invoice", [])],
             deleted=deleted,
             objects=sum(len(rows) for rows in groups.values()),
         )
