@@ -167,6 +167,19 @@ async def test_throttle_concurrency_and_xml_format(make_sandbox: SandboxFactory)
     assert sb.throttle.in_flight(realm) == 0
 
 
+async def _cdc_refusals(cdc: Any, since: datetime, now: datetime) -> None:
+    """What Intuit refuses: no entities, no or a garbled changedSince, an unknown entity, beyond 30 days."""
+    for entities, changed_since, code in (
+        ("", since.isoformat(), "4000"),
+        ("Payment", "", "4000"),
+        ("Payment", "yesterday", "4000"),
+        ("Widget", since.isoformat(), "4001"),
+        ("Payment", (now - timedelta(days=31)).isoformat(), "4001"),
+    ):
+        bad = await cdc(entities, changed_since)
+        assert bad.status_code == 400 and bad.json()["Fault"]["Error"][0]["code"] == code
+
+
 async def test_cdc_returns_changes_stubs_and_caps_at_1000_across_entities(
     make_sandbox: SandboxFactory, clock: FakeClock
 ) -> None:
@@ -217,15 +230,7 @@ async def test_cdc_returns_changes_stubs_and_caps_at_1000_across_entities(
         quiet = (await cdc("SalesReceipt", (clock.now + timedelta(seconds=5)).isoformat())).json()
         assert quiet["CDCResponse"][0]["QueryResponse"] == [{}]
 
-        for entities, changed_since, code in (
-            ("", since.isoformat(), "4000"),
-            ("Payment", "", "4000"),
-            ("Payment", "yesterday", "4000"),
-            ("Widget", since.isoformat(), "4001"),
-            ("Payment", (clock.now - timedelta(days=31)).isoformat(), "4001"),
-        ):
-            bad = await cdc(entities, changed_since)
-            assert bad.status_code == 400 and bad.json()["Fault"]["Error"][0]["code"] == code
+        await _cdc_refusals(cdc, since, clock.now)
         no_offset = await cdc("Payment", since.astimezone(company.tz).replace(tzinfo=None).isoformat())
         assert len(no_offset.json()["CDCResponse"][0]["QueryResponse"][0]["Payment"]) == 700
     assert sb.requests["cdc"] == 10
