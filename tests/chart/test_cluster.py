@@ -137,7 +137,18 @@ def test_printer_columns(cluster: ControlPlane, namespace: str) -> None:
     narrow = cluster.kubectl("get", "qbi", "-n", namespace).stdout.splitlines()
     wide = cluster.kubectl("get", "qbi", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert narrow[0].split() == ["NAME", "COMPANY", "PHASE", "READY", "LAST", "SYNC", "AGE"]
-    assert wide[0].split() == ["NAME", "COMPANY", "PHASE", "READY", "REALM", "SUSPENDED", "LAST", "SYNC", "AGE"]
+    assert wide[0].split() == [
+        "NAME",
+        "COMPANY",
+        "PHASE",
+        "READY",
+        "REALM",
+        "SUSPENDED",
+        "REJECTED",
+        "LAST",
+        "SYNC",
+        "AGE",
+    ]
     assert "Acme Dispensary" in narrow[1]
     assert cluster.kubectl("get", "greencheck", "-n", namespace, "-o", "name").stdout.strip() == (
         "quickbooksintegration.integrations.greencheckverified.com/acme"

@@ -71,6 +71,7 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
         ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', 0),
         ("Realm", "string", ".status.realmId", 1),
         ("Suspended", "boolean", ".spec.suspend", 1),
+        ("Rejected", "integer", ".status.rejected.count", 1),
         ("Last Sync", "date", ".status.lastSuccessfulSyncTime", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
     ]
