@@ -145,7 +145,7 @@ async def test_sync_dry_run_prints_the_expected_records(cluster: ControlPlane, n
         assert expected
         run = await e.sync("--dry-run")
         assert run.rc == 0, run.stderr
-        printed = [json.loads(line) for line in run.stdout.splitlines()]
+        printed = [r for line in run.stdout.splitlines() for r in json.loads(line)["records"]]  # payment sets
         assert {r["external_id"] for r in printed} == set(expected)
         assert all(r["payment"]["amount"] == expected[r["external_id"]]["amount"] for r in printed)
         assert sum(v for k, v in e.gc.requests.items() if k != "control") == 0
