@@ -119,9 +119,11 @@ def test_a_set_larger_than_the_limits_is_refused_clearly(payment_set: PaymentSet
         Batcher(CRB, REALM, max_bytes=max_bytes).add(payment_set)
 
 
-def test_idempotency_key_is_the_sha256_of_the_body() -> None:
+def test_idempotency_key_is_the_sha256_of_the_run_and_the_body() -> None:
     content = body_of([make_set(1, 1)])
     assert idempotency_key(content) == hashlib.sha256(content).hexdigest() != idempotency_key(content + b" ")
+    assert idempotency_key(content, "run-1") == hashlib.sha256(b"run-1\n" + content).hexdigest()
+    assert idempotency_key(content, "run-1") != idempotency_key(content, "run-2")  # a later run is applied again
 
 
 def test_records_count_counts_records_not_sets() -> None:
@@ -143,7 +145,7 @@ async def test_deliver_applies_payment_sets_and_caches_the_token(sandbox: GreenC
     assert set(sandbox.current_records(CRB)) == {make_record(n).external_id for n in (2, 3, 4)}
     assert sandbox.requests["auth_token"] == 1 and sandbox.requests["invoice_payments"] == 2
     assert gc.requests == 3
-    assert (CRB, idempotency_key(body_of(changed))) in sandbox.idempotency_keys
+    assert (CRB, idempotency_key(body_of(changed), gc.run_id)) in sandbox.idempotency_keys
 
 
 async def test_a_replayed_answer_is_the_first_answer(sandbox: GreenCheckSandbox) -> None:

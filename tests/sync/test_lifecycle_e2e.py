@@ -143,6 +143,23 @@ async def test_payment_moved_to_another_invoice_retracts_the_first_and_creates_t
         assert b.delivered(pay) == [b.eid(pay, second)]
 
 
+async def test_payment_unapplied_then_reapplied_as_before_is_delivered_again(cluster: Any, namespace: str) -> None:
+    """The third night's set is byte for byte the first night's (one set a batch): Green Check must apply it
+    again, not answer it from the first night's Idempotency-Key (the record would stay retracted: lost)."""
+    async with books(cluster, namespace) as b:
+        inv = b.invoice("80.00", "BACK-1")
+        pay = b.pay([inv])
+        one_set = {"QBO_SYNC_SETTLE_SECONDS": "0", "QBO_SYNC_BATCH_SIZE": "1"}
+        for change in (None, [], [(inv, "80.00")]):  # delivered, unapplied, re-applied as it was
+            if change is not None:
+                b.e.qbo.update_payment(b.realm, pay, invoices=change)
+            run = await b.e.sync(measure_rss=False, **one_set)
+            assert run.rc == 0, run.stderr
+            assert_exact(b.e)
+        assert b.history(pay, inv) == ["created", "retracted", "created"]
+        assert b.delivered(pay) == [b.eid(pay, inv)]
+
+
 async def test_invoice_added_to_an_existing_payment_creates_its_record(cluster: Any, namespace: str) -> None:
     async with books(cluster, namespace) as b:
         first, added = b.invoice("100.00", "ADD-A"), b.invoice("50.00", "ADD-B")

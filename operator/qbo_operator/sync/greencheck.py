@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -130,6 +131,7 @@ class GreenCheckClient(TransportClient):
         )
         self._token: str | None = None
         self._token_expiry = 0.0
+        self.run_id = uuid.uuid4().hex  # in every Idempotency-Key: replays answer this client's own retries only
         self._token_lock = asyncio.Lock()
 
     # --- token --------------------------------------------------------------------------------
@@ -208,7 +210,7 @@ class GreenCheckClient(TransportClient):
         body = encode_body(batch.realm_id, encoded)
         if len(body) >= MAX_BODY_BYTES and len(sets) > 1:
             raise _Split(413, "body over the size limit", [])
-        key = idempotency_key(body)
+        key = idempotency_key(body, self.run_id)
         path = f"/service-providers/{self._sp}/crbs/{batch.crb_id}/sales/invoice-payments"
 
         async def once() -> list[PaymentResult]:

@@ -166,9 +166,11 @@ def encode_body(realm_id: str, encoded_sets: Sequence[bytes]) -> bytes:
     return head + b",".join(encoded_sets) + tail
 
 
-def idempotency_key(body: bytes) -> str:
-    """Hex sha256 of the exact body bytes: a retry of the same body replays, any change is a new request."""
-    return hashlib.sha256(body).hexdigest()
+def idempotency_key(body: bytes, run_id: str = "") -> str:
+    """Hex sha256 of the run's id and the exact body bytes. Within a run a retry of the same body is answered
+    from the first answer. A later run's identical body must be applied again, never replayed: a set replaces
+    a payment's records, and the payment may have changed in between and back (unapplied, then re-applied)."""
+    return hashlib.sha256(run_id.encode() + b"\n" + body if run_id else body).hexdigest()
 
 
 @dataclass
@@ -197,8 +199,8 @@ class Batcher:
     def add(self, payment_set: PaymentSet) -> Batch | None:
         data = encode_payment_set(payment_set)
         size, count = len(data), len(payment_set.records)
-        if count > self.max_items:
-            raise ValueError(f"payment {payment_set.payment_id} has {count} records, over the {self.max_items} limit")
+        if count > MAX_ITEMS:  # the contract's limit; a smaller tuned batch size still sends a larger set alone
+            raise ValueError(f"payment {payment_set.payment_id} has {count} records, over the {MAX_ITEMS} limit")
         if self._overhead + size >= self.max_bytes:
             raise ValueError(f"payment {payment_set.payment_id} alone encodes to {size} bytes, over the body limit")
         out = None
