@@ -15,7 +15,7 @@ from aiohttp import web
 from qbo_operator.core.redaction import redact
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
 from qbo_operator.sync.records import Batch
-from tests.support.greencheck import CLIENT_ID, CRB, REALM, SP_ID, make_record
+from tests.support.greencheck import CLIENT_ID, CRB, REALM, SP_ID, make_set
 from tests.support.http import serve_app
 
 SHORT = "Zq7pW2xK9mLs"  # 12 characters: no opaque run
@@ -85,7 +85,7 @@ async def test_a_green_check_token_refusal_that_echoes_the_client_secret_leaks_n
     policy = GreenCheckPolicy(backoff_initial=0.01, backoff_max=0.02, transient_retries=1, default_throttle_wait=0.01)
     async with token_endpoint(echoes(secret)[n]) as url, GreenCheckClient(url, CLIENT_ID, secret, SP_ID, policy) as gc:
         with pytest.raises(GreenCheckError) as raised:
-            await gc.deliver(Batch(CRB, REALM, [make_record(1)]))
+            await gc.deliver(Batch(CRB, REALM, [make_set(1, 1)]))
     said = f"{raised.value} {raised.value!r} {caplog.text}"
     assert "HTTP" in said  # the status is still told
     for form in (secret, quote(secret, safe=""), quote(secret, safe="").lower()):
