@@ -154,6 +154,10 @@ class Demo:
         return phase
 
     def run(self) -> int:
+        # Ctrl-C (and SIGTERM) stop the demo cleanly even when it was started with SIGINT ignored, as a
+        # background job of a non-interactive shell is: Python installs no KeyboardInterrupt handler then.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
         say(f"{BOLD}qbo-operator demo{RESET}: QuickBooks Online → Green Check, end to end, on this machine.")
