@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 CLUSTER_DIR ?= .cache/cluster
 PYTEST_ARGS ?=
-APT_PACKAGES := chromium prometheus wrk buildah mmdebstrap lua5.1
+APT_PACKAGES := chromium prometheus wrk buildah mmdebstrap lua5.1 openssh-server
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements/dev.lock
 
 venv: $(STAMP) ## create .venv with the locked dependencies
 
-system-packages: ## install the Debian packages the tests need (chromium, promtool, wrk, buildah, mmdebstrap, lua5.1)
+system-packages: ## install the Debian packages the tests need (chromium, promtool, wrk, buildah, mmdebstrap, lua5.1, sshd)
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> apt-get install$$missing"; \
