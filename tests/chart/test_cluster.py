@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qbo_operator.core import names
+from qbo_operator.core import models, names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
 from tests.support.chart import CHART, MODES, install_namespaced
@@ -45,16 +45,55 @@ def patch(cluster: ControlPlane, namespace: str, name: str, body: str, *args: st
 # --- the CRD ------------------------------------------------------------------------------------------------
 
 
+SFTP = {
+    "host": "sftp.greencheck.example",
+    "username": "acme",
+    "directory": "/upload",
+    "locationId": "loc-1",
+    "secretName": "acme-sftp",
+}
+
+
 def test_defaults_are_applied(cluster: ControlPlane, namespace: str) -> None:
     assert apply(cluster, integration("acme", namespace)).returncode == 0
     spec = cluster.kubectl_json("get", "qbi", "acme", "-n", namespace)["spec"]
-    assert spec == {"companyId": COMPANY, "environment": "production", "suspend": False, "revokeOnDelete": True}
+    assert spec == {
+        "companyId": COMPANY,
+        "environment": "production",
+        "suspend": False,
+        "revokeOnDelete": True,
+        "delivery": {"method": "api"},
+    }
+    models.IntegrationSpec.model_validate(spec)  # what the API server stores, the processes parse
+
+
+@pytest.mark.parametrize(
+    ("delivery", "stored"),
+    [
+        ({}, {"method": "api"}),
+        ({"method": "api"}, {"method": "api"}),
+        ({"method": "sftp", "sftp": SFTP}, {"method": "sftp", "sftp": {**SFTP, "port": 22}}),
+        ({"method": "sftp", "sftp": {**SFTP, "port": 2222}}, {"method": "sftp", "sftp": {**SFTP, "port": 2222}}),
+    ],
+    ids=["empty", "api", "sftp", "sftp-port"],
+)
+def test_a_complete_delivery_is_accepted_with_its_defaults(
+    cluster: ControlPlane, namespace: str, delivery: dict[str, Any], stored: dict[str, Any]
+) -> None:
+    result = apply(cluster, integration("acme", namespace, delivery=delivery), "--validate=strict")
+    assert result.returncode == 0, result.stderr
+    spec = cluster.kubectl_json("get", "qbi", "acme", "-n", namespace)["spec"]
+    assert spec["delivery"] == stored
+    parsed = models.IntegrationSpec.model_validate(spec).delivery
+    assert parsed.method == stored["method"]
+    assert (parsed.sftp.secret_name if parsed.sftp else None) == stored.get("sftp", {}).get("secretName")
 
 
 def test_kubectl_explain_helps(cluster: ControlPlane) -> None:
     text = cluster.kubectl("explain", "qbi.spec.schedule").stdout
     assert "5-field cron expression" in text and "H 2 * * *" in text
     assert "Green Check company (CRB) id" in cluster.kubectl("explain", "quickbooksintegration.spec.companyId").stdout
+    assert "ssh-privatekey" in cluster.kubectl("explain", "qbi.spec.delivery.sftp.secretName").stdout
 
 
 @pytest.mark.parametrize(
@@ -67,6 +106,16 @@ def test_kubectl_explain_helps(cluster: ControlPlane) -> None:
         ("bad-zone-2", {"timeZone": "not a zone"}, "timeZone must be an IANA time zone name"),
         ("bad-env", {"environment": "staging"}, 'spec.environment: Unsupported value: "staging"'),
         ("bad-secret", {"tokenSecretName": "Not_A_Name"}, "spec.tokenSecretName"),
+        ("bad-method", {"delivery": {"method": "ftp"}}, 'spec.delivery.method: Unsupported value: "ftp"'),
+        ("sftp-no-block", {"delivery": {"method": "sftp"}}, "spec.delivery.sftp is required when method is sftp"),
+        (
+            "sftp-no-host",
+            {"delivery": {"method": "sftp", "sftp": {k: v for k, v in SFTP.items() if k != "host"}}},
+            "sftp.host is required",
+        ),
+        ("sftp-no-method", {"delivery": {"sftp": SFTP}}, "spec.delivery.sftp is set but method is not sftp"),
+        ("bad-port", {"delivery": {"method": "sftp", "sftp": {**SFTP, "port": 65536}}}, "spec.delivery.sftp.port"),
+        ("bad-dir", {"delivery": {"method": "sftp", "sftp": {**SFTP, "directory": "/a/../b"}}}, "a .. path segment"),
         ("x" * 64, {}, "metadata.name must be at most 63 characters"),
     ],
 )
@@ -134,6 +183,8 @@ def test_status_is_a_subresource_with_a_full_schema(cluster: ControlPlane, names
 
 def test_printer_columns(cluster: ControlPlane, namespace: str) -> None:
     assert apply(cluster, integration("acme", namespace, companyName="Acme Dispensary")).returncode == 0
+    sftp = integration("beta", namespace, companyName="Beta", delivery={"method": "sftp", "sftp": SFTP})
+    assert apply(cluster, sftp).returncode == 0
     narrow = cluster.kubectl("get", "qbi", "-n", namespace).stdout.splitlines()
     wide = cluster.kubectl("get", "qbi", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert narrow[0].split() == ["NAME", "COMPANY", "PHASE", "READY", "LAST", "SYNC", "AGE"]
@@ -145,14 +196,18 @@ def test_printer_columns(cluster: ControlPlane, namespace: str) -> None:
         "REALM",
         "SUSPENDED",
         "REJECTED",
+        "DELIVERY",
         "LAST",
         "SYNC",
         "AGE",
     ]
     assert "Acme Dispensary" in narrow[1]
-    assert cluster.kubectl("get", "greencheck", "-n", namespace, "-o", "name").stdout.strip() == (
-        "quickbooksintegration.integrations.greencheckverified.com/acme"
-    )
+    # No status here (no operator): empty cells, so read the column where its header starts.
+    delivery = wide[0].index("DELIVERY")
+    assert {row.split()[0]: row[delivery:].split()[0] for row in wide[1:]} == {"acme": "api", "beta": "sftp"}
+    assert cluster.kubectl("get", "greencheck", "-n", namespace, "-o", "name").stdout.split() == [
+        f"quickbooksintegration.integrations.greencheckverified.com/{name}" for name in ("acme", "beta")
+    ]
 
 
 # --- the chart ----------------------------------------------------------------------------------------------
@@ -249,7 +304,7 @@ def test_operator_rbac_as_its_service_account(cluster: ControlPlane, release: di
     owner = manifests.Owner(watched, "acme", uid)
     for obj in (
         manifests.service_account(owner),
-        manifests.role(owner, "acme-qbo-tokens"),
+        manifests.role(owner, "acme-qbo-tokens", sftp_secret="acme-sftp"),
         manifests.role_binding(owner),
     ):
         # server-side apply (a PATCH), as the operator writes: no `get` needed

@@ -72,6 +72,7 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
         ("Realm", "string", ".status.realmId", 1),
         ("Suspended", "boolean", ".spec.suspend", 1),
         ("Rejected", "integer", ".status.rejected.count", 1),
+        ("Delivery", "string", ".spec.delivery.method", 1),
         ("Last Sync", "date", ".status.lastSuccessfulSyncTime", 0),
         ("Age", "date", ".metadata.creationTimestamp", 0),
     ]
@@ -85,6 +86,8 @@ def _aliases(model: type[BaseModel]) -> set[str]:
     ("path", "model"),
     [
         (("spec",), models.IntegrationSpec),
+        (("spec", "delivery"), models.Delivery),
+        (("spec", "delivery", "sftp"), models.SftpDelivery),
         (("status",), models.IntegrationStatus),
         (("status", "lastSync"), models.LastSync),
         (("status", "webhook"), models.WebhookStatus),
@@ -113,6 +116,7 @@ def test_enums_and_defaults_match_the_models(schema: dict[str, Any]) -> None:
     spec = schema["properties"]["spec"]["properties"]
     status = schema["properties"]["status"]["properties"]
     assert set(spec["environment"]["enum"]) == _literal(models.IntegrationSpec, "environment")
+    assert set(spec["delivery"]["properties"]["method"]["enum"]) == _literal(models.Delivery, "method")
     assert set(status["phase"]["enum"]) == {p.value for p in models.Phase}
     assert set(status["lastSync"]["properties"]["result"]["enum"]) == {r.value for r in models.SyncResult}
     assert set(status["lastSync"]["properties"]["trigger"]["enum"]) == _literal(models.LastSync, "trigger")
@@ -120,12 +124,21 @@ def test_enums_and_defaults_match_the_models(schema: dict[str, Any]) -> None:
     assert set(cond_status) == _literal(models.Condition, "status")
     fields = models.IntegrationSpec.model_fields
     defaults = {key: prop["default"] for key, prop in spec.items() if "default" in prop}
-    assert defaults == {"environment": "production", "suspend": False, "revokeOnDelete": True}
+    assert defaults == {
+        "environment": "production",
+        "suspend": False,
+        "revokeOnDelete": True,
+        "delivery": {"method": "api"},
+    }
     assert defaults == {
         "environment": fields["environment"].default,
         "suspend": fields["suspend"].default,
         "revokeOnDelete": fields["revoke_on_delete"].default,
+        "delivery": models.Delivery().model_dump(by_alias=True, exclude_none=True),
     }
+    delivery = spec["delivery"]["properties"]
+    assert delivery["method"]["default"] == models.Delivery.model_fields["method"].default
+    assert delivery["sftp"]["properties"]["port"]["default"] == models.SftpDelivery.model_fields["port"].default
 
 
 def test_required_fields(schema: dict[str, Any]) -> None:
@@ -260,3 +273,81 @@ def test_company_id_pattern(schema: dict[str, Any]) -> None:
         "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e1g",
     ]:
         assert not pattern.search(bad), bad
+
+
+# --- spec.delivery ------------------------------------------------------------------------------------------
+
+
+def test_sftp_fields_are_required_by_cel_rules_that_name_them(schema: dict[str, Any]) -> None:
+    """The sftp block's required fields are CEL `has()` rules, not OpenAPI `required` (which would refuse with a
+    bare "Required value" and stop the other rules): one rule per field the model requires, naming it."""
+    sftp = schema["properties"]["spec"]["properties"]["delivery"]["properties"]["sftp"]
+    assert "required" not in sftp
+    required = {f.alias or n for n, f in models.SftpDelivery.model_fields.items() if f.is_required()}
+    assert required == {"host", "username", "directory", "locationId", "secretName"}
+    rules = {rule["rule"]: rule["message"] for rule in _rules(sftp)}
+    assert set(rules) == {f"has(self.{field})" for field in required}
+    for field in required:
+        assert rules[f"has(self.{field})"].startswith(f"spec.delivery.sftp.{field} is required: ")
+
+
+def test_delivery_rules_tie_the_method_to_the_sftp_block(schema: dict[str, Any]) -> None:
+    delivery = schema["properties"]["spec"]["properties"]["delivery"]
+    assert [(r["rule"], r["message"]) for r in _rules(delivery)] == [
+        (
+            "self.method != 'sftp' || has(self.sftp)",
+            "spec.delivery.sftp is required when method is sftp: host, username, directory, locationId and secretName",
+        ),
+        (
+            "self.method == 'sftp' || !has(self.sftp)",
+            "spec.delivery.sftp is set but method is not sftp: set method: sftp or remove the sftp block",
+        ),
+    ]
+
+
+def test_every_cel_string_is_bounded(schema: dict[str, Any]) -> None:
+    """CEL's cost estimate multiplies by a string's maxLength: every string a rule reads has one."""
+    unbounded = [
+        path
+        for path, node in _walk(schema, "qbi")
+        if node.get("type") == "string"
+        and "x-kubernetes-validations" in node
+        and "maxLength" not in node
+        and "enum" not in node
+    ]
+    assert unbounded == []
+
+
+def cel_accepts_directory(schema: dict[str, Any], value: str) -> bool:
+    """The directory rules: startsWith('/') && !matches(a `..` segment)."""
+    node = schema["properties"]["spec"]["properties"]["delivery"]["properties"]["sftp"]["properties"]["directory"]
+    absolute, no_parent = _rules(node)
+    assert absolute["rule"] == "self.startsWith('/')"
+    [segment] = _patterns(no_parent["rule"])
+    return value.startswith("/") and not re.search(segment, value)
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("/", True),
+        ("/upload", True),
+        ("/upload/acme/", True),
+        ("/up..load/.x/..y/x..", True),
+        ("upload", False),
+        ("./upload", False),
+        ("/..", False),
+        ("/../upload", False),
+        ("/upload/..", False),
+        ("/upload/../etc", False),
+    ],
+)
+def test_directory_rule(schema: dict[str, Any], value: str, accepted: bool) -> None:
+    assert cel_accepts_directory(schema, value) is accepted
+
+
+def test_sftp_secret_name_is_a_dns_subdomain_like_the_token_secret_name(schema: dict[str, Any]) -> None:
+    spec = schema["properties"]["spec"]["properties"]
+    secret = spec["delivery"]["properties"]["sftp"]["properties"]["secretName"]
+    token = spec["tokenSecretName"]
+    assert (secret["pattern"], secret["minLength"], secret["maxLength"]) == (token["pattern"], 1, 253)

@@ -1,10 +1,12 @@
-"""The files in examples/ work as the README says: the production values render and lint, and both
-example resources are accepted by the real API server."""
+"""The files in examples/ work as the README says: the production values render and lint, and every
+example resource is accepted by the real API server."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
+from qbo_operator.core import models, names
 from qbo_operator.harness.controlplane import ControlPlane
 from tests.support.paths import ROOT
 
@@ -31,8 +33,23 @@ def test_production_values_lint_and_render(cluster: ControlPlane) -> None:
         assert f"\nkind: {kind}\n" in rendered, kind
 
 
-@pytest.mark.parametrize("example", ["quickbooksintegration-minimal.yaml", "quickbooksintegration-full.yaml"])
+@pytest.mark.parametrize(
+    "example",
+    ["quickbooksintegration-minimal.yaml", "quickbooksintegration-full.yaml", "quickbooksintegration-sftp.yaml"],
+)
 def test_example_resources_are_accepted(cluster: ControlPlane, example: str) -> None:
     cluster.kubectl("create", "namespace", "tenants", check=False)
-    result = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(EXAMPLES / example))
-    assert "created (server dry run)" in result.stdout
+    path = EXAMPLES / example
+    result = cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(path))
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert result.stdout.count("created (server dry run)") == len(documents)
+
+
+def test_sftp_example_names_its_secret_with_the_keys_the_sync_reads() -> None:
+    secret, integration = yaml.safe_load_all((EXAMPLES / "quickbooksintegration-sftp.yaml").read_text())
+    sftp = models.IntegrationSpec.model_validate(integration["spec"]).delivery.sftp
+    assert sftp is not None and sftp.secret_name == secret["metadata"]["name"]
+    assert secret["metadata"]["namespace"] == integration["metadata"]["namespace"]
+    assert secret["type"] == "kubernetes.io/ssh-auth"
+    assert set(secret["stringData"]) == {names.SFTP_PRIVATE_KEY, names.SFTP_KNOWN_HOSTS}
+    assert all(value.startswith("<") for value in secret["stringData"].values())  # placeholders, no key material

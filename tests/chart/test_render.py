@@ -372,7 +372,7 @@ def _covers(held: list[dict[str, Any]], rule: Mapping[str, Any]) -> bool:
 
 def test_operator_holds_every_permission_of_the_sync_role_it_creates() -> None:
     """RBAC escalation prevention: the operator may only create Roles granting what it holds itself."""
-    role = manifests.role(manifests.Owner("tenants", "acme", "0000"), "acme-qbo-tokens")
+    role = manifests.role(manifests.Owner("tenants", "acme", "0000"), "acme-qbo-tokens", sftp_secret="acme-sftp")
     missing = [rule for rule in role["rules"] if not _covers(OPERATOR_RULES, rule)]
     assert missing == []
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from qbo_operator.core import names, signing
 from qbo_operator.core.schedule import expand
@@ -337,6 +338,70 @@ def test_sync_account_reads_only_its_own_secret(cluster: ControlPlane, namespace
         '{"status":{"syncWatermark":"2026-11-25T00:00:00Z"}}',
     )
     assert refused.returncode != 0
+
+
+def sftp_secret(namespace: str, name: str) -> dict[str, object]:
+    """An SFTP Secret of the documented shape, with placeholder values."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/ssh-auth",
+        "data": {names.SFTP_PRIVATE_KEY: b64("placeholder key"), names.SFTP_KNOWN_HOSTS: b64("placeholder hosts")},
+    }
+
+
+def test_an_sftp_sync_reads_its_sftp_secret_by_name_as_the_spec_says(
+    cluster: ControlPlane, namespace: str, operator: Operator
+) -> None:
+    """The sync Role follows spec.delivery level by level: `get` on the named SFTP Secret only while the method is
+    sftp, moved when secretName changes, withdrawn for the API, never the credentials Secret."""
+    sftp = {"host": "sftp.greencheck.example", "username": "gamma", "directory": "/upload", "locationId": "loc-1"}
+    apply(
+        cluster,
+        sftp_secret(namespace, "gamma-sftp"),
+        sftp_secret(namespace, "gamma-sftp-2"),
+        integration(namespace, "gamma", delivery={"method": "sftp", "sftp": {**sftp, "secretName": "gamma-sftp"}}),
+        integration(namespace, "delta"),
+    )
+    wait_for("gamma Pending", lambda: settled(cluster, namespace, "gamma", "Pending"))
+    wait_for("delta Pending", lambda: settled(cluster, namespace, "delta", "Pending"))
+    gamma = cluster.service_account_kubeconfig(namespace, names.sync_account_name("gamma"), hours=1)
+    delta = cluster.service_account_kubeconfig(namespace, names.sync_account_name("delta"), hours=1)
+
+    def can(kubeconfig: Path, verb: str, secret: str) -> bool:
+        args = ["auth", "can-i", verb, f"secrets/{secret}", "-n", namespace]
+        return cluster.kubectl(*args, kubeconfig=kubeconfig, check=False).stdout.strip() == "yes"
+
+    def grants(expected: dict[str, bool]) -> bool:
+        return all(can(gamma, "get", secret) is allowed for secret, allowed in expected.items())
+
+    wait_for("gamma-sftp granted", lambda: grants({"gamma-sftp": True, "gamma-sftp-2": False}))
+    read = cluster.kubectl("get", "secret", "gamma-sftp", "-n", namespace, "-o", "name", kubeconfig=gamma, check=False)
+    assert read.returncode == 0, read.stderr
+    for verb in ("update", "patch", "delete", "list", "watch"):
+        assert not can(gamma, verb, "gamma-sftp"), verb  # read only
+    assert not can(delta, "get", "gamma-sftp")  # an API integration's sync: no SFTP Secret at all
+
+    def delivery(value: dict[str, object]) -> None:
+        merge_patch(cluster, names.PLURAL, namespace, "gamma", {"spec": {"delivery": value}})
+
+    delivery({"sftp": {"secretName": "gamma-sftp-2"}})
+    wait_for("the grant moved", lambda: grants({"gamma-sftp": False, "gamma-sftp-2": True}))
+
+    # The credentials Secret is never granted: the spec is refused (phase Error) and the grant withdrawn.
+    delivery({"sftp": {"secretName": names.sync_account_name("gamma")}})
+    obj = wait_for("Error", lambda: settled(cluster, namespace, "gamma", "Error", Ready="InvalidSpec"))
+    assert "spec.delivery.sftp.secretName" in conditions(obj)["Ready"]["message"]
+    wait_for("no SFTP grant", lambda: grants({"gamma-sftp-2": False, names.sync_account_name("gamma"): False}))
+
+    delivery({"sftp": {"secretName": "gamma-sftp"}})
+    wait_for("gamma Pending again", lambda: settled(cluster, namespace, "gamma", "Pending"))
+    wait_for("gamma-sftp granted again", lambda: grants({"gamma-sftp": True}))
+
+    delivery({"method": "api", "sftp": None})
+    wait_for("the grant withdrawn", lambda: grants({"gamma-sftp": False, "gamma-sftp-2": False}))
+    assert can(gamma, "get", names.token_secret_name("gamma"))  # its token Secret, as before
 
 
 def test_the_connect_link_is_renewed_a_day_before_it_expires(

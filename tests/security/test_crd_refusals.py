@@ -27,6 +27,48 @@ CRON = (
     "or a macro such as @daily"
 )
 ZONE = "timeZone must be an IANA time zone name such as America/Los_Angeles, Europe/Berlin or UTC"
+SFTP = {
+    "host": "sftp.greencheck.example",
+    "username": "acme",
+    "directory": "/upload",
+    "locationId": "loc-1",
+    "secretName": "acme-sftp",
+}
+# What the API server says for each sftp field left out (one CEL rule each, all reported together).
+SFTP_MISSING = {
+    "host": "spec.delivery.sftp.host is required: the SFTP server's host name",
+    "username": "spec.delivery.sftp.username is required: the SFTP account to log in as",
+    "directory": (
+        "spec.delivery.sftp.directory is required: the absolute directory the files are uploaded to, for example "
+        "/upload"
+    ),
+    "locationId": (
+        "spec.delivery.sftp.locationId is required: the Green Check location id written in every row's location_id "
+        "column"
+    ),
+    "secretName": (
+        "spec.delivery.sftp.secretName is required: the Secret in this namespace with the keys ssh-privatekey and "
+        "known_hosts"
+    ),
+}
+SFTP_BLOCK_MISSING = (
+    'spec.delivery: Invalid value: "object": spec.delivery.sftp is required when method is sftp: host, username, '
+    "directory, locationId and secretName"
+)
+SFTP_WITHOUT_METHOD = (
+    'spec.delivery: Invalid value: "object": spec.delivery.sftp is set but method is not sftp: set method: sftp or '
+    "remove the sftp block"
+)
+
+
+def sftp_without(*fields: str) -> dict[str, Any]:
+    return {"delivery": {"method": "sftp", "sftp": {k: v for k, v in SFTP.items() if k not in fields}}}
+
+
+def sftp_missing(*fields: str) -> str:
+    """The API server's line for each missing field, in the rules' order (a bullet each when more than one)."""
+    lines = [f'spec.delivery.sftp: Invalid value: "object": {SFTP_MISSING[f]}' for f in SFTP_MISSING if f in fields]
+    return lines[0] if len(lines) == 1 else "\n" + "\n".join(f"* {line}" for line in lines)
 
 
 def invalid(name: str, *lines: str) -> str:
@@ -139,6 +181,64 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
         {"companyName": "x" * 201},
         invalid("long-company-name", "* spec.companyName: Too long: may not be more than 200 bytes", UNCHECKED),
     ),
+    *(
+        (f"sftp-no-{field.lower()}", sftp_without(field), invalid(f"sftp-no-{field.lower()}", sftp_missing(field)))
+        for field in SFTP_MISSING
+    ),
+    ("sftp-empty", sftp_without(*SFTP), invalid("sftp-empty", sftp_missing(*SFTP))),
+    (
+        "sftp-two-missing",
+        sftp_without("host", "secretName"),
+        invalid("sftp-two-missing", sftp_missing("host", "secretName")),
+    ),
+    ("sftp-no-block", {"delivery": {"method": "sftp"}}, invalid("sftp-no-block", SFTP_BLOCK_MISSING)),
+    ("sftp-no-method", {"delivery": {"sftp": SFTP}}, invalid("sftp-no-method", SFTP_WITHOUT_METHOD)),
+    ("sftp-method-api", {"delivery": {"method": "api", "sftp": SFTP}}, invalid("sftp-method-api", SFTP_WITHOUT_METHOD)),
+    (
+        "delivery-ftp",
+        {"delivery": {"method": "ftp"}},
+        invalid(
+            "delivery-ftp",
+            '* spec.delivery.method: Unsupported value: "ftp": supported values: "api", "sftp"',
+            UNCHECKED,
+        ),
+    ),
+    (
+        "sftp-relative-dir",
+        {"delivery": {"method": "sftp", "sftp": {**SFTP, "directory": "upload"}}},
+        invalid(
+            "sftp-relative-dir",
+            'spec.delivery.sftp.directory: Invalid value: "string": spec.delivery.sftp.directory must be an absolute '
+            "path (start with /)",
+        ),
+    ),
+    (
+        "sftp-parent-dir",
+        {"delivery": {"method": "sftp", "sftp": {**SFTP, "directory": "/upload/../etc"}}},
+        invalid(
+            "sftp-parent-dir",
+            'spec.delivery.sftp.directory: Invalid value: "string": spec.delivery.sftp.directory must not contain a '
+            ".. path segment",
+        ),
+    ),
+    (
+        "sftp-port",
+        {"delivery": {"method": "sftp", "sftp": {**SFTP, "port": 65536}}},
+        invalid(
+            "sftp-port",
+            "spec.delivery.sftp.port: Invalid value: 65536: spec.delivery.sftp.port in body should be less than or "
+            "equal to 65535",
+        ),
+    ),
+    (
+        "sftp-secret-name",
+        {"delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "Acme_SFTP"}}},
+        invalid(
+            "sftp-secret-name",
+            'spec.delivery.sftp.secretName: Invalid value: "Acme_SFTP": spec.delivery.sftp.secretName in body '
+            "should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'",
+        ),
+    ),
     (
         "x" * 64,
         {},
@@ -179,6 +279,19 @@ UPDATE_CASES: list[tuple[str, str, str, str]] = [
         "connected",
         'spec.environment: Invalid value: "object": spec.environment cannot change once a QuickBooks company is '
         "connected (status.realmId is set): create a new QuickbooksIntegration for the other Intuit environment",
+    ),
+    (
+        "sftp-without-its-block",
+        '{"spec":{"delivery":{"method":"sftp"}}}',
+        "",
+        SFTP_BLOCK_MISSING,
+    ),
+    (
+        "sftp-block-without-host",
+        '{"spec":{"delivery":{"method":"sftp","sftp":{"username":"acme","directory":"/upload","locationId":"l",'
+        '"secretName":"acme-sftp"}}}}',
+        "",
+        sftp_missing("host"),
     ),
     (
         "status-bad-phase",

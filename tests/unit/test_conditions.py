@@ -311,6 +311,9 @@ def test_job_failed_holds_after_the_job_is_gone_until_a_later_run_reports() -> N
     assert by_type(recovered.conditions)[READY]["status"] == "True"
 
 
+SFTP = {"host": "sftp.example", "username": "acme", "directory": "/upload", "locationId": "loc-1"}
+
+
 @pytest.mark.parametrize(
     ("over", "connected_env", "reason", "words"),
     [
@@ -320,6 +323,24 @@ def test_job_failed_holds_after_the_job_is_gone_until_a_later_run_reports() -> N
         ({"timeZone": "Mars/Olympus"}, None, Reason.INVALID_TIME_ZONE, ["Mars/Olympus", "IANA", "UTC"]),
         ({"environment": "sandbox"}, "production", Reason.ENVIRONMENT_CHANGED, ["back to production"]),
         ({"tokenSecretName": "acme-qbo-sync"}, None, Reason.INVALID_SPEC, ["credentials Secret"]),
+        (
+            {"delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "acme-qbo-sync"}}},
+            None,
+            Reason.INVALID_SPEC,
+            ["spec.delivery.sftp.secretName 'acme-qbo-sync'", "credentials Secret", "ssh-privatekey", "known_hosts"],
+        ),
+        (
+            {"delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "acme-qbo-tokens"}}},
+            None,
+            Reason.INVALID_SPEC,
+            ["spec.delivery.sftp.secretName 'acme-qbo-tokens'", "token Secret", "of their own"],
+        ),
+        (
+            {"tokenSecretName": "mine", "delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "mine"}}},
+            None,
+            Reason.INVALID_SPEC,
+            ["spec.delivery.sftp.secretName 'mine'", "token Secret"],
+        ),
     ],
 )
 def test_spec_checks_say_what_to_fix(
@@ -339,6 +360,9 @@ def test_spec_checks_say_what_to_fix(
         {"schedule": "H 2 * * *", "timeZone": "America/Los_Angeles"},
         {"schedule": "@daily"},
         {"schedule": "*/15 * * * *"},
+        {"delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "acme-sftp"}}},
+        # the default token Secret's name, but another one is named: no clash
+        {"tokenSecretName": "mine", "delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "acme-qbo-tokens"}}},
     ],
 )
 def test_good_specs_pass(over: dict[str, Any]) -> None:

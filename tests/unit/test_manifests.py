@@ -27,6 +27,7 @@ from qbo_operator.reconciler.manifests import (
     role,
     role_binding,
     service_account,
+    sftp_secret_name,
 )
 
 SETTINGS = Settings(
@@ -132,6 +133,63 @@ def test_role_names_exactly_its_own_secret_and_cr() -> None:
         assert "list" not in rule["verbs"] and "watch" not in rule["verbs"]  # no enumeration of other objects
         if rule["resources"] != ["events"]:
             assert rule["resourceNames"]
+
+
+SFTP = {"host": "sftp.example", "username": "acme", "directory": "/upload", "locationId": "loc-1"}
+
+
+@pytest.mark.parametrize(
+    ("delivery", "granted"),
+    [
+        (None, None),
+        ({"method": "api"}, None),
+        ({"method": "sftp", "sftp": {**SFTP, "secretName": "acme-sftp"}}, "acme-sftp"),
+        # The sync never reads the SFTP Secret of an integration that delivers over the API.
+        ({"method": "api", "sftp": {**SFTP, "secretName": "acme-sftp"}}, None),
+    ],
+)
+def test_sftp_secret_name_follows_the_method(delivery: dict[str, Any] | None, granted: str | None) -> None:
+    given = {} if delivery is None else {"delivery": delivery}
+    spec = IntegrationSpec.model_validate({"companyId": "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10", **given})
+    assert sftp_secret_name(spec) == granted
+
+
+@pytest.mark.parametrize(
+    ("sftp_secret", "secret_rules"),
+    [
+        (None, [("custom-tokens", ["get", "update", "patch"])]),
+        ("acme-sftp", [("custom-tokens", ["get", "update", "patch"]), ("acme-sftp", ["get"])]),
+        # Names already granted, or never to be: the token Secret keeps its rule; the credentials Secret
+        # reaches the pod only through envFrom (check_spec gives such a spec phase Error).
+        ("custom-tokens", [("custom-tokens", ["get", "update", "patch"])]),
+        (names.sync_account_name(OWNER.name), [("custom-tokens", ["get", "update", "patch"])]),
+    ],
+    ids=["api", "sftp", "sftp-is-token-secret", "sftp-is-credentials-secret"],
+)
+def test_role_grants_the_sftp_secret_by_name_and_get_only(
+    sftp_secret: str | None, secret_rules: list[tuple[str, list[str]]]
+) -> None:
+    rules = role(OWNER, "custom-tokens", sftp_secret)["rules"]
+    secrets = [r for r in rules if r["resources"] == ["secrets"]]
+    assert [(name, r["verbs"]) for r in secrets for name in r["resourceNames"]] == secret_rules
+    assert all(r["apiGroups"] == [""] and len(r["resourceNames"]) == 1 for r in secrets)
+    others = [r for r in rules if r["resources"] != ["secrets"]]
+    assert others == [r for r in role(OWNER, "custom-tokens")["rules"] if r["resources"] != ["secrets"]]
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "apply"),
+    [
+        (None, None, False),
+        ("acme-sftp", "acme-sftp", False),
+        (None, "acme-sftp", True),  # method api → sftp
+        ("acme-sftp", None, True),  # sftp → api: the grant is withdrawn
+        ("acme-sftp", "acme-sftp-2", True),  # the secretName changed
+    ],
+)
+def test_a_changed_sftp_secret_re_applies_the_role(before: str | None, after: str | None, apply: bool) -> None:
+    observed = comparable(server_copy(role(OWNER, "t", before)))
+    assert needs_apply(role(OWNER, "t", after), observed) is apply
 
 
 def test_role_binding_binds_the_account_to_the_role() -> None:
@@ -287,6 +345,7 @@ def server_copy(obj: dict[str, Any]) -> dict[str, Any]:
     [
         lambda: service_account(OWNER),
         lambda: role(OWNER, "t"),
+        lambda: role(OWNER, "t", "acme-sftp"),
         lambda: role_binding(OWNER),
         lambda: credentials_secret(OWNER, SETTINGS),
         lambda: the_cronjob(),

@@ -136,3 +136,39 @@ def test_derived_names_fit_and_are_stable(name: str, fn: object, limit: int) -> 
     first = fn(name)  # type: ignore[operator]
     assert len(first) <= limit and first == fn(name)  # type: ignore[operator]
     assert fn(name + "x") != first  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("given", "method", "sftp"),
+    [
+        (None, "api", None),  # written before spec.delivery existed, or parsed without the API server's defaults
+        ({"method": "api"}, "api", None),
+        (
+            {
+                "method": "sftp",
+                "sftp": {
+                    "host": "sftp.example",
+                    "username": "acme",
+                    "directory": "/upload",
+                    "locationId": "loc-1",
+                    "secretName": "acme-sftp",
+                },
+            },
+            "sftp",
+            ("sftp.example", 22, "acme", "/upload", "loc-1", "acme-sftp"),
+        ),
+    ],
+)
+def test_delivery_is_parsed_from_the_resource(
+    given: dict[str, object] | None, method: str, sftp: tuple[object, ...] | None
+) -> None:
+    spec: dict[str, object] = {"companyId": "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10"}
+    if given is not None:
+        spec["delivery"] = given
+    obj = {"metadata": {"namespace": "tenants", "name": "acme", "uid": "u"}, "spec": spec}
+    delivery = Integration.from_object(obj).spec.delivery
+    assert delivery.method == method
+    got = delivery.sftp
+    assert (
+        None if got is None else (got.host, got.port, got.username, got.directory, got.location_id, got.secret_name)
+    ) == sftp

@@ -34,6 +34,29 @@ class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
 
+class SftpDelivery(_Model):
+    """Where Green Check's documented SFTP intake takes the Wholesale CSV files (docs/greencheck.md §4).
+
+    Green Check does not publish the host, account or directory: they come with the set-up, so they are per
+    integration. The key and the pinned host key live in the Secret `secret_name` (keys `ssh-privatekey` and
+    `known_hosts`, `names.SFTP_PRIVATE_KEY` / `names.SFTP_KNOWN_HOSTS`), which the sync's Role may read by name."""
+
+    host: str
+    port: int = 22
+    username: str
+    directory: str
+    location_id: str = Field(alias="locationId")
+    secret_name: str = Field(alias="secretName")
+
+
+class Delivery(_Model):
+    """How the sync hands payment sets to Green Check: the assumed JSON API (the default), or the SFTP intake,
+    the one Green Check documents. The CRD refuses `sftp` without its block and the block without `sftp`."""
+
+    method: Literal["api", "sftp"] = "api"
+    sftp: SftpDelivery | None = None
+
+
 class IntegrationSpec(_Model):
     company_id: str = Field(alias="companyId")
     company_name: str | None = Field(default=None, alias="companyName")
@@ -43,6 +66,7 @@ class IntegrationSpec(_Model):
     suspend: bool = False
     token_secret_name: str | None = Field(default=None, alias="tokenSecretName")
     revoke_on_delete: bool = Field(default=True, alias="revokeOnDelete")
+    delivery: Delivery = Field(default_factory=Delivery)
 
 
 class LastSync(_Model):

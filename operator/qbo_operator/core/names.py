@@ -22,6 +22,12 @@ ACCOUNTING_SCOPE = "com.intuit.quickbooks.accounting"
 # The Accounting API minor version every request names (the sync's reads and the gateway's realm check).
 QBO_MINOR_VERSION = "75"
 
+# The SFTP Secret's keys (spec.delivery.sftp.secretName): the private key under the key of Kubernetes'
+# `kubernetes.io/ssh-auth` Secret type, so `kubectl create secret generic --type=kubernetes.io/ssh-auth` fits,
+# and the server's pinned host key in OpenSSH `known_hosts` form (no trust on first use).
+SFTP_PRIVATE_KEY = "ssh-privatekey"
+SFTP_KNOWN_HOSTS = "known_hosts"
+
 # Kubernetes object names are at most 63 characters for labels/CronJob-created Jobs (CronJob names ≤ 52).
 _CRONJOB_MAX = 52
 _DNS_MAX = 63

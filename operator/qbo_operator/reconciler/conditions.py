@@ -195,11 +195,32 @@ def check_spec(
             f"spec.tokenSecretName {spec.token_secret_name!r} is the name of the operator's credentials Secret "
             "for this integration: choose another name (or leave it out for the default).",
         )
+    if (problem := _sftp_secret_problem(spec, name)) is not None:
+        return problem
     if missing_credentials:
         return SpecProblem(
             Reason.MISSING_CREDENTIALS, missing_credentials_message(spec.environment, missing_credentials)
         )
     return None
+
+
+def _sftp_secret_problem(spec: IntegrationSpec, name: str) -> SpecProblem | None:
+    """The SFTP Secret must be a Secret of its own: the sync's Role never grants the credentials Secret (its
+    values reach the pod only through `envFrom`), and the gateway replaces the token Secret on every connect."""
+    sftp = spec.delivery.sftp if spec.delivery.method == "sftp" else None
+    if sftp is None:
+        return None
+    taken = {
+        names.sync_account_name(name): "the operator's credentials Secret for this integration",
+        spec.token_secret_name or names.token_secret_name(name): "this integration's token Secret",
+    }
+    if (what := taken.get(sftp.secret_name)) is None:
+        return None
+    return SpecProblem(
+        Reason.INVALID_SPEC,
+        f"spec.delivery.sftp.secretName {sftp.secret_name!r} is {what}: put the SSH key ({names.SFTP_PRIVATE_KEY}) "
+        f"and {names.SFTP_KNOWN_HOSTS} in a Secret of their own and name it there.",
+    )
 
 
 # --- the computation ---------------------------------------------------------------------------

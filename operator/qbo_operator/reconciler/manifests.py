@@ -1,8 +1,9 @@
 """The objects the operator keeps for each integration, as plain dicts (pure, no I/O).
 
-ServiceAccount, Role and RoleBinding let the sync Job touch exactly its own token Secret and its own
-CR; the credentials Secret carries the client ids and secrets into the Job by `envFrom`; the CronJob
-runs `qbo-operator sync`. All are owned by the CR, so garbage collection removes them with it.
+ServiceAccount, Role and RoleBinding let the sync Job touch exactly its own token Secret (and, delivering
+over SFTP, read its SFTP Secret) and its own CR; the credentials Secret carries the client ids and secrets
+into the Job by `envFrom`; the CronJob runs `qbo-operator sync`. All are owned by the CR, so garbage
+collection removes them with it.
 
 `needs_apply` compares what we want with what the API server has (which adds defaults of its own),
 so the reconcile writes only when something we own differs."""
@@ -88,19 +89,35 @@ def service_account(owner: Owner) -> dict[str, Any]:
     }
 
 
-def role(owner: Owner, token_secret: str) -> dict[str, Any]:
-    """Only its own token Secret and its own CR, by name; Events cannot be restricted by name."""
+def sftp_secret_name(spec: IntegrationSpec) -> str | None:
+    """The Secret the sync reads its SSH login from when it delivers over SFTP, else None."""
+    delivery = spec.delivery
+    return delivery.sftp.secret_name if delivery.method == "sftp" and delivery.sftp is not None else None
+
+
+def role(owner: Owner, token_secret: str, sftp_secret: str | None = None) -> dict[str, Any]:
+    """Only its own token Secret and its own CR, by name; Events cannot be restricted by name. Delivering over
+    SFTP, the sync also reads (`get` only) its SFTP Secret, by name; never its credentials Secret, even when the
+    spec names it: those values reach the pod through `envFrom`, read by the kubelet (`conditions.check_spec`
+    gives such a spec phase Error)."""
+    secret_rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [token_secret],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    if sftp_secret and sftp_secret not in (token_secret, owner.account):
+        secret_rules.append(
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [sftp_secret], "verbs": ["get"]}
+        )
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(owner, owner.account),
         "rules": [
-            {
-                "apiGroups": [""],
-                "resources": ["secrets"],
-                "resourceNames": [token_secret],
-                "verbs": ["get", "update", "patch"],
-            },
+            *secret_rules,
             {
                 "apiGroups": [names.GROUP],
                 "resources": [names.PLURAL],

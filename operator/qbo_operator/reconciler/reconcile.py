@@ -204,7 +204,7 @@ class Runtime(Views):
         waves = [
             [
                 ("serviceaccounts", manifests.service_account(owner)),
-                ("roles", manifests.role(owner, integ.token_secret_name)),
+                ("roles", manifests.role(owner, integ.token_secret_name, manifests.sftp_secret_name(integ.spec))),
                 ("secrets", manifests.credentials_secret(owner, settings, integ.spec.environment)),
                 ("cronjobs", cron),
             ],
