@@ -45,6 +45,7 @@ QUIET_LOGGERS = (
     "kubernetes",
     "kubernetes_asyncio",
     "aiohttp.client",
+    "asyncssh",  # at DEBUG it logs packets; INFO names users and keys
 )
 
 

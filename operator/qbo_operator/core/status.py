@@ -58,6 +58,8 @@ class Reason(StrEnum):
     RECORDS_REJECTED = "RecordsRejected"
     QUICKBOOKS_UNAVAILABLE = "QuickbooksUnavailable"
     GREENCHECK_UNAVAILABLE = "GreenCheckUnavailable"
+    # Green Check's SFTP server refused us (host key, login, permission, directory, disk): a person must act
+    DELIVERY_REFUSED = "DeliveryRefused"
     SYNC_FAILED = "SyncFailed"
     JOB_FAILED = "JobFailed"
     # Intuit refused the operator's own app credentials (invalid_client / unauthorized_client): no grant is dead

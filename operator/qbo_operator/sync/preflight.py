@@ -6,13 +6,16 @@ refusals do not write `lastSync` (`record=False`): the Connected condition alrea
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 
 from aiohttp import ClientError
 
 from qbo_operator.core.config import Trigger
 from qbo_operator.core.kube import ApiException, Kube
-from qbo_operator.core.models import Integration, Phase, TokenSecretError
+from qbo_operator.core.models import Integration, Phase, SftpDelivery, TokenSecretError
+from qbo_operator.core.names import SFTP_KNOWN_HOSTS, SFTP_PRIVATE_KEY
 from qbo_operator.core.status import CONNECTED, READY, Reason
 from qbo_operator.core.token_secret import SecretMissing, Stored, read_tokens
 from qbo_operator.sync.qbo import QboClient
@@ -111,3 +114,30 @@ async def read_connection(kube: Kube, namespace: str, integ: Integration, ref: s
             None, f"token Secret {secret_name} has a malformed realm_id; reconnect", record=False
         ) from None
     return stored
+
+
+async def read_sftp_keys(kube: Kube, namespace: str, sftp: SftpDelivery) -> tuple[str, str]:
+    """The SFTP Secret's private key and pinned host key, before QuickBooks is read: a run that could not
+    deliver should not spend QuickBooks reads. The values never appear in a message."""
+    name = sftp.secret_name
+    where = f"SFTP Secret {namespace}/{name} (spec.delivery.sftp.secretName)"
+    try:
+        secret = await kube.read_secret(namespace, name)
+    except KUBE_ERRORS as exc:
+        raise SyncFailed(Reason.JOB_FAILED, f"cannot read {where} ({why(exc)})") from None
+    if secret is None:
+        raise SyncFailed(
+            Reason.DELIVERY_REFUSED,
+            f"{where} does not exist: create it with the keys {SFTP_PRIVATE_KEY} and {SFTP_KNOWN_HOSTS}",
+        )
+    data = secret.data or {}
+    values: dict[str, str] = {}
+    for key in (SFTP_PRIVATE_KEY, SFTP_KNOWN_HOSTS):
+        try:
+            values[key] = base64.b64decode(data.get(key) or "", validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            values[key] = ""
+    missing = [k for k, v in values.items() if not v]
+    if missing:
+        raise SyncFailed(Reason.DELIVERY_REFUSED, f"{where} has no usable {' or '.join(missing)}")
+    return values[SFTP_PRIVATE_KEY] + "\n", values[SFTP_KNOWN_HOSTS] + "\n"

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -145,6 +145,18 @@ class Batch:
     @property
     def records_count(self) -> int:
         return sum(len(p.records) for p in self.payments)
+
+
+class Delivery(Protocol):
+    """What the run delivers through: the JSON API (`greencheck.GreenCheckClient`) or the documented SFTP
+    intake (`sftp.SftpClient`). One result per payment set; a failure for good is a `GreenCheckError`."""
+
+    @property
+    def requests(self) -> int: ...
+
+    async def deliver(self, batch: Batch) -> list[PaymentResult]: ...
+
+    async def aclose(self) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------

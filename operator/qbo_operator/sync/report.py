@@ -17,10 +17,10 @@ from qbo_operator.core.models import Integration, Phase, SyncResult, rfc3339
 from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.status import CONNECTED, READY, SYNCED, ConditionStatus, ConditionType, Reason, set_condition
 from qbo_operator.core.tokens import GrantDead
-from qbo_operator.sync.greencheck import GreenCheckClient
 from qbo_operator.sync.ledger import Ledger, Stats
 from qbo_operator.sync.preflight import KUBE_ERRORS, SyncFailed, why
 from qbo_operator.sync.qbo import QboClient
+from qbo_operator.sync.records import Delivery
 
 log = logging.getLogger("qbo_operator.sync.run")
 
@@ -45,7 +45,7 @@ class RunReport:
     stats: Stats
     integration: Integration | None
     qbo: QboClient | None
-    gc: GreenCheckClient | None
+    gc: Delivery | None
     watermark: datetime | None
 
     @property

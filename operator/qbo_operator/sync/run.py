@@ -51,6 +51,7 @@ from qbo_operator.core.config import (
     trigger_from_env,
 )
 from qbo_operator.core.kube import ApiException, Kube
+from qbo_operator.core.logging import QUIET_LOGGERS
 from qbo_operator.core.models import Integration, TokenSecretError, rfc3339
 from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.status import Reason
@@ -60,11 +61,20 @@ from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, Gree
 from qbo_operator.sync.grouping import Group, Grouper
 from qbo_operator.sync.ledger import Entry, Ledger, Rejection, window_start
 from qbo_operator.sync.mapping import is_voided, map_payment
-from qbo_operator.sync.preflight import KUBE_ERRORS, SyncFailed, load_integration, read_connection, wanted, why
+from qbo_operator.sync.preflight import (
+    KUBE_ERRORS,
+    SyncFailed,
+    load_integration,
+    read_connection,
+    read_sftp_keys,
+    wanted,
+    why,
+)
 from qbo_operator.sync.qbo import QboClient, QboError, QboPolicy
 from qbo_operator.sync.qbo_models import Changes, Invoice, Payment
-from qbo_operator.sync.records import Batch, Batcher, PaymentSet
+from qbo_operator.sync.records import Batch, Batcher, Delivery, PaymentSet
 from qbo_operator.sync.report import RunReport, fail_line
+from qbo_operator.sync.sftp import SftpClient, SftpError, SftpPolicy
 
 log = logging.getLogger("qbo_operator.sync.run")
 
@@ -112,7 +122,7 @@ class SyncRun(RunReport):
         self._rejected_written: list[dict[str, str]] | None = None
         self.integration: Integration | None = None
         self.qbo: QboClient | None = None
-        self.gc: GreenCheckClient | None = None
+        self.gc: Delivery | None = None
         self.watermark: datetime | None = None
         self.connected_at: datetime | None = None
         self._payment_methods: dict[str, str] | None = None
@@ -175,14 +185,25 @@ class SyncRun(RunReport):
         )
         self.qbo = QboClient(app.api_url(integ.spec.environment), realm, tokens, QboPolicy.from_tuning(self.tuning))
         if not self.dry_run:
-            self.gc = GreenCheckClient(
-                self.settings.greencheck_api_url,
-                self.settings.greencheck_client_id,
-                self.settings.greencheck_client_secret.get_secret_value(),
-                self.settings.greencheck_service_provider_id,
-                GreenCheckPolicy.from_tuning(self.tuning),
-            )
+            self.gc = await self._delivery(integ, realm)
         await self._read_and_deliver(Batcher(integ.spec.company_id, realm, max_items=self.tuning.batch_size), since)
+
+    async def _delivery(self, integ: Integration, realm: str) -> Delivery:
+        """Green Check's JSON API (the default), or its documented SFTP intake (`spec.delivery.method: sftp`)."""
+        sftp = integ.spec.delivery.sftp
+        if integ.spec.delivery.method == "sftp" and sftp is not None:
+            private_key, known_hosts = await read_sftp_keys(self.kube, self.namespace, sftp)
+            try:
+                return SftpClient(sftp, realm, private_key, known_hosts, SftpPolicy.from_tuning(self.tuning))
+            except SftpError as exc:
+                raise SyncFailed(Reason.DELIVERY_REFUSED, str(exc)) from None
+        return GreenCheckClient(
+            self.settings.greencheck_api_url,
+            self.settings.greencheck_client_id,
+            self.settings.greencheck_client_secret.get_secret_value(),
+            self.settings.greencheck_service_provider_id,
+            GreenCheckPolicy.from_tuning(self.tuning),
+        )
 
     async def _fresh_tokens(self, app: Settings, secret_name: str) -> TokenManager:
         """Refreshes (and persists) the tokens before the first QBO call; each failure becomes its reason."""
@@ -220,8 +241,10 @@ class SyncRun(RunReport):
                 Reason.QUICKBOOKS_UNAVAILABLE, f"QuickBooks: {exc}; the next run resumes from the watermark"
             ) from None
         except GreenCheckError as exc:
+            refused = isinstance(exc, SftpError) and exc.refused
             raise SyncFailed(
-                Reason.GREENCHECK_UNAVAILABLE, f"Green Check: {exc}; the next run resumes from the watermark"
+                Reason.DELIVERY_REFUSED if refused else Reason.GREENCHECK_UNAVAILABLE,
+                f"Green Check: {exc}; the next run resumes from the watermark",
             ) from None
         except KUBE_ERRORS as exc:
             raise SyncFailed(Reason.JOB_FAILED, f"Kubernetes API error during the run ({why(exc)})") from None
@@ -468,7 +491,7 @@ def main(args: argparse.Namespace) -> int:
     tuning = Tuning.from_env(os.environ)
     trigger = trigger_from_env(os.environ)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="qbo-operator sync: %(message)s")
-    for noisy in ("httpx", "httpcore", "kubernetes_asyncio", "urllib3", "requests_oauthlib", "oauthlib"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     job_name = job_name_from_env(os.environ)
     return asyncio.run(_main(args.namespace, args.name, args.dry_run, settings, tuning, trigger, job_name))

@@ -5,7 +5,8 @@ Both meet trouble the same way, so the plumbing lives here once: a timeout or a 
 (5xx, a malformed body). `retrying` waits out a throttle (bounded by `max_throttle_wait`) up to
 `throttle_retries` times and backs off exponentially with jitter up to `transient_retries` times; the two
 budgets are counted apart, so a long throttle does not use up the retries meant for real failures. What
-outlasts them becomes the client's own error, naming the service, what happened and the request id."""
+outlasts them becomes the client's own error, naming the service, what happened and the request id. The SFTP
+delivery (`sftp.py`) retries its network faults through the same loop (`retrying`)."""
 
 from __future__ import annotations
 
@@ -115,46 +116,63 @@ class Transport:
 
     async def retrying(self, fn: Callable[[], Awaitable[T]]) -> T:
         """`fn()` until it returns, retrying `Transient` within the policy's two budgets."""
-        p = self.policy
-        counts = {"throttled": 0, "transient": 0}
-        backoff = wait_random_exponential(multiplier=p.backoff_initial, max=p.backoff_max)
-
-        def stop(state: RetryCallState) -> bool:
-            kind = "throttled" if isinstance(_outcome(state), Throttled) else "transient"
-            counts[kind] += 1
-            return counts[kind] > (p.throttle_retries if kind == "throttled" else p.transient_retries)
-
-        def wait(state: RetryCallState) -> float:
-            exc = _outcome(state)
-            if isinstance(exc, Throttled):
-                return min(exc.delay, p.max_throttle_wait) + self._throttle_pad
-            return float(backoff(state))
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = _outcome(state)
-            delay = state.next_action.sleep if state.next_action else 0.0
-            log.warning("%s: %s%s; retrying in %.1fs", self.service, exc, self._tag(exc), delay)
-
-        try:
-            result: T = await AsyncRetrying(
-                retry=retry_if_exception_type(Transient),
-                stop=stop,
-                wait=wait,
-                sleep=self._sleep,
-                before_sleep=before_sleep,
-                reraise=True,
-            )(fn)
-        except Throttled as exc:
-            message = f"{self.service} kept throttling (429) after {p.throttle_retries} waits: {exc}"
-            raise self._error(message, exc.request_id) from None
-        except Transient as exc:
-            message = f"{self.service} is unavailable after {p.transient_retries + 1} attempts: {exc}"
-            raise self._error(message, exc.request_id) from None
-        return result
+        return await retrying(
+            fn, self.service, self.policy, self._error, tag=self._tag, sleep=self._sleep, pad=self._throttle_pad
+        )
 
     def _tag(self, exc: BaseException | None) -> str:
         request_id = getattr(exc, "request_id", None)
         return f" ({self._id_label} {request_id})" if request_id or self._always_tag else ""
+
+
+async def retrying(
+    fn: Callable[[], Awaitable[T]],
+    service: str,
+    policy: RetryPolicy,
+    error: Callable[[str, str | None], Exception],
+    *,
+    tag: Callable[[BaseException | None], str] = lambda exc: "",
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    pad: float = 0.0,
+) -> T:
+    """`fn()` until it returns, retrying `Transient` within the policy's two budgets; what outlasts them
+    becomes `error(message, request_id)`. HTTP and SFTP delivery share it."""
+    p = policy
+    counts = {"throttled": 0, "transient": 0}
+    backoff = wait_random_exponential(multiplier=p.backoff_initial, max=p.backoff_max)
+
+    def stop(state: RetryCallState) -> bool:
+        kind = "throttled" if isinstance(_outcome(state), Throttled) else "transient"
+        counts[kind] += 1
+        return counts[kind] > (p.throttle_retries if kind == "throttled" else p.transient_retries)
+
+    def wait(state: RetryCallState) -> float:
+        exc = _outcome(state)
+        if isinstance(exc, Throttled):
+            return min(exc.delay, p.max_throttle_wait) + pad
+        return float(backoff(state))
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = _outcome(state)
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s: %s%s; retrying in %.1fs", service, exc, tag(exc), delay)
+
+    try:
+        result: T = await AsyncRetrying(
+            retry=retry_if_exception_type(Transient),
+            stop=stop,
+            wait=wait,
+            sleep=sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )(fn)
+    except Throttled as exc:
+        message = f"{service} kept throttling (429) after {p.throttle_retries} waits: {exc}"
+        raise error(message, exc.request_id) from None
+    except Transient as exc:
+        message = f"{service} is unavailable after {p.transient_retries + 1} attempts: {exc}"
+        raise error(message, exc.request_id) from None
+    return result
 
 
 class TransportClient:
