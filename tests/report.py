@@ -2,7 +2,7 @@
 security suites tried and what held, as a table, and as its very last line
 
     kills=<n> expected=<n> delivered=<n> duplicated=<n> lost=<n> faults=<passed>/<tried> fuzz_inputs=<n>
-    secret_leaks=<n> nights=<n> mismatches=<n>   (one line)
+    secret_leaks=<n> nights=<n> mismatches=<n> sftp_kills=<n> sftp_faults=<passed>/<tried>   (one line)
 
 Tests record their figures through the `report` fixture (tests/support/ledger.py); this plugin adds
 each test's outcome, sums the figures, and writes everything to test-artifacts/reliability-report.json.
@@ -11,7 +11,11 @@ A figure is what was measured in this run: a test that did not run contributes n
 `nights` and `mismatches` come from a model test that plays a month of bookkeeping: after each night's
 sync it calls `report.record_night(mismatches)` (the `report` fixture, `ledger.Report.record_night`) with
 how many records Green Check holds unlike the projection (`faults.audit(held, expected)`: duplicated + lost
-+ false). Each call is one night; the table shows the nights tried and those that held (no mismatch)."""
++ false). Each call is one night; the table shows the nights tried and those that held (no mismatch).
+
+`sftp_kills` and `sftp_faults` come from the SFTP delivery's crash and fault tests
+(tests/reliability/test_sftp_delivery.py): sync runs SIGKILLed mid-delivery, and the server faults a run must
+name and survive (rows of kind "sftp-fault")."""
 
 from __future__ import annotations
 
@@ -50,12 +54,15 @@ def summary() -> dict[str, Any]:
     totals = {name: sum(row.figures.get(name, 0) for row in rows) for name in ledger.TOTALS}
     faults = [row for row in rows if row.kind == "fault"]
     passed = sum(1 for row in faults if row.outcome == "passed")
+    sftp_faults = [row for row in rows if row.kind == "sftp-fault"]
+    sftp_passed = sum(1 for row in sftp_faults if row.outcome == "passed")
     leaks = len(ledger.SECRETS.hits) if ledger.SECRETS.scanned else 0
     line = (
         f"kills={totals['kills']} expected={totals['expected']} delivered={totals['delivered']} "
         f"duplicated={totals['duplicated']} lost={totals['lost']} faults={passed}/{len(faults)} "
         f"fuzz_inputs={totals['fuzz_inputs']} secret_leaks={leaks} nights={totals['nights']} "
-        f"mismatches={totals['mismatches']}"
+        f"mismatches={totals['mismatches']} sftp_kills={totals['sftp_kills']} "
+        f"sftp_faults={sftp_passed}/{len(sftp_faults)}"
     )
     return {"totals": totals, "faults": {"passed": passed, "tried": len(faults)}, "secret_leaks": leaks, "line": line}
 

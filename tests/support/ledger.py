@@ -25,7 +25,7 @@ from tests.support.paths import ARTIFACTS
 
 REPORT_FILE = ARTIFACTS / "reliability-report.json"
 # Figures that the last line of `make reliability-report` adds up over all rows.
-TOTALS = ("kills", "expected", "delivered", "duplicated", "lost", "fuzz_inputs", "nights", "mismatches")
+TOTALS = ("kills", "expected", "delivered", "duplicated", "lost", "fuzz_inputs", "nights", "mismatches", "sftp_kills")
 NIGHT_AREA, NIGHT_CHECK = "bookkeeping month", "a night's sync against the projection"
 MIN_SECRET_LENGTH = 8  # shorter values (ids, "0") would match by accident and are not secrets
 
@@ -37,7 +37,7 @@ class Row:
     tried: str
     held: str
     nodeid: str
-    kind: str = "check"  # "fault": a fault-matrix cell (counted in faults=<passed>/<tried>)
+    kind: str = "check"  # "fault": a fault-matrix cell (faults=<passed>/<tried>); "sftp-fault": sftp_faults=
     figures: dict[str, int] = field(default_factory=dict)
     outcome: str = "running"  # set by the report plugin from the test's result
 

@@ -178,9 +178,16 @@ class E2E:
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
 
-    def create_integration(self, *, suspend: bool = False, with_secret: bool = True, **secret_over: Any) -> None:
+    def create_integration(
+        self,
+        *,
+        suspend: bool = False,
+        with_secret: bool = True,
+        delivery: dict[str, Any] | None = None,
+        **secret_over: Any,
+    ) -> None:
         """The CR (status Connected, realm, connectedAt) and a token Secret from a real sandbox grant."""
-        spec = {"companyId": CRB, "companyName": "Acme Dispensary", "suspend": suspend}
+        spec = {"companyId": CRB, "companyName": "Acme Dispensary", "suspend": suspend, "delivery": delivery}
         apply(self.cluster, integration(self.namespace, self.name, **spec))
         self.token_reply = self.qbo.issue_tokens(self.realm)
         if with_secret:

@@ -411,6 +411,8 @@ class Generator:
         company = self.company
         at_us = to_micros(at)
         for memo_id in company.open_credits(customer_id):
+            if memo_id not in company.credit_memos:  # a bookkeeper's journal entry or deposit: not a memo
+                continue
             if company.tables["CreditMemo"].created_of(company.credit_memos[memo_id]) < at_us:
                 return memo_id, company.credit_memos[memo_id]["RemainingCredit"]
         created = at - timedelta(days=self.rng.uniform(0.5, 20))
