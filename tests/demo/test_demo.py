@@ -61,8 +61,12 @@ def test_demo_runs_the_mission_and_stops_cleanly(tmp_path: Path) -> None:
     assert int(summary.group(4)) >= 1 and int(summary.group(5)) >= 1
     assert re.search(r"payment:\d+:invoice:\d+: created → retracted", output), output[-3000:]
     assert re.search(r"payment:\d+:invoice:\d+: created → updated", output), output[-3000:]
+    # the second company's night over SFTP: files on the real sshd replay to exactly its books
+    sftp = re.search(r"DEMO-SFTP files=(\d+) rows=(\d+) expected=(\d+) delivered=(\d+) missing=0 unexpected=0 "
+                     r"duplicated=0 misstated=0", output)  # fmt: skip
+    assert sftp and int(sftp.group(1)) >= 1 and int(sftp.group(3)) == int(sftp.group(4)) > 0, output[-3000:]
     # every step printed its check mark; the Connect flow went through the sandbox's consent page
-    assert output.count("✓") == 12
+    assert output.count("✓") == 13
     assert "Approve at Intuit" in output and "OAuth callback             → 200" in output
     assert "payments from before the connection" in output and "sales receipts" in output
 

@@ -5,7 +5,8 @@ gateway as processes under the chart's ServiceAccounts, a sample company connect
 Connect flow, a day of payments, the night's sync through the CronJob's Job, and what arrived in
 Green Check next to the demo's own projection of QBO's books; then a bookkeeper's changes to payments
 already delivered, a second night, and Green Check corrected (records updated and retracted, each
-with its versions). Each step prints what it does; a failure names the step."""
+with its versions); then a second company that delivers over Green Check's documented SFTP intake to a
+real sshd, its files' rows next to its books. Each step prints what it does; a failure names the step."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import yaml
 
 from qbo_operator.core import names
 from qbo_operator.core.models import parse_rfc3339
-from qbo_operator.harness import polling
+from qbo_operator.harness import demo_sftp, polling
 from qbo_operator.harness.controlplane import ControlPlane, ControlPlaneError, run_job_pods
 from qbo_operator.harness.demo_books import (
     Bookkeeper,
@@ -44,9 +45,11 @@ from qbo_operator.harness.demo_books import (
     voided,
 )
 from qbo_operator.harness.localstack import LocalStack, StackError, parse_forms, submit
+from qbo_operator.harness.sshd import SftpServer
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "quickbooksintegration-minimal.yaml"
+EXAMPLE_SFTP = ROOT / "examples" / "quickbooksintegration-sftp.yaml"
 ALERTS = ROOT / "charts" / "qbo-operator" / "files" / "alerts.yaml"
 T = TypeVar("T")
 
@@ -138,19 +141,21 @@ class Demo:
         self.stack: LocalStack | None = None
         self.night: dict[str, Any] = {}
         self.changes = "updated=0 retracted=0"
+        self.sftp_server: SftpServer | None = None
+        self.sftp_line = ""
 
     # helpers
     def kubectl(self, *args: str) -> str:
         assert self.cp is not None
         return self.cp.kubectl(*args).stdout
 
-    def integration(self) -> dict[str, Any]:
+    def integration(self, name: str | None = None) -> dict[str, Any]:
         assert self.cp is not None
-        obj: dict[str, Any] = self.cp.kubectl_json("get", "qbi", self.name, "-n", self.namespace)
+        obj: dict[str, Any] = self.cp.kubectl_json("get", "qbi", name or self.name, "-n", self.namespace)
         return obj
 
-    def phase(self) -> str | None:
-        phase: str | None = (self.integration().get("status") or {}).get("phase")
+    def phase(self, name: str | None = None) -> str | None:
+        phase: str | None = (self.integration(name).get("status") or {}).get("phase")
         return phase
 
     def run(self) -> int:
@@ -201,7 +206,9 @@ class Demo:
             self.nightly_sync("demo-2")
         with step(11, "Green Check corrected: the current truth, and each record's versions for audit"):
             self.corrected_in_green_check()
-        with step(12, "Metrics and alerts"):
+        with step(12, "A second company delivers over SFTP, Green Check's documented intake (a real OpenSSH sshd)"):
+            self.sftp_company()
+        with step(13, "Metrics and alerts"):
             self.metrics_and_alerts()
         self.next_steps()
 
@@ -249,7 +256,7 @@ class Demo:
         if self.args.interactive:
             say(f"    Open this link in your browser and approve:\n      {self.link}")
         else:
-            self.connect_like_a_browser()
+            self.connect_like_a_browser(self.link, self.realm)
         wait_for(
             "phase Connected",
             lambda: self.phase() == "Connected",
@@ -278,13 +285,14 @@ class Demo:
         )
         say(f"    status.webhook.eventsSinceLastSync = {events} (signed webhooks, verified by the gateway)")
 
-    def nightly_sync(self, suffix: str) -> None:
+    def nightly_sync(self, suffix: str, name: str | None = None) -> None:
         """One night: a Job created from the CronJob (as the CronJob controller would), its Pod run here."""
-        cronjob = names.cronjob_name(self.name)
+        name = name or self.name
+        cronjob = names.cronjob_name(name)
         cj = self.cluster.kubectl_json("get", "cronjob", cronjob, "-n", self.namespace)
         say(f"    CronJob {cronjob}: schedule {cj['spec']['schedule']!r} ({cj['spec'].get('timeZone', 'UTC')})")
         job = f"{cronjob}-{suffix}"
-        before = _last_sync(self.integration())
+        before = _last_sync(self.integration(name))
         self.kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", self.namespace)
         run = run_job_pods(
             self.cluster,
@@ -296,14 +304,17 @@ class Demo:
         if run.exit_code != 0:
             raise DemoError(f"the sync exited with {run.exit_code}")
         self.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", self.namespace, "--timeout=120s")
-        self.night = wait_for(f"status.lastSync of job {job}", lambda: _new_success(self.integration(), before))
+        night = wait_for(f"status.lastSync of job {job}", lambda: _new_success(self.integration(name), before))
+        if name == self.name:
+            self.night = night
         say(indent(self.kubectl("get", "qbi", "-n", self.namespace, "-o", "wide")))
 
-    def connect_like_a_browser(self) -> None:
+    def connect_like_a_browser(self, link: str, realm: str, company: str | None = None) -> None:
         with httpx.Client(follow_redirects=False, timeout=30) as browser:
-            page = browser.get(self.link)
+            page = browser.get(link)
             page.raise_for_status()
-            say(f"    GET  Connect page          → {page.status_code} ({self.company_name} and what will be shared)")
+            shown = company or self.company_name
+            say(f"    GET  Connect page          → {page.status_code} ({shown} and what will be shared)")
             form = parse_forms(page.text)[0]
             resp = submit(browser, str(page.url), form, {})
             # Browsers treat http://127.0.0.1 as a secure context and keep the `__Host-` (Secure)
@@ -315,7 +326,7 @@ class Demo:
             consent.raise_for_status()
             form = parse_forms(consent.text)[0]
             approve = next(b for b in form.buttons if b[1] == "approve")
-            answer = submit(browser, str(consent.url), form, {approve[0]: approve[1], "realmId": self.realm})
+            answer = submit(browser, str(consent.url), form, {approve[0]: approve[1], "realmId": realm})
             say(f"    Approve at Intuit          → {answer.status_code} redirect back to the gateway")
             done = browser.get(answer.headers["location"], headers={"Cookie": cookies})
             say(f"    OAuth callback             → {done.status_code} “connected” page")
@@ -438,6 +449,61 @@ class Demo:
             raise DemoError(f"the night reported {self.changes}, less than the bookkeeper changed")
         say(f"    Nothing duplicated: {result.delivered} records, {result.expected} expected, each once.")
 
+    def sftp_company(self) -> None:
+        """A second company, its integration set to deliver over SFTP; its night's files next to its books."""
+        stack = self.stack
+        assert stack is not None
+        server = self.sftp_server = SftpServer(self.workdir / "sftp").start()
+        say(f"    sshd (OpenSSH, internal-sftp) on {server.host}:{server.port}, keys generated for this run")
+        company = (
+            httpx.post(
+                f"{stack.qbo_url}/_sandbox/companies",
+                json={"name": demo_sftp.COMPANY_NAME, "seed": self.args.seed + 7, "payments": self.args.history},
+                timeout=60,
+            )
+            .raise_for_status()
+            .json()
+        )
+        realm = company["realmId"]
+        manifest = self.workdir / "sftp-integration.yaml"
+        manifest.write_text(yaml.safe_dump_all(demo_sftp.manifests(EXAMPLE_SFTP, server)))
+        self.kubectl("apply", "-f", str(manifest))
+        say(f"    Applied {EXAMPLE_SFTP.relative_to(ROOT)} as {demo_sftp.NAME}: its Secret holds the private key")
+        say("    and the server's pinned host key (known_hosts; no trust on first use)")
+        link = wait_for(
+            "the Connect link", lambda: (self.integration(demo_sftp.NAME).get("status") or {}).get("authorizationURL")
+        )
+        self.connect_like_a_browser(link, realm, demo_sftp.COMPANY_NAME)
+        wait_for("phase Connected", lambda: self.phase(demo_sftp.NAME) == "Connected")
+        connected_at = parse_rfc3339(self.integration(demo_sftp.NAME)["status"]["connectedAt"])
+        books = Bookkeeper(stack.qbo_url, realm)
+        httpx.post(
+            f"{stack.qbo_url}/_sandbox/companies/{realm}/payments",
+            json={"n": self.args.payments, "seed": self.args.seed + 8},
+            timeout=60,
+        ).raise_for_status()
+        say(f"    A day of business at {demo_sftp.COMPANY_NAME}: {self.args.payments} new payments")
+        self.nightly_sync("demo-sftp", demo_sftp.NAME)
+        files = server.files()
+        rows = demo_sftp.read_rows(files)
+        result, books_cash = demo_sftp.check(rows, realm, books.payments(), books.invoices(), connected_at)
+        say(f"    {len(files)} files in {server.directory}: {', '.join(f.name for f in files)}")
+        say("    {:>9} {:>10} {:>8} {:>7} {:>10} {:>10}  customer: products".format(
+            "invoice #", "paid on", "payment", "type", "file", "QuickBooks"))  # fmt: skip
+        for row in rows[:12]:
+            cash = books_cash.get((row["Payment ID"], row["Invoice Number"]), 0)
+            say(
+                f"    {row['Invoice Number']:>9} {row['Payment Date']:>10} {row['Payment ID']:>8} "
+                f"{row['Payment Type'] or '-':>7} {row['Payment Amount']:>10} {cents(cash):>10}  "
+                f"{row['Customer']}: {row['Product'][:40]}"
+            )
+        if len(rows) > 12:
+            say(f"    … and {len(rows) - 12} more rows (location_id {rows[0]['location_id']} on every row)")
+        say(f"    Checked against QuickBooks' books: {result.line()}")
+        self.sftp_line = f"DEMO-SFTP files={len(files)} rows={len(rows)} {result.line()}"
+        if not result.exact:
+            raise DemoError(f"the SFTP files do not hold exactly the expected rows: {result.line()}")
+
     def metrics_and_alerts(self) -> None:
         stack = self.stack
         assert stack is not None
@@ -461,6 +527,7 @@ class Demo:
             f"as QuickBooks' books say after the bookkeeper's changes ({self.changes})."
         )
         say(f"DEMO-SUMMARY phase={self.phase()} {self.result.line()} {self.changes}")
+        say(self.sftp_line)
         kc = self.cp.kubeconfig
         say(f"\n{BOLD}Poke at it{RESET} (in another terminal):")
         say(f"    export KUBECONFIG={kc}")
@@ -472,6 +539,8 @@ class Demo:
 
     def stop(self) -> None:
         say("\nStopping everything …")
+        if self.sftp_server is not None:
+            self.sftp_server.stop()
         if self.stack is not None:
             self.stack.stop()
         if self.cp is not None:

@@ -145,11 +145,17 @@ class Bookkeeper:
         return answer
 
     def payments(self) -> list[dict[str, Any]]:
+        return self._all("payments")
+
+    def invoices(self) -> list[dict[str, Any]]:
+        return self._all("invoices")
+
+    def _all(self, key: str) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         while True:
-            page = self._call("GET", f"/payments?offset={len(rows)}&limit=1000")
-            rows.extend(page["payments"])
-            if not page["payments"] or len(rows) >= page["total"]:
+            page = self._call("GET", f"/{key}?offset={len(rows)}&limit=1000")
+            rows.extend(page[key])
+            if not page[key] or len(rows) >= page["total"]:
                 return rows
 
     def prepayment(self, customer_id: str, amount: Decimal) -> dict[str, Any]:

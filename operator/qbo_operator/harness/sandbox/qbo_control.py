@@ -208,14 +208,20 @@ class _Control:
         return _json({"created": len(created), "ids": [p["Id"] for p in created]}, 201)
 
     async def list_payments(self, request: web.Request) -> web.Response:
+        return self._page(request, "Payment", "payments")
+
+    async def list_invoices(self, request: web.Request) -> web.Response:
+        return self._page(request, "Invoice", "invoices")
+
+    def _page(self, request: web.Request, entity: str, key: str) -> web.Response:
         try:
             offset = int(request.query.get("offset", "0"))
             limit = int(request.query.get("limit", "1000"))
         except ValueError:
             return _json({"error": "offset and limit must be integers"}, 400)
         with self.sb.lock:
-            rows = self.sb.company(request.match_info["realm"]).tables["Payment"].ordered()
-            return _json({"total": len(rows), "payments": rows[max(0, offset) : max(0, offset) + max(0, limit)]})
+            rows = self.sb.company(request.match_info["realm"]).tables[entity].ordered()
+            return _json({"total": len(rows), key: rows[max(0, offset) : max(0, offset) + max(0, limit)]})
 
     async def void(self, request: web.Request) -> web.Response:
         return _json({"payment": self.sb.void_payment(request.match_info["realm"], request.match_info["id"])})
@@ -361,6 +367,7 @@ def routes(sb: QboSandbox) -> list[web.RouteDef]:
         ("POST", "/_sandbox/companies/{realm}/payments/{id}/void", c.void),
         ("DELETE", "/_sandbox/companies/{realm}/payments/{id}", c.delete),
         ("PATCH", "/_sandbox/companies/{realm}/payments/{id}", c.update_payment),
+        ("GET", "/_sandbox/companies/{realm}/invoices", c.list_invoices),
         ("POST", "/_sandbox/companies/{realm}/invoices", c.new_invoice),
         ("PATCH", "/_sandbox/companies/{realm}/invoices/{id}", c.update_invoice),
         ("POST", "/_sandbox/companies/{realm}/invoices/{id}/void", c.void_invoice),
