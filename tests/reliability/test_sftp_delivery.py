@@ -111,11 +111,14 @@ async def test_the_books_arrive_as_wholesale_csv_and_every_later_change_once(
         assert any("; " in r["Product"] for r in rows), "an invoice with several products is one row"
         await night(s)
         assert s.server.files() == first, "a night with no change writes no file"
+        voided = rows[0]["Payment ID"]
+        s.e.qbo.void_payment(s.e.realm, voided)
         s.e.qbo.bookkeep(s.e.realm, seed=SEED, changes=25)
         s.e.qbo.generate_payments(s.e.realm, 10, seed=SEED, seconds=1)
         await night(s)
         later = [r for _, rs in sftp.read_files(s.server.files()[len(first) :]) for r in rs]
-        assert any(r["Memo/Description"].startswith("Retracted") for r in later), "the bookkeeper retracted some"
+        retracted = {r["Payment ID"] for r in later if r["Memo/Description"].startswith("Retracted")}
+        assert voided in retracted, "the voided payment's rows were retracted"
         last = s.e.status()["lastSync"]
         assert last["recordsCreated"] + last["recordsUpdated"] + last["recordsRetracted"] > 0
         s.assert_nothing_leaked()
