@@ -33,6 +33,7 @@ REQUIRED_ALERTS = {
     "QuickbooksOperatorDown",
     "QuickbooksGatewayDown",
     "QuickbooksAppCredentialsInvalid",
+    "QuickbooksReadBudget",
 }
 # docs/design.md §7, exactly; histograms also as their _bucket/_sum/_count series.
 METRICS = {
@@ -51,6 +52,9 @@ METRICS = {
     "qbo_webhook_events_total",
     "qbo_oauth_callbacks_total",
     "qbo_app_credentials_rejected",
+    "qbo_integration_metered_reads",
+    "qbo_app_metered_reads",
+    "qbo_app_read_budget",
 }
 HISTOGRAMS = {"qbo_reconcile_duration_seconds", "qbo_http_request_duration_seconds"}
 KNOWN = METRICS | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}

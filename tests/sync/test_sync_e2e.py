@@ -167,6 +167,8 @@ async def test_sync_delivers_exactly_the_expected_records_then_nothing_then_ten_
         # The ten, and the earlier payments of the invoices they paid: their open balance changed.
         touched = {w["payment"] for eid, w in expected_more.items() if expected.get(eid) != w}
         assert e.status()["lastSync"]["paymentsSynced"] == len(touched) >= 10
+        # The month's metered reads: the three runs' QuickBooks calls, added up (issue #20's read budget).
+        assert e.status()["meteredReads"]["requests"] == qbo_queries(e) - before_q
         e.assert_no_secrets_leaked()
 
 
@@ -274,7 +276,7 @@ async def test_quickbooks_unavailable_fails_with_the_reason_and_keeps_the_waterm
     async with sandboxes(cluster, namespace, payments=60) as e:
         e.create_integration()
         assert (await e.sync()).rc == 0
-        watermark = e.status()["syncWatermark"]
+        watermark, metered = e.status()["syncWatermark"], e.status()["meteredReads"]["requests"]
         e.qbo.faults.add(kind="html_502", path="/v3/company/")  # CDC and queries alike
         run = await e.sync()
         assert run.rc == 1
@@ -282,6 +284,8 @@ async def test_quickbooks_unavailable_fails_with_the_reason_and_keeps_the_waterm
         assert "QuickBooks" in line and "502 Bad Gateway" in line and "after 3 attempts" in line
         st = e.status()
         assert st["syncWatermark"] == watermark and st["lastSync"]["result"] == "Failed"
+        # a failed run spends metered reads too: they count against the month's budget
+        assert st["lastSync"]["qboRequests"] == 3 and st["meteredReads"]["requests"] == metered + 3
         cond = e.condition("Synced")
         assert cond is not None and cond["reason"] == "QuickbooksUnavailable"
         e.assert_no_secrets_leaked()

@@ -114,6 +114,29 @@ class Condition(_Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
 
 
+class MeteredReads(_Model):
+    """Metered Accounting API calls (queries, reads, CDC; OAuth is not metered) the sync made this calendar month
+    (UTC). Intuit meters reads per app, not per company, and cuts a Builder-tier app off past its monthly cap
+    (docs/qbo.md); the operator sums these per app against `--read-budget`."""
+
+    month: str  # YYYY-MM, UTC
+    requests: int = 0
+
+    @staticmethod
+    def month_of(at: datetime) -> str:
+        return at.astimezone(UTC).strftime("%Y-%m")
+
+    def in_month(self, month: str) -> int:
+        """This month's count; a count from an earlier month is 0 now."""
+        return self.requests if self.month == month else 0
+
+    @classmethod
+    def after(cls, previous: MeteredReads | None, at: datetime, requests: int) -> MeteredReads:
+        """The count once a run that made `requests` calls ends at `at`: added within a month, anew in the next."""
+        month = cls.month_of(at)
+        return cls(month=month, requests=(previous.in_month(month) if previous else 0) + requests)
+
+
 class IntegrationStatus(_Model):
     phase: Phase | None = None
     authorization_url: str | None = Field(default=None, alias="authorizationURL")
@@ -129,6 +152,7 @@ class IntegrationStatus(_Model):
     last_handled_sync_request: str | None = Field(default=None, alias="lastHandledSyncRequest")
     webhook: WebhookStatus | None = None
     cron_job_name: str | None = Field(default=None, alias="cronJobName")
+    metered_reads: MeteredReads | None = Field(default=None, alias="meteredReads")
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] = Field(default_factory=list)
 

@@ -22,7 +22,7 @@ from qbo_operator.core import kube, names
 from qbo_operator.core import logging as logs
 from qbo_operator.core.config import load_settings
 from qbo_operator.reconciler.housekeeping import HOUSEKEEPING_INTERVAL
-from qbo_operator.reconciler.metrics import OperatorMetrics
+from qbo_operator.reconciler.metrics import READ_BUDGET, OperatorMetrics
 from qbo_operator.reconciler.reconcile import Runtime
 from qbo_operator.reconciler.registration import build_registry
 from qbo_operator.reconciler.views import CHILD_RESOURCES
@@ -122,6 +122,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="publish each integration's QuickBooks realm id on /metrics (qbo_integration_info's realm_id; "
         "off by default: /metrics is unauthenticated)",
     )
+    parser.add_argument(
+        "--read-budget",
+        type=int,
+        default=READ_BUDGET,
+        metavar="CALLS",
+        help="metered QuickBooks API calls a month each Intuit app may make (default 500000, Intuit's Builder tier); "
+        "qbo_app_read_budget on /metrics, which the QuickbooksReadBudget alert compares at 80%%",
+    )
     parser.add_argument("--bind-address", default="0.0.0.0", help="address of both ports (default 0.0.0.0)")  # noqa: S104
     parser.add_argument(
         "--housekeeping-interval",
@@ -154,7 +162,9 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     async with kube.connect() as k:
         holder: dict[str, Runtime] = {}
         metrics = OperatorMetrics(
-            lambda: holder["runtime"].integration_bodies() if holder else [], realm_ids=args.metrics_realm_ids
+            lambda: holder["runtime"].integration_bodies() if holder else [],
+            realm_ids=args.metrics_realm_ids,
+            read_budget=args.read_budget,
         )
         runtime = Runtime(settings, k, metrics)
         holder["runtime"] = runtime

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
 from qbo_operator.core.config import ENVIRONMENTS
-from qbo_operator.core.models import Integration, Phase, SyncResult
+from qbo_operator.core.models import Integration, MeteredReads, Phase, SyncResult
 from qbo_operator.core.status import SYNCED, Reason
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -62,10 +62,16 @@ _PER_INTEGRATION: tuple[tuple[str, str, str], ...] = (
         "qbo_integration_refresh_token_expiry_timestamp_seconds",
         "When the rolling refresh token expires unless refreshed (Unix time).",
     ),
+    (
+        "metered",
+        "qbo_integration_metered_reads",
+        "Metered QuickBooks API calls the sync made this calendar month (UTC; status.meteredReads).",
+    ),
 )
+READ_BUDGET = 500_000  # Intuit's Builder tier: metered Accounting API calls a month per app
 
 
-def _add_integration(families: dict[str, GaugeMetricFamily], integ: Integration, realm_ids: bool) -> str:
+def _add_integration(families: dict[str, GaugeMetricFamily], integ: Integration, realm_ids: bool, month: str) -> str:
     """Adds one integration's samples; returns its phase ("" when it has none yet)."""
     status = integ.status
     key = [integ.namespace, integ.name]
@@ -85,10 +91,13 @@ def _add_integration(families: dict[str, GaugeMetricFamily], integ: Integration,
         families["last_success"].add_metric(key, ts)
     if (ts := _ts(status.refresh_token_expires_at)) is not None:
         families["expiry"].add_metric(key, ts)
+    families["metered"].add_metric(key, status.metered_reads.in_month(month) if status.metered_reads else 0)
     return phase
 
 
-def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = False) -> list[GaugeMetricFamily]:
+def integration_families(
+    bodies: Iterable[Mapping[str, Any]], realm_ids: bool = False, now: datetime | None = None
+) -> list[GaugeMetricFamily]:
     """The per-integration gauges for the CRs in `bodies` (objects being deleted are left out).
 
     `realm_id` is empty (to Prometheus: absent) unless `realm_ids`: /metrics is unauthenticated, and a realm id
@@ -103,8 +112,9 @@ def integration_families(bodies: Iterable[Mapping[str, Any]], realm_ids: bool = 
         **{attr: GaugeMetricFamily(name, help_text, labels=_KEYS) for attr, name, help_text in _PER_INTEGRATION},
     }
     counts = dict.fromkeys((p.value for p in Phase), 0)
+    month = MeteredReads.month_of(now or datetime.now(UTC))
     for integ in _parsed(bodies):
-        if phase := _add_integration(families, integ, realm_ids):
+        if phase := _add_integration(families, integ, realm_ids, month):
             counts[phase] += 1
     for phase, count in counts.items():
         by_phase.add_metric([phase], count)
@@ -164,6 +174,32 @@ def app_credentials_family(integrations: Iterable[Integration], own: AppCredenti
     return family
 
 
+def read_budget_families(
+    integrations: Iterable[Integration], budget: int, now: datetime | None = None
+) -> list[GaugeMetricFamily]:
+    """Per app (an Intuit app per environment): this month's metered calls of its integrations, and the budget.
+    Intuit meters per app, so the budget is per environment, not per company."""
+    month = MeteredReads.month_of(now or datetime.now(UTC))
+    spent = dict.fromkeys(ENVIRONMENTS, 0)
+    for integ in integrations:
+        if integ.status.metered_reads is not None:
+            spent[integ.spec.environment] += integ.status.metered_reads.in_month(month)
+    reads = GaugeMetricFamily(
+        "qbo_app_metered_reads",
+        "Metered QuickBooks API calls this calendar month (UTC) by all integrations of one Intuit app.",
+        labels=["environment"],
+    )
+    limit = GaugeMetricFamily(
+        "qbo_app_read_budget",
+        "The monthly metered-call budget of one Intuit app (--read-budget).",
+        labels=["environment"],
+    )
+    for environment in ENVIRONMENTS:
+        reads.add_metric([environment], spent[environment])
+        limit.add_metric([environment], budget)
+    return [reads, limit]
+
+
 def _parsed(bodies: Iterable[Mapping[str, Any]]) -> Iterator[Integration]:
     for body in bodies:
         if (body.get("metadata") or {}).get("deletionTimestamp"):
@@ -182,15 +218,19 @@ class IntegrationCollector(Collector):
         source: Callable[[], Iterable[Mapping[str, Any]]],
         realm_ids: bool = False,
         app_credentials: AppCredentialsOutcomes | None = None,
+        read_budget: int = READ_BUDGET,
     ) -> None:
         self._source = source
         self._realm_ids = realm_ids
         self._app_credentials = app_credentials or AppCredentialsOutcomes()
+        self._read_budget = read_budget
 
     def collect(self) -> Iterator[Metric]:
         bodies = list(self._source())
         yield from integration_families(bodies, self._realm_ids)
-        yield app_credentials_family(_parsed(bodies), self._app_credentials)
+        integrations = list(_parsed(bodies))
+        yield app_credentials_family(integrations, self._app_credentials)
+        yield from read_budget_families(integrations, self._read_budget)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # not known before the first scrape; keeps registration from calling collect()
@@ -199,12 +239,14 @@ class IntegrationCollector(Collector):
 class OperatorMetrics:
     """One registry per operator process: process metrics, the per-integration collector, counters."""
 
-    def __init__(self, source: Callable[[], Iterable[Mapping[str, Any]]], realm_ids: bool = False) -> None:
+    def __init__(
+        self, source: Callable[[], Iterable[Mapping[str, Any]]], realm_ids: bool = False, read_budget: int = READ_BUDGET
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
         self.app_credentials = AppCredentialsOutcomes()
-        self.registry.register(IntegrationCollector(source, realm_ids, self.app_credentials))
+        self.registry.register(IntegrationCollector(source, realm_ids, self.app_credentials, read_budget))
         self.reconcile_total = Counter(
             "qbo_reconcile_total",
             "Reconciles of an integration, by result (success or error).",

@@ -13,7 +13,7 @@ from typing import Any
 
 from qbo_operator.core.config import Trigger
 from qbo_operator.core.kube import ApiException, Kube
-from qbo_operator.core.models import Integration, Phase, SyncResult, rfc3339
+from qbo_operator.core.models import Integration, MeteredReads, Phase, SyncResult, rfc3339
 from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.status import CONNECTED, READY, SYNCED, ConditionStatus, ConditionType, Reason, set_condition
 from qbo_operator.core.tokens import GrantDead
@@ -88,6 +88,12 @@ class RunReport:
                     raise
         raise ApiException(status=409, reason="status kept changing")
 
+    def _metered(self) -> dict[str, Any]:
+        """status.meteredReads with this run's QuickBooks calls added (failed runs spend reads too)."""
+        previous = self.integration.status.metered_reads if self.integration else None
+        spent = self.qbo.requests if self.qbo else 0
+        return MeteredReads.after(previous, utcnow(), spent).model_dump(by_alias=True)
+
     def _last_sync(self, result: SyncResult, message: str) -> dict[str, Any]:
         return {
             "jobName": self.job_name,
@@ -118,6 +124,7 @@ class RunReport:
             return 0
         status: dict[str, Any] = {
             "lastSync": self._last_sync(result, message),
+            "meteredReads": self._metered(),
             "lastSuccessfulSyncTime": rfc3339(utcnow()),
             "webhook": {"eventsSinceLastSync": 0},
         }
@@ -147,7 +154,9 @@ class RunReport:
             [(SYNCED, "False", exc.reason, full)] if exc.reason else []
         )
         try:
-            await self._patch_with_conditions({"lastSync": self._last_sync(SyncResult.FAILED, full)}, conditions)
+            await self._patch_with_conditions(
+                {"lastSync": self._last_sync(SyncResult.FAILED, full), "meteredReads": self._metered()}, conditions
+            )
         except KUBE_ERRORS as api_exc:
             log.warning("could not write the failure to status (%s)", why(api_exc))
         await self._event("Warning", Reason.SYNC_FAILED, full)
