@@ -106,7 +106,14 @@ def test_operator_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     c = container(dep)
     assert c["image"] == "ghcr.io/greencheck/qbo-operator:0.1.0"
-    assert c["args"] == ["run", "--standalone", "--all-namespaces", "--health-port=8080", "--metrics-port=9090"]
+    assert c["args"] == [
+        "run",
+        "--standalone",
+        "--all-namespaces",
+        "--health-port=8080",
+        "--metrics-port=9090",
+        "--read-budget=500000",
+    ]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert _port(c, c["livenessProbe"]["httpGet"]["port"]) == 8080
     assert _port(c, "metrics") == 9090
