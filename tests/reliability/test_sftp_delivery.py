@@ -270,3 +270,27 @@ async def test_a_server_back_within_the_retries_is_reconnected_and_the_run_succe
         assert run.rc == 0, run.stderr[-3000:]
         assert "retrying in" in run.stderr, "the server was down when the delivery began"
         s.assert_exact()
+
+
+async def test_a_payment_the_intake_cannot_take_is_kept_rejected_until_the_books_are_fixed(
+    cluster: Any, namespace: str, tmp_path: Path
+) -> None:
+    """The Wholesale CSV requires an Invoice Number: a payment of an invoice without one is refused like a set the
+    API would refuse (status.rejected, PartiallySucceeded), writes no row, and is sent again every run."""
+    async with delivering(cluster, namespace, tmp_path, payments=20) as s:
+        e = s.e
+        customer = min(e.qbo.companies[e.realm].customers, key=int)
+        invoice = str(e.qbo.create_invoice(e.realm, customer_id=customer, amount="120.00", doc_number="N-1")["Id"])
+        e.qbo.update_invoice(e.realm, invoice, doc_number="")  # a bookkeeper cleared the number
+        payment = str(e.qbo.create_payment(e.realm, [invoice], customer_id=customer)["Id"])
+        run = await e.sync(**TUNING)
+        assert run.rc == 0, run.stderr[-3000:]
+        st = e.status()
+        assert st["lastSync"]["result"] == "PartiallySucceeded"
+        (kept,) = st["rejected"]["payments"]
+        assert kept["paymentId"] == payment and "no invoice number" in kept["reason"]
+        rows = [r for _, rs in sftp.read_files(s.server.files()) for r in rs]
+        assert payment not in {r["Payment ID"] for r in rows}
+        e.qbo.update_invoice(e.realm, invoice, doc_number="N-1")
+        await night(s)
+        assert e.status()["rejected"]["count"] == 0

@@ -131,18 +131,21 @@ def test_a_renumbered_invoice_retracts_its_old_number() -> None:
 
 
 @pytest.mark.parametrize(
-    ("records", "why"),
+    ("records", "column", "why"),
     [
-        ([record(number=None)], "has no invoice number"),
-        ([record(customer=None)], "has no customer name"),
-        ([record(inv="12"), record(inv="13")], "two invoices numbered 1042"),
+        ([record(number=None)], "Invoice Number", "has no invoice number"),
+        ([record(customer=None)], "Customer", "has no customer name"),
+        ([record(inv="12"), record(inv="13")], "Invoice Number", "two invoices numbered 1042"),
     ],
 )
-def test_a_set_the_intake_cannot_take_is_rejected_and_writes_nothing(records: list[Record], why: str) -> None:
+def test_a_set_the_intake_cannot_take_is_rejected_and_writes_nothing(
+    records: list[Record], column: str, why: str
+) -> None:
     out = plan([PaymentSet(payment_id="70", records=records), PaymentSet(payment_id="71", records=[])], {}, LOC)
     assert out.rows == [] and "70" not in out.delivered
     rejected = out.results[0]
     assert rejected.status == "rejected" and why in rejected.errors[0].message
+    assert rejected.errors[0].field == column
     assert out.results[1].status == "applied"
 
 

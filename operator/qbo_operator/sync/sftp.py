@@ -67,13 +67,7 @@ class SftpPolicy:
 
     @classmethod
     def from_tuning(cls, tuning: Tuning) -> SftpPolicy:
-        r = tuning.retry()
-        return cls(
-            backoff_initial=r["backoff_initial"],
-            backoff_max=r["backoff_max"],
-            transient_retries=r["transient_retries"],
-            timeout=r["timeout"],
-        )
+        return cls(**tuning.retry())
 
 
 class Pending(BaseModel):

@@ -131,34 +131,36 @@ class Plan:
     delivered: dict[str, Delivered] = field(default_factory=dict)
 
 
-def _refusal(payment_set: PaymentSet, location_id: str) -> str | None:
-    """Why a set cannot be written as Wholesale rows (the intake requires these columns), or None."""
+def _refusal(payment_set: PaymentSet, location_id: str) -> tuple[str, str] | None:
+    """(column, why) a set cannot be written as Wholesale rows (the intake requires these columns), or None."""
     numbers: set[str] = set()
     for record in payment_set.records:
-        if not record.invoice.number:
-            return f"invoice {record.invoice.id} has no invoice number (DocNumber), which the Wholesale CSV requires"
+        number = record.invoice.number
+        if not number:
+            return "Invoice Number", f"invoice {record.invoice.id} has no invoice number (DocNumber), which it requires"
         if not record.customer.name:
-            return f"invoice {record.invoice.number} has no customer name, which the Wholesale CSV requires"
-        if record.invoice.number in numbers:
-            return (
-                f"two invoices numbered {record.invoice.number} in one payment: the Wholesale CSV keys rows by "
-                "Payment ID and Invoice Number"
+            return "Customer", f"invoice {number} has no customer name, which the Wholesale CSV requires"
+        if number in numbers:
+            return "Invoice Number", (
+                f"two invoices numbered {number} in one payment: the Wholesale CSV keys rows by Payment ID and "
+                "Invoice Number"
             )
-        numbers.add(record.invoice.number)
-    return None if location_id else "spec.delivery.sftp.locationId is empty"
+        numbers.add(number)
+    return None if location_id else ("location_id", "spec.delivery.sftp.locationId is empty")
 
 
 def plan(payment_sets: Sequence[PaymentSet], current: Mapping[str, Delivered], location_id: str) -> Plan:
     """The rows that make Green Check's view of each payment equal to its set (module docstring)."""
     out = Plan()
     for payment_set in payment_sets:
-        why = _refusal(payment_set, location_id)
-        if why is not None:
+        refusal = _refusal(payment_set, location_id)
+        if refusal is not None:
+            column, why = refusal
             out.results.append(
                 PaymentResult(
                     payment_id=payment_set.payment_id,
                     status="rejected",
-                    errors=[ResultError(field="Invoice Number", message=why)],
+                    errors=[ResultError(field=column, message=why)],
                 )
             )
             continue
