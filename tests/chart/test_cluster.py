@@ -19,6 +19,7 @@ from qbo_operator.core import models, names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
 from tests.support.chart import CHART, MODES, install_namespaced
+from tests.support.objects import SFTP
 
 pytestmark = pytest.mark.e2e
 
@@ -43,15 +44,6 @@ def patch(cluster: ControlPlane, namespace: str, name: str, body: str, *args: st
 
 
 # --- the CRD ------------------------------------------------------------------------------------------------
-
-
-SFTP = {
-    "host": "sftp.greencheck.example",
-    "username": "acme",
-    "directory": "/upload",
-    "locationId": "loc-1",
-    "secretName": "acme-sftp",
-}
 
 
 def test_defaults_are_applied(cluster: ControlPlane, namespace: str) -> None:

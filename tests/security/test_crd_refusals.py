@@ -14,6 +14,7 @@ import pytest
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from tests.support.ledger import Report
+from tests.support.objects import SFTP
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +28,6 @@ CRON = (
     "or a macro such as @daily"
 )
 ZONE = "timeZone must be an IANA time zone name such as America/Los_Angeles, Europe/Berlin or UTC"
-SFTP = {
-    "host": "sftp.greencheck.example",
-    "username": "acme",
-    "directory": "/upload",
-    "locationId": "loc-1",
-    "secretName": "acme-sftp",
-}
 # What the API server says for each sftp field left out (one CEL rule each, all reported together).
 SFTP_MISSING = {
     "host": "spec.delivery.sftp.host is required: the SFTP server's host name",

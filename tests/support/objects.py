@@ -27,6 +27,16 @@ def new_company_id() -> str:
     return str(uuid.uuid4())
 
 
+# A complete spec.delivery.sftp block (the CRD and refusal tests take fields out of it).
+SFTP = {
+    "host": "sftp.greencheck.example",
+    "username": "acme",
+    "directory": "/upload",
+    "locationId": "loc-1",
+    "secretName": "acme-sftp",
+}
+
+
 def integration(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     """A QuickbooksIntegration; `spec` adds or overrides fields, and a field given as None is left out."""
     fields = {"companyId": COMPANY_ID, "companyName": f"{name} Co", **spec}
