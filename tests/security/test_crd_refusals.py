@@ -197,6 +197,18 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
             UNCHECKED,
         ),
     ),
+    *(
+        (
+            f"sftp-host-{i}",
+            {"delivery": {"method": "sftp", "sftp": {**SFTP, "host": host}}},
+            invalid(
+                f"sftp-host-{i}",
+                'spec.delivery.sftp.host: Invalid value: "string": spec.delivery.sftp.host must be a host name or an '
+                "IP address, without a scheme, user or port (the port is spec.delivery.sftp.port)",
+            ),
+        )
+        for i, host in enumerate(["sftp://sftp.greencheck.example", "sftp.greencheck.example:22", "acme@sftp.gc"])
+    ),
     (
         "sftp-relative-dir",
         {"delivery": {"method": "sftp", "sftp": {**SFTP, "directory": "upload"}}},
