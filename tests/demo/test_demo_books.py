@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from qbo_operator.harness.demo_books import compare, created, expected_cash, invoices_only, payment_cash
+from qbo_operator.harness.demo_sftp import HEADER, LOCATION, check
 from tests.support.sync import expected_records, make_qbo
 
 REALM = "9130"
@@ -138,3 +139,47 @@ def test_the_demo_projection_agrees_with_the_tests_projection_over_a_bookkeepers
         theirs = {k: v["amount"] for k, v in expected_records(sb, realm, connected_at).items()}
         assert expected_cash(realm, payments, connected_at) == theirs
         assert theirs and any(created(p) < connected_at for p in payments)
+
+
+# --- the SFTP company: files read as a receiver would, against the books ------------------------
+
+
+def sftp_books() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    pay = payment("7", "100", line("100", ("Invoice", "10")))
+    pay.update(TxnDate="2026-03-02", CustomerRef={"value": "3", "name": "Klamath Remedies"})
+    invoice = {"Id": "10", "DocNumber": "1042", "TxnDate": "2026-02-27", "TotalAmt": 250.0, "Balance": 150.0}
+    return [pay], [invoice]
+
+
+def sftp_row(**over: str) -> dict[str, str]:
+    row = dict.fromkeys(HEADER, "")
+    row.update({"Date": "2026-02-27", "Invoice Number": "1042", "Customer": "Klamath Remedies",
+                "Invoice Total": "250.00", "Payment Date": "2026-03-02", "Payment ID": "7", "Payment Amount": "100.00",
+                "Open Balance": "150.00", "location_id": LOCATION})  # fmt: skip
+    row.update(over)
+    return row
+
+
+RETRACTION = {"Payment Amount": "0.00", "Memo/Description": "Retracted: voided"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "counts"),  # counts: delivered, missing, unexpected, duplicated, misstated (1 expected)
+    [
+        ([sftp_row()], (1, 0, 0, 0, 0)),
+        ([sftp_row(), sftp_row()], (1, 0, 0, 1, 0)),  # the same row twice: a repeat
+        ([sftp_row(**{"Payment Amount": "90.00"}), sftp_row()], (1, 0, 0, 0, 0)),  # corrected by a later row
+        ([sftp_row(), sftp_row(**RETRACTION)], (0, 1, 0, 0, 0)),  # retracted although the books still hold it
+        ([sftp_row(Date="2026-02-28")], (1, 0, 0, 0, 1)),
+        ([sftp_row(location_id="elsewhere")], (1, 0, 0, 0, 1)),
+        ([sftp_row(Customer="")], (1, 0, 0, 0, 1)),
+        ([sftp_row(**{"Open Balance": "0.00"})], (1, 0, 0, 0, 1)),
+        ([sftp_row(**{"Invoice Number": "9"})], (1, 1, 1, 0, 0)),
+    ],
+)
+def test_the_sftp_files_are_checked_row_by_row_against_the_books(
+    rows: list[dict[str, str]], counts: tuple[int, ...]
+) -> None:
+    payments, invoices = sftp_books()
+    r, _ = check(rows, REALM, payments, invoices, CONNECTED)
+    assert (r.expected, r.delivered, len(r.missing), len(r.unexpected), r.duplicated, len(r.misstated)) == (1, *counts)

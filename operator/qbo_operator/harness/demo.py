@@ -500,6 +500,8 @@ class Demo:
         if len(rows) > 12:
             say(f"    … and {len(rows) - 12} more rows (location_id {rows[0]['location_id']} on every row)")
         say(f"    Checked against QuickBooks' books: {result.line()}")
+        say("    (header exactly as published; Invoice Number, Customer and location_id on every row; each row's")
+        say("    dates, customer, invoice total, open balance and cash as the books say)")
         self.sftp_line = f"DEMO-SFTP files={len(files)} rows={len(rows)} {result.line()}"
         if not result.exact:
             raise DemoError(f"the SFTP files do not hold exactly the expected rows: {result.line()}")
