@@ -4,6 +4,7 @@ ServiceAccounts with exactly the documented permissions."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -17,14 +18,36 @@ import yaml
 from qbo_operator.core import names
 from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane, KubeClients
-from tests.support.objects import integration, new_company_id
+from tests.support.objects import OWNER_UID_PENDING, integration, new_company_id
 from tests.support.paths import ROOT
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def apply(cluster: KubeClients, *objects: Mapping[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objects))
+    """`kubectl apply`; objects owned by an integration whose uid is pending (`objects.token_secret`) are
+    applied after the rest, with the integration's uid, as the operator creates them."""
+    pending = [o for o in objects if _pending_owner(o)]
+    now = [o for o in objects if not _pending_owner(o)]
+    if now:
+        cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in now))
+    if pending:
+        resolved = [_with_owner_uid(cluster, o) for o in pending]
+        cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in resolved))
+
+
+def _pending_owner(obj: Mapping[str, Any]) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("kind") == names.KIND and r.get("uid") == OWNER_UID_PENDING for r in refs)
+
+
+def _with_owner_uid(cluster: KubeClients, obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(obj))
+    meta = out["metadata"]
+    for ref in meta["ownerReferences"]:
+        if ref.get("kind") == names.KIND and ref.get("uid") == OWNER_UID_PENDING:
+            ref["uid"] = qbi(cluster, meta["namespace"], ref["name"])["metadata"]["uid"]
+    return out
 
 
 def get(cluster: KubeClients, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
