@@ -26,8 +26,9 @@ def owned_by(obj: dict[str, object], uid: str) -> bool:
 
 
 def assert_owned_children(cluster: ControlPlane, namespace: str, uid: str) -> None:
-    """acme's ServiceAccount, Role, RoleBinding, credentials Secret, CronJob and empty token Secret, all owned by it; the CronJob
-    suspended (nothing to sync until someone connects), on its expanded schedule, running as that account."""
+    """acme's ServiceAccount, Role, RoleBinding, credentials Secret, CronJob and empty token Secret, all owned
+    by it; the CronJob suspended (nothing to sync until someone connects), on its expanded schedule, running as
+    that account."""
     account = names.sync_account_name("acme")
     for kind, name in [
         ("serviceaccount", account),

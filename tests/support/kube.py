@@ -18,7 +18,7 @@ import yaml
 from qbo_operator.core import names
 from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane, KubeClients
-from tests.support.objects import OWNER_UID_PENDING, integration, new_company_id
+from tests.support.objects import OWNER_UID_PENDING, integration, new_company_id, token_secret
 from tests.support.paths import ROOT
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
@@ -79,12 +79,18 @@ def create_integration(
     company_name: str | None = "Acme Dispensary",
     token_secret_name: str | None = None,
     kubeconfig: Path | None = None,
+    operator_secret: bool = True,
 ) -> dict[str, Any]:
-    """`kubectl create` (not apply: it must not exist yet) of an integration with a company id of its own."""
+    """`kubectl create` (not apply: it must not exist yet) of an integration with a company id of its own,
+    and (`operator_secret`) its empty token Secret as the operator creates it on first sight, owned by its
+    uid: gateway tests run no operator, and the gateway only fills a Secret the operator created."""
     obj = integration(
         namespace, name, companyId=new_company_id(), companyName=company_name, tokenSecretName=token_secret_name
     )
     cluster.kubectl("create", "-f", "-", input=json.dumps(obj), kubeconfig=kubeconfig)
+    if operator_secret:
+        secret = token_secret(namespace, name, None, name=token_secret_name or names.token_secret_name(name))
+        apply(cluster, secret)
     return qbi(cluster, namespace, name)
 
 
@@ -208,7 +214,9 @@ def audit_writes(cluster: ControlPlane, username: str, since: datetime, namespac
 GATEWAY_ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "update", "patch"]},
+    # no `create`: the operator creates token Secrets, the gateway only fills them (the chart grants get/update by
+    # name, per integration; here namespace-wide, as no operator runs)
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 
