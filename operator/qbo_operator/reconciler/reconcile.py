@@ -211,7 +211,7 @@ class Runtime(Views):
         self, integ: Integration, owner: manifests.Owner
     ) -> tuple[TokenState, SpecProblem | None]:
         """The token Secret's state, creating it (empty, ours) when the name is free; a Secret of that name
-        that is not ours is a conflict, and its contents are never looked at."""
+        that is not ours is a conflict: its contents are never used, its metadata never changed."""
         key, secret_name = (owner.namespace, owner.name), integ.token_secret_name
         state = self.state(key)
         if secret_name == owner.account:
