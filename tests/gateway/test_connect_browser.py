@@ -63,8 +63,8 @@ def assert_security_headers(s: Stack, responses: list[tuple[str, int, dict[str, 
 
 
 def assert_token_secret(cluster: ControlPlane, namespace: str, realm: str) -> Tokens:
-    """The token Secret the gateway wrote: labelled, owned by the integration (without blocking its
-    deletion), holding every token key for `realm`. Returns its tokens."""
+    """The token Secret the gateway filled: the operator's (labelled, owned by the integration, the gateway left
+    its one reference alone), holding every token key for `realm`. Returns its tokens."""
     secret = secret_or_none(cluster, namespace, "acme-qbo-tokens")
     assert secret is not None
     assert secret["type"] == "Opaque"
@@ -75,7 +75,7 @@ def assert_token_secret(cluster: ControlPlane, namespace: str, realm: str) -> To
     uid = qbi(cluster, namespace, "acme")["metadata"]["uid"]
     (owner,) = secret["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("QuickbooksIntegration", "acme", uid)
-    assert owner.get("blockOwnerDeletion") is not True
+    assert owner.get("controller") is True
     data = decoded(secret)
     assert set(TOKEN_KEYS) <= set(data)
     assert "refresh_token_hard_expires_at" in data  # the sandbox sends it when asked, as Intuit does
@@ -161,7 +161,7 @@ def test_deny_at_intuit_shows_a_clear_page_and_writes_nothing(
 
     start_again.click()  # the offered link works
     expect(page.get_by_role("heading", level=1)).to_have_text("Connect Acme Dispensary to Green Check")
-    assert secret_or_none(cluster, namespace, "acme-qbo-tokens") is None
+    assert not (secret_or_none(cluster, namespace, "acme-qbo-tokens") or {}).get("data")  # still empty
     assert s.gw.metric("qbo_oauth_callbacks_total", result="denied") == 1
     context.close()
 

@@ -15,7 +15,7 @@ import pytest
 from intuitlib.client import AuthClient
 from intuitlib.exceptions import AuthClientError
 
-from qbo_operator.core import signing
+from qbo_operator.core import names, signing
 from qbo_operator.core.models import Tokens
 from qbo_operator.harness.controlplane import ControlPlane, free_port
 from tests.support.connect import callback, connect_via_http, consent, heading, new_company, press_connect, retry_link
@@ -50,8 +50,13 @@ def connecting(
     return s, realm, link
 
 
+def holds_no_tokens(cluster: ControlPlane, namespace: str, name: str = "acme") -> bool:
+    """The integration's token Secret is still as the operator created it: empty (or gone with the CR)."""
+    return not (secret_or_none(cluster, namespace, f"{name}-qbo-tokens") or {}).get("data")
+
+
 def assert_nothing_written(cluster: ControlPlane, namespace: str, before: dict[str, Any], name: str = "acme") -> None:
-    assert secret_or_none(cluster, namespace, f"{name}-qbo-tokens") is None
+    assert holds_no_tokens(cluster, namespace, name)
     assert qbi(cluster, namespace, name)["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
@@ -248,7 +253,7 @@ def test_a_second_integration_cannot_take_a_connected_realm(
         assert_nothing_written(cluster, other_ns, before, "second")
         assert '"reason": "DuplicateRealm"' in events_text(cluster, other_ns)
         assert s.sb.state()["realms"][0]["grants"] == 0  # refused before any tokens were obtained
-        assert secret_or_none(cluster, namespace, SECRET) is None
+        assert holds_no_tokens(cluster, namespace, "first")
     finally:
         cluster.kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
 
@@ -300,16 +305,39 @@ def test_reconnecting_the_same_realm_keeps_connected_at_and_replaces_tokens(
     Tokens.from_secret_data(second["data"])
 
 
+@pytest.mark.parametrize("labelled", [False, True])
 def test_a_foreign_secret_is_never_overwritten(
-    cluster: ControlPlane, namespace: str, stack_factory: StackFactory
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, labelled: bool
 ) -> None:
+    """A Secret of the token Secret's name without an ownerReference to the integration's uid is not ours,
+    even with our labels (anyone who may create Secrets can write those)."""
     s, realm, link = connecting(cluster, namespace, stack_factory)
+    cluster.kubectl("delete", "secret", SECRET, "-n", namespace)
     cluster.kubectl("create", "secret", "generic", SECRET, "-n", namespace, "--from-literal=password=hunter2")
+    if labelled:
+        labels = [f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY}", f"{names.INTEGRATION_LABEL}=acme"]
+        cluster.kubectl("label", "secret", SECRET, "-n", namespace, *labels)
     resp = connect_via_http(link, realm)
     assert (resp.status_code, heading(resp.text)) == (409, "The connection cannot be stored")
     secret = secret_or_none(cluster, namespace, SECRET)
     assert secret is not None and decoded(secret) == {"password": "hunter2"}
+    assert not secret["metadata"].get("ownerReferences")
     assert s.gw.metric("qbo_oauth_callbacks_total", result="secret_conflict") == 1
+    assert s.sb.state()["realms"][0]["grants"] == 0  # refused before the code was exchanged
+
+
+def test_no_token_secret_yet_is_refused_and_none_is_created(
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory
+) -> None:
+    """The operator creates the token Secret; the gateway never does (it holds no `create` on Secrets)."""
+    s, realm, link = connecting(cluster, namespace, stack_factory)
+    cluster.kubectl("delete", "secret", SECRET, "-n", namespace)
+    before = qbi(cluster, namespace, "acme")
+    resp = connect_via_http(link, realm)
+    assert (resp.status_code, heading(resp.text)) == (503, "This integration is not ready yet")
+    assert s.gw.metric("qbo_oauth_callbacks_total", result="not_ready") == 1
+    assert secret_or_none(cluster, namespace, SECRET) is None
+    assert qbi(cluster, namespace, "acme")["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert s.sb.state()["realms"][0]["grants"] == 0  # refused before the code was exchanged
 
 
@@ -331,6 +359,6 @@ def test_an_integration_deleted_during_the_sign_in(
     cluster.kubectl("delete", "quickbooksintegration", "acme", "-n", namespace, "--wait=true")
     resp = callback(back, cookie)
     assert (resp.status_code, heading(resp.text)) == (404, "There is nothing to connect here")
-    assert secret_or_none(cluster, namespace, SECRET) is None
+    assert holds_no_tokens(cluster, namespace)
     assert s.gw.metric("qbo_oauth_callbacks_total", result="not_found") == 1
     assert s.sb.state()["realms"][0]["grants"] == 0

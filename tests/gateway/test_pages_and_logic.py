@@ -164,7 +164,7 @@ def integration(name: str = "acme", uid: str = "uid-1") -> Integration:
 @pytest.mark.parametrize(
     ("labels", "owners", "type_", "mine"),
     [
-        ({names.INTEGRATION_LABEL: "acme"}, [], "Opaque", True),
+        ({names.INTEGRATION_LABEL: "acme"}, [], "Opaque", False),  # a label is not ownership: anyone can write it
         ({}, ["uid-1"], "Opaque", True),
         ({}, [], "Opaque", False),  # someone else's Secret with that name
         ({names.INTEGRATION_LABEL: "other"}, [], "Opaque", False),

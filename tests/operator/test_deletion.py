@@ -29,7 +29,7 @@ def connect(cluster: ControlPlane, sb: QboSandbox, namespace: str, name: str, se
     apply(cluster, integration(namespace, name, **spec), token_secret(namespace, name, tokens))
     wait_for("Connected", lambda: settled(cluster, namespace, name, "Connected"))
     wait_for(
-        "the token Secret adopted",
+        "the token Secret owned",
         lambda: (
             (s := get(cluster, "secret", namespace, names.token_secret_name(name)))
             and s["metadata"].get("ownerReferences")

@@ -26,8 +26,9 @@ def owned_by(obj: dict[str, object], uid: str) -> bool:
 
 
 def assert_owned_children(cluster: ControlPlane, namespace: str, uid: str) -> None:
-    """acme's ServiceAccount, Role, RoleBinding, credentials Secret and CronJob, all owned by it; the CronJob
-    suspended (nothing to sync until someone connects), on its expanded schedule, running as that account."""
+    """acme's ServiceAccount, Role, RoleBinding, credentials Secret, CronJob and empty token Secret, all owned
+    by it; the CronJob suspended (nothing to sync until someone connects), on its expanded schedule, running as
+    that account."""
     account = names.sync_account_name("acme")
     for kind, name in [
         ("serviceaccount", account),
@@ -35,9 +36,11 @@ def assert_owned_children(cluster: ControlPlane, namespace: str, uid: str) -> No
         ("rolebinding", account),
         ("secret", account),
         ("cronjob", names.cronjob_name("acme")),
+        ("secret", names.token_secret_name("acme")),  # created by the operator, empty until a Connect
     ]:
         child = wait_for(f"{kind} {name}", lambda k=kind, n=name: get(cluster, k, namespace, n))
         assert owned_by(child, uid), f"{kind} {name} is not owned by the integration"
+    assert not (get(cluster, "secret", namespace, names.token_secret_name("acme")) or {}).get("data")
     cron = get(cluster, "cronjob", namespace, names.cronjob_name("acme"))
     assert cron is not None
     assert cron["spec"]["suspend"] is True  # nothing to sync until someone connects
@@ -90,21 +93,21 @@ def test_a_new_integration_gets_a_link_its_objects_and_an_event(
     wide = cluster.kubectl("get", "qbi", "-n", namespace, "-o", "wide").stdout.splitlines()[0]
     assert "REALM" in wide and "SUSPENDED" in wide
 
-    # The metrics know it, and the first pass took exactly the writes it needed, without an error: ServiceAccount,
-    # Role, RoleBinding, credentials Secret, CronJob, status, Event.
+    # The metrics know it, and the first pass took exactly the writes it needed, without an error: the (empty)
+    # token Secret, ServiceAccount, Role, RoleBinding, credentials Secret, CronJob, status, Event.
     info = operator.samples("qbo_integration_info", namespace=namespace, name="acme")
     assert info == [1.0]
-    assert operator.writes() == 7
+    assert operator.writes() == 8
     assert operator.samples("qbo_reconcile_total", result="error") == [0.0]
 
     # The API server agrees, and counts kopf's one write too (its finalizer): nothing failed, nothing retried.
     def writes() -> list[str]:
         return audit_writes(cluster, operator_account.username, since, namespace)
 
-    written = wait_for("8 writes", lambda: len(writes()) >= 8 and writes())
+    written = wait_for("9 writes", lambda: len(writes()) >= 9 and writes())
     time.sleep(2)
     assert writes() == written
-    assert len(written) == 8 and all(w.endswith(("200", "201")) for w in written), written
+    assert len(written) == 9 and all(w.endswith(("200", "201")) for w in written), written
     assert operator.samples("qbo_integration_connected", namespace=namespace, name="acme") == [0.0]
 
 
@@ -156,7 +159,7 @@ def test_token_secret_arrives_goes_breaks_and_suspension_is_visible(
     cron = lambda: get(cluster, "cronjob", namespace, names.cronjob_name("acme"))  # noqa: E731
     wait_for("the CronJob to run", lambda: cron()["spec"]["suspend"] is False)  # type: ignore[index]
     secret = wait_for(
-        "the Secret adopted",
+        "the Secret owned",
         lambda: (
             (s := get(cluster, "secret", namespace, "acme-qbo-tokens")) and s["metadata"].get("ownerReferences") and s
         ),

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -108,6 +109,19 @@ def patch_status(kubeconfig: Path, namespace: str, name: str) -> subprocess.Comp
     return subprocess.CompletedProcess(
         ["PATCH", path], 0 if resp.is_success else 1, resp.text, "Forbidden" if resp.status_code == 403 else resp.text
     )
+
+
+def create_sa_token_secret(kubeconfig: Path, namespace: str, name: str) -> httpx.Response:
+    """POST a `kubernetes.io/service-account-token` Secret (dry run) under `name`: the request a compromised
+    gateway would make to mint a token for an account in the namespace (finding 4)."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": name, "annotations": {"kubernetes.io/service-account.name": "default"}},
+    }
+    path = f"/api/v1/namespaces/{namespace}/secrets?dryRun=All"
+    return api_request(kubeconfig, "POST", path, body, "application/json")
 
 
 def allowed(result: subprocess.CompletedProcess[str]) -> bool:
@@ -232,6 +246,9 @@ def test_gateway_reads_no_integration_outside_its_namespaces(
         ("get", names.PLURAL, "acme", "-n", other),
         ("get", names.PLURAL, "-A"),
         ("create", "secret", "generic", "x", "-n", other, "--dry-run=server"),
+        # no Secret at all, even where it serves: the operator creates token Secrets (findings 2 and 4)
+        ("create", "secret", "generic", "x", "-n", watched, "--dry-run=server"),
+        ("create", "secret", "generic", names.token_secret_name("acme"), "-n", watched, "--dry-run=server"),
         ("get", "secrets", "-n", watched),  # no listing
         ("patch", names.PLURAL, "acme", "-n", watched, "--type=merge", "-p", suspend, "--dry-run=server"),
         ("delete", "secret", "bank-database", "-n", watched, "--dry-run=server"),
@@ -239,7 +256,9 @@ def test_gateway_reads_no_integration_outside_its_namespaces(
     for args in refused:
         assert not allowed(as_account(cp, kc, *args)), f"the gateway can {args}"
     assert not allowed(patch_status(kc, other, "acme")), "the gateway can patch status outside its namespaces"
-    checks = len(refused) + 3
+    minted = create_sa_token_secret(kc, watched, names.token_secret_name("acme"))
+    assert minted.status_code == 403, f"the gateway could create a service-account-token Secret: {minted.status_code}"
+    checks = len(refused) + 4
     report.row(
         "least privilege",
         "gateway (namespaced chart): no CR or Secret outside its namespaces",

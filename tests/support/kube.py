@@ -4,6 +4,7 @@ ServiceAccounts with exactly the documented permissions."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -17,14 +18,36 @@ import yaml
 from qbo_operator.core import names
 from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane, KubeClients
-from tests.support.objects import integration, new_company_id
+from tests.support.objects import OWNER_UID_PENDING, integration, new_company_id, token_secret
 from tests.support.paths import ROOT
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def apply(cluster: KubeClients, *objects: Mapping[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objects))
+    """`kubectl apply`; objects owned by an integration whose uid is pending (`objects.token_secret`) are
+    applied after the rest, with the integration's uid, as the operator creates them."""
+    pending = [o for o in objects if _pending_owner(o)]
+    now = [o for o in objects if not _pending_owner(o)]
+    if now:
+        cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in now))
+    if pending:
+        resolved = [_with_owner_uid(cluster, o) for o in pending]
+        cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in resolved))
+
+
+def _pending_owner(obj: Mapping[str, Any]) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("kind") == names.KIND and r.get("uid") == OWNER_UID_PENDING for r in refs)
+
+
+def _with_owner_uid(cluster: KubeClients, obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(obj))
+    meta = out["metadata"]
+    for ref in meta["ownerReferences"]:
+        if ref.get("kind") == names.KIND and ref.get("uid") == OWNER_UID_PENDING:
+            ref["uid"] = qbi(cluster, meta["namespace"], ref["name"])["metadata"]["uid"]
+    return out
 
 
 def get(cluster: KubeClients, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -56,12 +79,18 @@ def create_integration(
     company_name: str | None = "Acme Dispensary",
     token_secret_name: str | None = None,
     kubeconfig: Path | None = None,
+    operator_secret: bool = True,
 ) -> dict[str, Any]:
-    """`kubectl create` (not apply: it must not exist yet) of an integration with a company id of its own."""
+    """`kubectl create` (not apply: it must not exist yet) of an integration with a company id of its own,
+    and (`operator_secret`) its empty token Secret as the operator creates it on first sight, owned by its
+    uid: gateway tests run no operator, and the gateway only fills a Secret the operator created."""
     obj = integration(
         namespace, name, companyId=new_company_id(), companyName=company_name, tokenSecretName=token_secret_name
     )
     cluster.kubectl("create", "-f", "-", input=json.dumps(obj), kubeconfig=kubeconfig)
+    if operator_secret:
+        secret = token_secret(namespace, name, None, name=token_secret_name or names.token_secret_name(name))
+        apply(cluster, secret)
     return qbi(cluster, namespace, name)
 
 
@@ -185,7 +214,9 @@ def audit_writes(cluster: ControlPlane, username: str, since: datetime, namespac
 GATEWAY_ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [names.GROUP], "resources": [names.PLURAL], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [names.GROUP], "resources": [f"{names.PLURAL}/status"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "update", "patch"]},
+    # no `create`: the operator creates token Secrets, the gateway only fills them (the chart grants get/update by
+    # name, per integration; here namespace-wide, as no operator runs)
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 

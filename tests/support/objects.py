@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from qbo_operator.core import names
+from qbo_operator.core.kube import owner_reference
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import TokenResponse
 
@@ -21,6 +22,9 @@ COMPANY_IDS = (
     "9c1d2e3f-4a5b-4c6d-8e7f-0a1b2c3d4e5f",
 )
 COMPANY_ID = COMPANY_IDS[0]
+# The uid of an ownerReference to an integration that `kube.apply` fills in (the integration's uid is known
+# only once it exists).
+OWNER_UID_PENDING = ""
 
 
 def new_company_id() -> str:
@@ -55,19 +59,25 @@ def token_secret(
     data: dict[str, str] | None = None,
     name: str | None = None,
     labelled: bool = True,
+    owned: bool = True,
 ) -> dict[str, Any]:
-    """The token Secret as the gateway writes it, without an owner (the operator adopts it); `labelled=False`
-    leaves out the labels, as a Secret written by hand would."""
+    """The token Secret as the product has it: the operator's (labelled, owned by the integration's uid),
+    filled as the gateway fills it. Its ownerReference carries an empty uid that `kube.apply` fills with
+    the integration's (`OWNER_UID_PENDING`). `owned=False` / `labelled=False` model a Secret written by
+    hand, which the operator must never use."""
     labels = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.INTEGRATION_LABEL: integration_name}
+    metadata: dict[str, Any] = {
+        "name": name or names.token_secret_name(integration_name),
+        "namespace": namespace,
+        **({"labels": labels} if labelled else {}),
+    }
+    if owned:
+        metadata["ownerReferences"] = [owner_reference(integration_name, OWNER_UID_PENDING)]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": {
-            "name": name or names.token_secret_name(integration_name),
-            "namespace": namespace,
-            **({"labels": labels} if labelled else {}),
-        },
+        "metadata": metadata,
         "data": data if data is not None else (tokens.to_secret_data() if tokens else {}),
     }
 

@@ -201,8 +201,9 @@ class E2E:
         return tokens.model_copy(update=over)
 
     def write_secret(self, **over: Any) -> None:
-        """The token Secret (unlabelled, as written by hand) holding these tokens, `over` changed."""
-        apply(self.cluster, token_secret(self.namespace, self.name, self.tokens(**over), labelled=False))
+        """The integration's token Secret (the operator's, owned by its uid) holding these tokens, `over`
+        changed: as the gateway fills it after a Connect."""
+        apply(self.cluster, token_secret(self.namespace, self.name, self.tokens(**over)))
 
     def patch_status(self, status: dict[str, Any]) -> None:
         set_status(self.cluster, self.namespace, self.name, status)

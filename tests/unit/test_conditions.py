@@ -279,7 +279,11 @@ def test_token_state_from_a_good_secret() -> None:
     state = TokenState.from_secret_data(good.to_secret_data())
     assert state.valid and state.realm_id == REALM
     assert state.issued_at == NOW - timedelta(hours=1)  # the newer of connected_at and refreshed_at
-    assert TokenState.from_secret_data({}).error_key == "access_token"
+    data = good.to_secret_data()
+    del data["access_token"]
+    assert TokenState.from_secret_data(data).error_key == "access_token"
+    # the operator's Secret before the first Connect holds nothing: not connected, not broken
+    assert TokenState.from_secret_data({}) == TokenState.from_secret_data(None) == TokenState.missing()
 
 
 def test_dead_grant_input_wins_and_then_holds() -> None:

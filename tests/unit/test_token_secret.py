@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client
 
 from qbo_operator.core import names, token_secret
 from qbo_operator.core.kube import event_body, owner_reference
@@ -80,35 +81,48 @@ def test_manifest(owner: dict[str, Any] | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("labels", "owners", "kept_owners"),
+    ("labels", "owners"),
     [
-        (None, None, []),
-        ({"team": "a"}, [ref("old-uid")], []),  # this integration's earlier incarnation: replaced
-        ({names.INTEGRATION_LABEL: "acme"}, [ref("x", kind="Other")], [ref("x", kind="Other")]),
-        ({}, [ref("y", name="other")], [ref("y", name="other")]),
+        (None, [ref("uid-1")]),
+        ({"team": "a"}, [ref("uid-1"), ref("x", kind="Other")]),
+        ({names.INTEGRATION_LABEL: "acme"}, [ref("y", name="other"), ref("uid-1", controller=False)]),
     ],
 )
-def test_replacement_keeps_others_and_sets_ours(
-    labels: dict[str, str] | None, owners: list[dict[str, Any]] | None, kept_owners: list[dict[str, Any]]
+def test_replacement_sets_labels_and_data_and_keeps_owners(
+    labels: dict[str, str] | None, owners: list[dict[str, Any]]
 ) -> None:
     existing = {"metadata": {"name": "acme-qbo-tokens", "resourceVersion": "7", "labels": labels,
                              "ownerReferences": owners}, "data": {"old": "b2xk"}}  # fmt: skip
     body = token_secret.replacement(existing, integration(), {"new": "bmV3"})
     assert body["metadata"]["resourceVersion"] == "7" and body["data"] == {"new": "bmV3"}
     assert body["metadata"]["labels"] == {**(labels or {}), **LABELS}
-    gateway = owner_reference("acme", "uid-1", block_owner_deletion=False)
-    assert body["metadata"]["ownerReferences"] == [*kept_owners, gateway]
+    assert body["metadata"]["ownerReferences"] == owners  # the operator's references, untouched
     assert existing["data"] == {"old": "b2xk"}  # the input is not changed
 
 
+def test_empty_is_ours_and_holds_nothing() -> None:
+    secret = token_secret.empty("ns", "acme", "uid-1", "custom")
+    assert secret["metadata"]["name"] == "custom" and secret["metadata"]["labels"] == LABELS
+    assert secret["metadata"]["ownerReferences"] == [owner_reference("acme", "uid-1")]  # controller, blocks
+    assert secret["data"] == {} and secret["type"] == "Opaque"
+
+
 @pytest.mark.parametrize(
-    ("owners", "expected"),
+    ("secret_type", "labels", "owner_uids", "ours"),
     [
-        ([], [owner_reference("acme", "uid-1")]),
-        ([ref("uid-1", controller=False)], None),  # already ours: nothing to write
-        ([ref("other", controller=True)], [ref("other"), owner_reference("acme", "uid-1", controller=False)]),
-        ([ref("other", controller=False)], [ref("other", controller=False), owner_reference("acme", "uid-1")]),
+        ("Opaque", LABELS, ["uid-1"], True),
+        (None, None, ["other", "uid-1"], True),  # ours among other owners
+        ("Opaque", LABELS, [], False),  # our labels, no reference: anyone could have written them
+        ("Opaque", LABELS, ["uid-old"], False),  # an earlier integration of the same name
+        ("Opaque", None, [], False),  # a tenant's own Secret (a database password)
+        ("kubernetes.io/service-account-token", LABELS, ["uid-1"], False),
     ],
 )
-def test_adopted_owners(owners: list[dict[str, Any]], expected: list[dict[str, Any]] | None) -> None:
-    assert token_secret.adopted_owners(owners, "acme", "uid-1") == expected
+def test_owns_only_by_uid(
+    secret_type: str | None, labels: dict[str, str] | None, owner_uids: list[str], ours: bool
+) -> None:
+    refs = [client.V1OwnerReference(api_version="v", kind=names.KIND, name="acme", uid=u) for u in owner_uids]
+    secret = client.V1Secret(
+        type=secret_type, metadata=client.V1ObjectMeta(name="acme-qbo-tokens", labels=labels, owner_references=refs)
+    )
+    assert token_secret.owns(secret, integration()) is ours

@@ -3,7 +3,8 @@ RBAC rules, kept here so the namespaced (Role) and cluster-wide (ClusterRole) fo
 */}}
 
 {{/*
-The operator, in every watched namespace. It owns, per integration: the token Secret, the credentials
+The operator, in every watched namespace. It owns, per integration: the token Secret (it creates it, empty,
+and the gateway fills it), the credentials
 Secret <name>-qbo-sync it mirrors from its own environment, and the sync Job's ServiceAccount, Role,
 RoleBinding and CronJob. Kubernetes refuses to let anyone create a Role granting more than they hold
 (RBAC escalation prevention), so the operator holds every verb the sync Role grants (get/update/patch on
@@ -30,15 +31,17 @@ the token Secret, get/patch on the integration and its status, events create) an
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "update", "patch"]
+# `get` on the sync objects: before its first write of a name, the operator reads it, and leaves an object
+# there alone unless it is owned by the integration's uid (its watches see only labelled objects).
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["batch"]
   resources: ["cronjobs"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create"]
@@ -49,7 +52,7 @@ the token Secret, get/patch on the integration and its status, events create) an
 
 {{/*
 The gateway, in every watched namespace: read integrations (Connect pages, realm checks), patch their
-status, write token Secrets, emit Events. Nothing else.
+status, emit Events. Nothing else: the token Secrets it fills are granted by name, per integration.
 */}}
 {{- define "qbo-operator.rbac.gatewayRules" -}}
 - apiGroups: ["integrations.greencheckverified.com"]
@@ -58,13 +61,10 @@ status, write token Secrets, emit Events. Nothing else.
 - apiGroups: ["integrations.greencheckverified.com"]
   resources: ["quickbooksintegrations/status"]
   verbs: ["patch"]
-# Token Secrets. RBAC cannot restrict `create` by name (resourceNames do not apply to create: the name is
-# not known when the request is authorized), so `create` is namespace-wide. `get` and `update` are not
-# granted here: the operator gives the gateway each integration's token Secret by name, in a Role
-# <name>-qbo-gateway owned by the integration. No list, watch or delete.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["create"]
+# Token Secrets: no `create` (RBAC cannot narrow `create` by name, so it would be namespace-wide: a
+# compromised gateway could mint a service-account-token Secret under a name it may read). The operator
+# creates each integration's token Secret, empty, and gives the gateway `get` and `update` on it by name
+# in a Role <name>-qbo-gateway owned by the integration. No create, list, watch or delete.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -180,9 +180,8 @@ def owner_reference(
     blockOwnerDeletion is True by default: a foreground delete of the owner then waits for its
     children. The API server lets a writer set it only if that writer may `update` the owner's
     `finalizers` subresource (OwnerReferencesPermissionEnforcement); the operator's role grants that
-    for QuickbooksIntegrations and CronJobs, so everything the operator writes or adopts blocks. The
-    gateway is deliberately not given it, so the token Secret it creates says False
-    (`block_owner_deletion=False`); the operator leaves a reference with the right uid alone."""
+    for QuickbooksIntegrations and CronJobs, so everything the operator creates blocks (the token Secret
+    too: the operator creates it, the gateway only fills it and leaves its references alone)."""
     return {
         "apiVersion": api_version,
         "kind": kind,

@@ -75,6 +75,10 @@ class Reason(StrEnum):
     ENVIRONMENT_CHANGED = "EnvironmentChanged"
     MISSING_CREDENTIALS = "MissingCredentials"  # the operator has no Intuit app for spec.environment
     INVALID_SPEC = "InvalidSpec"
+    # Ready, phase Error: an object of a name the operator would use exists and is not this integration's
+    # (no ownerReference to its uid). The token Secret's is SecretConflict; every other kind's ObjectConflict.
+    SECRET_CONFLICT = "SecretConflict"  # noqa: S105
+    OBJECT_CONFLICT = "ObjectConflict"
     # Reconciling=False and Stalled=False (Stalled=True carries Ready's reason)
     RECONCILED = "Reconciled"
     # Events only (the phase Events use the phase names)
@@ -83,8 +87,6 @@ class Reason(StrEnum):
     REVOKE_FAILED = "RevokeFailed"
     SYNC_REQUESTED = "SyncRequested"
     SYNC_REQUEST_REFUSED = "SyncRequestRefused"
-    # The Connect page's failure text only (the Secret exists and is not this integration's)
-    SECRET_CONFLICT = "SecretConflict"  # noqa: S105
 
 
 # Intuit refused the refresh token for good. Recorded on Connected=False by the sync Job or the operator's

@@ -1,13 +1,16 @@
 """The token Secret: one per integration, holding its QuickBooks grant. Its shape and every write to it.
 
-Three processes write it, so its labels, owner and concurrency rules live here once:
+Three processes touch it, so its labels, owner and concurrency rules live here once:
 
-- the gateway creates it after a Connect, or replaces it when it is this integration's (`store`);
-- the sync and the operator's keep-alive replace its data after a refresh (`replace_data`), and the
-  operator adopts it (`adopt`): both are JSON patches guarded by the resourceVersion the writer read,
-  so a concurrent refresh is never overwritten;
-- everyone reads it with `read_tokens` (strict: `Tokens.from_secret_data` names the bad key), except
-  the gateway's look at an earlier connection, which must survive a broken Secret (`previous_connection`).
+- the operator creates it, empty, labelled and owned (controller) by the integration's uid, when it first
+  reconciles the integration (`empty`): that reserves the name, and is what makes it ours (`owns`);
+- the gateway fills it after a Connect (`store`): an update of that existing Secret, never a create, and
+  only when it is owned by that integration's uid;
+- the sync and the operator's keep-alive replace its data after a refresh (`replace_data`), a JSON patch
+  guarded by the resourceVersion the writer read, so a concurrent refresh is never overwritten;
+- everyone reads it with `read_tokens` (strict: `Tokens.from_secret_data` names the bad key; an empty Secret
+  is `SecretMissing`: not connected yet), except the gateway's look at an earlier connection, which must
+  survive a broken Secret (`previous_connection`).
 
 No token value is ever logged or put in a message."""
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,8 +33,10 @@ log = logging.getLogger(__name__)
 
 
 class SecretMissing(Exception):
-    def __init__(self, namespace: str, name: str) -> None:
-        super().__init__(f"token Secret {namespace}/{name} does not exist")
+    """No tokens: the Secret does not exist, or holds none yet (the operator's empty Secret)."""
+
+    def __init__(self, namespace: str, name: str, why: str = "does not exist") -> None:
+        super().__init__(f"token Secret {namespace}/{name} {why}")
 
 
 class NotOurs(Exception):
@@ -66,8 +71,7 @@ def manifest(
     name: str | None = None,
     owner: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Secret as the gateway creates it. Without `owner` (bench and test fixtures) the operator
-    adopts it on its next reconcile."""
+    """The Secret with our labels; only one with `owner` (the integration's reference) is ever ours."""
     metadata: dict[str, Any] = {
         "name": name or names.token_secret_name(integration_name),
         "namespace": namespace,
@@ -78,44 +82,29 @@ def manifest(
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata, "data": dict(data)}
 
 
-def gateway_owner(integration: Integration) -> dict[str, Any]:
-    """The gateway may not set blockOwnerDeletion (see `kube.owner_reference`)."""
-    return owner_reference(integration.name, integration.uid, block_owner_deletion=False)
+def empty(namespace: str, integration_name: str, uid: str, name: str) -> dict[str, Any]:
+    """The Secret as the operator creates it before any Connect: no data, owned (controller) by the
+    integration's uid, so garbage collection removes it with the integration and the gateway may fill it."""
+    return manifest(namespace, integration_name, {}, name=name, owner=owner_reference(integration_name, uid))
 
 
 def owns(secret: client.V1Secret, integration: Integration) -> bool:
-    """May the gateway overwrite this Secret? Only if it is this integration's (label or owner)."""
+    """Is this Secret this integration's? Only an Opaque Secret with an ownerReference to its uid: a label
+    or a name can be written by anyone who may create Secrets, the uid reference only by the operator."""
     if (secret.type or "Opaque") != "Opaque":
         return False
     meta = secret.metadata
-    if ((meta.labels if meta else None) or {}).get(names.INTEGRATION_LABEL) == integration.name:
-        return True
     return any(o.uid == integration.uid for o in (meta.owner_references if meta else None) or [])
 
 
 def replacement(existing: Mapping[str, Any], integration: Integration, data: Mapping[str, str]) -> dict[str, Any]:
-    """`existing` (this integration's Secret, as a plain dict) with our labels and owner and new `data`.
-    Other labels and owners stay; its resourceVersion makes the PUT fail if someone wrote since."""
+    """`existing` (this integration's Secret, as a plain dict) with our labels and new `data`. Its owners stay
+    as the operator wrote them; its resourceVersion makes the PUT fail if someone wrote since."""
     body = copy.deepcopy(dict(existing))
     meta = body.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), **labels(integration.name)}
-    others = [
-        o
-        for o in meta.get("ownerReferences") or []
-        if not (o.get("kind") == names.KIND and o.get("name") == integration.name)
-    ]
-    meta["ownerReferences"] = [*others, gateway_owner(integration)]
     body["data"] = dict(data)
     return body
-
-
-def adopted_owners(owners: Sequence[Mapping[str, Any]], owner_name: str, owner_uid: str) -> list[dict[str, Any]] | None:
-    """The Secret's ownerReferences with the integration's added, or None when it already has one.
-    Ours is the controller unless another reference already is (an object has at most one)."""
-    if any(ref.get("uid") == owner_uid for ref in owners):
-        return None
-    controller = not any(ref.get("controller") for ref in owners)
-    return [*(dict(ref) for ref in owners), owner_reference(owner_name, owner_uid, controller=controller)]
 
 
 def previous_connection(data: Mapping[str, str] | None) -> Previous:
@@ -147,24 +136,25 @@ async def read_tokens(kube: Kube, namespace: str, name: str) -> Stored:
     if secret is None:
         raise SecretMissing(namespace, name)
     data: dict[str, str] = dict(secret.data or {})
+    if not data:
+        raise SecretMissing(namespace, name, "holds no tokens yet")
     tokens = Tokens.from_secret_data(data)
     return Stored(tokens, str(secret.metadata.resource_version), data)
 
 
 async def store(kube: Kube, integration: Integration, tokens: Tokens) -> None:
-    """Create the token Secret, or replace this integration's existing one with its resourceVersion;
-    a conflict (someone else wrote meanwhile) re-reads and retries once. NotOurs: left alone."""
+    """Fill this integration's token Secret (created by the operator) with its resourceVersion; a conflict
+    (someone else wrote meanwhile) re-reads and retries once. SecretMissing: the operator has not created
+    it yet. NotOurs: it is not owned by this integration's uid, and is left alone."""
     namespace, name = integration.namespace, integration.token_secret_name
     data = tokens.to_secret_data()
     for attempt in range(2):
         existing = await kube.read_secret(namespace, name)
+        if existing is None:
+            raise SecretMissing(namespace, name)
+        if not owns(existing, integration):
+            raise NotOurs(f"Secret {namespace}/{name} is not this integration's")
         try:
-            if existing is None:
-                body = manifest(namespace, integration.name, data, name=name, owner=gateway_owner(integration))
-                await kube.create_secret(namespace, body)
-                return
-            if not owns(existing, integration):
-                raise NotOurs(f"Secret {namespace}/{name} is not this integration's")
             plain = kube.api.sanitize_for_serialization(existing)
             await kube.replace_secret(namespace, name, replacement(plain, integration, data))
             return
@@ -180,13 +170,4 @@ async def replace_data(
 ) -> client.V1Secret:
     """Replace `data` only if nobody wrote since `resource_version` (422 otherwise)."""
     ops = [{"op": "replace", "path": "/data", "value": data}]
-    return await kube.patch_secret_if_unchanged(namespace, name, resource_version, ops)
-
-
-async def adopt(
-    kube: Kube, namespace: str, name: str, resource_version: str, owners: list[dict[str, Any]]
-) -> client.V1Secret:
-    """Set the ownerReferences (`adopted_owners`) only if nobody wrote since `resource_version`:
-    a refresh may be writing the same Secret (422 otherwise)."""
-    ops = [{"op": "add", "path": "/metadata/ownerReferences", "value": owners}]
     return await kube.patch_secret_if_unchanged(namespace, name, resource_version, ops)

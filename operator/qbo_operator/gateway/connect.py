@@ -350,20 +350,24 @@ class ConnectFlow:
     async def _previous_connection(
         self, integration: Integration, realm_id: str, ref: str
     ) -> token_secret.Previous | None:
-        """What an existing token Secret says about the earlier connection; refuses a Secret that is
-        not this integration's, and a realm other than the one this integration is connected to."""
+        """What the token Secret says about the earlier connection. Refuses a Secret that does not exist yet
+        (the operator creates it; the gateway may not), one that is not this integration's (no ownerReference
+        to its uid), and a realm other than the one this integration is connected to."""
         secret_name = integration.token_secret_name
         try:
             existing = await self.kube.read_secret(integration.namespace, secret_name)
         except Exception as exc:
             log.warning("callback %s: cannot read Secret %s: %s", ref, secret_name, type(exc).__name__)
             raise Refused("write_failed") from None
-        if existing is not None and not token_secret.owns(existing, integration):
+        if existing is None:
+            log.warning("callback %s: Secret %s does not exist yet; nothing stored", ref, secret_name)
+            raise Refused("not_ready")
+        if not token_secret.owns(existing, integration):
             log.warning(
                 "callback %s: Secret %s exists and is not this integration's; not overwritten", ref, secret_name
             )
             raise Refused("secret_conflict")
-        previous = token_secret.previous_connection(existing.data) if existing is not None else None
+        previous = token_secret.previous_connection(existing.data)
         connected_realm = integration.status.realm_id or (previous.realm_id if previous else None)
         if connected_realm and connected_realm != realm_id:
             log.warning("callback %s: chose realm %s but is connected to realm %s", ref, realm_id, connected_realm)
@@ -440,6 +444,8 @@ class ConnectFlow:
             await token_secret.store(self.kube, integration, tokens)
         except token_secret.NotOurs:
             raise Refused("secret_conflict") from None
+        except token_secret.SecretMissing:
+            raise Refused("not_ready") from None
         except Exception as exc:
             log.warning(
                 "callback %s: cannot write Secret %s: %s", ref, integration.token_secret_name, type(exc).__name__

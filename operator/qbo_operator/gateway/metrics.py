@@ -24,6 +24,7 @@ CALLBACK_RESULTS = (
     "realm_mismatch",
     "realm_unverified",
     "secret_conflict",
+    "not_ready",
     "exchange_failed",
     "write_failed",
 )

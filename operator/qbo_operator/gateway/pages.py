@@ -223,6 +223,14 @@ FAILURES: dict[str, Failure] = {
         f"Tell your Green Check contact (reason: {Reason.SECRET_CONFLICT}); they can fix it and send you the link "
         "again.",
     ),
+    "not_ready": Failure(
+        503,
+        "This integration is not ready yet",
+        "The place where this integration keeps its QuickBooks connection has not been set up yet, so the "
+        "connection was cancelled at Intuit and nothing was saved.",
+        "Wait a minute and start again. If it keeps happening, tell your Green Check contact.",
+        tone="warn",
+    ),
     "exchange_failed": Failure(
         502,
         "QuickBooks did not answer",

@@ -78,6 +78,8 @@ class TokenState:
 
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str] | None) -> TokenState:
+        if not data:
+            return cls.missing()  # the operator's Secret before the first Connect
         try:
             tokens = Tokens.from_secret_data(dict(data or {}))
         except TokenSecretError as exc:

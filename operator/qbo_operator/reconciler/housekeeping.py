@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 from qbo_operator.core import names, oauth, token_secret, tokens
 from qbo_operator.core.models import Integration, Phase, Tokens, TokenSecretError, rfc3339
 from qbo_operator.core.status import Reason
+from qbo_operator.reconciler import ownership
 from qbo_operator.reconciler.conditions import TokenState
 from qbo_operator.reconciler.reconcile import Runtime
 from qbo_operator.reconciler.views import plain
@@ -48,7 +49,7 @@ async def tick(runtime: Runtime, namespace: str, name: str) -> None:
         return
     integ = Integration.from_object(body)
     view = runtime.secret(namespace, integ.token_secret_name)
-    token = view.token if view is not None else None
+    token = view.token if view is not None and ownership.owned_by(view.observed, integ.uid) else None
     if token is None or not token.valid or integ.status.phase != Phase.CONNECTED:
         return
     now = dt.datetime.now(dt.UTC)
@@ -128,6 +129,12 @@ async def finalize(runtime: Runtime, body: Mapping[str, Any], retry: int) -> Non
         return
     if secret is None or not secret.data:
         log.info("no token Secret: nothing to revoke at Intuit", extra={"k8s_ref": ref})
+        return
+    if not token_secret.owns(secret, integ):
+        # Named by spec.tokenSecretName but not ours (SecretConflict): its grant is someone else's.
+        log.info(
+            "Secret %s is not this integration's: nothing revoked", integ.token_secret_name, extra={"k8s_ref": ref}
+        )
         return
     try:
         refresh_token = Tokens.from_secret_data(secret.data).refresh_token

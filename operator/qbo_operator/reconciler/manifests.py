@@ -149,8 +149,9 @@ GATEWAY_COMPONENT = "gateway-access"
 
 
 def gateway_role(owner: Owner, token_secret: str) -> dict[str, Any]:
-    """The gateway may read and replace this integration's token Secret, by name, and no other Secret
-    (it creates a first token Secret through its namespace-wide `create`, which RBAC cannot narrow)."""
+    """The gateway may read and fill this integration's token Secret, by name, and no other Secret. It
+    creates none: the operator creates the token Secret, so the gateway needs no namespace-wide `create`
+    (which RBAC cannot narrow by name)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -346,6 +347,22 @@ def job_from_cronjob(cronjob_obj: Mapping[str, Any], cronjob_uid: str, token: st
 
 
 # --- comparing desired with observed -----------------------------------------------------------
+
+
+def child_names(owner: Owner, gateway: bool) -> list[tuple[str, str, str]]:
+    """(index, kind, name) of every child `reconcile` applies for `owner` (with the gateway's Role and
+    RoleBinding when the operator grants a gateway access): the names checked for ownership first."""
+    out = [
+        ("serviceaccounts", "ServiceAccount", owner.account),
+        ("roles", "Role", owner.account),
+        ("rolebindings", "RoleBinding", owner.account),
+        ("secrets", "Secret", owner.account),
+        ("cronjobs", "CronJob", owner.cronjob),
+    ]
+    if gateway:
+        access = names.gateway_access_name(owner.name)
+        out += [("roles", "Role", access), ("rolebindings", "RoleBinding", access)]
+    return out
 
 
 def data_digest(data: Mapping[str, str] | None) -> str:

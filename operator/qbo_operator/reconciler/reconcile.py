@@ -4,8 +4,13 @@ It computes the desired children and status from the indexes (`manifests`, `cond
 what differs, under a per-integration lock. Watch events of the CR and of every labelled child, the
 housekeeping timer and a retry timer after an error all call it. Running it twice changes nothing; in a
 steady state it makes no API call at all. It waits for kopf's finalizer before its first write, so kopf's
-precondition-guarded patch never loses a race against ours: a new integration costs exactly 8 writes (10
-with its token Secret), none retried."""
+precondition-guarded patch never loses a race against ours.
+
+It owns only what it created (`ownership`): before its first write of a child or of the token Secret it
+looks at the name (the indexes, else one read), and an object there that has no ownerReference to this
+integration's uid is left alone: phase Error, `SecretConflict` or `ObjectConflict`, and no child is
+written at all (so no Role names a Secret that is not ours). The token Secret it creates itself, empty,
+before any Connect."""
 
 from __future__ import annotations
 
@@ -19,15 +24,15 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from qbo_operator.core import names, signing, token_secret
+from qbo_operator.core import names, signing
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import Kube
 from qbo_operator.core.models import Integration, rfc3339
 from qbo_operator.core.status import SYNCED, Reason
-from qbo_operator.reconciler import conditions, manifests
+from qbo_operator.reconciler import conditions, manifests, ownership
 from qbo_operator.reconciler.conditions import Computed, Observed, SpecProblem, TokenState
 from qbo_operator.reconciler.metrics import OperatorMetrics
-from qbo_operator.reconciler.views import IntegrationState, Key, SecretView, Views, fresher, plain
+from qbo_operator.reconciler.views import IntegrationState, Key, Views, fresher, plain
 from qbo_operator.reconciler.writes import Writer, describe
 
 log = logging.getLogger("qbo_operator.operator")
@@ -136,11 +141,17 @@ class Runtime(Views):
         state = self.state((namespace, name))
         now = dt.datetime.now(dt.UTC)
         owner = manifests.Owner(namespace, name, integ.uid)
-        view = self.secret(namespace, integ.token_secret_name)
-        observed = self._observe(integ, state, view, now)
+        token, conflict = await self._claim_token_secret(integ, owner)
+        conflict = conflict or await self._foreign_child(integ, owner)
+        observed = self._observe(integ, state, token, now, conflict)
         computed = conditions.compute(observed)
+        # With a conflict nothing is written but the status: no child, so no Role grants anything on the
+        # foreign object (and, not connected, no sync-now Job needs the CronJob).
+        cron: dict[str, Any] = {}
+        cronjob_uid = ""
         try:
-            cron, cronjob_uid = await self._ensure_children(integ, owner, observed.spec_problem, computed)
+            if conflict is None:
+                cron, cronjob_uid = await self._ensure_children(integ, owner, observed.spec_problem, computed)
         except ApiException as exc:
             refusal = cronjob_refusal(exc) if attempt == 0 else None
             if refusal is None:
@@ -150,9 +161,6 @@ class Runtime(Views):
             state.refused_cronjob[integ.generation] = refusal
             await self._reconcile(namespace, name, attempt=1)
             return
-
-        if view is not None and view.token is not None:
-            await self._adopt(owner, integ.token_secret_name, view)
 
         if computed.connected and conditions.CONNECTED_ENVIRONMENT_ANNOTATION not in integ.annotations:
             written = await self.writer.annotate(
@@ -165,18 +173,26 @@ class Runtime(Views):
         state.dead_grant = None  # recorded in status now; it holds from there
 
     def _observe(
-        self, integ: Integration, state: IntegrationState, view: SecretView | None, now: dt.datetime
+        self,
+        integ: Integration,
+        state: IntegrationState,
+        token: TokenState,
+        now: dt.datetime,
+        conflict: SpecProblem | None = None,
     ) -> Observed:
         """The pure computation's input: the CR, its token, its Jobs, and what the housekeeping learnt."""
         namespace, name = integ.namespace, integ.name
-        token = view.token if view is not None and view.token is not None else TokenState.missing()
-        problem = conditions.check_spec(
-            integ.spec,
-            name,
-            integ.annotations.get(conditions.CONNECTED_ENVIRONMENT_ANNOTATION),
-            self.settings.qbo_default_time_zone,
-            self.settings.missing_credentials(integ.spec.environment),
-        ) or state.refused_cronjob.get(integ.generation)
+        problem = (
+            conflict
+            or conditions.check_spec(
+                integ.spec,
+                name,
+                integ.annotations.get(conditions.CONNECTED_ENVIRONMENT_ANNOTATION),
+                self.settings.qbo_default_time_zone,
+                self.settings.missing_credentials(integ.spec.environment),
+            )
+            or state.refused_cronjob.get(integ.generation)
+        )
         return Observed(
             namespace=namespace,
             name=name,
@@ -190,6 +206,46 @@ class Runtime(Views):
             last_job=self.last_job(namespace, name),
             dead_grant=state.dead_grant,
         )
+
+    async def _claim_token_secret(
+        self, integ: Integration, owner: manifests.Owner
+    ) -> tuple[TokenState, SpecProblem | None]:
+        """The token Secret's state, creating it (empty, ours) when the name is free; a Secret of that name
+        that is not ours is a conflict: its contents are never used, its metadata never changed."""
+        key, secret_name = (owner.namespace, owner.name), integ.token_secret_name
+        state = self.state(key)
+        if secret_name == owner.account:
+            return TokenState.missing(), None  # names the credentials Secret: `check_spec` says so (Error)
+        view = self.secret(owner.namespace, secret_name)
+        observed = fresher(view.observed if view is not None else None, state.children.get(("Secret", secret_name)))
+        token = view.token if view is not None and view.token is not None else TokenState.missing()
+        if observed is None:
+            created = await self.writer.create_token_secret(owner.namespace, owner.name, owner.uid, secret_name)
+            if created is not None:
+                state.children[("Secret", secret_name)] = manifests.comparable(created)
+                log.info("created token Secret %s", secret_name, extra={"k8s_ref": _ref(*key, "Secret")})
+                return TokenState.missing(), None
+            raw = await self.writer.read("Secret", owner.namespace, secret_name)  # exists, not labelled by us
+            observed = manifests.comparable(raw) if raw is not None else None
+            token = TokenState.from_secret_data((raw or {}).get("data"))
+        field = "spec.tokenSecretName" if integ.spec.token_secret_name else ""
+        problem = ownership.conflict("Secret", secret_name, observed, owner.uid, field)
+        return (TokenState.missing(), problem) if problem is not None else (token, None)
+
+    async def _foreign_child(self, integ: Integration, owner: manifests.Owner) -> SpecProblem | None:
+        """The first child name taken by an object that is not ours. The indexes hold only labelled objects,
+        so a name they do not know (and we never wrote) is read once; a child we wrote costs nothing."""
+        key = (owner.namespace, owner.name)
+        for index, kind, name in manifests.child_names(owner, bool(self.settings.qbo_gateway_service_account)):
+            observed = self.child(key, index, kind, name)
+            if observed is None:
+                raw = await self.writer.read(kind, owner.namespace, name)
+                observed = manifests.comparable(raw) if raw is not None else None
+                if observed is not None and ownership.owned_by(observed, owner.uid):
+                    self.state(key).children[(kind, name)] = observed
+            if (problem := ownership.conflict(kind, name, observed, owner.uid)) is not None:
+                return problem
+        return None
 
     async def _ensure_children(
         self, integ: Integration, owner: manifests.Owner, problem: SpecProblem | None, computed: Computed
@@ -229,25 +285,6 @@ class Runtime(Views):
         self.state(owner).children[(kind, meta["name"])] = written
         log.info("applied %s %s", kind, meta["name"], extra={"k8s_ref": _ref(meta["namespace"], meta["name"], kind)})
         return written
-
-    async def _adopt(self, owner: manifests.Owner, secret_name: str, view: SecretView) -> None:
-        """Make the CR own its token Secret, so garbage collection removes it with the CR."""
-        state = self.state((owner.namespace, owner.name))
-        observed = fresher(view.observed, state.children.get(("Secret", secret_name)))
-        assert observed is not None
-        meta = observed.get("metadata") or {}
-        owners = token_secret.adopted_owners(meta.get("ownerReferences") or [], owner.name, owner.uid)
-        if owners is None:
-            return
-        try:
-            written = await self.writer.adopt_secret(
-                owner.namespace, secret_name, str(meta.get("resourceVersion", "")), owners
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409, 422):
-                raise  # 404 gone, 409/422 changed since we saw it: the next event brings it back here
-            return
-        state.children[("Secret", secret_name)] = manifests.comparable(written)
 
     async def _sync_request(
         self, integ: Integration, computed: Computed, cron: dict[str, Any], cronjob_uid: str

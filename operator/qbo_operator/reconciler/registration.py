@@ -136,6 +136,8 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
         *, type: str | None, namespace: str | None, name: str, labels: kopf.Labels, body: kopf.Body, memo: Any, **_: Any
     ) -> None:
         runtime, namespace = _runtime(memo), namespace or ""
+        if type == "DELETED" and (integration := _integration_of(labels)):
+            runtime.forget_child((namespace, integration), "Secret", name)  # a token Secret is created again
         targets = runtime.secret_targets(namespace, name, _integration_of(labels), None if type == "DELETED" else body)
         if type is None:
             return  # the initial listing: every integration is reconciled by its own listing event

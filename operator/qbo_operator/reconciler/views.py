@@ -200,6 +200,11 @@ class Views:
         state = self.states.get(owner)
         return fresher(indexed, state.children.get((kind, name)) if state is not None else None)
 
+    def forget_child(self, owner: Key, kind: str, name: str) -> None:
+        """Our last write of a child that is gone now: the next reconcile must not mistake it for present."""
+        if (state := self.states.get(owner)) is not None:
+            state.children.pop((kind, name), None)
+
     def secret(self, namespace: str, name: str) -> SecretView | None:
         view: SecretView | None = only(self.index("secrets"), (namespace, name))
         return view
@@ -217,7 +222,12 @@ class Views:
         holders.update(claims.get(realm, ()) if claims is not None else ())
         for ns, integration, secret_name in secrets.get(realm, ()) if secrets is not None else ():
             body = self.body(ns, integration)
-            if body is not None and Integration.from_object(body).token_secret_name == secret_name:
+            if body is None:
+                continue
+            integ, view = Integration.from_object(body), self.secret(ns, secret_name)
+            # Only the integration whose uid owns the Secret holds its realm: naming a Secret claims nothing.
+            owners = view.owner_references if view is not None else []
+            if integ.token_secret_name == secret_name and any(o.get("uid") == integ.uid for o in owners):
                 holders.add((ns, integration))
         return holders
 

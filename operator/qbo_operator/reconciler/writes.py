@@ -1,9 +1,11 @@
 """The Writer: every API write the operator's own code makes, in one place, each counted.
 
 qbo_operator_api_writes_total{kind,verb} lets tests and benchmarks prove that an idle operator writes nothing
-(kopf itself writes only its finalizer). Children are written by server-side apply under our field manager;
-the token Secret, which the gateway and the sync also write, only gains our ownerReference, guarded by the
-resourceVersion we saw."""
+(kopf itself writes only its finalizer). Children are written by server-side apply under our field manager,
+only once they are known to be ours (`ownership`); the token Secret, which the gateway and the sync fill, is
+created empty with a plain create (never applied: a create fails on an existing Secret instead of taking it
+over). `read` looks at an object the indexes do not hold (they hold only labelled ones), before its first
+write."""
 
 from __future__ import annotations
 
@@ -93,12 +95,34 @@ class Writer:
         )
         return obj
 
-    async def adopt_secret(
-        self, namespace: str, name: str, resource_version: str, owners: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        """Add our ownerReference, only if nobody wrote the Secret since we saw it (a refresh may be writing)."""
-        self._count("Secret", "patch")
-        return self._dict(await token_secret.adopt(self.kube, namespace, name, resource_version, owners))
+    async def create_token_secret(
+        self, namespace: str, integration_name: str, uid: str, name: str
+    ) -> dict[str, Any] | None:
+        """Create the integration's empty token Secret; None when a Secret of that name exists already."""
+        self._count("Secret", "create")
+        try:
+            body = token_secret.empty(namespace, integration_name, uid, name)
+            return self._dict(await self.kube.create_secret(namespace, body))
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    async def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object as the API server has it (a read, not counted as a write); None when absent."""
+        reader: Any = {
+            "ServiceAccount": self.kube.core.read_namespaced_service_account,
+            "Secret": self.kube.core.read_namespaced_secret,
+            "Role": self.rbac.read_namespaced_role,
+            "RoleBinding": self.rbac.read_namespaced_role_binding,
+            "CronJob": self.kube.batch.read_namespaced_cron_job,
+        }[kind]
+        try:
+            return self._dict(await reader(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def event(
         self,

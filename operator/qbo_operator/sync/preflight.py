@@ -91,7 +91,7 @@ async def read_connection(kube: Kube, namespace: str, integ: Integration, ref: s
     except SecretMissing:
         raise SyncFailed(
             None,
-            f"{ref} is not connected yet (token Secret {secret_name} does not exist); "
+            f"{ref} is not connected yet (token Secret {secret_name} is missing or holds no tokens); "
             "open the Connect link in status.authorizationURL",
             record=False,
         ) from None
