@@ -143,7 +143,6 @@ class SftpClient:
         self._sftp: asyncssh.SFTPClient | None = None
         self._state: State | None = None
         self.requests = 0
-        self.files = 0
 
     @property
     def _state_path(self) -> str:
@@ -178,7 +177,6 @@ class SftpClient:
                 await self._upload(sftp, name, encode(todo.rows))
                 state.commit(state.pending)
                 await self._write_state(sftp, state)
-                self.files += 1
                 log.info("SFTP: delivered %s (%d rows)", name, len(todo.rows))
             return todo.results
         except SftpError:
