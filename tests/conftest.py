@@ -37,6 +37,8 @@ def cluster() -> Iterator[ControlPlane]:
         crds = sorted((ROOT / "crds").glob("*.yaml"))
         if crds:
             cp.apply_crds(*crds)
+        # The release namespace the processes default to (POD_NAMESPACE): the realm claims live there.
+        cp.kubectl("create", "namespace", "qbo-system", check=False)
         yield cp
     finally:
         if os.environ.get("QBO_KEEP_CLUSTER_LOGS"):

@@ -77,6 +77,11 @@ def test_default_mode_renders_the_expected_objects(rendered: dict[str, list[dict
             ("ClusterRoleBinding", f"{FULLNAME}-operator"),
             ("ClusterRole", f"{FULLNAME}-gateway"),
             ("ClusterRoleBinding", f"{FULLNAME}-gateway"),
+            # the realm claims, in the release namespace only (templates/realm-claims-rbac.yaml)
+            ("Role", f"{FULLNAME}-operator-claims"),
+            ("RoleBinding", f"{FULLNAME}-operator-claims"),
+            ("Role", f"{FULLNAME}-gateway-claims"),
+            ("RoleBinding", f"{FULLNAME}-gateway-claims"),
             ("Service", f"{FULLNAME}-operator-metrics"),
             ("Service", f"{FULLNAME}-gateway"),
             ("Deployment", f"{FULLNAME}-operator"),
@@ -323,7 +328,9 @@ def _binding_subject(binding: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def test_cluster_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objs = rendered["default"]
-    assert find(objs, "Role") == [] and find(objs, "RoleBinding") == []
+    assert_claims_rbac(objs)
+    claims = {f"{FULLNAME}-{account}-claims" for account in ("operator", "gateway")}
+    assert {o["metadata"]["name"] for o in find(objs, "Role") + find(objs, "RoleBinding")} == claims
     assert one(objs, "ClusterRole", "qbo-operator-operator")["rules"] == OPERATOR_RULES
     assert one(objs, "ClusterRole", "-gateway")["rules"] == GATEWAY_RULES
     assert one(objs, "ClusterRole", "-operator-cluster")["rules"] == [CRD_RULE]  # kopf lists no namespaces
@@ -341,8 +348,21 @@ def test_cluster_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
         assert _binding_subject(binding) == ("ServiceAccount", f"{FULLNAME}-{account}", NAMESPACE)
 
 
+def assert_claims_rbac(objs: list[dict[str, Any]]) -> None:
+    """Leases in the release namespace only: the gateway gets, creates and deletes realm claims, the operator
+    gets and deletes them (docs/security.md "Realm claims")."""
+    for account, verbs in (("operator", ["get", "delete"]), ("gateway", ["get", "create", "delete"])):
+        role = one(objs, "Role", f"-{account}-claims")
+        assert role["metadata"]["namespace"] == NAMESPACE
+        assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": verbs}]
+        binding = one(objs, "RoleBinding", f"-{account}-claims")
+        assert binding["metadata"]["namespace"] == NAMESPACE and binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert _binding_subject(binding) == ("ServiceAccount", f"{FULLNAME}-{account}", NAMESPACE)
+
+
 def test_namespaced_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objs = rendered["namespaced"]
+    assert_claims_rbac(objs)
     assert [o["metadata"]["name"] for o in find(objs, "ClusterRole")] == [f"{FULLNAME}-operator-cluster"]
     assert one(objs, "ClusterRole")["rules"] == [CRD_RULE]
     for account, rules in (("operator", OPERATOR_RULES), ("gateway", GATEWAY_RULES)):

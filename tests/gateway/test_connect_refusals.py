@@ -239,8 +239,8 @@ def test_a_second_integration_cannot_take_a_connected_realm(
 ) -> None:
     s = stack_factory(start_gateway=False)
     realm = new_company(s.sb, "Acme Dispensary LLC")
-    create_integration(cluster, namespace, "first")
-    set_status(cluster, namespace, "first", {"phase": "Connected", "realmId": realm})  # connected earlier
+    _, first_link = integration_with_link(cluster, s, namespace, "first")
+    assert heading(connect_via_http(first_link, realm).text) == "QuickBooks is connected"  # claims the realm
     other_ns = f"other-tenant-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", other_ns)
     try:
@@ -252,8 +252,9 @@ def test_a_second_integration_cannot_take_a_connected_realm(
         assert namespace not in resp.text and "first" not in resp.text  # the other tenant is never named
         assert_nothing_written(cluster, other_ns, before, "second")
         assert '"reason": "DuplicateRealm"' in events_text(cluster, other_ns)
-        assert s.sb.state()["realms"][0]["grants"] == 0  # refused before any tokens were obtained
-        assert holds_no_tokens(cluster, namespace, "first")
+        # the first integration's grant only: the second was refused before any tokens were obtained
+        assert next(r["grants"] for r in s.sb.state()["realms"] if r["realmId"] == realm) == 1
+        assert not holds_no_tokens(cluster, namespace, "first")
     finally:
         cluster.kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
 

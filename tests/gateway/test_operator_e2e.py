@@ -50,6 +50,8 @@ def chart_accounts(cluster: ControlPlane) -> dict[str, Path]:
         "templates/operator-rbac.yaml",
         "--show-only",
         "templates/gateway-rbac.yaml",
+        "--show-only",
+        "templates/realm-claims-rbac.yaml",
     ).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     for doc in docs:

@@ -287,11 +287,17 @@ def test_gateway_cannot_read_secrets_it_did_not_write(
 
 
 def granted_rules(cp: ControlPlane) -> dict[tuple[str, str], set[str]]:
-    """(apiGroup, resource) -> verbs of the operator's ClusterRoles as the installed release has them."""
+    """(apiGroup, resource) -> verbs of the operator's ClusterRoles, and of its realm-claims Role in the release
+    namespace, as the installed release has them."""
     manifest = cp.helm("get", "manifest", RELEASE, "--namespace", SYSTEM_NAMESPACE).stdout
     out: dict[tuple[str, str], set[str]] = {}
     for doc in yaml.safe_load_all(manifest):
-        if not doc or doc["kind"] != "ClusterRole" or not doc["metadata"]["name"].startswith(f"{RELEASE}-operator"):
+        if not doc or not doc["metadata"]["name"].startswith(f"{RELEASE}-operator"):
+            continue
+        if doc["kind"] != "ClusterRole" and (doc["kind"], doc["metadata"]["name"]) != (
+            "Role",
+            f"{RELEASE}-operator-claims",
+        ):
             continue
         for rule in doc.get("rules") or []:
             assert not rule.get("resourceNames"), rule
@@ -338,13 +344,14 @@ _RESOURCE_WORDS = {
     "customresourcedefinitions": ("crd", "resource definition"),
     "namespaces": ("namespace",),
     "clusterkopfpeerings": ("peering",),
+    "leases": ("lease", "claim"),
 }
 
 
 def chart_comments() -> list[str]:
     """Every comment in the chart's RBAC templates (`#` lines and {{/* */}} blocks), one string each."""
     blocks: list[str] = []
-    for path in (TEMPLATES / "_rbac.tpl", TEMPLATES / "operator-rbac.yaml"):
+    for path in (TEMPLATES / "_rbac.tpl", TEMPLATES / "operator-rbac.yaml", TEMPLATES / "realm-claims-rbac.yaml"):
         text = path.read_text()
         blocks += re.findall(r"\{\{-?\s*/\*(.*?)\*/\s*-?\}\}", text, re.S)
         current: list[str] = []

@@ -219,13 +219,34 @@ GATEWAY_ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
+# In the release namespace only (the chart's realm-claims-rbac.yaml): the realm claims.
+CLAIMS_NAMESPACE = "qbo-system"
+GATEWAY_CLAIM_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "delete"]},
+]
 
 
 def gateway_service_account(cluster: ControlPlane, namespace: str, name: str = "qbo-gateway") -> Path:
-    """ServiceAccount + Role (GATEWAY_ROLE_RULES, nothing more) + RoleBinding; returns its kubeconfig."""
+    """ServiceAccount + Role (GATEWAY_ROLE_RULES, nothing more) + RoleBinding, and the realm-claims Role in
+    CLAIMS_NAMESPACE; returns its kubeconfig."""
     rbac = "rbac.authorization.k8s.io"
+    claims = f"{name}-{namespace}-claims"
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
     apply(
         cluster,
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "Role",
+            "metadata": {"name": claims, "namespace": CLAIMS_NAMESPACE},
+            "rules": GATEWAY_CLAIM_RULES,
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": claims, "namespace": CLAIMS_NAMESPACE},
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": claims},
+            "subjects": [subject],
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
         {
             "apiVersion": f"{rbac}/v1",
@@ -238,14 +259,15 @@ def gateway_service_account(cluster: ControlPlane, namespace: str, name: str = "
             "kind": "RoleBinding",
             "metadata": {"name": name, "namespace": namespace},
             "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            "subjects": [subject],
         },
     )
     return cluster.service_account_kubeconfig(namespace, name)
 
 
 def render_chart_rbac(cluster: KubeClients, namespace: str) -> tuple[list[dict[str, Any]], str]:
-    """The chart's operator ServiceAccount and RBAC (`helm template`), and the ServiceAccount's name."""
+    """The chart's operator ServiceAccount and RBAC (`helm template`; its realm-claims Role in `namespace`),
+    and the ServiceAccount's name."""
     rendered = cluster.helm(
         "template",
         "qbo",
@@ -256,6 +278,8 @@ def render_chart_rbac(cluster: KubeClients, namespace: str) -> tuple[list[dict[s
         "templates/operator-rbac.yaml",
         "--show-only",
         "templates/serviceaccounts.yaml",
+        "--show-only",
+        "templates/realm-claims-rbac.yaml",
     ).stdout
     docs = [
         d

@@ -145,6 +145,9 @@ class Settings(BaseModel):
     qbo_log_format: str = ""
     # "<namespace>/<name>" of the gateway's ServiceAccount: the operator grants it each token Secret by name.
     qbo_gateway_service_account: str = ""
+    # The release's own namespace (the chart sets it from the downward API): the realm claims live there,
+    # where no tenant and no sync Job can write (gateway/realm_claims.py).
+    pod_namespace: str = "qbo-system"
     qbo_auth_url: str = INTUIT_AUTH_URL
     qbo_token_url: str = INTUIT_TOKEN_URL
     qbo_revoke_url: str = INTUIT_REVOKE_URL

@@ -1,9 +1,9 @@
 """Thin async access to the API server (kubernetes_asyncio) shared by operator, gateway and sync.
 
 Only what the three processes need: read an integration, patch its status, read and write Secrets
-with optimistic concurrency, and emit Events. The two shapes every writer shares are built here and
-nowhere else: the Event on an integration (`event_body`) and the ownerReference (`owner_reference`).
-No business logic here; the token Secret's own rules are in `token_secret`."""
+with optimistic concurrency, hold the realm claims (Leases), and emit Events. The two shapes every
+writer shares are built here and nowhere else: the Event on an integration (`event_body`) and the
+ownerReference (`owner_reference`). No business logic here; the token Secret's own rules are in `token_secret`."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.batch = client.BatchV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     # --- QuickbooksIntegration ---------------------------------------------------------------
 
@@ -102,6 +103,30 @@ class Kube:
             namespace,
             body,
             _content_type="application/json-patch+json",  # type: ignore[call-arg]
+        )
+
+    # --- Leases (the realm claims) -------------------------------------------------------------
+
+    async def read_lease(self, namespace: str, name: str) -> client.V1Lease | None:
+        try:
+            return await self.coordination.read_namespaced_lease(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> client.V1Lease:
+        """Create or fail with 409: the API server decides which of several racing writers holds it."""
+        return await self.coordination.create_namespaced_lease(namespace, body)  # type: ignore[arg-type]
+
+    async def delete_lease_if_unchanged(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
+        """Delete exactly the Lease that was read (409 if it changed since, 404 if it is gone already)."""
+        await self.coordination.delete_namespaced_lease(
+            name,
+            namespace,
+            body=client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+            ),
         )
 
     # --- Events ------------------------------------------------------------------------------

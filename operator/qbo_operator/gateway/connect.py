@@ -26,7 +26,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from qbo_operator.core import logging as logs
-from qbo_operator.core import oauth, signing, token_secret
+from qbo_operator.core import oauth, realm_claims, signing, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, Phase, Tokens, rfc3339
@@ -274,10 +274,10 @@ class ConnectFlow:
         company = pages.company_label(integration.spec.company_name, integration.name)
         try:
             code, realm_id = self._intuit_answer(state, query, ref)
-            await self._refuse_duplicate_realm(integration, state, realm_id, ref)
+            await self._refuse_duplicate_realm(integration, realm_id, ref, hold=False)
             await self._previous_connection(integration, realm_id, ref)
             response = await self._exchange(integration, code, ref)
-            tokens, reconnected = await self._keep(integration, state, response, realm_id, ref)
+            tokens, reconnected = await self._keep(integration, response, realm_id, ref)
         except Refused as refused:
             return self._refusal("callback", refused.result, company, integration.status.authorization_url, ref)
         log.info(
@@ -325,19 +325,26 @@ class ConnectFlow:
             raise Refused("replayed")
         return code, realm_id
 
-    async def _refuse_duplicate_realm(
-        self, integration: Integration, state: signing.OAuthState, realm_id: str, ref: str
-    ) -> None:
-        """Refuse realm conflicts before the code exchange: no tokens are obtained that cannot be kept."""
-        others = [i for i in self.index.by_realm(realm_id) if (i.namespace, i.name) != (state.namespace, state.name)]
-        if not others:
-            return
-        log.warning(
-            "callback %s: realm %s already belongs to %s",
-            ref,
-            realm_id,
-            ", ".join(f"{i.namespace}/{i.name}" for i in others),
-        )
+    async def _refuse_duplicate_realm(self, integration: Integration, realm_id: str, ref: str, *, hold: bool) -> None:
+        """Refuse a realm another integration holds (core/realm_claims). Before the code exchange only
+        read the claim, so no tokens are obtained that cannot be kept; after Intuit confirmed the realm,
+        `hold` it: the create decides between racing gateways."""
+        me = realm_claims.Holder(integration.namespace, integration.name, integration.uid)
+        environment, where = integration.spec.environment, self.settings.pod_namespace
+        try:
+            if hold:
+                outcome = await realm_claims.claim(self.kube, where, environment, realm_id, me, self._alive)
+                if outcome is realm_claims.Outcome.HELD:
+                    return
+            else:
+                current = await realm_claims.read(self.kube, where, environment, realm_id)
+                holder = current.holder if current is not None else None
+                if holder is None or holder.uid == me.uid or not await self._alive(holder):
+                    return
+        except ApiException as exc:
+            log.warning("callback %s: cannot read or write the claim of realm %s: HTTP %s", ref, realm_id, exc.status)
+            raise Refused("write_failed") from None
+        log.warning("callback %s: realm %s already belongs to another integration", ref, realm_id)
         await self._event(
             integration,
             "Warning",
@@ -346,6 +353,14 @@ class ConnectFlow:
             "already uses; nothing was stored.",
         )
         raise Refused("duplicate_realm")
+
+    async def _alive(self, holder: realm_claims.Holder) -> bool:
+        """Does the claim's holder still exist with its uid? Unsure (403, errors) counts as yes."""
+        try:
+            obj = await self.kube.get_integration_object(holder.namespace, holder.name)
+        except ApiException as exc:
+            return exc.status != 404
+        return bool((obj.get("metadata") or {}).get("uid") == holder.uid)
 
     async def _previous_connection(
         self, integration: Integration, realm_id: str, ref: str
@@ -396,7 +411,6 @@ class ConnectFlow:
     async def _keep(
         self,
         integration: Integration,
-        state: signing.OAuthState,
         response: oauth.TokenResponse,
         realm_id: str,
         ref: str,
@@ -405,8 +419,8 @@ class ConnectFlow:
         integration may not keep are never left alive at Intuit. Returns (tokens, reconnected)."""
         try:
             await self._verify_realm(integration, response, realm_id, ref)
-            # The realm is Intuit's word now; the index or the Secret may also have moved during the exchange.
-            await self._refuse_duplicate_realm(integration, state, realm_id, ref)
+            # The realm is Intuit's word now: claim it (the Secret may also have moved during the exchange).
+            await self._refuse_duplicate_realm(integration, realm_id, ref, hold=True)
             previous = await self._previous_connection(integration, realm_id, ref)
             now = datetime.now(UTC)
             status = integration.status

@@ -24,7 +24,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from qbo_operator.core import names, signing
+from qbo_operator.core import names, realm_claims, signing
 from qbo_operator.core.config import Settings
 from qbo_operator.core.kube import Kube
 from qbo_operator.core.models import Integration, rfc3339
@@ -143,7 +143,8 @@ class Runtime(Views):
         owner = manifests.Owner(namespace, name, integ.uid)
         token, conflict = await self._claim_token_secret(integ, owner)
         conflict = conflict or await self._foreign_child(integ, owner)
-        observed = self._observe(integ, state, token, now, conflict)
+        duplicate_owner = await self._duplicate_owner(integ, token.realm_id)
+        observed = self._observe(integ, state, token, now, conflict, duplicate_owner)
         computed = conditions.compute(observed)
         # With a conflict nothing is written but the status: no child, so no Role grants anything on the
         # foreign object (and, not connected, no sync-now Job needs the CronJob).
@@ -179,6 +180,7 @@ class Runtime(Views):
         token: TokenState,
         now: dt.datetime,
         conflict: SpecProblem | None = None,
+        duplicate_owner: str | None = None,
     ) -> Observed:
         """The pure computation's input: the CR, its token, its Jobs, and what the housekeeping learnt."""
         namespace, name = integ.namespace, integ.name
@@ -202,10 +204,47 @@ class Runtime(Views):
             token=token,
             now=now,
             spec_problem=problem,
-            duplicate_owner=self.realm_owner(token.realm_id, (namespace, name)) if token.realm_id else None,
+            duplicate_owner=duplicate_owner,
             last_job=self.last_job(namespace, name),
             dead_grant=state.dead_grant,
         )
+
+    async def _duplicate_owner(self, integ: Integration, realm: str | None) -> str | None:
+        """Who else owns `realm`, if anyone. Only when another integration also holds it (rare) is the realm's
+        claim read (core/realm_claims, written by the gateway once Intuit confirmed the realm): its live holder
+        decides, whatever any status says. A realm no gateway claimed (tokens written by hand, or a claim whose
+        holder is gone) falls back to the index's rule (`realm_owner`)."""
+        me = (integ.namespace, integ.name)
+        if not realm or self.realm_holders(realm) <= {me}:
+            return None
+        try:
+            claim = await realm_claims.read(self.kube, self.settings.pod_namespace, integ.spec.environment, realm)
+        except ApiException as exc:
+            log.warning("cannot read the claim of realm %s: HTTP %s", realm, exc.status, extra={"k8s_ref": _ref(*me)})
+            claim = None
+        holder = claim.holder if claim is not None else None
+        if holder is not None:
+            if holder.uid == integ.uid:
+                return None
+            body = self.body(*holder.key)
+            if body is not None and (body.get("metadata") or {}).get("uid") == holder.uid:
+                return str(holder)
+        return self.realm_owner(realm, me)
+
+    async def release_realm_claims(self, integ: Integration) -> None:
+        """On deletion: free the realms this integration holds a claim on (its status's and its Secret's)."""
+        view = self.secret(integ.namespace, integ.token_secret_name)
+        realms = {integ.status.realm_id, view.token.realm_id if view is not None and view.token is not None else None}
+        for realm in sorted(r for r in realms if r):
+            try:
+                released = await realm_claims.release(
+                    self.kube, self.settings.pod_namespace, integ.spec.environment, realm, integ.uid
+                )
+            except ApiException as exc:
+                log.warning("cannot release the claim of realm %s: HTTP %s", realm, exc.status)
+                continue
+            if released:
+                log.info("released the claim of realm %s", realm, extra={"k8s_ref": _ref(integ.namespace, integ.name)})
 
     async def _claim_token_secret(
         self, integ: Integration, owner: manifests.Owner

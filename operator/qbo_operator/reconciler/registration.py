@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from qbo_operator.core import names
+from qbo_operator.core.models import Integration
 from qbo_operator.reconciler import housekeeping, manifests
 from qbo_operator.reconciler.housekeeping import DELETE_HANDLER_RETRIES, HOUSEKEEPING_INTERVAL
 from qbo_operator.reconciler.reconcile import Runtime
@@ -173,3 +174,4 @@ def _register_timers(registry: kopf.OperatorRegistry, housekeeping_interval: flo
     @kopf.on.delete(*CR, id="revoke", registry=registry, timeout=600, retries=DELETE_HANDLER_RETRIES, backoff=10)
     async def revoke(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
         await housekeeping.finalize(_runtime(memo), body, retry)
+        await _runtime(memo).release_realm_claims(Integration.from_object(plain(body)))
