@@ -2,7 +2,8 @@
 security suites tried and what held, as a table, and as its very last line
 
     kills=<n> expected=<n> delivered=<n> duplicated=<n> lost=<n> faults=<passed>/<tried> fuzz_inputs=<n>
-    secret_leaks=<n> nights=<n> mismatches=<n> sftp_kills=<n> sftp_faults=<passed>/<tried>   (one line)
+    secret_leaks=<n> nights=<n> mismatches=<n> sftp_kills=<n> sftp_faults=<passed>/<tried>
+    attacks=<passed>/<tried>   (one line)
 
 Tests record their figures through the `report` fixture (tests/support/ledger.py); this plugin adds
 each test's outcome, sums the figures, and writes everything to test-artifacts/reliability-report.json.
@@ -15,7 +16,12 @@ how many records Green Check holds unlike the projection (`faults.audit(held, ex
 
 `sftp_kills` and `sftp_faults` come from the SFTP delivery's crash and fault tests
 (tests/reliability/test_sftp_delivery.py): sync runs SIGKILLed mid-delivery, and the server faults a run must
-name and survive (rows of kind "sftp-fault")."""
+name and survive (rows of kind "sftp-fault").
+
+`attacks` counts the attacks of issue 17's review that a test plays through the public entry points (rows of kind
+"attack": a rewritten realm, a squatted Secret, a cross-site Connect press, racing gateways, a forged status, a
+gateway creating a Secret, verbose logs, an echoed client secret, a lost rotation, revoke racing a refresh):
+passed when the test that tried it passed."""
 
 from __future__ import annotations
 
@@ -56,13 +62,15 @@ def summary() -> dict[str, Any]:
     passed = sum(1 for row in faults if row.outcome == "passed")
     sftp_faults = [row for row in rows if row.kind == "sftp-fault"]
     sftp_passed = sum(1 for row in sftp_faults if row.outcome == "passed")
+    attacks = [row for row in rows if row.kind == "attack"]
+    attacks_passed = sum(1 for row in attacks if row.outcome == "passed")
     leaks = len(ledger.SECRETS.hits) if ledger.SECRETS.scanned else 0
     line = (
         f"kills={totals['kills']} expected={totals['expected']} delivered={totals['delivered']} "
         f"duplicated={totals['duplicated']} lost={totals['lost']} faults={passed}/{len(faults)} "
         f"fuzz_inputs={totals['fuzz_inputs']} secret_leaks={leaks} nights={totals['nights']} "
         f"mismatches={totals['mismatches']} sftp_kills={totals['sftp_kills']} "
-        f"sftp_faults={sftp_passed}/{len(sftp_faults)}"
+        f"sftp_faults={sftp_passed}/{len(sftp_faults)} attacks={attacks_passed}/{len(attacks)}"
     )
     return {"totals": totals, "faults": {"passed": passed, "tried": len(faults)}, "secret_leaks": leaks, "line": line}
 

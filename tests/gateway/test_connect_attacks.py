@@ -6,6 +6,7 @@ cookie; a link stops working once its integration is connected. Over real HTTP a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from qbo_operator.gateway.connect import cross_site
 from qbo_operator.harness.controlplane import ControlPlane
 from tests.support.connect import callback, connect_via_http, consent, heading, new_company, press_connect, retry_link
 from tests.support.kube import create_integration, qbi, secret_or_none, set_status
+from tests.support.ledger import Report
 from tests.support.processes import Stack, StackFactory
 from tests.support.wait import wait_for
 
@@ -44,7 +46,7 @@ def grants(s: Stack, realm: str) -> int:
 
 
 def test_a_rewritten_realm_is_refused_for_a_pending_integration(
-    cluster: ControlPlane, namespace: str, stack_factory: StackFactory
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, report: Report
 ) -> None:
     s = stack_factory(start_gateway=False)
     own = new_company(s.sb, "Attacker Holdings")
@@ -65,10 +67,11 @@ def test_a_rewritten_realm_is_refused_for_a_pending_integration(
 
     # The target company connects later through its own integration: no squat stands in its way.
     assert heading(connect_via_http(link, target).text) == "QuickBooks is connected"
+    report.row("attacks", "rewritten realmId, pending integration", tried=1, held="refused, revoked", kind="attack")
 
 
 def test_a_rewritten_realm_is_refused_for_a_connected_integration(
-    cluster: ControlPlane, namespace: str, stack_factory: StackFactory
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, report: Report
 ) -> None:
     """The attacker pressed Connect while the integration was pending (the state lives 10 minutes), the
     company connected, and then the attacker comes back with their own company's code and the victim's realm."""
@@ -91,6 +94,7 @@ def test_a_rewritten_realm_is_refused_for_a_connected_integration(
     assert after is not None and after["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
     assert (grants(s, own), grants(s, victim)) == (0, 1)  # the attacker's grant revoked, the victim's kept
     assert s.gw.metric("qbo_oauth_callbacks_total", result="realm_unverified") == 1
+    report.row("attacks", "rewritten realmId, connected integration", tried=1, held="refused, revoked", kind="attack")
 
 
 @pytest.mark.parametrize("realm", ["0009130355357483456", "0"])
@@ -124,7 +128,7 @@ def cookies_set(resp: httpx.Response) -> list[str]:
     ],
 )
 def test_a_cross_site_press_of_the_connect_button_gets_403_and_no_cookie(
-    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, headers: dict[str, str]
+    cluster: ControlPlane, namespace: str, stack_factory: StackFactory, headers: dict[str, str], report: Report
 ) -> None:
     s = stack_factory(start_gateway=False)
     link = pending(cluster, s, namespace)
@@ -133,6 +137,7 @@ def test_a_cross_site_press_of_the_connect_button_gets_403_and_no_cookie(
     assert cookies_set(resp) == [] and "location" not in resp.headers
     assert s.gw.metric("qbo_connect_requests_total", result="cross_site") == 1
     assert s.gw.metric("qbo_connect_requests_total", result="started") == 0
+    report.row("attacks", "cross-site Connect press", tried=json.dumps(headers), held="403, no cookie", kind="attack")
 
 
 def test_the_connect_page_itself_may_press_the_button(

@@ -11,6 +11,7 @@ from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.support.kube import apply, get, settled
+from tests.support.ledger import Report
 from tests.support.objects import integration, issued_tokens, token_secret
 from tests.support.operator import StartOperator
 from tests.support.wait import wait_for
@@ -49,6 +50,7 @@ def test_naming_a_secret_that_is_not_ours_is_a_conflict_and_revokes_nothing(
     start_operator: StartOperator,
     qbo_sandbox: QboSandbox,
     secret_values: list[str],
+    report: Report,
 ) -> None:
     start_operator("--all-namespaces", env={"QBO_GATEWAY_SERVICE_ACCOUNT": GATEWAY})
     # Acme, connected: its token Secret is the operator's, owned by acme's uid.
@@ -90,6 +92,8 @@ def test_naming_a_secret_that_is_not_ours_is_a_conflict_and_revokes_nothing(
     assert live_grants(qbo_sandbox, realm) == grants == 1
     for secret in before:
         assert get(cluster, "secret", namespace, secret) is not None, f"{secret} was deleted with the squatter"
+    for target in ("another integration's token Secret", "an unrelated Secret"):
+        report.row("attacks", f"tokenSecretName names {target}", tried=1, held="SecretConflict", kind="attack")
 
 
 def test_objects_of_derived_names_not_created_by_the_operator_are_not_taken_over(

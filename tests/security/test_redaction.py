@@ -17,6 +17,7 @@ from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, Gree
 from qbo_operator.sync.records import Batch
 from tests.support.greencheck import CLIENT_ID, CRB, REALM, SP_ID, make_set
 from tests.support.http import serve_app
+from tests.support.ledger import Report
 
 SHORT = "Zq7pW2xK9mLs"  # 12 characters: no opaque run
 PUNCTUATED = "Gc$ecret!pa55-word#2024"
@@ -80,7 +81,7 @@ async def token_endpoint(answer: Callable[[], web.Response]) -> AsyncIterator[st
 @pytest.mark.parametrize("secret", [SHORT, PUNCTUATED])
 @pytest.mark.parametrize("n", range(5))
 async def test_a_green_check_token_refusal_that_echoes_the_client_secret_leaks_nothing(
-    secret: str, n: int, caplog: pytest.LogCaptureFixture
+    secret: str, n: int, caplog: pytest.LogCaptureFixture, report: Report
 ) -> None:
     policy = GreenCheckPolicy(backoff_initial=0.01, backoff_max=0.02, transient_retries=1, default_throttle_wait=0.01)
     async with token_endpoint(echoes(secret)[n]) as url, GreenCheckClient(url, CLIENT_ID, secret, SP_ID, policy) as gc:
@@ -90,3 +91,7 @@ async def test_a_green_check_token_refusal_that_echoes_the_client_secret_leaks_n
     assert "HTTP" in said  # the status is still told
     for form in (secret, quote(secret, safe=""), quote(secret, safe="").lower()):
         assert form not in said, f"the client secret leaked ({form!r} form)"
+    report.row(
+        "attacks", f"Green Check echoes a {len(secret)}-character client secret", tried=f"answer {n}",
+        held="not leaked", kind="attack",
+    )  # fmt: skip

@@ -85,6 +85,7 @@ def test_no_secret_appears_with_every_process_at_its_most_verbose_level(
         "every process at its most verbose level",
         tried=f"{len(ledger.values)} values x {len(texts)} sources",
         held=f"{len(hits)} leaks",
+        kind="attack",
     )
     assert debug_lines > 0, "no process logged at DEBUG: the scan would prove nothing"
     where = "\n".join(f"  {h.label} in {h.source}" for h in hits[:40])

@@ -37,7 +37,7 @@ class Row:
     tried: str
     held: str
     nodeid: str
-    kind: str = "check"  # "fault": a fault-matrix cell (faults=<passed>/<tried>); "sftp-fault": sftp_faults=
+    kind: str = "check"  # "fault": faults=<passed>/<tried>; "sftp-fault": sftp_faults=; "attack": attacks=
     figures: dict[str, int] = field(default_factory=dict)
     outcome: str = "running"  # set by the report plugin from the test's result
 
