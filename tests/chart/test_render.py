@@ -298,13 +298,17 @@ OPERATOR_RULES = [
     {"apiGroups": [CR_GROUP], "resources": ["quickbooksintegrations/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["batch"], "resources": ["cronjobs/finalizers"], "verbs": ["update"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update", "patch"]},
-    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["serviceaccounts"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+    },
     {
         "apiGroups": ["rbac.authorization.k8s.io"],
         "resources": ["roles", "rolebindings"],
         "verbs": ["get", "list", "watch", "create", "patch"],
     },
-    {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "list", "watch", "create", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch", "create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
@@ -365,12 +369,16 @@ def test_namespaced_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None
     assert_claims_rbac(objs)
     assert [o["metadata"]["name"] for o in find(objs, "ClusterRole")] == [f"{FULLNAME}-operator-cluster"]
     assert one(objs, "ClusterRole")["rules"] == [CRD_RULE]
-    for account, rules in (("operator", OPERATOR_RULES), ("gateway", GATEWAY_RULES)):
+    # the operator also in the release namespace: the sync CronJobs, their accounts and the platform credentials
+    for account, rules, where in (
+        ("operator", OPERATOR_RULES, sorted({*WATCHED, NAMESPACE})),
+        ("gateway", GATEWAY_RULES, WATCHED),
+    ):
         roles = find(objs, "Role", f"-{account}")
-        assert sorted(r["metadata"]["namespace"] for r in roles) == WATCHED
+        assert sorted(r["metadata"]["namespace"] for r in roles) == where
         assert all(r["rules"] == rules for r in roles)
         bindings = find(objs, "RoleBinding", f"-{account}")
-        assert sorted(b["metadata"]["namespace"] for b in bindings) == WATCHED
+        assert sorted(b["metadata"]["namespace"] for b in bindings) == where
         for b in bindings:
             assert b["roleRef"]["kind"] == "Role"
             assert _binding_subject(b) == ("ServiceAccount", f"{FULLNAME}-{account}", NAMESPACE)
@@ -399,7 +407,9 @@ def _covers(held: list[dict[str, Any]], rule: Mapping[str, Any]) -> bool:
 
 def test_operator_holds_every_permission_of_the_sync_role_it_creates() -> None:
     """RBAC escalation prevention: the operator may only create Roles granting what it holds itself."""
-    role = manifests.role(manifests.Owner("tenants", "acme", "0000"), "acme-qbo-tokens", sftp_secret="acme-sftp")
+    role = manifests.role(
+        manifests.Owner("tenants", "acme", "0000", "qbo-system"), "acme-qbo-tokens", sftp_secret="acme-sftp"
+    )
     missing = [rule for rule in role["rules"] if not _covers(OPERATOR_RULES, rule)]
     assert missing == []
 

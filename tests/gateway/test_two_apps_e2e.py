@@ -26,7 +26,7 @@ from qbo_operator.harness.controlplane import ControlPlane, free_port
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from qbo_operator.reconciler.manifests import manual_job_name
 from tests.support.connect import connect_via_http, heading, new_company
-from tests.support.kube import apply, conditions, create_integration, get, qbi, settled, webhook_count
+from tests.support.kube import HOME, apply, conditions, create_integration, get, qbi, settled, webhook_count
 from tests.support.kubelet import Kubelet
 from tests.support.objects import decoded, integration, new_company_id
 from tests.support.paths import QBO_OPERATOR
@@ -173,9 +173,9 @@ def _sync_each_with_its_own_app(
     kubelet = Kubelet(cluster, tmp_path / "pods")
     for name, app in (("real", prod), ("trial", dev)):
         cluster.kubectl("annotate", names.PLURAL, name, "-n", namespace, f"{names.SYNC_REQUESTED_ANNOTATION}=both-apps")
-        job = manual_job_name(names.cronjob_name(name), "both-apps")
+        job = manual_job_name(names.sync_workload_name(namespace, name), "both-apps")
         before = dict(app.sb.requests)
-        run = kubelet.run(namespace, job)
+        run = kubelet.run(HOME, job)
         assert run.exit_code == 0, run.stderr[-2000:]
         assert sum(app.sb.requests.values()) > sum(before.values())  # the sync talked to its own app's QBO
         obj = wait_for(f"{name} synced", partial(settled, cluster, namespace, name, "Connected", Synced="Succeeded"))
@@ -218,7 +218,7 @@ def test_a_sandbox_and_a_production_integration_each_use_their_own_app(
         ("real", "QBO_CLIENT_ID", "QBO_SANDBOX_CLIENT_ID"),
         ("trial", "QBO_SANDBOX_CLIENT_ID", "QBO_CLIENT_ID"),
     ):
-        secret = get(cluster, "secret", namespace, names.sync_account_name(name))
+        secret = get(cluster, "secret", namespace, names.sync_access_name(name))
         assert secret is not None
         data = decoded(secret)
         assert present in data and absent not in data, sorted(data)

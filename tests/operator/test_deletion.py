@@ -9,12 +9,10 @@ from typing import Any
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.support.kube import apply, events, get, settled
+from tests.support.kube import HOME, apply, events, get, settled
 from tests.support.objects import integration, issued_tokens, token_secret
 from tests.support.processes import Operator
 from tests.support.wait import wait_for
-
-OWNED = ("serviceaccount", "role", "rolebinding", "cronjob")
 
 
 def live_grants(sb: QboSandbox, realm: str) -> int:
@@ -39,15 +37,17 @@ def connect(cluster: ControlPlane, sb: QboSandbox, namespace: str, name: str, se
 
 
 def gone(cluster: ControlPlane, namespace: str, name: str) -> bool:
+    workload = names.sync_workload_name(namespace, name)
     leftovers = [
         f"{kind}/{child}"
-        for kind, child in [
-            *((k, names.sync_account_name(name)) for k in OWNED[:3]),
-            ("cronjob", names.cronjob_name(name)),
-            ("secret", names.sync_account_name(name)),
-            ("secret", names.token_secret_name(name)),
+        for kind, where, child in [
+            ("role", namespace, names.sync_access_name(name)),
+            ("rolebinding", namespace, names.sync_access_name(name)),
+            ("secret", namespace, names.token_secret_name(name)),
+            ("serviceaccount", HOME, workload),  # at home: deleted by the operator, not by garbage collection
+            ("cronjob", HOME, workload),
         ]
-        if get(cluster, kind, namespace, child) is not None
+        if get(cluster, kind, where, child) is not None
     ]
     return not leftovers
 

@@ -13,7 +13,19 @@ from qbo_operator.core import names, signing
 from qbo_operator.core.schedule import expand
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.support.kube import apply, audit_writes, conditions, events, get, merge_patch, qbi, settled
+from tests.support.kube import (
+    HOME,
+    apply,
+    audit_writes,
+    conditions,
+    events,
+    get,
+    merge_patch,
+    qbi,
+    settled,
+    sync_cronjob,
+    sync_kubeconfig,
+)
 from tests.support.objects import b64, fake_tokens, integration, issued_tokens, token_secret
 from tests.support.operator import GATEWAY_URL, SIGNING_KEY, Account, StartOperator
 from tests.support.processes import Operator
@@ -26,28 +38,30 @@ def owned_by(obj: dict[str, object], uid: str) -> bool:
 
 
 def assert_owned_children(cluster: ControlPlane, namespace: str, uid: str) -> None:
-    """acme's ServiceAccount, Role, RoleBinding, credentials Secret, CronJob and empty token Secret, all owned
-    by it; the CronJob suspended (nothing to sync until someone connects), on its expanded schedule, running as
-    that account."""
-    account = names.sync_account_name("acme")
+    """acme's Role, RoleBinding and empty token Secret, owned by it, and nothing else in its namespace (no platform
+    credential); its CronJob and ServiceAccount at home, labelled with it, the CronJob suspended (nothing to sync
+    until someone connects), on its expanded schedule, running as that account."""
+    account, workload = names.sync_access_name("acme"), names.sync_workload_name(namespace, "acme")
     for kind, name in [
-        ("serviceaccount", account),
         ("role", account),
         ("rolebinding", account),
-        ("secret", account),
-        ("cronjob", names.cronjob_name("acme")),
         ("secret", names.token_secret_name("acme")),  # created by the operator, empty until a Connect
     ]:
         child = wait_for(f"{kind} {name}", lambda k=kind, n=name: get(cluster, k, namespace, n))
         assert owned_by(child, uid), f"{kind} {name} is not owned by the integration"
     assert not (get(cluster, "secret", namespace, names.token_secret_name("acme")) or {}).get("data")
-    cron = get(cluster, "cronjob", namespace, names.cronjob_name("acme"))
+    secrets = cluster.kubectl_json("get", "secrets", "-n", namespace)["items"]
+    assert [s["metadata"]["name"] for s in secrets] == [names.token_secret_name("acme")]
+    for kind in ("serviceaccount", "cronjob"):
+        child = wait_for(f"{kind} {workload}", lambda k=kind: get(cluster, k, HOME, workload))
+        assert child["metadata"]["labels"][names.INTEGRATION_UID_LABEL] == uid
+    cron = sync_cronjob(cluster, namespace, "acme")
     assert cron is not None
     assert cron["spec"]["suspend"] is True  # nothing to sync until someone connects
     assert cron["spec"]["schedule"] == expand("H 3 * * *", f"{namespace}/acme")
     assert cron["spec"]["timeZone"] == "America/Los_Angeles"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == account
+    assert pod["serviceAccountName"] == workload
     assert pod["containers"][0]["image"] == "registry.example/qbo-operator:test"
 
 
@@ -72,7 +86,7 @@ def test_a_new_integration_gets_a_link_its_objects_and_an_event(
     assert signing.verify_connect_link(SIGNING_KEY, namespace, "acme", uid, exp, sig, now) == int(exp)
     assert 7 * 86400 - 120 < int(exp) - now <= 7 * 86400
     assert status["authorizationURLExpiresAt"] == datetime.fromtimestamp(int(exp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert status["cronJobName"] == names.cronjob_name("acme")
+    assert (status["cronJobNamespace"], status["cronJobName"]) == (HOME, names.sync_workload_name(namespace, "acme"))
     assert set(conditions(obj)) == {"Ready", "Connected", "Synced", "Suspended", "Reconciling", "Stalled"}
     assert conditions(obj)["Ready"]["status"] == "False"
     assert conditions(obj)["Synced"]["reason"] == "NeverRun"
@@ -94,20 +108,24 @@ def test_a_new_integration_gets_a_link_its_objects_and_an_event(
     assert "REALM" in wide and "SUSPENDED" in wide
 
     # The metrics know it, and the first pass took exactly the writes it needed, without an error: the (empty)
-    # token Secret, ServiceAccount, Role, RoleBinding, credentials Secret, CronJob, status, Event.
+    # token Secret, ServiceAccount, Role, RoleBinding, CronJob, status, Event (the platform credentials at home
+    # are written once at start-up, when they differ).
     info = operator.samples("qbo_integration_info", namespace=namespace, name="acme")
     assert info == [1.0]
-    assert operator.writes() == 8
+    assert operator.writes() - operator.writes(kind="Secret", verb="apply") == 7
     assert operator.samples("qbo_reconcile_total", result="error") == [0.0]
 
     # The API server agrees, and counts kopf's one write too (its finalizer): nothing failed, nothing retried.
-    def writes() -> list[str]:
-        return audit_writes(cluster, operator_account.username, since, namespace)
+    workload = names.sync_workload_name(namespace, "acme")
 
-    written = wait_for("9 writes", lambda: len(writes()) >= 9 and writes())
+    def writes() -> list[str]:
+        home = audit_writes(cluster, operator_account.username, since, HOME)
+        return audit_writes(cluster, operator_account.username, since, namespace) + [w for w in home if workload in w]
+
+    written = wait_for("8 writes", lambda: len(writes()) >= 8 and writes())
     time.sleep(2)
     assert writes() == written
-    assert len(written) == 9 and all(w.endswith(("200", "201")) for w in written), written
+    assert len(written) == 8 and all(w.endswith(("200", "201")) for w in written), written
     assert operator.samples("qbo_integration_connected", namespace=namespace, name="acme") == [0.0]
 
 
@@ -156,7 +174,7 @@ def test_token_secret_arrives_goes_breaks_and_suspension_is_visible(
     assert "authorizationURL" not in status  # a capability is not left lying around while connected
     assert conditions(obj)["Connected"]["reason"] == "Authorized"
     cluster.kubectl("wait", "--for=condition=Ready", f"{names.PLURAL}/acme", "-n", namespace, "--timeout=10s")
-    cron = lambda: get(cluster, "cronjob", namespace, names.cronjob_name("acme"))  # noqa: E731
+    cron = lambda: sync_cronjob(cluster, namespace, "acme")  # noqa: E731
     wait_for("the CronJob to run", lambda: cron()["spec"]["suspend"] is False)  # type: ignore[index]
     secret = wait_for(
         "the Secret owned",
@@ -208,7 +226,7 @@ def test_specs_cel_cannot_judge_give_phase_error(cluster: ControlPlane, namespac
     message = conditions(obj)["Ready"]["message"]
     assert "spec.timeZone" in message and "Mars/Olympus" in message
     # The CronJob stays valid (the defaults) and suspended until the spec is fixed.
-    cron = get(cluster, "cronjob", namespace, names.cronjob_name("badzone"))
+    cron = sync_cronjob(cluster, namespace, "badzone")
     assert cron is not None and cron["spec"]["suspend"] is True and cron["spec"]["timeZone"] == "UTC"
     warnings = [e for e in events(cluster, namespace, "badzone") if e["reason"] == "Error"]
     assert warnings and warnings[0]["type"] == "Warning" and "spec.timeZone" in warnings[0]["message"]
@@ -218,7 +236,7 @@ def test_specs_cel_cannot_judge_give_phase_error(cluster: ControlPlane, namespac
     wait_for(
         "the zone applied",
         lambda: (
-            get(cluster, "cronjob", namespace, names.cronjob_name("badzone"))["spec"]["timeZone"]  # type: ignore[index]
+            sync_cronjob(cluster, namespace, "badzone")["spec"]["timeZone"]  # type: ignore[index]
             == "Europe/Berlin"
         ),
     )
@@ -229,7 +247,7 @@ def test_specs_cel_cannot_judge_give_phase_error(cluster: ControlPlane, namespac
     obj = wait_for("Error", lambda: settled(cluster, namespace, "lastday", "Error", Ready="InvalidSchedule"))
     assert "refused the sync CronJob" in conditions(obj)["Ready"]["message"]
     assert "spec.schedule" in conditions(obj)["Ready"]["message"]
-    cron = get(cluster, "cronjob", namespace, names.cronjob_name("lastday"))
+    cron = sync_cronjob(cluster, namespace, "lastday")
     assert cron is not None and cron["spec"]["suspend"] is True
     assert cron["spec"]["schedule"] == expand("H 2 * * *", f"{namespace}/lastday")
 
@@ -278,7 +296,7 @@ def test_one_realm_belongs_to_one_integration(cluster: ControlPlane, namespace: 
     obj = wait_for("DuplicateRealm", lambda: settled(cluster, namespace, "second", "Error", Connected="DuplicateRealm"))
     assert f"{namespace}/first" in conditions(obj)["Connected"]["message"]
     assert "realmId" not in obj["status"]
-    cron = get(cluster, "cronjob", namespace, names.cronjob_name("second"))
+    cron = sync_cronjob(cluster, namespace, "second")
     assert cron is not None and cron["spec"]["suspend"] is True
 
     # Reconnecting the first integration to another company is refused too.
@@ -304,7 +322,7 @@ def test_sync_account_reads_only_its_own_secret(cluster: ControlPlane, namespace
     )
     for name in ("alpha", "beta"):
         wait_for(f"{name} Connected", lambda n=name: settled(cluster, namespace, n, "Connected"))
-    kubeconfig = cluster.service_account_kubeconfig(namespace, names.sync_account_name("alpha"), hours=1)
+    kubeconfig = sync_kubeconfig(cluster, namespace, "alpha")
 
     def as_sync(*args: str) -> subprocess.CompletedProcess[str]:
         return cluster.kubectl(*args, "-n", namespace, check=False, kubeconfig=kubeconfig)
@@ -313,7 +331,6 @@ def test_sync_account_reads_only_its_own_secret(cluster: ControlPlane, namespace
     assert own.returncode == 0 and own.stdout == b64("5550000000000001")
     for forbidden in (
         ("get", "secret", "beta-qbo-tokens"),  # another integration's tokens
-        ("get", "secret", names.sync_account_name("alpha")),  # its credentials reach it only through envFrom
         ("get", "secrets"),  # no listing
         ("get", names.PLURAL, "beta"),
         ("delete", "secret", "alpha-qbo-tokens"),
@@ -358,7 +375,7 @@ def test_an_sftp_sync_reads_its_sftp_secret_by_name_as_the_spec_says(
     cluster: ControlPlane, namespace: str, operator: Operator
 ) -> None:
     """The sync Role follows spec.delivery level by level: `get` on the named SFTP Secret only while the method is
-    sftp, moved when secretName changes, withdrawn for the API, never the credentials Secret."""
+    sftp, moved when secretName changes, withdrawn for the API, never the token Secret a second time."""
     sftp = {"host": "sftp.greencheck.example", "username": "gamma", "directory": "/upload", "locationId": "loc-1"}
     apply(
         cluster,
@@ -369,8 +386,7 @@ def test_an_sftp_sync_reads_its_sftp_secret_by_name_as_the_spec_says(
     )
     wait_for("gamma Pending", lambda: settled(cluster, namespace, "gamma", "Pending"))
     wait_for("delta Pending", lambda: settled(cluster, namespace, "delta", "Pending"))
-    gamma = cluster.service_account_kubeconfig(namespace, names.sync_account_name("gamma"), hours=1)
-    delta = cluster.service_account_kubeconfig(namespace, names.sync_account_name("delta"), hours=1)
+    gamma, delta = sync_kubeconfig(cluster, namespace, "gamma"), sync_kubeconfig(cluster, namespace, "delta")
 
     def can(kubeconfig: Path, verb: str, secret: str) -> bool:
         args = ["auth", "can-i", verb, f"secrets/{secret}", "-n", namespace]
@@ -392,11 +408,11 @@ def test_an_sftp_sync_reads_its_sftp_secret_by_name_as_the_spec_says(
     delivery({"sftp": {"secretName": "gamma-sftp-2"}})
     wait_for("the grant moved", lambda: grants({"gamma-sftp": False, "gamma-sftp-2": True}))
 
-    # The credentials Secret is never granted: the spec is refused (phase Error) and the grant withdrawn.
-    delivery({"sftp": {"secretName": names.sync_account_name("gamma")}})
+    # The token Secret as the SFTP Secret is refused (phase Error) and the SFTP grant withdrawn.
+    delivery({"sftp": {"secretName": names.token_secret_name("gamma")}})
     obj = wait_for("Error", lambda: settled(cluster, namespace, "gamma", "Error", Ready="InvalidSpec"))
     assert "spec.delivery.sftp.secretName" in conditions(obj)["Ready"]["message"]
-    wait_for("no SFTP grant", lambda: grants({"gamma-sftp-2": False, names.sync_account_name("gamma"): False}))
+    wait_for("no SFTP grant", lambda: grants({"gamma-sftp-2": False}))
 
     delivery({"sftp": {"secretName": "gamma-sftp"}})
     wait_for("gamma Pending again", lambda: settled(cluster, namespace, "gamma", "Pending"))

@@ -10,7 +10,7 @@ from typing import Any
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
-from tests.support.kube import apply, get, settled
+from tests.support.kube import HOME, apply, get, settled
 from tests.support.ledger import Report
 from tests.support.objects import integration, issued_tokens, token_secret
 from tests.support.operator import StartOperator
@@ -76,7 +76,9 @@ def test_naming_a_secret_that_is_not_ours_is_a_conflict_and_revokes_nothing(
         assert target in ready["message"] and "spec.tokenSecretName" in ready["message"]
         assert "realmId" not in obj["status"]  # nothing read from someone else's Secret
         for kind in ("serviceaccount", "role", "rolebinding", "cronjob", "secret"):
-            assert get(cluster, kind, namespace, names.sync_account_name(name)) is None, f"{kind} written"
+            where = HOME if kind in ("serviceaccount", "cronjob") else namespace
+            child = names.sync_workload_name(namespace, name) if where == HOME else names.sync_access_name(name)
+            assert get(cluster, kind, where, child) is None, f"{kind} written"
         assert get(cluster, "role", namespace, names.gateway_access_name(name)) is None
 
     for secret, old in before.items():
@@ -100,14 +102,15 @@ def test_objects_of_derived_names_not_created_by_the_operator_are_not_taken_over
     cluster: ControlPlane, namespace: str, start_operator: StartOperator
 ) -> None:
     start_operator("--all-namespaces")
-    # Someone else's Role and CronJob that happen to carry the names the operator would derive.
+    # Someone else's Role, and a CronJob at home (the release namespace), that carry the names the operator would
+    # derive.
     cluster.kubectl(
-        "create", "role", names.sync_account_name("squat"), "--verb=get", "--resource=configmaps", "-n", namespace
+        "create", "role", names.sync_access_name("squat"), "--verb=get", "--resource=configmaps", "-n", namespace
     )
     cronjob = {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": {"name": names.cronjob_name("squat2"), "namespace": namespace},
+        "metadata": {"name": names.sync_workload_name(namespace, "squat2"), "namespace": HOME},
         "spec": {
             "schedule": "0 0 * * *",
             "suspend": True,
@@ -122,25 +125,26 @@ def test_objects_of_derived_names_not_created_by_the_operator_are_not_taken_over
     }
     cluster.kubectl("create", "-f", "-", input=json.dumps(cronjob))
     before = {
-        "role": get(cluster, "role", namespace, names.sync_account_name("squat")),
-        "cronjob": get(cluster, "cronjob", namespace, names.cronjob_name("squat2")),
+        ("role", namespace): get(cluster, "role", namespace, names.sync_access_name("squat")),
+        ("cronjob", HOME): get(cluster, "cronjob", HOME, names.sync_workload_name(namespace, "squat2")),
     }
     for name, kind, child in (
-        ("squat", "Role", names.sync_account_name("squat")),
-        ("squat2", "CronJob", names.cronjob_name("squat2")),
+        ("squat", "Role", names.sync_access_name("squat")),
+        ("squat2", "CronJob", names.sync_workload_name(namespace, "squat2")),
     ):
         apply(cluster, integration(namespace, name))
         obj = conflicted(cluster, namespace, name, "ObjectConflict")
         ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
         assert f"{kind} {child}" in ready["message"]
-    for kind, old in before.items():
+    for (kind, where), old in before.items():
         assert old is not None
-        now = get(cluster, kind, namespace, old["metadata"]["name"])
+        now = get(cluster, kind, where, old["metadata"]["name"])
         assert now is not None and owner_uids(now) == [], f"{kind} gained an owner"
         assert now["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"], f"{kind} was written"
     # The Role's RoleBinding was not written either: no account of ours is bound to someone else's Role.
-    assert get(cluster, "rolebinding", namespace, names.sync_account_name("squat")) is None
+    assert get(cluster, "rolebinding", namespace, names.sync_access_name("squat")) is None
     for name in ("squat", "squat2"):
         cluster.kubectl("delete", names.PLURAL, name, "-n", namespace, "--wait=true", "--timeout=60s")
-    for kind, old in before.items():
-        assert old is not None and get(cluster, kind, namespace, old["metadata"]["name"]) is not None
+    for (kind, where), old in before.items():
+        assert old is not None and get(cluster, kind, where, old["metadata"]["name"]) is not None
+    cluster.kubectl("delete", "cronjob", names.sync_workload_name(namespace, "squat2"), "-n", HOME)

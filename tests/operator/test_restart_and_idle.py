@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
-from tests.support.kube import apply, audit_writes, get, manual_jobs
+from tests.support.kube import apply, audit_writes, manual_jobs, sync_cronjob
 from tests.support.objects import fake_tokens, integration, token_secret
 from tests.support.operator import Account, StartOperator
 from tests.support.wait import wait_for
@@ -69,10 +69,10 @@ def test_restart_converges_without_duplicates_and_idles_without_writes(
     settle_seconds = time.monotonic() - started
 
     manual = sorted(j["metadata"]["name"] for j in manual_jobs(cluster, namespace))
-    expected = sorted(manifests.manual_job_name(names.cronjob_name(n), f"req-{n}") for n in requested)
+    expected = sorted(manifests.manual_job_name(names.sync_workload_name(namespace, n), f"req-{n}") for n in requested)
     assert manual == expected  # one Job per request, none twice
     for name in names_:
-        cron = get(cluster, "cronjob", namespace, names.cronjob_name(name))
+        cron = sync_cronjob(cluster, namespace, name)
         assert cron is not None and cron["spec"]["suspend"] is (name not in connected)
 
     # Settled: restart once more and listen for a minute. Nothing may be written, not even on start-up.

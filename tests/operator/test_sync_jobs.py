@@ -9,7 +9,7 @@ from typing import Any
 from qbo_operator.core import names
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.reconciler import manifests
-from tests.support.kube import apply, conditions, events, manual_jobs, merge_patch, qbi, settled
+from tests.support.kube import HOME, apply, conditions, events, manual_jobs, merge_patch, qbi, settled
 from tests.support.kubelet import Kubelet
 from tests.support.objects import fake_tokens, integration, token_secret
 from tests.support.processes import Operator
@@ -30,8 +30,8 @@ def handled(cluster: ControlPlane, namespace: str, name: str, token: str) -> dic
 def test_sync_now_makes_exactly_one_job_per_request(cluster: ControlPlane, namespace: str, operator: Operator) -> None:
     apply(cluster, integration(namespace, "acme"), token_secret(namespace, "acme", fake_tokens("7000000000000001")))
     wait_for("Connected", lambda: settled(cluster, namespace, "acme", "Connected"))
-    cron_name = names.cronjob_name("acme")
-    cron_uid = cluster.kubectl_json("get", "cronjob", cron_name, "-n", namespace)["metadata"]["uid"]
+    cron_name = names.sync_workload_name(namespace, "acme")
+    cron_uid = cluster.kubectl_json("get", "cronjob", cron_name, "-n", HOME)["metadata"]["uid"]
 
     request_sync(cluster, namespace, "acme", "2026-11-25T10:00:00Z")
     wait_for("the request handled", lambda: handled(cluster, namespace, "acme", "2026-11-25T10:00:00Z"))
@@ -98,7 +98,7 @@ def test_a_job_that_dies_before_reporting_sets_job_failed(
 
     # Play the kubelet: the real `qbo-operator sync` runs with the pod's environment, but a setting is broken,
     # so it exits 2 (configuration error) before it can write any status. The pod failure policy fails the Job.
-    run = kubelet.run(namespace, name, GREENCHECK_API_URL="not a url")
+    run = kubelet.run(HOME, name, GREENCHECK_API_URL="not a url")
     assert run.exit_code == 2, run.stderr
     assert "GREENCHECK_API_URL" in run.stderr
 

@@ -30,6 +30,7 @@ from qbo_operator.core.config import Settings
 from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane
 from tests.support.faults import PAYMENT_SIDE, audit, differences, payments_projection
+from tests.support.kube import HOME
 from tests.support.ledger import Report
 from tests.support.objects import COMPANY_IDS
 from tests.support.stack import Product, product
@@ -116,7 +117,7 @@ def chaos_round(p: Product, rng: random.Random, rounds: int, kills: Counter[str]
         time.sleep(rng.uniform(0.0, 1.5))
         kills["operator"] += p.kill("operator")
         p.respawn("operator")
-    pod = kubelet.start(namespace, job)
+    pod = kubelet.start(HOME, job)
     if rng.random() < 0.3:  # payments made while the sync runs
         extra = rng.randint(5, 15)
         p.qbo("POST", f"/companies/{realm}/payments", json={"n": extra, "seed": SEED * 7 + rounds})
@@ -140,7 +141,7 @@ def everyone_back_then_the_books(
     for component in ("gateway", "operator"):
         p.ready(component)
     for namespace, name in TENANTS:
-        run = kubelet.run(namespace, p.request_sync(namespace, name, "final"))
+        run = kubelet.run(HOME, p.request_sync(namespace, name, "final"))
         assert run.exit_code == 0, (run.stdout + run.stderr)[-3000:]
     for (namespace, name), realm, company in zip(TENANTS, p.realms, COMPANY_IDS[:2], strict=True):
         check_books(p, realm, company, connected[(namespace, name)], figures)

@@ -17,7 +17,7 @@ from qbo_operator.core import names
 from qbo_operator.core.models import parse_rfc3339
 from qbo_operator.harness.controlplane import ControlPlane, wait_for_pods
 from tests.support.faults import PAYMENT_SIDE, audit, payments_projection
-from tests.support.kube import merge_patch
+from tests.support.kube import HOME, merge_patch
 from tests.support.kubelet import Kubelet
 from tests.support.ledger import Report
 from tests.support.objects import COMPANY_IDS
@@ -87,7 +87,7 @@ def test_apiserver_restart_during_a_reconcile(connected: tuple[Product, Kubelet]
     alive(p)
     assert {n: p.stack.processes[n].popen.pid for n in pids} == pids  # nobody restarted anything
     acme = wait_for("acme reconciled at its new generation", lambda: _observed(p, "acme"), timeout=180, interval=0.25)
-    cron = cp.kubectl_json("get", "cronjob", names.cronjob_name("acme"), "-n", NAMESPACE)
+    cron = cp.kubectl_json("get", "cronjob", names.sync_workload_name(NAMESPACE, "acme"), "-n", HOME)
     assert cron["spec"]["schedule"] == "7 3 * * *"
     assert acme["status"]["phase"] == "Connected"
     newcomer = wait_for("newcomer Pending with its link", lambda: _observed(p, "newcomer"), timeout=180, interval=0.25)
@@ -95,7 +95,10 @@ def test_apiserver_restart_during_a_reconcile(connected: tuple[Product, Kubelet]
     wait_for(
         "the newcomer's CronJob",
         lambda: (
-            cp.kubectl("get", "cronjob", names.cronjob_name("newcomer"), "-n", NAMESPACE, check=False).returncode == 0
+            cp.kubectl(
+                "get", "cronjob", names.sync_workload_name(NAMESPACE, "newcomer"), "-n", HOME, check=False
+            ).returncode
+            == 0
         ),
         timeout=STACK_TIMEOUT,
         interval=0.25,
@@ -128,7 +131,7 @@ def test_apiserver_restart_during_a_sync(connected: tuple[Product, Kubelet], rep
     ).raise_for_status()
     before = p.greencheck_state()["requests"].get("invoice_payments", 0)
     job = p.request_sync(NAMESPACE, "acme", "during-outage")
-    pod = kubelet.start(NAMESPACE, job)
+    pod = kubelet.start(HOME, job)
     wait_for(
         "two batches delivered",
         lambda: p.greencheck_state()["requests"].get("invoice_payments", 0) >= before + 2,
@@ -145,7 +148,7 @@ def test_apiserver_restart_during_a_sync(connected: tuple[Product, Kubelet], rep
         assert len(errors) == 1, log[-2000:]  # one line saying why it stopped
         # No manual action: the Job controller starts the Pod again, and this time it completes.
         assert wait_for_pods(cp, NAMESPACE, job, timeout=180), "the Job controller started no retry Pod"
-        run = kubelet.run(NAMESPACE, job)
+        run = kubelet.run(HOME, job)
         rc, log = run.exit_code, run.stdout + run.stderr
         attempts += 1
         assert rc == 0, log[-3000:]

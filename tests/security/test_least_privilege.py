@@ -70,7 +70,7 @@ def life(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Ite
         p.connect(NS_A, "alpha", p.realms[0])
         p.connect(NS_A, "beta", p.realms[1])
         p.qbo("POST", f"/companies/{p.realms[0]}/payments", json={"n": 20, "seed": 5})
-        run = out.kubelet.run(NS_A, p.request_sync(NS_A, "alpha", "first"))
+        run = out.kubelet.run(SYSTEM_NAMESPACE, p.request_sync(NS_A, "alpha", "first"))
         assert run.exit_code == 0, (run.stdout + run.stderr)[-2000:]
         # suspended and resumed; its tokens deleted (Disconnected) and the Connect flow again
         for suspend in ("true", "false"):
@@ -150,7 +150,7 @@ def test_each_sync_account_reaches_only_its_own_secret_and_integration(life: Lif
     SECRETS.add_secret("other-tenants-refresh-token-value", "another tenant's token (least-privilege test)")
     tried = 0
     for name, other in (("alpha", "beta"), ("beta", "alpha")):
-        kubeconfig = p.kubeconfig_for(NS_A, names.sync_account_name(name))
+        kubeconfig = p.kubeconfig_for(NS_A, names.sync_access_name(name))
         own_secret, other_secret = names.token_secret_name(name), names.token_secret_name(other)
         may = [
             ("get", "secret", own_secret, "-n", NS_A),
@@ -160,7 +160,7 @@ def test_each_sync_account_reaches_only_its_own_secret_and_integration(life: Lif
         may_not = [
             ("get", "secret", other_secret, "-n", NS_A),  # the other tenant's tokens, same namespace
             ("get", "secret", names.token_secret_name("gamma"), "-n", NS_B),  # another namespace
-            ("get", "secret", names.sync_account_name(name), "-n", NS_A),  # its credentials: only via envFrom
+            ("get", "secret", names.sync_access_name(name), "-n", NS_A),  # its credentials: only via envFrom
             ("get", "secrets", "-n", NS_A),  # no listing
             ("delete", "secret", own_secret, "-n", NS_A, "--dry-run=server"),
             ("create", "secret", "generic", "planted", "-n", NS_A, "--dry-run=server"),

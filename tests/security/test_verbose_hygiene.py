@@ -57,7 +57,7 @@ def test_no_secret_appears_with_every_process_at_its_most_verbose_level(
         p.create_integration(NAMESPACE, "verbose", COMPANY_IDS[0])
         p.connect(NAMESPACE, "verbose", realm)
         tokens = [p.token_secret(NAMESPACE, "verbose")]  # as the gateway stored them (the sync rotates them)
-        run = p.kubelet.run(NAMESPACE, p.request_sync(NAMESPACE, "verbose", "first"), QBO_LOG_LEVEL="DEBUG")
+        run = p.kubelet.run(SYSTEM_NAMESPACE, p.request_sync(NAMESPACE, "verbose", "first"), QBO_LOG_LEVEL="DEBUG")
         assert run.exit_code == 0, (run.stdout + run.stderr)[-2000:]
         tokens.append(p.token_secret(NAMESPACE, "verbose"))
         metrics = p.metrics()

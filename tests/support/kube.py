@@ -149,7 +149,9 @@ def events_text(cluster: KubeClients, namespace: str) -> str:
 
 
 def jobs(cluster: KubeClients, namespace: str) -> list[dict[str, Any]]:
-    return list(cluster.kubectl_json("get", "jobs", "-n", namespace)["items"])
+    """The sync Jobs of the integrations in `namespace`: they run at HOME, labelled with that namespace."""
+    label = f"{names.INTEGRATION_NAMESPACE_LABEL}={namespace}"
+    return list(cluster.kubectl_json("get", "jobs", "-n", HOME, "-l", label)["items"])
 
 
 def manual_jobs(cluster: KubeClients, namespace: str) -> list[dict[str, Any]]:
@@ -219,11 +221,23 @@ GATEWAY_ROLE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "update"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
-# In the release namespace only (the chart's realm-claims-rbac.yaml): the realm claims.
-CLAIMS_NAMESPACE = "qbo-system"
+# The release namespace the processes default to (POD_NAMESPACE): the realm claims (the chart's
+# realm-claims-rbac.yaml), and the sync CronJobs, their ServiceAccounts and Jobs, beside the platform credentials.
+HOME = "qbo-system"
+CLAIMS_NAMESPACE = HOME
 GATEWAY_CLAIM_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "delete"]},
 ]
+
+
+def sync_cronjob(cluster: KubeClients, namespace: str, name: str) -> dict[str, Any] | None:
+    """The integration's sync CronJob, at HOME."""
+    return get(cluster, "cronjob", HOME, names.sync_workload_name(namespace, name))
+
+
+def sync_kubeconfig(cluster: ControlPlane, namespace: str, name: str, hours: int = 1) -> Path:
+    """A kubeconfig of the integration's sync ServiceAccount (at HOME), as its Job's pod would act."""
+    return cluster.service_account_kubeconfig(HOME, names.sync_workload_name(namespace, name), hours=hours)
 
 
 def gateway_service_account(cluster: ControlPlane, namespace: str, name: str = "qbo-gateway") -> Path:

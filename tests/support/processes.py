@@ -113,9 +113,10 @@ class Operator:
         want = set(labels.items())
         return [v for (n, lbl), v in self.metrics().items() if n == metric and want <= set(lbl)]
 
-    def writes(self) -> float:
-        """The operator's own count of API writes (qbo_operator_api_writes_total, all kinds and verbs)."""
-        return sum(self.samples("qbo_operator_api_writes_total"))
+    def writes(self, **labels: str) -> float:
+        """The operator's own count of API writes (qbo_operator_api_writes_total, all kinds and verbs unless
+        `labels` narrow them)."""
+        return sum(self.samples("qbo_operator_api_writes_total", **labels))
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ class Product:
         self.cp.kubectl(
             "annotate", "--overwrite", names.PLURAL, name, "-n", namespace, f"{names.SYNC_REQUESTED_ANNOTATION}={token}"
         )
-        return manual_job_name(names.cronjob_name(name), token)
+        return manual_job_name(names.sync_workload_name(namespace, name), token)
 
     def token_secret(self, namespace: str, name: str) -> dict[str, str]:
         secret = get(self.cp, "secret", namespace, names.token_secret_name(name))

@@ -326,12 +326,11 @@ SFTP = {"host": "sftp.example", "username": "acme", "directory": "/upload", "loc
         ({"schedule": "H2 * * * *"}, None, Reason.INVALID_SCHEDULE, ["H may only stand alone"]),
         ({"timeZone": "Mars/Olympus"}, None, Reason.INVALID_TIME_ZONE, ["Mars/Olympus", "IANA", "UTC"]),
         ({"environment": "sandbox"}, "production", Reason.ENVIRONMENT_CHANGED, ["back to production"]),
-        ({"tokenSecretName": "acme-qbo-sync"}, None, Reason.INVALID_SPEC, ["credentials Secret"]),
         (
-            {"delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "acme-qbo-sync"}}},
+            {"delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "acme-qbo-tokens"}}},
             None,
             Reason.INVALID_SPEC,
-            ["spec.delivery.sftp.secretName 'acme-qbo-sync'", "credentials Secret", "ssh-privatekey", "known_hosts"],
+            ["spec.delivery.sftp.secretName 'acme-qbo-tokens'", "token Secret", "ssh-privatekey", "known_hosts"],
         ),
         (
             {"delivery": {"method": "sftp", "sftp": {**SFTP, "secretName": "acme-qbo-tokens"}}},

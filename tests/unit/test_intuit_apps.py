@@ -237,7 +237,7 @@ def test_an_environment_without_an_app_is_a_spec_problem(
 )
 def test_a_sync_job_gets_only_the_app_of_its_environment(environment: Environment, keys: dict[str, str]) -> None:
     settings = load_settings("operator", {**PLATFORM, **PRODUCTION, **SANDBOX_APP})
-    owner = Owner(namespace="tenants", name="acme", uid="uid-1")
-    secret = credentials_secret(owner, settings, environment)
+    owner = Owner(namespace="tenants", name="acme", uid="uid-1", home="qbo-system")
+    secret = credentials_secret(owner.home, settings, environment)
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert data == {**keys, "GREENCHECK_CLIENT_ID": "gc", "GREENCHECK_CLIENT_SECRET": "gc-secret"}

@@ -42,7 +42,7 @@ SETTINGS = Settings(
     qbo_sync_image="registry.example/qbo-operator:1.2.3",
     qbo_token_url="https://oauth.example/token",
 )
-OWNER = Owner("tenants", "acme-dispensary", "0b7d6f0e-uid")
+OWNER = Owner("tenants", "acme-dispensary", "0b7d6f0e-uid", "qbo-system")
 SPEC = IntegrationSpec.model_validate({"companyId": "5f0c3a2e-8d1b-4c7e-9a61-2b7f3c9d4e10"})
 
 
@@ -66,24 +66,33 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("length", [1, 20, 43, 44, 52, 53, 63])
 def test_names_fit_their_limits_and_stay_stable(length: int) -> None:
     name = ("a" * length)[:length]
-    cron, account, tokens = names.cronjob_name(name), names.sync_account_name(name), names.token_secret_name(name)
-    assert len(cron) <= 52 and cron.endswith("-qbo-sync")
+    cron = names.sync_workload_name("tenants", name)
+    account, tokens = names.sync_access_name(name), names.token_secret_name(name)
+    assert len(cron) <= 52 and cron.endswith("-qbo-sync") and cron.startswith("tenants-a")
     assert len(account) <= 63 and len(tokens) <= 63
-    assert cron == names.cronjob_name(name)  # stable across calls (and restarts: no randomness)
-    if len(name) + len("-qbo-sync") <= 52:
-        assert cron == f"{name}-qbo-sync"
+    assert cron == names.sync_workload_name("tenants", name)  # stable across calls (and restarts: no randomness)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (("tenants", "x" * 60 + "-one"), ("tenants", "x" * 60 + "-two")),  # long names sharing a prefix
+        (("a-b", "c"), ("a", "b-c")),  # the same words joined differently
+        (("team-1", "acme"), ("team-2", "acme")),  # one name in two namespaces
+    ],
+)
+def test_sync_workload_names_of_different_integrations_differ(a: tuple[str, str], b: tuple[str, str]) -> None:
+    assert names.sync_workload_name(*a) != names.sync_workload_name(*b)
+    assert len(manual_job_name(names.sync_workload_name(*a), "token")) <= 63  # a Job name is the pods' label
 
 
 def test_long_names_that_share_a_prefix_do_not_collide() -> None:
     a, b = "x" * 60 + "-one", "x" * 60 + "-two"
-    assert names.cronjob_name(a) != names.cronjob_name(b)
-    assert names.sync_account_name(a) != names.sync_account_name(b)
-    job = manual_job_name(names.cronjob_name(a), "token")
-    assert len(job) <= 63  # Job names become the pods' job-name label (63 at most)
+    assert names.sync_access_name(a) != names.sync_access_name(b)
 
 
 def test_manual_job_names_follow_the_token() -> None:
-    base = names.cronjob_name(OWNER.name)
+    base = OWNER.workload
     assert manual_job_name(base, "2026-11-25T10:00:00Z") == manual_job_name(base, "2026-11-25T10:00:00Z")
     assert manual_job_name(base, "one") != manual_job_name(base, "two")
     assert manual_job_name(base, "one").startswith(f"{base}-m-")
@@ -92,14 +101,8 @@ def test_manual_job_names_follow_the_token() -> None:
 # --- ownership and RBAC ------------------------------------------------------------------------
 
 
-def test_every_object_is_owned_by_the_integration() -> None:
-    for obj in (
-        service_account(OWNER),
-        role(OWNER, "acme-dispensary-qbo-tokens"),
-        role_binding(OWNER),
-        credentials_secret(OWNER, SETTINGS),
-        the_cronjob(),
-    ):
+def test_every_object_in_the_tenant_namespace_is_owned_by_the_integration() -> None:
+    for obj in (role(OWNER, "acme-dispensary-qbo-tokens"), role_binding(OWNER)):
         (ref,) = obj["metadata"]["ownerReferences"]
         assert ref == {
             "apiVersion": names.API_VERSION,
@@ -112,6 +115,17 @@ def test_every_object_is_owned_by_the_integration() -> None:
         assert obj["metadata"]["namespace"] == OWNER.namespace
         assert obj["metadata"]["labels"][names.INTEGRATION_LABEL] == OWNER.name
         assert obj["metadata"]["labels"][names.MANAGED_BY_LABEL] == names.MANAGED_BY
+
+
+def test_the_sync_workload_is_at_home_labelled_with_its_integration() -> None:
+    """No ownerReference can cross namespaces: the labels say whose the CronJob and its account are."""
+    for obj in (service_account(OWNER), the_cronjob()):
+        meta = obj["metadata"]
+        assert (meta["namespace"], meta["name"]) == (OWNER.home, OWNER.workload)
+        assert "ownerReferences" not in meta
+        assert meta["labels"][names.INTEGRATION_LABEL] == OWNER.name
+        assert meta["labels"][names.INTEGRATION_NAMESPACE_LABEL] == OWNER.namespace
+        assert meta["labels"][names.INTEGRATION_UID_LABEL] == OWNER.uid
 
 
 def test_role_names_exactly_its_own_secret_and_cr() -> None:
@@ -159,12 +173,10 @@ def test_sftp_secret_name_follows_the_method(delivery: dict[str, Any] | None, gr
     [
         (None, [("custom-tokens", ["get", "update", "patch"])]),
         ("acme-sftp", [("custom-tokens", ["get", "update", "patch"]), ("acme-sftp", ["get"])]),
-        # Names already granted, or never to be: the token Secret keeps its rule; the credentials Secret
-        # reaches the pod only through envFrom (check_spec gives such a spec phase Error).
+        # A name already granted: the token Secret keeps its rule (check_spec gives such a spec phase Error).
         ("custom-tokens", [("custom-tokens", ["get", "update", "patch"])]),
-        (names.sync_account_name(OWNER.name), [("custom-tokens", ["get", "update", "patch"])]),
     ],
-    ids=["api", "sftp", "sftp-is-token-secret", "sftp-is-credentials-secret"],
+    ids=["api", "sftp", "sftp-is-token-secret"],
 )
 def test_role_grants_the_sftp_secret_by_name_and_get_only(
     sftp_secret: str | None, secret_rules: list[tuple[str, list[str]]]
@@ -195,12 +207,17 @@ def test_a_changed_sftp_secret_re_applies_the_role(before: str | None, after: st
 def test_role_binding_binds_the_account_to_the_role() -> None:
     binding = role_binding(OWNER)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": OWNER.account}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OWNER.account, "namespace": OWNER.namespace}]
+    # the sync's ServiceAccount lives at home, beside the platform credentials
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": OWNER.workload, "namespace": OWNER.home}]
 
 
-def test_credentials_secret_mirrors_the_operator_env() -> None:
-    secret = credentials_secret(OWNER, SETTINGS)
-    assert secret["metadata"]["name"] == names.sync_account_name(OWNER.name)
+def test_credentials_secret_mirrors_the_operator_env_once_at_home() -> None:
+    secret = credentials_secret(OWNER.home, SETTINGS)
+    assert (secret["metadata"]["namespace"], secret["metadata"]["name"]) == (
+        OWNER.home,
+        "qbo-sync-credentials-production",
+    )
+    assert names.INTEGRATION_LABEL not in secret["metadata"]["labels"]  # one for every integration
     decoded = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert decoded == {
         "QBO_CLIENT_ID": "client-id",
@@ -216,20 +233,20 @@ def test_credentials_secret_mirrors_the_operator_env() -> None:
 def test_cronjob_runs_the_sync_under_its_own_account() -> None:
     obj = the_cronjob()
     spec = obj["spec"]
-    assert obj["metadata"]["name"] == names.cronjob_name(OWNER.name)
+    assert obj["metadata"]["name"] == OWNER.workload
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["startingDeadlineSeconds"] > 0
     assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
     job = spec["jobTemplate"]["spec"]
     assert job["backoffLimit"] >= 0 and job["activeDeadlineSeconds"] > 0 and job["ttlSecondsAfterFinished"] > 0
     pod = pod_spec(obj)
-    assert pod["serviceAccountName"] == names.sync_account_name(OWNER.name)
+    assert pod["serviceAccountName"] == OWNER.workload
     assert pod["automountServiceAccountToken"] is True  # the sync reads its CR and Secret from the API
     assert pod["restartPolicy"] == "Never"
     (container,) = pod["containers"]
     assert container["image"] == "registry.example/qbo-operator:1.2.3"
     assert container["command"] == ["qbo-operator", "sync", "--namespace", "tenants", "--name", OWNER.name]
-    assert container["envFrom"] == [{"secretRef": {"name": names.sync_account_name(OWNER.name)}}]
+    assert container["envFrom"] == [{"secretRef": {"name": "qbo-sync-credentials-production"}}]
 
 
 def test_pod_is_hardened() -> None:
@@ -370,15 +387,15 @@ def test_apply_when_a_field_we_own_differs() -> None:
 
 
 def test_secret_values_are_compared_by_digest_only() -> None:
-    desired = credentials_secret(OWNER, SETTINGS)
+    desired = credentials_secret(OWNER.home, SETTINGS)
     observed = comparable(server_copy(desired))
     assert "data" not in observed and "client-secret-value" not in json.dumps(observed)
     rotated = Settings(**{**SETTINGS.model_dump(), "qbo_client_secret": SecretStr("rotated")})
-    assert needs_apply(credentials_secret(OWNER, rotated), observed)
+    assert needs_apply(credentials_secret(OWNER.home, rotated), observed)
 
 
 def test_other_owners_may_be_added_to_our_objects() -> None:
-    desired = service_account(OWNER)
+    desired = role(OWNER, "acme-dispensary-qbo-tokens")
     observed = server_copy(desired)
     observed["metadata"]["ownerReferences"].append({"apiVersion": "v1", "kind": "Other", "name": "x", "uid": "o"})
     assert not needs_apply(desired, comparable(observed))
@@ -390,7 +407,7 @@ def test_the_gateway_is_granted_exactly_the_token_secret_by_name() -> None:
     from qbo_operator.core import names as _names
     from qbo_operator.reconciler.manifests import Owner, gateway_role, gateway_role_binding
 
-    owner = Owner("tenants", "acme", "uid-1")
+    owner = Owner("tenants", "acme", "uid-1", "qbo-system")
     role = gateway_role(owner, "acme-qbo-tokens")
     assert role["metadata"]["name"] == _names.gateway_access_name("acme") == "acme-qbo-gateway"
     assert role["rules"] == [

@@ -127,9 +127,9 @@ def test_integration_from_object_defaults() -> None:
 @pytest.mark.parametrize(
     ("name", "fn", "limit"),
     [
-        ("a" * 60, names.cronjob_name, 52),
+        ("a" * 60, names.token_secret_name, 63),
         ("b" * 63, names.token_secret_name, 63),
-        ("acme-dispensary", names.cronjob_name, 52),
+        ("acme-dispensary", names.gateway_access_name, 63),
     ],
 )
 def test_derived_names_fit_and_are_stable(name: str, fn: object, limit: int) -> None:

@@ -3,10 +3,10 @@ RBAC rules, kept here so the namespaced (Role) and cluster-wide (ClusterRole) fo
 */}}
 
 {{/*
-The operator, in every watched namespace. It owns, per integration: the token Secret (it creates it, empty,
-and the gateway fills it), the credentials
-Secret <name>-qbo-sync it mirrors from its own environment, and the sync Job's ServiceAccount, Role,
-RoleBinding and CronJob. Kubernetes refuses to let anyone create a Role granting more than they hold
+The operator, in every watched namespace and its own. It owns, per integration: the token Secret (it creates
+it, empty, and the gateway fills it), the sync's Role and RoleBinding in the integration's namespace, and in the
+release namespace the sync's ServiceAccount and CronJob; there too, once per Intuit environment, the credentials
+Secret qbo-sync-credentials-<environment> it mirrors from its own environment. Kubernetes refuses to let anyone create a Role granting more than they hold
 (RBAC escalation prevention), so the operator holds every verb the sync Role grants (get/update/patch on
 the token Secret, get/patch on the integration and its status, events create) and no `escalate` or `bind` verb.
 */}}
@@ -33,15 +33,18 @@ the token Secret, get/patch on the integration and its status, events create) an
   verbs: ["get", "list", "watch", "create", "update", "patch"]
 # `get` on the sync objects: before its first write of a name, the operator reads it, and leaves an object
 # there alone unless it is owned by the integration's uid (its watches see only labelled objects).
+# `delete` on serviceaccounts and cronjobs: the sync CronJob and its ServiceAccount run in the release namespace,
+# beside the platform credentials, where no ownerReference to the integration can reach them, so the operator
+# deletes them itself when the integration is deleted (and sweeps any whose integration is gone).
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["batch"]
   resources: ["cronjobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create"]

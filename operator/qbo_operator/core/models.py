@@ -152,6 +152,7 @@ class IntegrationStatus(_Model):
     last_handled_sync_request: str | None = Field(default=None, alias="lastHandledSyncRequest")
     webhook: WebhookStatus | None = None
     cron_job_name: str | None = Field(default=None, alias="cronJobName")
+    cron_job_namespace: str | None = Field(default=None, alias="cronJobNamespace")
     metered_reads: MeteredReads | None = Field(default=None, alias="meteredReads")
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     conditions: list[Condition] = Field(default_factory=list)

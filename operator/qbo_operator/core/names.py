@@ -14,6 +14,9 @@ FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PREFIX = GROUP  # kopf's progress/diff-base annotations live under this prefix
 SYNC_REQUESTED_ANNOTATION = f"{GROUP}/sync-requested-at"
 INTEGRATION_LABEL = f"{GROUP}/integration"
+# On the sync objects in the release namespace (no ownerReference can cross namespaces): whose they are.
+INTEGRATION_NAMESPACE_LABEL = f"{GROUP}/integration-namespace"
+INTEGRATION_UID_LABEL = f"{GROUP}/integration-uid"
 TRIGGER_ANNOTATION = f"{GROUP}/trigger"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "qbo-operator"
@@ -47,8 +50,17 @@ def token_secret_name(name: str) -> str:
     return shorten(name, "-qbo-tokens", _DNS_MAX)
 
 
-def cronjob_name(name: str) -> str:
-    return shorten(name, "-qbo-sync", _CRONJOB_MAX)
+def sync_workload_name(namespace: str, name: str) -> str:
+    """The sync CronJob and its ServiceAccount, in the release namespace: one per integration of any namespace,
+    so the name carries both (and a digest of both, as `a-b`/`c` and `a`/`b-c` would otherwise meet)."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
+    suffix = f"-{digest}-qbo-sync"
+    return f"{f'{namespace}-{name}'[: _CRONJOB_MAX - len(suffix)].rstrip('-')}{suffix}"
+
+
+def sync_credentials_name(environment: str) -> str:
+    """The one copy of the platform credentials a sync Job of `environment` reads, in the release namespace."""
+    return f"qbo-sync-credentials-{environment}"
 
 
 def gateway_access_name(name: str) -> str:
@@ -56,6 +68,7 @@ def gateway_access_name(name: str) -> str:
     return shorten(name, "-qbo-gateway", _DNS_MAX)
 
 
-def sync_account_name(name: str) -> str:
-    """ServiceAccount, Role and RoleBinding of the integration's sync Job share this name."""
+def sync_access_name(name: str) -> str:
+    """The Role and RoleBinding, in the integration's namespace, that let its sync Job reach its token Secret and
+    its CR."""
     return shorten(name, "-qbo-sync", _DNS_MAX)

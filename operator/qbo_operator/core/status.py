@@ -161,6 +161,7 @@ _KEYS_BY_WRITERS: tuple[tuple[frozenset[StatusWriter], tuple[str, ...]], ...] = 
         (
             "observedGeneration",
             "cronJobName",
+            "cronJobNamespace",
             "authorizationURL",
             "authorizationURLExpiresAt",
             "realmId",

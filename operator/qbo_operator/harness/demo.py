@@ -44,7 +44,7 @@ from qbo_operator.harness.demo_books import (
     to_cents,
     voided,
 )
-from qbo_operator.harness.localstack import LocalStack, StackError, parse_forms, submit
+from qbo_operator.harness.localstack import SYSTEM_NAMESPACE, LocalStack, StackError, parse_forms, submit
 from qbo_operator.harness.sshd import SftpServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -288,22 +288,23 @@ class Demo:
     def nightly_sync(self, suffix: str, name: str | None = None) -> None:
         """One night: a Job created from the CronJob (as the CronJob controller would), its Pod run here."""
         name = name or self.name
-        cronjob = names.cronjob_name(name)
-        cj = self.cluster.kubectl_json("get", "cronjob", cronjob, "-n", self.namespace)
-        say(f"    CronJob {cronjob}: schedule {cj['spec']['schedule']!r} ({cj['spec'].get('timeZone', 'UTC')})")
-        job = f"{cronjob}-{suffix}"
+        # The sync runs in the release namespace, beside the platform credentials (docs/security.md).
+        cronjob, home = names.sync_workload_name(self.namespace, name), SYSTEM_NAMESPACE
+        cj = self.cluster.kubectl_json("get", "cronjob", cronjob, "-n", home)
+        say(f"    CronJob {home}/{cronjob}: schedule {cj['spec']['schedule']!r} ({cj['spec'].get('timeZone', 'UTC')})")
+        job = names.shorten(cronjob, f"-{suffix}", 63)
         before = _last_sync(self.integration(name))
-        self.kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", self.namespace)
+        self.kubectl("create", "job", job, f"--from=cronjob/{cronjob}", "-n", home)
         run = run_job_pods(
             self.cluster,
-            self.namespace,
+            home,
             job,
             command_map={"qbo-operator": str(Path(sys.executable).parent / "qbo-operator")},
         )
         say(indent(run.stderr.strip()[-1500:]) if run.stderr.strip() else "")
         if run.exit_code != 0:
             raise DemoError(f"the sync exited with {run.exit_code}")
-        self.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", self.namespace, "--timeout=120s")
+        self.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", home, "--timeout=120s")
         night = wait_for(f"status.lastSync of job {job}", lambda: _new_success(self.integration(name), before))
         if name == self.name:
             self.night = night

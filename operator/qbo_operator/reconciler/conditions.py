@@ -191,12 +191,6 @@ def check_spec(
             f"company was connected in {connected_environment}. Set spec.environment back to "
             f"{connected_environment}, or create a new QuickbooksIntegration for {spec.environment}.",
         )
-    if spec.token_secret_name == names.sync_account_name(name):
-        return SpecProblem(
-            Reason.INVALID_SPEC,
-            f"spec.tokenSecretName {spec.token_secret_name!r} is the name of the operator's credentials Secret "
-            "for this integration: choose another name (or leave it out for the default).",
-        )
     if (problem := _sftp_secret_problem(spec, name)) is not None:
         return problem
     if missing_credentials:
@@ -207,15 +201,11 @@ def check_spec(
 
 
 def _sftp_secret_problem(spec: IntegrationSpec, name: str) -> SpecProblem | None:
-    """The SFTP Secret must be a Secret of its own: the sync's Role never grants the credentials Secret (its
-    values reach the pod only through `envFrom`), and the gateway replaces the token Secret on every connect."""
+    """The SFTP Secret must be a Secret of its own: the gateway replaces the token Secret on every connect."""
     sftp = spec.delivery.sftp if spec.delivery.method == "sftp" else None
     if sftp is None:
         return None
-    taken = {
-        names.sync_account_name(name): "the operator's credentials Secret for this integration",
-        spec.token_secret_name or names.token_secret_name(name): "this integration's token Secret",
-    }
+    taken = {spec.token_secret_name or names.token_secret_name(name): "this integration's token Secret"}
     if (what := taken.get(sftp.secret_name)) is None:
         return None
     return SpecProblem(

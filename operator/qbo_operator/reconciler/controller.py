@@ -184,7 +184,8 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
                 standalone=standalone,
                 peering_name=args.peering,
                 clusterwide=bool(args.all_namespaces),
-                namespaces=args.namespaces,
+                # and its own namespace, where the sync CronJobs and Jobs run (docs/security.md)
+                namespaces=list(dict.fromkeys([*args.namespaces, settings.pod_namespace])) if args.namespaces else [],
                 liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
                 memo=kopf.Memo(runtime=runtime),
             )

@@ -1,9 +1,11 @@
 """The objects the operator keeps for each integration, as plain dicts (pure, no I/O).
 
-ServiceAccount, Role and RoleBinding let the sync Job touch exactly its own token Secret (and, delivering
-over SFTP, read its SFTP Secret) and its own CR; the credentials Secret carries the client ids and secrets
-into the Job by `envFrom`; the CronJob runs `qbo-operator sync`. All are owned by the CR, so garbage
-collection removes them with it.
+The sync runs in the release namespace ("home"), where the platform credentials are (one Secret per Intuit
+environment, `credentials_secret`), so a tenant namespace holds nothing but that tenant's tokens: the CronJob
+and its ServiceAccount live at home, named for the integration's namespace and name and labelled with its uid
+(no ownerReference can cross namespaces; the operator deletes them with the integration). In the tenant's
+namespace a Role and RoleBinding, owned by the CR, let that ServiceAccount touch exactly its own token Secret
+(and, delivering over SFTP, read its SFTP Secret) and its own CR (docs/security.md "Platform credentials").
 
 `needs_apply` compares what we want with what the API server has (which adds defaults of its own),
 so the reconcile writes only when something we own differs."""
@@ -44,22 +46,25 @@ CONFIG_ERROR_EXIT_CODE = 2  # `qbo-operator` exits 2 on configuration errors: re
 
 @dataclass(frozen=True)
 class Owner:
-    """The QuickbooksIntegration that owns everything built here."""
+    """The QuickbooksIntegration that owns everything built here, and the release namespace its sync runs in."""
 
     namespace: str
     name: str
     uid: str
+    home: str
 
     def reference(self) -> dict[str, Any]:
         return owner_reference(self.name, self.uid)
 
     @property
     def account(self) -> str:
-        return names.sync_account_name(self.name)
+        """The Role and RoleBinding in the integration's namespace."""
+        return names.sync_access_name(self.name)
 
     @property
-    def cronjob(self) -> str:
-        return names.cronjob_name(self.name)
+    def workload(self) -> str:
+        """The CronJob and its ServiceAccount at home."""
+        return names.sync_workload_name(self.namespace, self.name)
 
 
 def labels(name: str, component: str = SYNC_COMPONENT) -> dict[str, str]:
@@ -68,6 +73,15 @@ def labels(name: str, component: str = SYNC_COMPONENT) -> dict[str, str]:
         "app.kubernetes.io/name": "qbo-operator",
         COMPONENT_LABEL: component,
         names.INTEGRATION_LABEL: name,
+    }
+
+
+def home_labels(owner: Owner) -> dict[str, str]:
+    """Labels of the sync objects at home: whose they are (namespace, name, uid), in place of an ownerReference."""
+    return {
+        **labels(owner.name),
+        names.INTEGRATION_NAMESPACE_LABEL: owner.namespace,
+        names.INTEGRATION_UID_LABEL: owner.uid,
     }
 
 
@@ -80,11 +94,15 @@ def _metadata(owner: Owner, name: str, component: str = SYNC_COMPONENT) -> dict[
     }
 
 
+def _home_metadata(owner: Owner) -> dict[str, Any]:
+    return {"name": owner.workload, "namespace": owner.home, "labels": home_labels(owner)}
+
+
 def service_account(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(owner, owner.account),
+        "metadata": _home_metadata(owner),
         "automountServiceAccountToken": False,  # the Job's pod opts in itself
     }
 
@@ -97,9 +115,7 @@ def sftp_secret_name(spec: IntegrationSpec) -> str | None:
 
 def role(owner: Owner, token_secret: str, sftp_secret: str | None = None) -> dict[str, Any]:
     """Only its own token Secret and its own CR, by name; Events cannot be restricted by name. Delivering over
-    SFTP, the sync also reads (`get` only) its SFTP Secret, by name; never its credentials Secret, even when the
-    spec names it: those values reach the pod through `envFrom`, read by the kubelet (`conditions.check_spec`
-    gives such a spec phase Error)."""
+    SFTP, the sync also reads (`get` only) its SFTP Secret, by name."""
     secret_rules: list[dict[str, Any]] = [
         {
             "apiGroups": [""],
@@ -108,7 +124,7 @@ def role(owner: Owner, token_secret: str, sftp_secret: str | None = None) -> dic
             "verbs": ["get", "update", "patch"],
         }
     ]
-    if sftp_secret and sftp_secret not in (token_secret, owner.account):
+    if sftp_secret and sftp_secret != token_secret:
         secret_rules.append(
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [sftp_secret], "verbs": ["get"]}
         )
@@ -141,7 +157,7 @@ def role_binding(owner: Owner) -> dict[str, Any]:
         "kind": "RoleBinding",
         "metadata": _metadata(owner, owner.account),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": owner.account},
-        "subjects": [{"kind": "ServiceAccount", "name": owner.account, "namespace": owner.namespace}],
+        "subjects": [{"kind": "ServiceAccount", "name": owner.workload, "namespace": owner.home}],
     }
 
 
@@ -174,9 +190,9 @@ def gateway_role_binding(owner: Owner, service_account: str) -> dict[str, Any]:
     }
 
 
-def credentials_secret(owner: Owner, settings: Settings, environment: Environment = "production") -> dict[str, Any]:
-    """The operator's client credentials, mirrored for the Job's `envFrom` (never in the pod spec). Only the
-    Intuit app of the integration's environment, under that app's own variable names: a sandbox
+def credentials_secret(home: str, settings: Settings, environment: Environment = "production") -> dict[str, Any]:
+    """The operator's client credentials for the sync Jobs of `environment`, at home only, for the Jobs' `envFrom`
+    (never in a pod spec). Only that environment's Intuit app, under the app's own variable names: a sandbox
     integration's Job never holds the production keys, and its sync reads the app the operator would."""
     app = settings.for_environment(environment)
     intuit = (app.qbo_client_id, app.qbo_client_secret.get_secret_value())
@@ -188,7 +204,15 @@ def credentials_secret(owner: Owner, settings: Settings, environment: Environmen
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(owner, owner.account, CREDENTIALS_COMPONENT),
+        "metadata": {
+            "name": names.sync_credentials_name(environment),
+            "namespace": home,
+            "labels": {
+                names.MANAGED_BY_LABEL: names.MANAGED_BY,
+                "app.kubernetes.io/name": "qbo-operator",
+                COMPONENT_LABEL: CREDENTIALS_COMPONENT,
+            },
+        },
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
     }
@@ -226,7 +250,7 @@ def _env(settings: Settings, trigger: str) -> list[dict[str, Any]]:
     return env
 
 
-def _pod_template(owner: Owner, settings: Settings) -> dict[str, Any]:
+def _pod_template(owner: Owner, settings: Settings, environment: Environment) -> dict[str, Any]:
     container_security = {
         "runAsNonRoot": True,
         "runAsUser": RUN_AS,
@@ -238,9 +262,9 @@ def _pod_template(owner: Owner, settings: Settings) -> dict[str, Any]:
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     return {
-        "metadata": {"labels": labels(owner.name)},
+        "metadata": {"labels": home_labels(owner)},
         "spec": {
-            "serviceAccountName": owner.account,
+            "serviceAccountName": owner.workload,
             "automountServiceAccountToken": True,  # the sync reads its CR and token Secret from the API
             "restartPolicy": "Never",
             "enableServiceLinks": False,
@@ -257,7 +281,7 @@ def _pod_template(owner: Owner, settings: Settings) -> dict[str, Any]:
                     "image": settings.qbo_sync_image,
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["qbo-operator", "sync", "--namespace", owner.namespace, "--name", owner.name],
-                    "envFrom": [{"secretRef": {"name": owner.account}}],
+                    "envFrom": [{"secretRef": {"name": names.sync_credentials_name(environment)}}],
                     "env": _env(settings, "Schedule"),
                     "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
                     "securityContext": container_security,
@@ -270,11 +294,18 @@ def _pod_template(owner: Owner, settings: Settings) -> dict[str, Any]:
     }
 
 
-def cronjob(owner: Owner, settings: Settings, schedule: str, time_zone: str, suspend: bool) -> dict[str, Any]:
+def cronjob(
+    owner: Owner,
+    settings: Settings,
+    schedule: str,
+    time_zone: str,
+    suspend: bool,
+    environment: Environment = "production",
+) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": _metadata(owner, owner.cronjob),
+        "metadata": _home_metadata(owner),
         "spec": {
             "schedule": schedule,
             "timeZone": time_zone,
@@ -284,7 +315,7 @@ def cronjob(owner: Owner, settings: Settings, schedule: str, time_zone: str, sus
             "successfulJobsHistoryLimit": SUCCESSFUL_JOBS_HISTORY_LIMIT,
             "failedJobsHistoryLimit": FAILED_JOBS_HISTORY_LIMIT,
             "jobTemplate": {
-                "metadata": {"labels": labels(owner.name), "annotations": {names.TRIGGER_ANNOTATION: "Schedule"}},
+                "metadata": {"labels": home_labels(owner), "annotations": {names.TRIGGER_ANNOTATION: "Schedule"}},
                 "spec": {
                     "backoffLimit": BACKOFF_LIMIT,
                     "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS,
@@ -302,7 +333,7 @@ def cronjob(owner: Owner, settings: Settings, schedule: str, time_zone: str, sus
                             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
                         ]
                     },
-                    "template": _pod_template(owner, settings),
+                    "template": _pod_template(owner, settings, environment),
                 },
             },
         },
@@ -349,19 +380,18 @@ def job_from_cronjob(cronjob_obj: Mapping[str, Any], cronjob_uid: str, token: st
 # --- comparing desired with observed -----------------------------------------------------------
 
 
-def child_names(owner: Owner, gateway: bool) -> list[tuple[str, str, str]]:
-    """(index, kind, name) of every child `reconcile` applies for `owner` (with the gateway's Role and
+def child_names(owner: Owner, gateway: bool) -> list[tuple[str, str, str, str]]:
+    """(index, kind, namespace, name) of every child `reconcile` applies for `owner` (with the gateway's Role and
     RoleBinding when the operator grants a gateway access): the names checked for ownership first."""
     out = [
-        ("serviceaccounts", "ServiceAccount", owner.account),
-        ("roles", "Role", owner.account),
-        ("rolebindings", "RoleBinding", owner.account),
-        ("secrets", "Secret", owner.account),
-        ("cronjobs", "CronJob", owner.cronjob),
+        ("serviceaccounts", "ServiceAccount", owner.home, owner.workload),
+        ("roles", "Role", owner.namespace, owner.account),
+        ("rolebindings", "RoleBinding", owner.namespace, owner.account),
+        ("cronjobs", "CronJob", owner.home, owner.workload),
     ]
     if gateway:
         access = names.gateway_access_name(owner.name)
-        out += [("roles", "Role", access), ("rolebindings", "RoleBinding", access)]
+        out += [("roles", "Role", owner.namespace, access), ("rolebindings", "RoleBinding", owner.namespace, access)]
     return out
 
 

@@ -140,7 +140,7 @@ class Runtime(Views):
         integ = Integration.from_object(body)
         state = self.state((namespace, name))
         now = dt.datetime.now(dt.UTC)
-        owner = manifests.Owner(namespace, name, integ.uid)
+        owner = manifests.Owner(namespace, name, integ.uid, self.settings.pod_namespace)
         token, conflict = await self._claim_token_secret(integ, owner)
         conflict = conflict or await self._foreign_child(integ, owner)
         duplicate_owner = await self._duplicate_owner(integ, token.realm_id)
@@ -231,6 +231,26 @@ class Runtime(Views):
                 return str(holder)
         return self.realm_owner(realm, me)
 
+    async def ensure_platform_credentials(self) -> None:
+        """The one copy of the platform credentials per configured Intuit environment, at home, for the sync
+        Jobs' `envFrom`; written at start-up (the operator's own variables change only with a restart), and only
+        when it differs from what is there."""
+        home = self.settings.pod_namespace
+        for environment in self.settings.environments:
+            desired = manifests.credentials_secret(home, self.settings, environment)
+            raw = await self.writer.read("Secret", home, desired["metadata"]["name"])
+            if manifests.needs_apply(desired, manifests.comparable(raw) if raw is not None else None):
+                await self.writer.apply(desired)
+                log.info("wrote the %s platform credentials for the sync Jobs in %s", environment, home)
+
+    async def remove_sync_workload(self, integ: Integration) -> None:
+        """On deletion: the CronJob (its Jobs and Pods follow) and ServiceAccount at home, if they are ours."""
+        name, home = names.sync_workload_name(integ.namespace, integ.name), self.settings.pod_namespace
+        for kind in ("CronJob", "ServiceAccount"):
+            raw = await self.writer.read(kind, home, name)
+            if ownership.owned_by(raw, integ.uid, (integ.namespace, integ.name)):
+                await self.writer.delete(kind, home, name)
+
     async def release_realm_claims(self, integ: Integration) -> None:
         """On deletion: free the realms this integration holds a claim on (its status's and its Secret's)."""
         view = self.secret(integ.namespace, integ.token_secret_name)
@@ -253,8 +273,6 @@ class Runtime(Views):
         that is not ours is a conflict: its contents are never used, its metadata never changed."""
         key, secret_name = (owner.namespace, owner.name), integ.token_secret_name
         state = self.state(key)
-        if secret_name == owner.account:
-            return TokenState.missing(), None  # names the credentials Secret: `check_spec` says so (Error)
         view = self.secret(owner.namespace, secret_name)
         observed = fresher(view.observed if view is not None else None, state.children.get(("Secret", secret_name)))
         token = view.token if view is not None and view.token is not None else TokenState.missing()
@@ -275,14 +293,16 @@ class Runtime(Views):
         """The first child name taken by an object that is not ours. The indexes hold only labelled objects,
         so a name they do not know (and we never wrote) is read once; a child we wrote costs nothing."""
         key = (owner.namespace, owner.name)
-        for index, kind, name in manifests.child_names(owner, bool(self.settings.qbo_gateway_service_account)):
-            observed = self.child(key, index, kind, name)
+        gateway = bool(self.settings.qbo_gateway_service_account)
+        for index, kind, namespace, name in manifests.child_names(owner, gateway):
+            observed = self.child(key, index, kind, name, namespace)
+            home_key = key if namespace == owner.home else None
             if observed is None:
-                raw = await self.writer.read(kind, owner.namespace, name)
+                raw = await self.writer.read(kind, namespace, name)
                 observed = manifests.comparable(raw) if raw is not None else None
-                if observed is not None and ownership.owned_by(observed, owner.uid):
+                if observed is not None and ownership.owned_by(observed, owner.uid, home_key):
                     self.state(key).children[(kind, name)] = observed
-            if (problem := ownership.conflict(kind, name, observed, owner.uid)) is not None:
+            if (problem := ownership.conflict(kind, name, observed, owner.uid, home_key=home_key)) is not None:
                 return problem
         return None
 
@@ -293,14 +313,14 @@ class Runtime(Views):
         settings = self.settings
         schedule_ok = problem is None or problem.reason not in (Reason.INVALID_SCHEDULE, Reason.INVALID_TIME_ZONE)
         schedule, zone = manifests.effective_schedule(integ.spec, settings, owner.namespace, owner.name, schedule_ok)
-        cron = manifests.cronjob(owner, settings, schedule, zone, integ.spec.suspend or not computed.connected)
+        suspend = integ.spec.suspend or not computed.connected
+        cron = manifests.cronjob(owner, settings, schedule, zone, suspend, integ.spec.environment)
         # Two waves: the API server checks a RoleBinding against its Role (RBAC escalation prevention), so
         # the Role must exist first; everything else is independent.
         waves = [
             [
                 ("serviceaccounts", manifests.service_account(owner)),
                 ("roles", manifests.role(owner, integ.token_secret_name, manifests.sftp_secret_name(integ.spec))),
-                ("secrets", manifests.credentials_secret(owner, settings, integ.spec.environment)),
                 ("cronjobs", cron),
             ],
             [("rolebindings", manifests.role_binding(owner))],
@@ -312,11 +332,11 @@ class Runtime(Views):
             )
         key = (owner.namespace, owner.name)
         results = [r for wave in waves for r in await asyncio.gather(*(self._ensure(key, i, o) for i, o in wave))]
-        return cron, str((results[3].get("metadata") or {}).get("uid") or "")
+        return cron, str((results[2].get("metadata") or {}).get("uid") or "")
 
     async def _ensure(self, owner: Key, index: str, obj: dict[str, Any]) -> dict[str, Any]:
         kind, meta = obj["kind"], obj["metadata"]
-        observed = self.child(owner, index, kind, meta["name"])
+        observed = self.child(owner, index, kind, meta["name"], meta["namespace"])
         if not manifests.needs_apply(obj, observed):
             assert observed is not None
             return observed
@@ -341,7 +361,7 @@ class Runtime(Views):
             await self.writer.event(integ, "Warning", Reason.SYNC_REQUEST_REFUSED, f"Sync request not run: {why}.")
             return token
         if not cronjob_uid:
-            raise RuntimeError(f"the CronJob {names.cronjob_name(integ.name)} has no uid yet")
+            raise RuntimeError(f"the CronJob {cron['metadata']['name']} has no uid yet")
         job = manifests.job_from_cronjob(cron, cronjob_uid, token)
         if await self.writer.create_job(job):
             await self.writer.event(
@@ -373,7 +393,8 @@ class Runtime(Views):
             "phase": computed.phase.value,
             "conditions": conditions.merge_conditions(computed.conditions, raw_status.get("conditions") or []),
             "observedGeneration": integ.generation,
-            "cronJobName": names.cronjob_name(integ.name),
+            "cronJobName": names.sync_workload_name(integ.namespace, integ.name),
+            "cronJobNamespace": self.settings.pod_namespace,
             "authorizationURL": link,
             "authorizationURLExpiresAt": link_expires,
             **computed.token_fields,

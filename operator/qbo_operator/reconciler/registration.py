@@ -50,6 +50,11 @@ def _integration_of(labels: Mapping[str, str]) -> str | None:
     return labels.get(names.INTEGRATION_LABEL) or None
 
 
+def _owner_namespace(labels: Mapping[str, str], namespace: str | None) -> str:
+    """The integration's namespace: the object's own, or for the sync objects at home the one their label names."""
+    return labels.get(names.INTEGRATION_NAMESPACE_LABEL) or namespace or ""
+
+
 def build_registry(housekeeping_interval: float = HOUSEKEEPING_INTERVAL) -> kopf.OperatorRegistry:
     """All handlers on a fresh registry (nothing registers at import time)."""
     registry = kopf.OperatorRegistry()
@@ -70,6 +75,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
     async def startup(*, memo: Any, **kwargs: Any) -> None:
         runtime = _runtime(memo)
         runtime.indices.update({name: kwargs[name] for name in INDEXES})
+        await runtime.ensure_platform_credentials()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(*, memo: Any, **_: Any) -> None:
@@ -115,7 +121,7 @@ def _register_indexes(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.index(*JOBS, id="jobs", labels=LABELLED, registry=registry)
     async def jobs(*, namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, JobView]:
-        return {(namespace or "", labels[names.INTEGRATION_LABEL]): job_view(body)}
+        return {(_owner_namespace(labels, namespace), labels[names.INTEGRATION_LABEL]): job_view(body)}
 
 
 def _register_events(registry: kopf.OperatorRegistry) -> None:
@@ -144,20 +150,30 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
             return  # the initial listing: every integration is reconciled by its own listing event
         await asyncio.gather(*(runtime.reconcile(*target) for target in targets))
 
-    def child_event(resource: Resource, event_id: str) -> None:
+    def child_event(resource: Resource, event_id: str, sweep: str | None = None) -> None:
+        """Reconcile the integration a child belongs to. `sweep` (a kind kept at home, where no ownerReference can
+        collect it): an object whose integration no longer exists is deleted, also on the initial listing (the
+        operator may have been down when the integration went)."""
+
         @kopf.on.event(*resource, id=event_id, labels=LABELLED, registry=registry)
         async def on_child(
-            *, type: str | None, namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
+            *, type: str | None, namespace: str | None, name: str, labels: kopf.Labels, memo: Any, **_: Any
         ) -> None:
-            if type is None:
+            runtime, integration = _runtime(memo), _integration_of(labels)
+            if integration is None:
                 return
-            if integration := _integration_of(labels):
-                await _runtime(memo).reconcile(namespace or "", integration)
+            owner_namespace = _owner_namespace(labels, namespace)
+            at_home = names.INTEGRATION_NAMESPACE_LABEL in labels
+            if sweep and at_home and type != "DELETED" and runtime.body(owner_namespace, integration) is None:
+                await runtime.writer.delete(sweep, namespace or "", name)
+                return
+            if type is not None:
+                await runtime.reconcile(owner_namespace, integration)
 
-    child_event(SERVICE_ACCOUNTS, "serviceaccount_event")
+    child_event(SERVICE_ACCOUNTS, "serviceaccount_event", sweep="ServiceAccount")
     child_event(ROLES, "role_event")
     child_event(ROLE_BINDINGS, "rolebinding_event")
-    child_event(CRONJOBS, "cronjob_event")
+    child_event(CRONJOBS, "cronjob_event", sweep="CronJob")
     child_event(JOBS, "job_event")
 
 
@@ -174,4 +190,6 @@ def _register_timers(registry: kopf.OperatorRegistry, housekeeping_interval: flo
     @kopf.on.delete(*CR, id="revoke", registry=registry, timeout=600, retries=DELETE_HANDLER_RETRIES, backoff=10)
     async def revoke(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
         await housekeeping.finalize(_runtime(memo), body, retry)
-        await _runtime(memo).release_realm_claims(Integration.from_object(plain(body)))
+        integration = Integration.from_object(plain(body))
+        await _runtime(memo).release_realm_claims(integration)
+        await _runtime(memo).remove_sync_workload(integration)

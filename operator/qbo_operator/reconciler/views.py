@@ -192,9 +192,11 @@ class Views:
         state = self.states.get((namespace, name))
         return fresher(indexed, state.written if state is not None else None)
 
-    def child(self, owner: Key, index: str, kind: str, name: str) -> dict[str, Any] | None:
-        """A child of `owner` named `name`, as fresh as we know it."""
-        indexed = only(self.index(index), (owner[0], name))
+    def child(
+        self, owner: Key, index: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """A child of `owner` named `name` (in `namespace`, by default the owner's), as fresh as we know it."""
+        indexed = only(self.index(index), (namespace or owner[0], name))
         if index == "secrets" and indexed is not None:
             indexed = indexed.observed
         state = self.states.get(owner)

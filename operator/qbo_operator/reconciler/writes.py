@@ -108,6 +108,23 @@ class Writer:
                 return None
             raise
 
+    async def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete one of our objects at home (no ownerReference collects them); its Jobs and Pods follow by
+        garbage collection. False when it was gone already."""
+        deleter: Any = {
+            "ServiceAccount": self.kube.core.delete_namespaced_service_account,
+            "CronJob": self.kube.batch.delete_namespaced_cron_job,
+        }[kind]
+        self._count(kind, "delete")
+        try:
+            await deleter(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        log.info("deleted %s %s/%s: its integration is gone", kind, namespace, name)
+        return True
+
     async def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """An object as the API server has it (a read, not counted as a write); None when absent."""
         reader: Any = {
