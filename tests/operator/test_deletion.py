@@ -6,11 +6,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qbo_operator.core import names
+import pytest
+from pydantic import SecretStr
+
+from qbo_operator.core import kube as kube_mod
+from qbo_operator.core import names, oauth
+from qbo_operator.core.config import Settings
+from qbo_operator.core.oauth import TokenResponse
+from qbo_operator.core.tokens import GrantRevoking, ensure_fresh_tokens
 from qbo_operator.harness.controlplane import ControlPlane
 from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.support.kube import HOME, apply, events, get, settled
+from tests.support.ledger import Report
 from tests.support.objects import integration, issued_tokens, token_secret
+from tests.support.operator import QBO_CLIENT_ID, QBO_CLIENT_SECRET
 from tests.support.processes import Operator
 from tests.support.wait import wait_for
 
@@ -103,3 +112,58 @@ def test_a_failing_revocation_never_blocks_deletion(
     assert "HTTP 503" in warning[0]["message"] and "Settings > Apps" in warning[0]["message"]
     wait_for("the owned objects collected", lambda: gone(cluster, namespace, "stuck"), timeout=60)
     print(f"\n[measure] deletion with Intuit failing took {elapsed:.1f}s ({attempts} revoke attempts)")
+
+
+async def test_revoke_on_delete_during_a_refresh_leaves_no_live_grant(
+    cluster: ControlPlane,
+    namespace: str,
+    operator: Operator,
+    qbo_sandbox: QboSandbox,
+    secret_values: list[str],
+    report: Report,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sync's refresh gets a rotated refresh token from Intuit; before it can store it, the integration is
+    deleted and the operator revokes the token it finds in the Secret (the old one, already dead at Intuit).
+    The refresh cannot store its answer (the Secret is marked, or gone), so it revokes its own new tokens: the
+    realm is left with no live grant at Intuit."""
+    realm = connect(cluster, qbo_sandbox, namespace, "racer", secret_values)
+    qbo_sandbox.force_rotation(realm)  # this refresh rotates: the old refresh token dies at once
+    app = Settings(
+        qbo_client_id=QBO_CLIENT_ID,
+        qbo_client_secret=SecretStr(QBO_CLIENT_SECRET),
+        qbo_token_url=qbo_sandbox.token_url,
+        qbo_revoke_url=qbo_sandbox.revoke_url,
+    )
+    revokes = qbo_sandbox.requests["revoke"]
+
+    def refresh_then_delete(settings: Settings, refresh_token: str) -> TokenResponse:
+        reply = oauth.refresh(settings, refresh_token)
+        secret_values.extend([reply.access_token, reply.refresh_token])
+        cluster.kubectl("delete", names.PLURAL, "racer", "-n", namespace, "--wait=true", "--timeout=60s")
+        return reply
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    outcome: BaseException | None = None
+    async with kube_mod.connect() as kube:
+        try:
+            await ensure_fresh_tokens(
+                kube, app, namespace, names.token_secret_name("racer"), force=True, refresh_fn=refresh_then_delete
+            )
+        except Exception as exc:  # judged below, after the row is recorded
+            outcome = exc
+    left = live_grants(qbo_sandbox, realm)
+    report.row(
+        "token rotation",
+        "revoke-on-delete between Intuit's rotation and the Secret write",
+        tried="delete the integration while a refresh holds a rotated, unstored token",
+        held="no live grant" if left == 0 else f"{left} live grant(s) left at Intuit",
+        kind="attack",
+    )
+    assert left == 0
+    assert isinstance(outcome, GrantRevoking), outcome
+    assert "were revoked" in str(outcome)
+    assert qbo_sandbox.requests["revoke"] == revokes + 2  # the operator's (old token) and the refresher's (new)
+    revoked = [e for e in events(cluster, namespace, "racer") if e["reason"] == "Revoked"]
+    assert len(revoked) == 1
+    wait_for("the owned objects collected", lambda: gone(cluster, namespace, "racer"), timeout=60)

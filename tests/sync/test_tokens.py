@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from qbo_operator.core import kube as kube_mod
-from qbo_operator.core import oauth, token_secret
+from qbo_operator.core import oauth, token_secret, tokens
 from qbo_operator.core.config import Settings
 from qbo_operator.core.models import Tokens
 from qbo_operator.core.oauth import TokenResponse
@@ -23,10 +25,15 @@ from qbo_operator.core.token_secret import SecretMissing
 from qbo_operator.core.tokens import (
     AppCredentialsRejected,
     GrantDead,
+    GrantRevoking,
     RefreshUnavailable,
     TokenManager,
+    TokensNotStored,
     ensure_fresh_tokens,
 )
+from tests.support.kube import kubeconfig_via
+from tests.support.ledger import Report
+from tests.support.proxies import TcpProxy
 from tests.support.sync import make_qbo, qbo_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("kubeconfig")]
@@ -59,6 +66,25 @@ class Env:
         return await ensure_fresh_tokens(self.kube, self.settings, self.namespace, secret, **kw)
 
 
+class FlakyKube(kube_mod.Kube):
+    """The API server answering the next writes of the Secret with `failures` (HTTP statuses), as it does while
+    it restarts or its etcd elects a leader; every other call, and the writes after those, go through."""
+
+    def __init__(self, api: Any) -> None:
+        super().__init__(api)
+        self.failures: list[int] = []
+        self.failed = 0
+
+    async def patch_secret_if_unchanged(
+        self, namespace: str, name: str, resource_version: str, ops: list[dict[str, Any]]
+    ) -> Any:
+        if self.failures:
+            self.failed += 1
+            status = self.failures.pop(0)
+            raise kube_mod.ApiException(status=status, reason="injected by the test")
+        return await super().patch_secret_if_unchanged(namespace, name, resource_version, ops)
+
+
 @asynccontextmanager
 async def serving(cluster: Any, namespace: str, company: str, seed: int, **faults: Any) -> AsyncIterator[Env]:
     """A QBO sandbox with one company (and `faults`), served, and an API client for the test cluster."""
@@ -67,7 +93,7 @@ async def serving(cluster: Any, namespace: str, company: str, seed: int, **fault
     if faults:
         sb.faults.add(**faults)
     async with sb.serve(), kube_mod.connect() as kube:
-        yield Env(cluster, namespace, sb, realm, kube)
+        yield Env(cluster, namespace, sb, realm, FlakyKube(kube.api))
 
 
 @pytest.fixture
@@ -208,3 +234,117 @@ async def test_wrong_client_secret_is_the_apps_fault_not_a_dead_grant(
     for secret in (WRONG_SECRET, before.refresh_token, before.access_token):
         assert secret not in str(at_start.value) and secret not in str(mid_run.value)
     assert env.stored()[0].refresh_token == before.refresh_token and live.access_token
+
+
+# --- rotation under failure (issue 17, finding 8) -------------------------------------------------------
+
+
+async def test_a_rotated_token_is_stored_through_5xx_answers_of_the_api_server(
+    cluster: Any, namespace: str, report: Report
+) -> None:
+    """Intuit rotates (the old refresh token dies at once), then the API server answers the write 503, 500 and 504:
+    the write is retried, the new pair is stored, and the stored refresh token is the live one."""
+    async with serving(cluster, namespace, "Flaky", 11) as env:
+        old = env.write_issued(expires_at=datetime.now(UTC))
+        env.sb.force_rotation(env.realm)
+        kube = env.kube
+        assert isinstance(kube, FlakyKube)
+
+        def refresh_then_fail_writes(settings: Settings, refresh_token: str) -> TokenResponse:
+            reply = oauth.refresh(settings, refresh_token)
+            kube.failures = [503, 500, 504]
+            return reply
+
+        got, refreshed = await env.ensure(refresh_fn=refresh_then_fail_writes)
+        stored = env.stored()[0]
+        live = await asyncio.to_thread(oauth.refresh, env.settings, stored.refresh_token)
+    held = refreshed and stored.refresh_token == got.refresh_token != old.refresh_token and bool(live.access_token)
+    report.row(
+        "token rotation",
+        "API server answers 5xx to the write of a rotated token",
+        tried=f"{kube.failed} failed writes (503, 500, 504) after Intuit rotated",
+        held="stored, grant alive" if held else "rotated token lost",
+        kind="attack",
+    )
+    assert kube.failed == 3
+    assert held
+
+
+async def test_a_rotated_token_is_stored_after_the_api_server_comes_back(
+    cluster: Any, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, report: Report
+) -> None:
+    """Intuit rotates, then the API server goes away (connections cut and refused) for 3 s: the write is retried
+    until it is back, and the stored refresh token is the live one (a later refresh works)."""
+    proxy = TcpProxy(cluster.api_port).start()
+    proxies = [proxy]
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig_via(cluster.kubeconfig, proxy.port, tmp_path / "via-proxy")))
+
+    def come_back() -> None:
+        proxies.append(TcpProxy(cluster.api_port, port=proxy.port).start())
+
+    def refresh_then_cut(settings: Settings, refresh_token: str) -> TokenResponse:
+        reply = oauth.refresh(settings, refresh_token)
+        proxy.stop()
+        threading.Timer(3.0, come_back).start()
+        return reply
+
+    try:
+        async with serving(cluster, namespace, "Outage", 12) as env:
+            old = env.write_issued(expires_at=datetime.now(UTC))
+            env.sb.force_rotation(env.realm)
+            started = asyncio.get_running_loop().time()
+            got, refreshed = await env.ensure(refresh_fn=refresh_then_cut)
+            elapsed = asyncio.get_running_loop().time() - started
+            stored = env.stored()[0]
+            live = await asyncio.to_thread(oauth.refresh, env.settings, stored.refresh_token)
+    finally:
+        for p in proxies:
+            p.stop()
+    held = refreshed and stored.refresh_token == got.refresh_token != old.refresh_token and bool(live.access_token)
+    report.row(
+        "token rotation",
+        "API server unreachable for 3 s right after Intuit rotated",
+        tried=f"connections cut and refused; stored after {elapsed:.1f} s",
+        held="stored, grant alive" if held else "rotated token lost",
+        kind="attack",
+    )
+    assert len(proxies) == 2 and elapsed >= 3.0  # it really waited for the API server
+    assert held
+
+
+async def test_a_write_that_keeps_failing_says_the_rotated_token_is_lost(
+    cluster: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past PERSIST_FOR the refresh gives up with TokensNotStored, which says what was lost and what to do, and
+    names no token."""
+    monkeypatch.setattr(tokens, "PERSIST_FOR", 1.5)
+    async with serving(cluster, namespace, "Lost", 13) as env:
+        env.write_issued(expires_at=datetime.now(UTC))
+        env.sb.force_rotation(env.realm)
+        kube = env.kube
+        assert isinstance(kube, FlakyKube)
+        seen: list[str] = []
+
+        def refresh_then_break(settings: Settings, refresh_token: str) -> TokenResponse:
+            reply = oauth.refresh(settings, refresh_token)
+            seen.extend([reply.access_token, reply.refresh_token, refresh_token])
+            kube.failures = [503] * 1000
+            return reply
+
+        with pytest.raises(TokensNotStored) as lost:
+            await env.ensure(refresh_fn=refresh_then_break)
+    message = str(lost.value)
+    assert "rotated the refresh token" in message and "HTTP 503" in message and "reconnect" in message
+    assert kube.failed >= 3
+    assert not any(value in message for value in seen)
+
+
+async def test_a_secret_marked_for_revocation_is_not_refreshed(cluster: Any, namespace: str) -> None:
+    """Revoke-on-delete's mark stops every later refresh before it reaches Intuit."""
+    async with serving(cluster, namespace, "Marked", 14) as env:
+        env.write_issued(expires_at=datetime.now(UTC))
+        cluster.kubectl("-n", namespace, "annotate", "secret", SECRET, f"{token_secret.REVOKING_ANNOTATION}=now")
+        before = env.sb.requests["token"]
+        with pytest.raises(GrantRevoking, match="marked for revocation"):
+            await env.ensure()
+        assert env.sb.requests["token"] == before

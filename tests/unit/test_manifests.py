@@ -273,6 +273,7 @@ def test_env_holds_settings_but_no_secret() -> None:
     assert env["GREENCHECK_API_URL"]["value"] == "https://api.greencheck.example"
     assert env["GREENCHECK_SERVICE_PROVIDER_ID"]["value"] == "sp-1"
     assert env["QBO_TOKEN_URL"]["value"] == "https://oauth.example/token"
+    assert env["QBO_REVOKE_URL"]["value"] == SETTINGS.qbo_revoke_url  # the sync revokes fenced-out refreshes
     assert env["QBO_SYNC_TRIGGER"]["value"] == "Schedule"
     assert env["JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['job-name']"
     assert "QBO_API_URL" not in env  # unset: the sync picks Intuit's host for the environment

@@ -7,7 +7,10 @@ Three processes touch it, so its labels, owner and concurrency rules live here o
 - the gateway fills it after a Connect (`store`): an update of that existing Secret, never a create, and
   only when it is owned by that integration's uid;
 - the sync and the operator's keep-alive replace its data after a refresh (`replace_data`), a JSON patch
-  guarded by the resourceVersion the writer read, so a concurrent refresh is never overwritten;
+  guarded by the resourceVersion the writer read, so a concurrent refresh is never overwritten; right before
+  asking Intuit they stamp it (`claim_refresh`, same guard), so a refresh starts only just after a write worked;
+- the operator's revoke-on-delete marks it (`mark_revoking`, same guard) before revoking its refresh token: the
+  mark changes the resourceVersion, so a refresh in flight cannot store its answer unnoticed (core/tokens.py);
 - everyone reads it with `read_tokens` (strict: `Tokens.from_secret_data` names the bad key; an empty Secret
   is `SecretMissing`: not connected yet), except the gateway's look at an earlier connection, which must
   survive a broken Secret (`previous_connection`).
@@ -19,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,9 +30,13 @@ from kubernetes_asyncio import client
 
 from qbo_operator.core import names
 from qbo_operator.core.kube import ApiException, Kube, owner_reference
-from qbo_operator.core.models import Integration, Tokens, TokenSecretError, parse_rfc3339, secret_text
+from qbo_operator.core.models import Integration, Tokens, TokenSecretError, parse_rfc3339, rfc3339, secret_text
 
 log = logging.getLogger(__name__)
+
+# Annotations on the token Secret (values are RFC 3339 times, never tokens).
+REFRESHING_ANNOTATION = f"{names.GROUP}/refresh-started-at"  # a refresher's stamp just before it asks Intuit
+REVOKING_ANNOTATION = f"{names.GROUP}/revoking"  # revoke-on-delete's mark: no refresh may be stored after it
 
 
 class SecretMissing(Exception):
@@ -48,6 +55,12 @@ class Stored:
     tokens: Tokens
     resource_version: str
     data: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def revoking(self) -> bool:
+        """Marked by revoke-on-delete: its grant is being (or was) revoked, so nothing may refresh it."""
+        return REVOKING_ANNOTATION in self.annotations
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,7 @@ async def read_tokens(kube: Kube, namespace: str, name: str) -> Stored:
     if not data:
         raise SecretMissing(namespace, name, "holds no tokens yet")
     tokens = Tokens.from_secret_data(data)
-    return Stored(tokens, str(secret.metadata.resource_version), data)
+    return Stored(tokens, str(secret.metadata.resource_version), data, dict(secret.metadata.annotations or {}))
 
 
 async def store(kube: Kube, integration: Integration, tokens: Tokens) -> None:
@@ -171,3 +184,36 @@ async def replace_data(
     """Replace `data` only if nobody wrote since `resource_version` (422 otherwise)."""
     ops = [{"op": "replace", "path": "/data", "value": data}]
     return await kube.patch_secret_if_unchanged(namespace, name, resource_version, ops)
+
+
+def annotate_ops(annotations: Mapping[str, str], key: str, value: str) -> list[dict[str, Any]]:
+    """JSON-patch ops setting one annotation (`add` on a missing /metadata/annotations would fail)."""
+    if not annotations:
+        return [{"op": "add", "path": "/metadata/annotations", "value": {key: value}}]
+    return [{"op": "add", "path": "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"), "value": value}]
+
+
+async def claim_refresh(kube: Kube, stored: Stored, namespace: str, name: str, now: datetime) -> Stored:
+    """Stamp the Secret just before asking Intuit for new tokens, guarded by `stored`'s resourceVersion
+    (422 if anyone wrote since, e.g. revoke-on-delete's mark). A refresh thus starts only when a write of
+    this Secret has just succeeded; the answer is stored on the version returned here."""
+    ops = annotate_ops(stored.annotations, REFRESHING_ANNOTATION, rfc3339(now))
+    secret = await kube.patch_secret_if_unchanged(namespace, name, stored.resource_version, ops)
+    return Stored(
+        stored.tokens,
+        str(secret.metadata.resource_version),
+        stored.data,
+        dict(secret.metadata.annotations or {}),
+    )
+
+
+async def mark_revoking(
+    kube: Kube, namespace: str, name: str, secret: client.V1Secret, now: datetime
+) -> client.V1Secret:
+    """Revoke-on-delete's fence: mark `secret` (the version whose refresh token is about to be revoked),
+    guarded by its resourceVersion (422 if anyone wrote since: re-read and mark that). Every refresh stores
+    its answer under a resourceVersion precondition, so one that began before the mark fails to store,
+    re-reads, sees the mark and revokes what Intuit just gave it (core/tokens.py)."""
+    meta = secret.metadata
+    ops = annotate_ops(meta.annotations or {}, REVOKING_ANNOTATION, rfc3339(now))
+    return await kube.patch_secret_if_unchanged(namespace, name, str(meta.resource_version), ops)

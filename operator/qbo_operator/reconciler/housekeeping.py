@@ -2,8 +2,9 @@
 
 The timer re-runs the reconcile (the Connect link and the refresh token expire without any watch event),
 keeps a suspended integration's grant alive (no sync runs to refresh its rolling refresh token), and warns
-before Intuit's 5-year hard expiry, at most once a day. Deletion revokes the grant at Intuit with bounded
-retries and never blocks the deletion for good; garbage collection removes the owned objects."""
+before Intuit's 5-year hard expiry, at most once a day. Deletion marks the token Secret (the fence against a
+refresh in flight, core/tokens.py), then revokes the marked refresh token at Intuit with bounded retries, and
+never blocks the deletion for good; garbage collection removes the owned objects."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ HOUSEKEEPING_INTERVAL = 3600.0
 HARD_EXPIRY_WARNING = dt.timedelta(days=30)
 KEEPALIVE_WINDOW = dt.timedelta(days=30)  # refresh a suspended integration's tokens this long before expiry
 REVOKE_ATTEMPTS = 4
+MARK_ATTEMPTS = 5  # conflicts tolerated while marking the token Secret for revocation
 DELETE_HANDLER_RETRIES = 5
 
 
@@ -120,26 +122,8 @@ async def finalize(runtime: Runtime, body: Mapping[str, Any], retry: int) -> Non
     ref = _ref(integ)
     if not integ.spec.revoke_on_delete:
         return
-    try:
-        secret = await runtime.kube.read_secret(integ.namespace, integ.token_secret_name)
-    except ApiException as exc:
-        if retry + 1 < DELETE_HANDLER_RETRIES:
-            raise kopf.TemporaryError(f"cannot read the token Secret: HTTP {exc.status}", delay=10) from None
-        await _gave_up(runtime, integ, f"the token Secret could not be read (HTTP {exc.status})")
-        return
-    if secret is None or not secret.data:
-        log.info("no token Secret: nothing to revoke at Intuit", extra={"k8s_ref": ref})
-        return
-    if not token_secret.owns(secret, integ):
-        # Named by spec.tokenSecretName but not ours (SecretConflict): its grant is someone else's.
-        log.info(
-            "Secret %s is not this integration's: nothing revoked", integ.token_secret_name, extra={"k8s_ref": ref}
-        )
-        return
-    try:
-        refresh_token = Tokens.from_secret_data(secret.data).refresh_token
-    except TokenSecretError as exc:
-        log.info("token Secret unusable (%s): nothing to revoke", exc, extra={"k8s_ref": ref})
+    refresh_token = await _fence(runtime, integ, retry)
+    if refresh_token is None:
         return
     missing = runtime.settings.missing_credentials(integ.spec.environment)
     if missing:
@@ -161,6 +145,45 @@ async def finalize(runtime: Runtime, body: Mapping[str, Any], retry: int) -> Non
         return
     log.info("revoked the grant at Intuit", extra={"k8s_ref": ref})
     await runtime.writer.event(integ, "Normal", Reason.REVOKED, "Revoked the QuickBooks grant at Intuit.")
+
+
+async def _fence(runtime: Runtime, integ: Integration, retry: int) -> str | None:
+    """Mark the token Secret for revocation and return the refresh token of the version marked (None: nothing
+    to revoke). The mark is written under that version's resourceVersion, so a refresh that is storing its
+    answer at the same moment either lands first (the mark conflicts, and the next read sees its token) or
+    fails to store and revokes its own new tokens (core/tokens.py): no refreshed grant outlives the delete."""
+    ref, name = _ref(integ), integ.token_secret_name
+    for _ in range(MARK_ATTEMPTS):
+        try:
+            secret = await runtime.kube.read_secret(integ.namespace, name)
+            if secret is None or not secret.data:
+                log.info("no token Secret: nothing to revoke at Intuit", extra={"k8s_ref": ref})
+                return None
+            if not token_secret.owns(secret, integ):
+                # Named by spec.tokenSecretName but not ours (SecretConflict): its grant is someone else's.
+                log.info("Secret %s is not this integration's: nothing revoked", name, extra={"k8s_ref": ref})
+                return None
+            try:
+                refresh_token = Tokens.from_secret_data(secret.data).refresh_token
+            except TokenSecretError as exc:
+                log.info("token Secret unusable (%s): nothing to revoke", exc, extra={"k8s_ref": ref})
+                return None
+            await token_secret.mark_revoking(runtime.kube, integ.namespace, name, secret, dt.datetime.now(dt.UTC))
+            return refresh_token
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("no token Secret: nothing to revoke at Intuit", extra={"k8s_ref": ref})
+                return None
+            if exc.status in (409, 422):
+                continue  # written since we read it (a refresh stored its answer): mark the new version
+            if retry + 1 < DELETE_HANDLER_RETRIES:
+                raise kopf.TemporaryError(f"cannot mark the token Secret: HTTP {exc.status}", delay=10) from None
+            await _gave_up(runtime, integ, f"the token Secret could not be read or marked (HTTP {exc.status})")
+            return None
+    if retry + 1 < DELETE_HANDLER_RETRIES:
+        raise kopf.TemporaryError("the token Secret kept changing while it was marked for revocation", delay=1)
+    await _gave_up(runtime, integ, "the token Secret kept changing while it was marked for revocation")
+    return None
 
 
 async def _gave_up(runtime: Runtime, integ: Integration, why: str) -> None:

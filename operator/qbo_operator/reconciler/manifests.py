@@ -233,9 +233,12 @@ def _env(settings: Settings, trigger: str) -> list[dict[str, Any]]:
         "GREENCHECK_API_URL": settings.greencheck_api_url,
         "GREENCHECK_SERVICE_PROVIDER_ID": settings.greencheck_service_provider_id,
         "QBO_TOKEN_URL": settings.qbo_token_url,
+        # the sync revokes the tokens of a refresh that revoke-on-delete fenced out (core/tokens.py)
+        "QBO_REVOKE_URL": settings.qbo_revoke_url,
         "QBO_DISCOVERY_URL": settings.qbo_discovery_url,
         "QBO_API_URL": settings.qbo_api_url,
         "QBO_SANDBOX_TOKEN_URL": settings.qbo_sandbox_token_url,
+        "QBO_SANDBOX_REVOKE_URL": settings.qbo_sandbox_revoke_url,
         "QBO_SANDBOX_API_URL": settings.qbo_sandbox_api_url,
         "QBO_SYNC_TRIGGER": trigger,
         "QBO_LOG_FORMAT": settings.qbo_log_format,
