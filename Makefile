@@ -71,7 +71,8 @@ bench: venv system-packages tools ## benchmarks: ratios against baselines (QUICK
 	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 # The attacks of issue 17's review played outside tests/security (the reliability report's attacks=N/N).
-ATTACKS = tests/gateway/test_connect_attacks.py tests/gateway/test_realm_claims.py tests/operator/test_ownership.py tests/operator/test_realm_claims.py
+ATTACKS = tests/gateway/test_connect_attacks.py tests/gateway/test_realm_claims.py tests/operator/test_ownership.py \
+	tests/operator/test_realm_claims.py tests/operator/test_tenant_edit.py tests/operator/test_deletion.py tests/sync/test_tokens.py
 
 reliability-report: venv system-packages tools ## run the reliability and security suites and print their summary
 	@export KUBEBUILDER_ASSETS="$$(bash tools/build.sh)"; $(BIN)/python -m pytest -q tests/reliability tests/security tests/sync/test_month_of_bookkeeping.py $(ATTACKS) -p tests.report

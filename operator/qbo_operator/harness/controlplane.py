@@ -40,6 +40,8 @@ CONTROLLERS = (
     "job-controller",
     "cronjob-controller",
     "ttl-after-finished-controller",
+    # fills the built-in admin/edit/view roles, so a test can act as a tenant with `edit` (tests/operator)
+    "clusterrole-aggregation-controller",
 )
 RUNS_ROOT = Path(tempfile.gettempdir()) / "qbo-controlplane"
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
