@@ -293,7 +293,7 @@ def test_operator_rbac_as_its_service_account(cluster: ControlPlane, release: di
     # The owner must exist, or the garbage collector removes the Role before the RoleBinding refers to it.
     assert apply(cluster, integration("acme", watched)).returncode == 0
     uid = cluster.kubectl_json("get", "qbi", "acme", "-n", watched)["metadata"]["uid"]
-    owner = manifests.Owner(watched, "acme", uid)
+    owner = manifests.Owner(watched, "acme", uid, release["namespace"])
     for obj in (
         manifests.service_account(owner),
         manifests.role(owner, "acme-qbo-tokens", sftp_secret="acme-sftp"),

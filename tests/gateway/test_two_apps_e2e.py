@@ -213,12 +213,13 @@ def test_a_sandbox_and_a_production_integration_each_use_their_own_app(
         wait_for(f"{name} Connected", partial(settled, cluster, namespace, name, "Connected", Ready="Connected"))
     assert qbi(cluster, namespace, "trial")["status"]["realmId"] == realms["trial"]
 
-    # Each sync Job's Secret holds only its environment's app, under that app's names.
-    for name, present, absent in (
-        ("real", "QBO_CLIENT_ID", "QBO_SANDBOX_CLIENT_ID"),
-        ("trial", "QBO_SANDBOX_CLIENT_ID", "QBO_CLIENT_ID"),
+    # Each environment's sync credentials (one Secret at home per environment, the one its Jobs' pods read) hold
+    # only that environment's app, under that app's names.
+    for environment, present, absent in (
+        ("production", "QBO_CLIENT_ID", "QBO_SANDBOX_CLIENT_ID"),
+        ("sandbox", "QBO_SANDBOX_CLIENT_ID", "QBO_CLIENT_ID"),
     ):
-        secret = get(cluster, "secret", namespace, names.sync_access_name(name))
+        secret = get(cluster, "secret", HOME, names.sync_credentials_name(environment))
         assert secret is not None
         data = decoded(secret)
         assert present in data and absent not in data, sorted(data)

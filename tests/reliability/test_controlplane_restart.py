@@ -147,14 +147,14 @@ def test_apiserver_restart_during_a_sync(connected: tuple[Product, Kubelet], rep
         errors = [line for line in log.splitlines() if line.startswith("qbo-operator sync: error:")]
         assert len(errors) == 1, log[-2000:]  # one line saying why it stopped
         # No manual action: the Job controller starts the Pod again, and this time it completes.
-        assert wait_for_pods(cp, NAMESPACE, job, timeout=180), "the Job controller started no retry Pod"
+        assert wait_for_pods(cp, HOME, job, timeout=180), "the Job controller started no retry Pod"
         run = kubelet.run(HOME, job)
         rc, log = run.exit_code, run.stdout + run.stderr
         attempts += 1
         assert rc == 0, log[-3000:]
     httpx.delete(f"{p.stack.greencheck_url}/_sandbox/faults", timeout=10)
     alive(p)
-    cp.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", NAMESPACE, "--timeout=120s")
+    cp.kubectl("wait", "--for=condition=Complete", f"job/{job}", "-n", HOME, "--timeout=120s")
     status = p.integration(NAMESPACE, "acme")["status"]
     connected_at = parse_rfc3339(status["connectedAt"])
     expected = payments_projection(realm, p.payments(realm), connected_at)
