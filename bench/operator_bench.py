@@ -179,20 +179,15 @@ def _lines(cp: ControlPlane, *args: str) -> list[list[str]]:
 
 def settled_keys(cp: ControlPlane) -> set[tuple[str, str]]:
     """Integrations whose status is written for their generation and whose CronJob and RBAC exist."""
-    label = names.INTEGRATION_LABEL
     cr_rows = _lines(
         cp, names.PLURAL, "-A", "-o",
         "custom-columns=NS:.metadata.namespace,N:.metadata.name,G:.metadata.generation,"
         "OG:.status.observedGeneration,P:.status.phase,CJ:.status.cronJobName",
     )  # fmt: skip
     ready = {(r[0], r[1]) for r in cr_rows if len(r) == 6 and r[2] == r[3] and r[4] != "<none>" and r[5] != "<none>"}
-    escaped = label.replace(".", "\\.")
     children: dict[str, set[tuple[str, str]]] = {}
     for kind in CHILD_KINDS:
-        rows = _lines(
-            cp, kind, "-A", "-l", label, "-o", f"custom-columns=NS:.metadata.namespace,I:.metadata.labels.{escaped}"
-        )
-        children[kind] = {(r[0], r[1]) for r in rows if len(r) == 2}
+        children[kind] = {(ns, name) for _, ns, name in _owned(cp, kind, ".metadata.name")}
     for kind in CHILD_KINDS:
         ready &= children[kind]
     return ready
@@ -260,12 +255,23 @@ def _idle_window(proc: Any, idle_seconds: float) -> None:
             say(f"operator: idle, {deadline - time.monotonic():.0f}s left")
 
 
+def _owned(cp: ControlPlane, kind: str, column: str) -> Iterator[tuple[str, str, str]]:
+    """(`column`, integration namespace, integration name) of each labelled object of `kind`: the sync CronJob and
+    ServiceAccount live in the release namespace and name their integration's namespace in a label."""
+    escaped = {k: k.replace(".", "\\.") for k in (names.INTEGRATION_LABEL, names.INTEGRATION_NAMESPACE_LABEL)}
+    rows = _lines(
+        cp, kind, "-A", "-l", names.INTEGRATION_LABEL, "-o",
+        f"custom-columns=NS:.metadata.namespace,INS:.metadata.labels.{escaped[names.INTEGRATION_NAMESPACE_LABEL]},"
+        f"I:.metadata.labels.{escaped[names.INTEGRATION_LABEL]},C:{column}",
+    )  # fmt: skip
+    for r in rows:
+        if len(r) >= 4:
+            yield " ".join(r[3:]), (r[0] if r[1] == "<none>" else r[1]), r[2]
+
+
 def _schedules(cp: ControlPlane, ours: set[str]) -> list[str]:
-    """The schedules of the CronJobs the operator wrote in the bench's namespaces."""
-    return [" ".join(r[1:6]) for r in _lines(
-        cp, "cronjobs", "-A", "-l", names.INTEGRATION_LABEL, "-o",
-        "custom-columns=NS:.metadata.namespace,S:.spec.schedule",
-    ) if len(r) >= 6 and r[0] in ours]  # fmt: skip
+    """The schedules of the CronJobs the operator wrote for the bench's namespaces."""
+    return [schedule for schedule, ns, _ in _owned(cp, "cronjobs", ".spec.schedule") if ns in ours]
 
 
 def _operator_measures(cp: ControlPlane, run: OperatorRun) -> list[Measure]:
