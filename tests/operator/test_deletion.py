@@ -19,7 +19,7 @@ from qbo_operator.harness.sandbox.qbo import QboSandbox
 from tests.support.kube import HOME, apply, events, get, settled
 from tests.support.ledger import Report
 from tests.support.objects import integration, issued_tokens, token_secret
-from tests.support.operator import QBO_CLIENT_ID, QBO_CLIENT_SECRET
+from tests.support.operator import QBO_CLIENT_ID, QBO_CLIENT_SECRET, StartOperator
 from tests.support.processes import Operator
 from tests.support.wait import wait_for
 
@@ -167,3 +167,29 @@ async def test_revoke_on_delete_during_a_refresh_leaves_no_live_grant(
     revoked = [e for e in events(cluster, namespace, "racer") if e["reason"] == "Revoked"]
     assert len(revoked) == 1
     wait_for("the owned objects collected", lambda: gone(cluster, namespace, "racer"), timeout=60)
+
+
+def test_the_sync_workload_of_an_integration_gone_while_the_operator_was_down_is_swept_at_start_up(
+    cluster: ControlPlane, namespace: str, start_operator: StartOperator
+) -> None:
+    """No ownerReference reaches the release namespace, so nothing but the operator removes a CronJob whose
+    integration vanished while it was not running (its finalizer removed by hand); it does so when it starts."""
+    operator = start_operator("--all-namespaces")
+    apply(cluster, integration(namespace, "ghost"))
+    wait_for("Pending", lambda: settled(cluster, namespace, "ghost", "Pending"))
+    workload = names.sync_workload_name(namespace, "ghost")
+    assert get(cluster, "cronjob", HOME, workload) is not None and get(cluster, "serviceaccount", HOME, workload)
+    operator.stop()
+    cluster.kubectl(
+        "patch", names.PLURAL, "ghost", "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+    )
+    cluster.kubectl("delete", names.PLURAL, "ghost", "-n", namespace, "--wait=true", "--timeout=60s")
+    assert get(cluster, "cronjob", HOME, workload) is not None  # left behind
+
+    start_operator("--all-namespaces")
+    wait_for(
+        "the workload swept",
+        lambda: (
+            get(cluster, "cronjob", HOME, workload) is None and get(cluster, "serviceaccount", HOME, workload) is None
+        ),
+    )
