@@ -240,41 +240,33 @@ def sync_kubeconfig(cluster: ControlPlane, namespace: str, name: str, hours: int
     return cluster.service_account_kubeconfig(HOME, names.sync_workload_name(namespace, name), hours=hours)
 
 
-def gateway_service_account(cluster: ControlPlane, namespace: str, name: str = "qbo-gateway") -> Path:
-    """ServiceAccount + Role (GATEWAY_ROLE_RULES, nothing more) + RoleBinding, and the realm-claims Role in
-    CLAIMS_NAMESPACE; returns its kubeconfig."""
+def role_and_binding(
+    name: str, namespace: str, rules: list[dict[str, Any]], subject: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Role of `rules` and the RoleBinding that grants it to `subject`, both named `name`."""
     rbac = "rbac.authorization.k8s.io"
-    claims = f"{name}-{namespace}-claims"
-    subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
-    apply(
-        cluster,
-        {
-            "apiVersion": f"{rbac}/v1",
-            "kind": "Role",
-            "metadata": {"name": claims, "namespace": CLAIMS_NAMESPACE},
-            "rules": GATEWAY_CLAIM_RULES,
-        },
+    meta = {"name": name, "namespace": namespace}
+    return (
+        {"apiVersion": f"{rbac}/v1", "kind": "Role", "metadata": meta, "rules": rules},
         {
             "apiVersion": f"{rbac}/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": claims, "namespace": CLAIMS_NAMESPACE},
-            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": claims},
-            "subjects": [subject],
-        },
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
-        {
-            "apiVersion": f"{rbac}/v1",
-            "kind": "Role",
-            "metadata": {"name": name, "namespace": namespace},
-            "rules": GATEWAY_ROLE_RULES,
-        },
-        {
-            "apiVersion": f"{rbac}/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": meta,
             "roleRef": {"apiGroup": rbac, "kind": "Role", "name": name},
             "subjects": [subject],
         },
+    )
+
+
+def gateway_service_account(cluster: ControlPlane, namespace: str, name: str = "qbo-gateway") -> Path:
+    """ServiceAccount + Role (GATEWAY_ROLE_RULES, nothing more) + RoleBinding, and the realm-claims Role in
+    CLAIMS_NAMESPACE; returns its kubeconfig."""
+    subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+    apply(
+        cluster,
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        *role_and_binding(name, namespace, GATEWAY_ROLE_RULES, subject),
+        *role_and_binding(f"{name}-{namespace}-claims", CLAIMS_NAMESPACE, GATEWAY_CLAIM_RULES, subject),
     )
     return cluster.service_account_kubeconfig(namespace, name)
 
