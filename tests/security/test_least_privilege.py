@@ -150,7 +150,7 @@ def test_each_sync_account_reaches_only_its_own_secret_and_integration(life: Lif
     SECRETS.add_secret("other-tenants-refresh-token-value", "another tenant's token (least-privilege test)")
     tried = 0
     for name, other in (("alpha", "beta"), ("beta", "alpha")):
-        kubeconfig = p.kubeconfig_for(NS_A, names.sync_access_name(name))
+        kubeconfig = p.kubeconfig_for(SYSTEM_NAMESPACE, names.sync_workload_name(NS_A, name))
         own_secret, other_secret = names.token_secret_name(name), names.token_secret_name(other)
         may = [
             ("get", "secret", own_secret, "-n", NS_A),
@@ -160,7 +160,9 @@ def test_each_sync_account_reaches_only_its_own_secret_and_integration(life: Lif
         may_not = [
             ("get", "secret", other_secret, "-n", NS_A),  # the other tenant's tokens, same namespace
             ("get", "secret", names.token_secret_name("gamma"), "-n", NS_B),  # another namespace
-            ("get", "secret", names.sync_access_name(name), "-n", NS_A),  # its credentials: only via envFrom
+            # the platform credentials beside it at home: only the kubelet reads them (envFrom)
+            ("get", "secret", names.sync_credentials_name("production"), "-n", SYSTEM_NAMESPACE),
+            ("get", "secrets", "-n", SYSTEM_NAMESPACE),
             ("get", "secrets", "-n", NS_A),  # no listing
             ("delete", "secret", own_secret, "-n", NS_A, "--dry-run=server"),
             ("create", "secret", "generic", "planted", "-n", NS_A, "--dry-run=server"),
