@@ -16,16 +16,9 @@ import pytest
 
 from qbo_operator.core.models import SftpDelivery
 from qbo_operator.harness.sshd import SftpServer
-from qbo_operator.sync.records import (
-    Batch,
-    LineItem,
-    PaymentSet,
-    Record,
-    RecordCustomer,
-    RecordInvoice,
-    RecordPayment,
-)
+from qbo_operator.sync.records import Batch
 from qbo_operator.sync.sftp import SftpClient, SftpPolicy
+from tests.support.greencheck import make_set
 from tests.support.sftp import read_files, repeated
 
 T = TypeVar("T")
@@ -65,21 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
     s.stop()
 
 
-def record(payment: str, invoice: str, cents: int) -> Record:
-    return Record(
-        external_id=f"qbo:1:payment:{payment}:invoice:{invoice}",
-        payment=RecordPayment(id=payment, date="2026-12-01", amount=cents, total_amount=cents, credit_applied=0,
-                              unapplied_amount=0, type="check", reference=None, created_at="2026-12-01T16:00:00Z"),
-        invoice=RecordInvoice(id=invoice, number=f"10{invoice}", date="2026-11-28", total=cents, open_balance=0,
-                              memo=None),
-        customer=RecordCustomer(id="3", name="Klamath Remedies"),
-        currency="USD",
-        line_items=[LineItem(product_id="9", product_name="Gelato Flower 3.5g", quantity="1", unit_price=cents,
-                             amount=cents)],
-    )  # fmt: skip
-
-
-BATCH = [PaymentSet(payment_id=str(p), records=[record(str(p), str(p), 1000 + p)]) for p in range(1, 6)]
+BATCH = [make_set(p, p) for p in range(1, 6)]  # payments 1-5, one invoice each
 
 
 def client(server: SftpServer, realm: str, cls: type[SftpClient] = SftpClient, **kw: int) -> SftpClient:
