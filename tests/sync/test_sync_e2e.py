@@ -333,7 +333,7 @@ async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is
         old_refresh = e.secret_data()["refresh_token"]
 
         def mid_run(n: int) -> None:
-            if n == 3:  # ... and again mid-run: the access token dies, the next refresh rotates too
+            if n == 2:  # ... and again mid-run: the access token dies, the next refresh rotates too
                 e.qbo.advance_clock(3700)
                 e.qbo.force_rotation(e.realm)
 
@@ -341,7 +341,9 @@ async def test_rotated_refresh_token_is_in_the_secret_before_the_access_token_is
         run = await proxy.sync(page_size="100")
         assert run.rc == 0, run.stderr
         assert proxy.violations == []
-        assert proxy.checked >= 4  # CDC, invoice and payment reads, each through the proxy
+        # CDC, the invoice read, and that read again after the mid-run refresh (how many further reads the
+        # night needs depends on the generated books), each checked against the Secret
+        assert proxy.checked >= 3
         assert e.qbo.requests["unauthorized"] == 1  # the mid-run 401
         stored = e.secret_data()
         assert stored["refresh_token"] != old_refresh
