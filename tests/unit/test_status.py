@@ -30,7 +30,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 EARLIER = "2026-11-22T12:00:00Z"
 STAMP = "2026-11-25T12:00:00Z"
 
-RUN_RECORD = ("lastSync", "syncWatermark", "lastSuccessfulSyncTime", "rejected", "meteredReads")
+RUN_RECORD = ("lastSync", "syncWatermark", "lastSuccessfulSyncTime", "lastReadTime", "rejected", "meteredReads")
 STATUSES: list[ConditionStatus] = ["True", "False", "Unknown"]
 # (name, the previous condition of the same type or None)
 PREVIOUS: list[tuple[str, dict[str, Any] | None]] = [

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from qbo_operator.core import endpoints
 from qbo_operator.core.schedule import ScheduleError, validate_schedule
@@ -140,6 +140,9 @@ class Settings(BaseModel):
     greencheck_service_provider_id: str = ""
     qbo_default_schedule: str = "H 2 * * *"
     qbo_default_time_zone: str = "UTC"
+    # Webhook-gated nights (sync/gate.py): every integration without spec.fullReadEveryDays reads QuickBooks at
+    # least this often; 0 reads every night. The operator passes it to each CronJob; at most 30 (CDC's reach).
+    qbo_full_read_every_days: int = Field(default=7, ge=0, le=30)
     qbo_sync_image: str = "ghcr.io/greencheck/qbo-operator:0.1.0"
     # QBO_LOG_FORMAT as the operator was given it, passed on to the sync Jobs so their lines match (the chart: json)
     qbo_log_format: str = ""
@@ -244,6 +247,11 @@ def load_settings(component: Component, environ: Mapping[str, str] | None = None
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(f"QBO_DEFAULT_TIME_ZONE={zone!r} is not an IANA time zone")
+    days = env.get("QBO_FULL_READ_EVERY_DAYS", "").strip()
+    if days and not (days.isdigit() and 0 <= int(days) <= 30):
+        problems.append(
+            f"QBO_FULL_READ_EVERY_DAYS={days!r} must be a whole number of days from 0 (read every night) to 30"
+        )
     if problems:
         raise ConfigError(problems)
     fields = {name: env[name.upper()].strip() for name in Settings.model_fields if env.get(name.upper(), "").strip()}

@@ -105,7 +105,7 @@ class Kube:
             _content_type="application/json-patch+json",  # type: ignore[call-arg]
         )
 
-    # --- Leases (the realm claims) -------------------------------------------------------------
+    # --- Leases (the realm claims, the webhook coverage) ----------------------------------------
 
     async def read_lease(self, namespace: str, name: str) -> client.V1Lease | None:
         try:
@@ -118,6 +118,10 @@ class Kube:
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> client.V1Lease:
         """Create or fail with 409: the API server decides which of several racing writers holds it."""
         return await self.coordination.create_namespaced_lease(namespace, body)  # type: ignore[arg-type]
+
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> client.V1Lease:
+        """Replace under the body's resourceVersion (409 when another writer came first)."""
+        return await self.coordination.replace_namespaced_lease(name, namespace, body)  # type: ignore[arg-type]
 
     async def delete_lease_if_unchanged(self, namespace: str, name: str, uid: str, resource_version: str) -> None:
         """Delete exactly the Lease that was read (409 if it changed since, 404 if it is gone already)."""

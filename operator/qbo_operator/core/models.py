@@ -66,6 +66,9 @@ class IntegrationSpec(_Model):
     suspend: bool = False
     token_secret_name: str | None = Field(default=None, alias="tokenSecretName")
     revoke_on_delete: bool = Field(default=True, alias="revokeOnDelete")
+    # Webhook-gated nights: read QuickBooks at least every N days even without webhooks (0: every night);
+    # None takes the operator's --full-read-every-days.
+    full_read_every_days: int | None = Field(default=None, alias="fullReadEveryDays", ge=0, le=30)
     delivery: Delivery = Field(default_factory=Delivery)
 
 
@@ -83,6 +86,7 @@ class LastSync(_Model):
     records_retracted: int = Field(default=0, alias="recordsRetracted")
     amount_synced_cents: int = Field(default=0, alias="amountSyncedCents")
     qbo_requests: int = Field(default=0, alias="qboRequests")
+    gate: str | None = None  # why the run read QuickBooks, or NoWebhooks when it did not (sync.gate.Gate)
     green_check_requests: int = Field(default=0, alias="greenCheckRequests")
     message: str | None = None
 
@@ -146,6 +150,7 @@ class IntegrationStatus(_Model):
     sync_watermark: datetime | None = Field(default=None, alias="syncWatermark")
     last_sync: LastSync | None = Field(default=None, alias="lastSync")
     last_successful_sync_time: datetime | None = Field(default=None, alias="lastSuccessfulSyncTime")
+    last_read_time: datetime | None = Field(default=None, alias="lastReadTime")
     rejected: RejectedStatus | None = None
     refresh_token_expires_at: datetime | None = Field(default=None, alias="refreshTokenExpiresAt")
     refresh_token_hard_expires_at: datetime | None = Field(default=None, alias="refreshTokenHardExpiresAt")

@@ -171,7 +171,10 @@ _KEYS_BY_WRITERS: tuple[tuple[frozenset[StatusWriter], tuple[str, ...]], ...] = 
             "lastHandledSyncRequest",
         ),
     ),
-    (frozenset({_SYNC}), ("lastSync", "syncWatermark", "lastSuccessfulSyncTime", "rejected", "meteredReads")),
+    (
+        frozenset({_SYNC}),
+        ("lastSync", "syncWatermark", "lastSuccessfulSyncTime", "lastReadTime", "rejected", "meteredReads"),
+    ),
     (frozenset({_GW, _SYNC}), ("webhook",)),
 )
 STATUS_WRITERS: Mapping[str, frozenset[StatusWriter]] = {

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -29,7 +30,7 @@ from qbo_operator.gateway import pages
 from qbo_operator.gateway.connect import ConnectFlow
 from qbo_operator.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from qbo_operator.gateway.realm_index import RealmIndex
-from qbo_operator.gateway.webhooks import MAX_BODY_BYTES, StatusRecorder, WebhookReceiver
+from qbo_operator.gateway.webhooks import MAX_BODY_BYTES, Heartbeat, StatusRecorder, WebhookReceiver
 
 log = logging.getLogger("qbo_operator.gateway")
 
@@ -150,7 +151,9 @@ def build_app(
 ) -> web.Application:
     metrics = metrics or GatewayMetrics()
     index = RealmIndex(kube, namespaces)
-    recorder = StatusRecorder(kube, index, metrics, flush_seconds)
+    holder = f"{socket.gethostname()}-{os.getpid()}"
+    heartbeat = Heartbeat(kube, settings.pod_namespace, list(settings.webhook_verifier_tokens()), holder)
+    recorder = StatusRecorder(kube, index, metrics, flush_seconds, heartbeat)
     receiver = WebhookReceiver(settings.webhook_verifier_tokens(), index, recorder, metrics)
     flow = ConnectFlow(settings, kube, index, metrics, clock=clock)
     app = web.Application(middlewares=[_guard(settings, metrics)], client_max_size=MAX_BODY_BYTES)

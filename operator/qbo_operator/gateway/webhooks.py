@@ -12,14 +12,14 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from qbo_operator.core import signing
+from qbo_operator.core import signing, webhook_coverage
 from qbo_operator.core.config import Environment
 from qbo_operator.core.kube import ApiException, Kube
 from qbo_operator.core.models import Integration, rfc3339
@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 # Intuit posts a few KiB at once; a body still arriving after this is a slow client holding a connection.
 BODY_READ_SECONDS = 10.0
-# Only payment changes mean "the next sync has something to deliver" (invoices are read through
-# their payments); every entity is still counted in qbo_webhook_events_total.
-SYNC_ENTITIES = frozenset({"Payment"})
+# The entities the sync reads changes of (CDC on Payment and Invoice): an event for one means the next night
+# reads QuickBooks (sync/gate.py); every entity is still counted in qbo_webhook_events_total.
+SYNC_ENTITIES = frozenset({"Payment", "Invoice"})
 _MAX_PATCH_ATTEMPTS = 6
 _PATCH_CONCURRENCY = 8
 
@@ -74,14 +74,62 @@ class Pending:
     last_event_time: datetime
 
 
+class Heartbeat:
+    """This replica's part of the webhook coverage (core/webhook_coverage.py): one Lease per environment whose
+    app's deliveries reach this gateway, renewed after flushes that wrote everything."""
+
+    def __init__(self, kube: Kube, namespace: str, environments: Sequence[Environment], holder: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.holder = holder
+        self._restarted = dict.fromkeys(environments, True)
+        self._lost: dict[Environment, datetime | None] = dict.fromkeys(environments)
+        self._next = 0.0
+
+    def lost(self, at: datetime) -> None:
+        """A delivery was refused or could not be read: coverage restarts at `at` (every environment's, since
+        a refused delivery names none)."""
+        for environment, held in self._lost.items():
+            self._lost[environment] = at if held is None else max(held, at)
+
+    async def beat(self) -> None:
+        """Renew every BEAT_SECONDS, and at once when a lost delivery is to be recorded."""
+        if time.monotonic() < self._next and not any(self._lost.values()):
+            return
+        self._next = time.monotonic() + webhook_coverage.BEAT_SECONDS
+        for environment, restarted in self._restarted.items():
+            lost_at = self._lost[environment]
+            try:
+                await webhook_coverage.renew(
+                    self.kube, self.namespace, environment, datetime.now(UTC),
+                    restarted=restarted, lost_at=lost_at, holder=self.holder,
+                )  # fmt: skip
+            except Exception as exc:  # a 409 (another replica beat first) or an outage: the next beat retries
+                why = f"HTTP {exc.status}" if isinstance(exc, ApiException) else type(exc).__name__
+                log.warning("cannot renew webhook coverage for %s (%s)", environment, why)
+                self._next = 0.0
+                continue
+            self._restarted[environment] = False
+            if self._lost[environment] == lost_at:
+                self._lost[environment] = None
+
+
 class StatusRecorder:
     """Pending counts per integration, flushed as coalesced optimistic-concurrency status patches."""
 
-    def __init__(self, kube: Kube, index: RealmIndex, metrics: GatewayMetrics, flush_seconds: float) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        index: RealmIndex,
+        metrics: GatewayMetrics,
+        flush_seconds: float,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
         self.kube = kube
         self.index = index
         self.metrics = metrics
         self.flush_seconds = flush_seconds
+        self.heartbeat = heartbeat
         self.pending: dict[tuple[str, str], Pending] = {}
         self._lock = asyncio.Lock()
 
@@ -103,24 +151,31 @@ class StatusRecorder:
             cur.last_event_time = max(cur.last_event_time, item.last_event_time)
 
     async def run(self) -> None:
+        """Flush, and vouch for the coverage only after a flush that wrote every count it took."""
         while True:
+            # before the realm index is synced, an event may find no integration: not yet vouched for
+            if await self.flush() and self.heartbeat is not None and self.index.synced:
+                await self.heartbeat.beat()
             await asyncio.sleep(self.flush_seconds)
-            await self.flush()
 
-    async def flush(self) -> None:
-        """Write everything pending; what cannot be written now stays pending for the next flush."""
+    async def flush(self) -> bool:
+        """Write everything pending; what cannot be written now stays pending for the next flush. True when
+        everything taken was written."""
         async with self._lock:
             batch, self.pending = self.pending, {}
             if not batch:
-                return
+                return True
             sem = asyncio.Semaphore(_PATCH_CONCURRENCY)
+            failed: list[bool] = []
 
             async def one(key: tuple[str, str], item: Pending) -> None:
                 async with sem:
                     if not await self._write(key, item):
                         self._requeue(key, item)
+                        failed.append(True)
 
             await asyncio.gather(*(one(k, v) for k, v in batch.items()))
+            return not failed
 
     async def _write(self, key: tuple[str, str], item: Pending) -> bool:
         """Fold `item` into the integration's status.webhook. False = try again at the next flush."""
@@ -209,6 +264,11 @@ class WebhookReceiver:
         self.seen = seen or SeenIds()
         self._unknown_logged = SeenIds(capacity=1000, ttl=600)
 
+    def _lost(self) -> None:
+        """Events that may be lost: the next night of every integration reads QuickBooks (sync/gate.py)."""
+        if self.recorder.heartbeat is not None:
+            self.recorder.heartbeat.lost(datetime.now(UTC))
+
     def _answer(self, result: str, status: int, text: str) -> web.Response:
         self.metrics.webhook_requests.labels(result).inc()
         return web.Response(status=status, text=text + "\n", content_type="text/plain")
@@ -244,12 +304,14 @@ class WebhookReceiver:
         verified = [env for env, token in self._tokens.items() if signing.verify_webhook(token, body, header)]
         if not verified:
             log.warning("webhook with a missing or wrong intuit-signature refused (%d bytes)", len(body))
+            self._lost()  # it may be Intuit's, signed with a verifier token we do not have
             return self._answer("bad_signature", 403, "bad signature")
         try:
             delivery = parse_delivery(body)
         except PayloadError as exc:
             # Verified, so it is Intuit's: answer 200 or Intuit retries (and holds later events) forever.
             log.error("verified webhook body could not be parsed, acknowledged anyway: %s", exc)
+            self._lost()
             return self._answer("bad_payload", 200, "ok")
         result = self.process(delivery, verified[0] if len(verified) == 1 else None)
         return self._answer(result, 200, "ok")
@@ -259,6 +321,8 @@ class WebhookReceiver:
         environment whose app signed it (None: either), so a realm id never crosses environments."""
         for problem in delivery.problems[:5]:
             log.error("verified %s webhook has an unparseable event, skipped: %s", delivery.source_format, problem)
+        if delivery.problems:
+            self._lost()
         if not delivery.events:
             return "bad_payload" if delivery.problems else "accepted"
         known = 0

@@ -242,6 +242,7 @@ def _env(settings: Settings, trigger: str) -> list[dict[str, Any]]:
         "QBO_SANDBOX_API_URL": settings.qbo_sandbox_api_url,
         "QBO_SYNC_TRIGGER": trigger,
         "QBO_LOG_FORMAT": settings.qbo_log_format,
+        "QBO_FULL_READ_EVERY_DAYS": str(settings.qbo_full_read_every_days),
     }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v]
     env.append(
@@ -249,6 +250,10 @@ def _env(settings: Settings, trigger: str) -> list[dict[str, Any]]:
             "name": "JOB_NAME",
             "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.labels['job-name']"}},
         }
+    )
+    # the release namespace, where the gateways' webhook coverage Lease lives (core/webhook_coverage.py)
+    env.append(
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}}
     )
     return env
 

@@ -17,6 +17,7 @@ from qbo_operator.core.models import Integration, MeteredReads, Phase, SyncResul
 from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.status import CONNECTED, READY, SYNCED, ConditionStatus, ConditionType, Reason, set_condition
 from qbo_operator.core.tokens import GrantDead
+from qbo_operator.sync.gate import Gate
 from qbo_operator.sync.ledger import Ledger, Stats
 from qbo_operator.sync.preflight import KUBE_ERRORS, SyncFailed, why
 from qbo_operator.sync.qbo import QboClient
@@ -47,6 +48,8 @@ class RunReport:
     qbo: QboClient | None
     gc: Delivery | None
     watermark: datetime | None
+    gate: Gate | None
+    skipped: str | None
 
     @property
     def ref(self) -> str:
@@ -109,11 +112,14 @@ class RunReport:
             "recordsRetracted": self.stats.records["retracted"],
             "amountSyncedCents": self.stats.amount_cents,
             "qboRequests": self.qbo.requests if self.qbo else 0,
+            "gate": str(self.gate) if self.gate else None,
             "greenCheckRequests": self.gc.requests if self.gc else 0,
             "message": message,
         }
 
     async def _finish_ok(self) -> int:
+        if self.skipped is not None:
+            return await self._finish_skipped(self.skipped)
         # Every change up to the run's start is acknowledged: the watermark may move to the ceiling.
         watermark = self.ledger.finish()
         rejected = bool(self.stats.rejected)
@@ -126,6 +132,7 @@ class RunReport:
             "lastSync": self._last_sync(result, message),
             "meteredReads": self._metered(),
             "lastSuccessfulSyncTime": rfc3339(utcnow()),
+            "lastReadTime": rfc3339(self.started),
             "webhook": {"eventsSinceLastSync": 0},
         }
         if self.watermark is None or watermark > self.watermark:
@@ -141,6 +148,22 @@ class RunReport:
         if rejected:
             await self._event("Warning", Reason.RECORDS_REJECTED, message)
         log.info("finished (%s): %s", result, message)
+        return 0
+
+    async def _finish_skipped(self, message: str) -> int:
+        """A webhook-gated night: a success that read nothing, so the watermark, the rejected list, the
+        webhook counts and lastReadTime stay as they were (the next read starts where the last one ended)."""
+        status: dict[str, Any] = {
+            "lastSync": self._last_sync(SyncResult.SUCCEEDED, message),
+            "meteredReads": self._metered(),
+            "lastSuccessfulSyncTime": rfc3339(utcnow()),
+        }
+        try:
+            await self._patch_with_conditions(status, [(SYNCED, "True", Reason.SUCCEEDED, message)])
+        except KUBE_ERRORS as exc:
+            fail_line(f"the night was skipped but its status could not be written ({why(exc)})")
+            return 1
+        log.info("finished (%s): %s", SyncResult.SUCCEEDED, message)
         return 0
 
     async def _finish_failed(self, exc: SyncFailed) -> None:

@@ -6,17 +6,19 @@
 2. Refresh the access token if it expires within 5 minutes or was last refreshed over 20 h ago,
    persisting first (`qbo_operator.core.tokens`). A dead grant → phase Disconnected, Connected=False
    (TokenRevoked or RefreshTokenExpired), exit 1.
-3. Window: changes stamped (LastUpdatedTime) at or after max(connectedAt, syncWatermark), to payments
+3. Webhook-gated nights (`gate`): with no Payment or Invoice webhook since the last read, and nothing
+   that makes the silence uncertain, make no QuickBooks call, record "no changes" and exit 0.
+4. Window: changes stamped (LastUpdatedTime) at or after max(connectedAt, syncWatermark), to payments
    created at or after connectedAt (`_changes`: CDC when it holds them all, else keyset queries).
-4. Each changed payment becomes one payment set (`mapping`): its invoices are read in bulk, `Id IN (…)`
+5. Each changed payment becomes one payment set (`mapping`): its invoices are read in bulk, `Id IN (…)`
    up to 1000 ids a request, with a cache, so invoice reads stay near ⌈invoices/1000⌉; a changed invoice
    sends its payments again; a voided, unapplied, credit-only or deleted payment is an empty set, which
    retracts whatever Green Check held. Sets go out in batches (≤ 500 sets and records, < 5 MB).
-5. After each acknowledged batch, advance `status.syncWatermark` (`ledger.Ledger.advance`: the change
+6. After each acknowledged batch, advance `status.syncWatermark` (`ledger.Ledger.advance`: the change
    time of the oldest set not yet settled, never past the run's start less 10 minutes) together with
    `status.rejected`, the payments Green Check refused, which every run sends again until accepted. A
    crash anywhere loses nothing; what is sent twice is `unchanged` at Green Check.
-6. Write `status.lastSync`, `lastSuccessfulSyncTime` (on Succeeded and PartiallySucceeded: the
+7. Write `status.lastSync`, `lastSuccessfulSyncTime` (on Succeeded and PartiallySucceeded: the
    watermark covers the window either way), reset `webhook.eventsSinceLastSync`, and the `Synced`
    condition. Rejected records are named in the message and a Warning Event; the run is then
    PartiallySucceeded. Exit 0 on success or partial success, 1 on failure (one line on stderr).
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -41,6 +44,7 @@ from typing import Any
 from kubernetes_asyncio.config import ConfigException
 
 from qbo_operator.core import kube as kube_mod
+from qbo_operator.core import webhook_coverage
 from qbo_operator.core.config import (
     Settings,
     Trigger,
@@ -57,6 +61,8 @@ from qbo_operator.core.oauth import now as utcnow
 from qbo_operator.core.status import Reason
 from qbo_operator.core.token_secret import SecretMissing
 from qbo_operator.core.tokens import AppCredentialsRejected, GrantDead, RefreshUnavailable, TokenManager
+from qbo_operator.sync import gate
+from qbo_operator.sync.gate import Gate
 from qbo_operator.sync.greencheck import GreenCheckClient, GreenCheckError, GreenCheckPolicy
 from qbo_operator.sync.grouping import Group, Grouper
 from qbo_operator.sync.ledger import Entry, Ledger, Rejection, window_start
@@ -127,6 +133,8 @@ class SyncRun(RunReport):
         self.connected_at: datetime | None = None
         self._payment_methods: dict[str, str] | None = None
         self._credit_cards: set[str] = set()
+        self.gate: Gate | None = None
+        self.skipped: str | None = None  # a webhook-gated night's message: no QuickBooks call was made
 
     # --- entry --------------------------------------------------------------------------------
 
@@ -166,6 +174,11 @@ class SyncRun(RunReport):
         self.connected_at = integ.status.connected_at or stored.tokens.connected_at
         self.watermark = integ.status.sync_watermark
         tokens = await self._fresh_tokens(app, secret_name)
+        self.gate, night = await self._gate(integ, self.connected_at)
+        if self.gate is Gate.NO_WEBHOOKS:
+            self.skipped = gate.message(self.gate, night)
+            log.info("%s: %s", self.ref, self.skipped)
+            return
         since = window_start(self.connected_at, self.watermark)
         kept = integ.status.rejected.payments if integ.status.rejected else []
         self.ledger = Ledger(
@@ -187,6 +200,31 @@ class SyncRun(RunReport):
         if not self.dry_run:
             self.gc = await self._delivery(integ, realm)
         await self._read_and_deliver(Batcher(integ.spec.company_id, realm, max_items=self.tuning.batch_size), since)
+
+    async def _gate(self, integ: Integration, connected_at: datetime) -> tuple[Gate, gate.Night]:
+        """Whether tonight reads QuickBooks (`sync.gate`); the gateways' coverage Lease is read only when the
+        answer depends on it."""
+        status = integ.status
+        every = integ.spec.full_read_every_days
+        night = gate.Night(
+            now=utcnow(),
+            connected_at=connected_at,
+            last_read=status.last_read_time,
+            last_webhook=status.webhook.last_event_time if status.webhook else None,
+            rejected=status.rejected.count if status.rejected else 0,
+            every_days=self.settings.qbo_full_read_every_days if every is None else every,
+            requested=self.trigger == "Manual" or self.dry_run,
+            coverage=None,
+            margin=timedelta(seconds=self.tuning.settle),
+        )
+        decision = gate.decide(night)
+        if decision is Gate.NO_COVERAGE:
+            coverage = await webhook_coverage.read(self.kube, self.settings.pod_namespace, integ.spec.environment)
+            night = dataclasses.replace(night, coverage=coverage)
+            decision = gate.decide(night)
+        log.info("%s: %s", self.ref, "no QuickBooks reads tonight" if decision is Gate.NO_WEBHOOKS else
+                 f"reading QuickBooks ({decision})")  # fmt: skip
+        return decision, night
 
     async def _delivery(self, integ: Integration, realm: str) -> Delivery:
         """Green Check's JSON API (the default), or its documented SFTP intake (`spec.delivery.method: sftp`)."""
