@@ -56,6 +56,15 @@ def dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def sync_events_sent(deliveries: Iterable[WebhookDelivery]) -> set[str]:
+    """Ids of the Payment and Invoice events (what gates a night) in the sandbox's answered CloudEvents deliveries."""
+    ids: set[str] = set()
+    for d in deliveries:
+        if d.ok:
+            ids |= {e["id"] for e in json.loads(d.body) if e["type"].startswith(("qbo.payment.", "qbo.invoice."))}
+    return ids
+
+
 def payment_events_sent(deliveries: Iterable[WebhookDelivery]) -> set[str]:
     """Ids of the Payment events the sandbox delivered (read from the raw bodies it signed)."""
     ids: set[str] = set()
