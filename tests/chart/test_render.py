@@ -82,6 +82,11 @@ def test_default_mode_renders_the_expected_objects(rendered: dict[str, list[dict
             ("RoleBinding", f"{FULLNAME}-operator-claims"),
             ("Role", f"{FULLNAME}-gateway-claims"),
             ("RoleBinding", f"{FULLNAME}-gateway-claims"),
+            # the webhook coverage Leases (templates/webhook-coverage-rbac.yaml)
+            ("Role", f"{FULLNAME}-gateway-webhook-coverage"),
+            ("RoleBinding", f"{FULLNAME}-gateway-webhook-coverage"),
+            ("Role", f"{FULLNAME}-sync-webhook-coverage"),
+            ("RoleBinding", f"{FULLNAME}-sync-webhook-coverage"),
             ("Service", f"{FULLNAME}-operator-metrics"),
             ("Service", f"{FULLNAME}-gateway"),
             ("Deployment", f"{FULLNAME}-operator"),
@@ -333,8 +338,10 @@ def _binding_subject(binding: Mapping[str, Any]) -> tuple[str, str, str]:
 def test_cluster_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objs = rendered["default"]
     assert_claims_rbac(objs)
+    assert_coverage_rbac(objs)
     claims = {f"{FULLNAME}-{account}-claims" for account in ("operator", "gateway")}
-    assert {o["metadata"]["name"] for o in find(objs, "Role") + find(objs, "RoleBinding")} == claims
+    coverage = {f"{FULLNAME}-{account}-webhook-coverage" for account in ("gateway", "sync")}
+    assert {o["metadata"]["name"] for o in find(objs, "Role") + find(objs, "RoleBinding")} == claims | coverage
     assert one(objs, "ClusterRole", "qbo-operator-operator")["rules"] == OPERATOR_RULES
     assert one(objs, "ClusterRole", "-gateway")["rules"] == GATEWAY_RULES
     assert one(objs, "ClusterRole", "-operator-cluster")["rules"] == [CRD_RULE]  # kopf lists no namespaces
@@ -364,9 +371,27 @@ def assert_claims_rbac(objs: list[dict[str, Any]]) -> None:
         assert _binding_subject(binding) == ("ServiceAccount", f"{FULLNAME}-{account}", NAMESPACE)
 
 
+def assert_coverage_rbac(objs: list[dict[str, Any]]) -> None:
+    """The two webhook coverage Leases by name, in the release namespace only: the gateway renews them, the
+    release namespace's ServiceAccounts (each integration's sync) read them (docs/sync.md "Webhook-gated nights")."""
+    leases = ["qbo-webhooks-production", "qbo-webhooks-sandbox"]
+    for account, verbs in (("gateway", ["get", "update"]), ("sync", ["get"])):
+        role = one(objs, "Role", f"-{account}-webhook-coverage")
+        assert role["metadata"]["namespace"] == NAMESPACE
+        rule = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": leases, "verbs": verbs}
+        assert role["rules"] == [rule]
+        binding = one(objs, "RoleBinding", f"-{account}-webhook-coverage")
+        assert binding["metadata"]["namespace"] == NAMESPACE and binding["roleRef"]["name"] == role["metadata"]["name"]
+    gateway = one(objs, "RoleBinding", "-gateway-webhook-coverage")
+    assert _binding_subject(gateway) == ("ServiceAccount", f"{FULLNAME}-gateway", NAMESPACE)
+    [group] = one(objs, "RoleBinding", "-sync-webhook-coverage")["subjects"]
+    assert (group["kind"], group["name"]) == ("Group", f"system:serviceaccounts:{NAMESPACE}")
+
+
 def test_namespaced_mode_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objs = rendered["namespaced"]
     assert_claims_rbac(objs)
+    assert_coverage_rbac(objs)
     assert [o["metadata"]["name"] for o in find(objs, "ClusterRole")] == [f"{FULLNAME}-operator-cluster"]
     assert one(objs, "ClusterRole")["rules"] == [CRD_RULE]
     # the operator also in the release namespace: the sync CronJobs, their accounts and the platform credentials
