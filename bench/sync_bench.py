@@ -47,7 +47,7 @@ from bench import (
     wait_http,
 )
 from bench.naive_peer import PeerSpec
-from bench.sync_census import CDC_CAP, PAGE, Census, count_payments, finish, to_read
+from bench.sync_census import CDC_CAP, PAGE, Census, count_payments, finish, payments_to_read, to_read
 from bench.sync_rows import quiet_measures, size_measures
 from qbo_operator.core import names, oauth, token_secret
 from qbo_operator.core.config import Settings
@@ -265,6 +265,8 @@ class SyncWorld:
         token = self.issue_tokens(realm_id).access_token
         changed = self._invoice_pages(realm_id, token, f"WHERE Metadata.LastUpdatedTime >= '{qbo_time(since)}'")
         census.changed_invoices = list(changed)
+        census.payment_reads = payments_to_read(census, changed.values())
+        census.deleted_payments = self._deleted_payments(realm_id, token, since)
         census.linked_invoices, census.invoice_reads = to_read(scope, changed)
         invoices = dict(changed)
         for start in range(0, len(census.invoice_reads), PAGE):
@@ -273,21 +275,44 @@ class SyncWorld:
         finish(census, scope, invoices)
         return census
 
+    def _api(self, realm_id: str, token: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        resp = self.http.request(
+            method, f"{self.qbo_url}/v3/company/{realm_id}{path}",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
+                     "Content-Type": "application/text"}, **kw,
+        )  # fmt: skip
+        if resp.status_code != 200:
+            raise BenchError(f"QBO sandbox {method} {path}: HTTP {resp.status_code} {resp.text[:300]}")
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def _deleted_payments(self, realm_id: str, token: str, since: datetime) -> int:
+        """Payments deleted since `since`: CDC's stubs (no query shows a deleted row), paged forward from the
+        newest change of each full answer."""
+        deleted: set[str] = set()
+        at = since
+        while True:
+            params = {"entities": "Payment", "changedSince": qbo_time(at), "minorversion": names.QBO_MINOR_VERSION}
+            answer = self._api(realm_id, token, "GET", "/cdc", params=params)["CDCResponse"][0]["QueryResponse"]
+            rows = [r for part in answer for r in part.get("Payment", [])]
+            deleted.update(str(r["Id"]) for r in rows if r.get("status") == "Deleted")
+            newest = max((parse_rfc3339(r["MetaData"]["LastUpdatedTime"]) for r in rows), default=at)
+            if len(rows) < CDC_CAP:
+                return len(deleted)
+            if newest <= at:
+                raise BenchError(f"more than {CDC_CAP} payments changed at {at}: the census cannot page CDC past it")
+            at = newest
+
     def _invoice_pages(self, realm_id: str, token: str, where: str) -> dict[str, dict[str, Any]]:
         """Invoices matching `where`, paged by Id (a stable order whatever the sandbox does with ties)."""
         found: dict[str, dict[str, Any]] = {}
         while True:
             statement = f"SELECT * FROM Invoice {where} ORDERBY Id STARTPOSITION {len(found) + 1} MAXRESULTS {PAGE}"  # noqa: S608
-            resp = self.http.post(
-                f"{self.qbo_url}/v3/company/{realm_id}/query",
-                params={"minorversion": names.QBO_MINOR_VERSION},
+            body = self._api(
+                realm_id, token, "POST", "/query", params={"minorversion": names.QBO_MINOR_VERSION},
                 content=statement.encode(),
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
-                         "Content-Type": "application/text"},
             )  # fmt: skip
-            if resp.status_code != 200:
-                raise BenchError(f"QBO sandbox query: HTTP {resp.status_code} {resp.text[:300]}")
-            rows = resp.json()["QueryResponse"].get("Invoice", [])
+            rows = body["QueryResponse"].get("Invoice", [])
             found.update((str(r["Id"]), r) for r in rows)
             if len(rows) < PAGE:
                 return found
@@ -340,6 +365,7 @@ class RunResult:
     qbo_kinds: dict[str, int] = field(default_factory=dict)  # query / read / cdc
     record_results: dict[str, int] = field(default_factory=dict)  # Green Check's created / updated / … of the run
     crb: str = ""
+    objects_read: dict[str, int] = field(default_factory=dict)  # the floor reader's: payments, deleted, invoices
 
 
 def _last_line(child: Child, prefix: str) -> str:
@@ -436,9 +462,7 @@ def run_peer(world: SyncWorld, company: Company, mode: str) -> RunResult:
         client_id=c.qbo_client_id, client_secret=c.qbo_client_secret, since=rfc3339(company.connected_at),
         greencheck_url=world.gc_url, greencheck_client_id=c.greencheck_client_id,
         greencheck_client_secret=c.greencheck_client_secret, service_provider_id=c.service_provider_id, crb_id=crb,
-        payments=census.payments, changed_invoices=len(census.changed_invoices),
-        cdc_complete=census.changed_payments + len(census.changed_invoices) < CDC_CAP,
-        invoice_ids=census.invoice_reads, method_list=census.method_list,
+        invoice_ids=census.invoice_reads, payment_ids=census.payment_reads, method_list=census.method_list,
     )  # fmt: skip
     spec_file = world.workdir / f"peer-{mode}-{company.size}-{secrets.token_hex(4)}.json"
     spec_file.write_text(json.dumps(asdict(spec)))
@@ -469,6 +493,7 @@ def run_peer(world: SyncWorld, company: Company, mode: str) -> RunResult:
         mode, seconds, api, throttled, token, gc_requests,
         int(gc_after["records"].get(crb, 0)), child.maxrss_kb, rc,
         qbo_kinds={k: after[k] - before[k] for k in API_KINDS}, record_results=results,
+        objects_read={k: int(reported[k]) for k in ("payments", "deleted", "invoices")},
     )  # fmt: skip
 
 

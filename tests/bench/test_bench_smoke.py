@@ -117,23 +117,23 @@ def test_throttle_floor(requests: int, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("payments", "changed_invoices", "reads", "cdc_objects", "methods", "expected"),
+    ("payment_objects", "changed_invoices", "invoice_reads", "payment_reads", "methods", "expected"),
     [
         (0, 0, 0, 0, False, 1),  # a quiet night: one CDC call
-        (40, 40, 0, 80, True, 2),  # CDC holds it all, the method names once
-        (300, 200, 1_500, 999, False, 3),  # below the cap: 1 CDC + ⌈1500/1000⌉
-        (999, 0, 0, 999, False, 1),
-        (1_000, 0, 0, 1_000, False, 1 + 2 + 1),  # a full last page: ⌈1001/1000⌉ = 2 (issue #20)
-        (999, 1, 0, 1_000, False, 1 + 1 + 1),
-        (1_000, 1_000, 1_000, 2_000, True, 1 + 2 + 2 + 1 + 1),
-        (10_000, 9_000, 20, 19_000, False, 1 + 11 + 10 + 1),
-        (100_000, 0, 0, 100_000, False, 1 + 101 + 1),
+        (40, 40, 0, 0, True, 2),  # CDC holds it all, the method names once
+        (300, 200, 1_500, 0, False, 1 + 2),  # one CDC answer + ⌈1500/1000⌉ invoice reads
+        (998, 1, 0, 0, False, 1),  # 999 objects: the answer is short, so it was the last
+        (999, 1, 0, 0, False, 2),  # a full answer needs one more to prove it is the last (issue #20)
+        (1_000, 1_005, 0, 29, True, 3 + 1 + 1),  # the deletes come with the changes; + L reads + methods
+        (10_000, 9_000, 20, 0, False, 20 + 1),
+        (100_000, 0, 0, 0, False, 101),
     ],
 )
 def test_qbo_lower_bound(
-    payments: int, changed_invoices: int, reads: int, cdc_objects: int, methods: bool, expected: int
+    payment_objects: int, changed_invoices: int, invoice_reads: int, payment_reads: int, methods: bool, expected: int
 ) -> None:
-    assert qbo_lower_bound(payments, changed_invoices, reads, cdc_objects, methods).requests == expected
+    bound = qbo_lower_bound(payment_objects, changed_invoices, invoice_reads, payment_reads, methods)
+    assert bound.requests == expected
 
 
 def _payment(lines: list[tuple[str, list[tuple[str, str]]]], note: str = "", total: str = "10") -> dict[str, Any]:
