@@ -36,6 +36,7 @@ from bench import (
     BenchError,
     Child,
     Measure,
+    Target,
     Ticker,
     child_env,
     mib,
@@ -48,7 +49,7 @@ from bench import (
 )
 from bench.naive_peer import PeerSpec
 from bench.sync_census import CDC_CAP, PAGE, Census, count_payments, finish, payments_to_read, to_read
-from bench.sync_rows import quiet_measures, size_measures
+from bench.sync_rows import kinds, quiet_measures, size_measures
 from qbo_operator.core import names, oauth, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.models import parse_rfc3339, rfc3339
@@ -543,40 +544,56 @@ def throttle_floor_seconds(
 
 
 def throttle_suite(world: SyncWorld | None, size: int | None) -> list[Measure]:
-    """Measure 2; `size` None (quick mode) prints both rows as skipped."""
-    label = f"throttled sync {THROTTLED_SIZE:,}: time vs throttle floor"
-    label_429 = f"throttled sync {THROTTLED_SIZE:,}: 429 answers"
+    """Measure 2 at `size` payments (None, quick mode without `--throttled`: the rows print as skipped).
+
+    The same company is synced twice on new integrations, without the throttle and then under it; the added
+    time (throttled − unthrottled) is compared with the least time the throttle forces on the requests the
+    throttled run had admitted, so the ratio says how well the pacing uses Intuit's allowance."""
+    n = size or THROTTLED_SIZE
+    tag = f"throttled sync {n:,}"
+    added_target = Target("ratio", "<=", 1.2, "≤ 1.2× the time the throttle forces")
+    same_target = Target("ratio", "==", 1, "the same data asks the same requests")
+    rows = [
+        (f"throttle.{n}.added_seconds_vs_forced", f"{tag}: added time vs forced", added_target, "s"),
+        (f"throttle.{n}.requests", f"{tag}: requests vs unthrottled", same_target, ""),
+        (f"throttle.{n}.throttled_responses", f"{tag}: 429 answers", None, ""),
+    ]
     if size is None or world is None:
-        return [
-            skipped(f"throttle.{THROTTLED_SIZE}.seconds_vs_floor", label, "skipped (quick)", None, "s"),
-            skipped(f"throttle.{THROTTLED_SIZE}.throttled_responses", label_429, "skipped (quick)"),
-        ]
-    label = f"throttled sync {size:,}: time vs throttle floor"
-    label_429 = f"throttled sync {size:,}: 429 answers"
+        return [skipped(key, label, "skipped (quick)", target, unit) for key, label, target, unit in rows]
     company = world.company(size)
+    free = run_our_sync(world, company, f"unthrottled-{size}", world.issue_tokens(company.realm_id))
     world.throttle(True)
     try:
         ours = run_our_sync(world, company, f"throttled-{size}", world.issue_tokens(company.realm_id))
     finally:
         world.throttle(False)
     admitted = ours.qbo_requests - ours.qbo_throttled
-    floor = throttle_floor_seconds(admitted)
+    forced = throttle_floor_seconds(admitted)
+    added = ours.seconds - free.seconds
     census = company.census
     naive_requests = census.payments // 100 + census.linked_invoices
     naive_floor = throttle_floor_seconds(naive_requests)
+    (added_key, added_label, _, _), (req_key, req_label, _, _), (t_key, t_label, _, _) = rows
     return [
         Measure(
-            f"throttle.{size}.seconds_vs_floor", label, ours.seconds, floor, unit="s",
-            baseline_label="throttle floor",
-            note=f"{admitted} admitted requests need ≥ {floor:.0f}s at {INTUIT_PER_MINUTE}/min and "
-            f"{INTUIT_PER_SECOND}/s; the sandbox answered 429 {ours.qbo_throttled} times; records delivered "
-            f"{ours.records_held:,}/{census.expected_records:,}. A naive peer's ≥"
-            f"{naive_requests:,} requests would need ≥ {naive_floor / 3600:.1f} h "
-            "under the same throttle (computed, not run)",
+            added_key, added_label, added, forced, unit="s", baseline_label="forced by the throttle",
+            target=added_target,
+            note=f"throttled {ours.seconds:.1f}s − unthrottled {free.seconds:.1f}s of the same company = "
+            f"{added:.1f}s added; the throttle forces ≥ {forced:.0f}s on {admitted} admitted requests (no more "
+            f"than {INTUIT_PER_SECOND} starts in any second, {INTUIT_PER_MINUTE} in any minute)"
+            + ("" if forced else ", so there is no ratio at this size")
+            + f"; records delivered {ours.records_held:,} and {free.records_held:,} of "
+            f"{census.expected_records:,}. A naive peer's ≥ {naive_requests:,} requests would need ≥ "
+            f"{naive_floor / 3600:.1f} h under the same throttle (computed, not run)",
         ),
         Measure(
-            f"throttle.{size}.throttled_responses", label_429,
-            ours.qbo_throttled, None,
+            req_key, req_label, ours.qbo_requests, free.qbo_requests, baseline_label="unthrottled",
+            target=same_target,
+            note=f"metered requests of the throttled run ({kinds(ours)}, 429s included) and of the unthrottled one "
+            f"({kinds(free)})",
+        ),
+        Measure(
+            t_key, t_label, ours.qbo_throttled, None,
             note="each 429 costs the client a 60 s wait (Intuit sends no Retry-After)",
         ),
     ]  # fmt: skip

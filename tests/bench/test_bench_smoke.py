@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from bench.operator_bench import spread, start_minute
-from bench.sync_bench import throttle_floor_seconds
+from bench.sync_bench import throttle_floor_seconds, throttle_suite
 from bench.sync_census import expected_record_ids, qbo_lower_bound
 
 from bench import RESULT_KEYS, Measure, Target, ratio, table
@@ -30,6 +30,7 @@ COUNT_MEASURES = (
     "sync.40.greencheck_requests_per_1000_records",
     "sync.40.records_delivered",
     "sync.quiet.qbo_requests",
+    "throttle.40.requests",
     "operator.settled",
     "operator.writes_per_integration",
     "schedule.120.busiest_minute",
@@ -48,7 +49,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Run:
     argv = [
         sys.executable, "-m", "bench", "--quick", "--output", str(out),
         "--sync-sizes", "40", "--integrations", "3", "--idle-seconds", "2", "--spread-names", "120",
-        "--load-seconds", "1",
+        "--load-seconds", "1", "--throttled", "40",
     ]  # fmt: skip
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert out.exists(), proc.stderr[-3000:]
@@ -96,13 +97,30 @@ def test_counts_come_from_the_servers(results: Run) -> None:
     assert data["gateway.webhooks_accepted"]["met"] is True
 
 
-def test_quick_mode_prints_the_skipped_rows(results: Run) -> None:
+def test_the_throttled_run_compares_added_time_with_the_forced_time(results: Run) -> None:
+    """`--throttled 40`: the forced time is computed from the throttled run's admitted requests; at 40 payments
+    the throttle forces nothing (a handful of requests fit in one second), so there is no ratio to judge."""
     _, data = results
-    throttled = [e for n, e in data.items() if n.startswith("throttle.")]
-    assert throttled
-    for entry in throttled:
-        assert entry["value"] is None and entry["met"] is None
-        assert entry["note"] == "skipped (quick)"
+    added, requests = data["throttle.40.added_seconds_vs_forced"], data["throttle.40.requests"]
+    throttled = data["throttle.40.throttled_responses"]["value"]
+    assert requests["met"] is True  # the same company, the same requests with and without the throttle
+    assert added["baseline"] == throttle_floor_seconds(requests["value"] - throttled)
+    assert isinstance(added["value"], float) and added["target"] is not None
+    if added["baseline"] == 0:
+        assert added["ratio"] is None and added["met"] is None
+    else:
+        assert added["ratio"] == pytest.approx(added["value"] / added["baseline"], rel=1e-3, abs=1e-3)
+
+
+def test_quick_mode_prints_the_throttle_rows_as_skipped() -> None:
+    rows = throttle_suite(None, None)
+    assert [m.name for m in rows] == [
+        "throttle.100000.added_seconds_vs_forced",
+        "throttle.100000.requests",
+        "throttle.100000.throttled_responses",
+    ]
+    for m in rows:
+        assert m.value is None and m.met is None and m.to_json()["note"] == "skipped (quick)"
 
 
 # --- the pure parts -----------------------------------------------------------------------------------
