@@ -577,7 +577,7 @@ def throttle_suite(world: SyncWorld | None, size: int | None) -> list[Measure]:
     return [
         Measure(
             added_key, added_label, added, forced, unit="s", baseline_label="forced by the throttle",
-            target=added_target,
+            target=added_target if forced else None,  # nothing forced: no ratio, nothing to judge
             note=f"throttled {ours.seconds:.1f}s − unthrottled {free.seconds:.1f}s of the same company = "
             f"{added:.1f}s added; the throttle forces ≥ {forced:.0f}s on {admitted} admitted requests (no more "
             f"than {INTUIT_PER_SECOND} starts in any second, {INTUIT_PER_MINUTE} in any minute)"
