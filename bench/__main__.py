@@ -160,6 +160,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     tiny.add_argument("--idle-seconds", type=float)
     tiny.add_argument("--spread-names", type=int)
     tiny.add_argument("--load-seconds", type=float)
+    p.add_argument("--throttled", type=int, metavar="N",
+                   help="run measure 2 (sync under the throttle) at N payments, in quick mode too")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -173,6 +175,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         plan = replace(plan, idle_seconds=args.idle_seconds)
     if args.spread_names:
         plan = replace(plan, spread_names=args.spread_names)
+    if args.throttled:
+        plan = replace(plan, throttled=args.throttled)
     if args.load_seconds:
         plan = replace(plan, load_seconds=args.load_seconds, latency_seconds=args.load_seconds, rounds=1)
     return plan

@@ -10,11 +10,12 @@ Green Check's contract replaces a payment's records as a set (docs/greencheck.md
 POST for a payment's second invoice carries the payment's set so far (both records): still one POST per
 record, and Green Check ends with the same records as from our sync.
 
-`run_floor` issues exactly the lower-bound request set of the night (`bench.sync_census.qbo_lower_bound`):
-1 CDC call; when that answer cannot hold every change, ⌈(changed invoices + 1)/1000⌉ invoice pages and
-⌈(payments + 1)/1000⌉ payment pages; ⌈invoices to read/1000⌉ bulk invoice reads; the PaymentMethod list
-when needed; and nothing else (no mapping, no delivery): the time it takes is the floor for reading the
-same data from the same server.
+`run_floor` issues exactly the lower-bound request set of the night (`bench.sync_census.qbo_lower_bound`) and
+reads everything a correct client must: one CDC call for payments and invoices, paged forward from the newest
+change of each full answer until one comes back short (so every changed and deleted payment and every changed
+invoice); ⌈invoices to read/1000⌉ bulk invoice reads; ⌈payments to read again/1000⌉ bulk payment reads; the
+PaymentMethod list when needed; and nothing else (no mapping, no delivery): the time it takes is the floor for
+reading the same data from the same server.
 
 Both run in their own process (`python -m bench.naive_peer naive|floor --spec FILE`) so their memory
 and CPU are their own, and print one JSON line with their counts."""
@@ -62,11 +63,9 @@ class PeerSpec:
     greencheck_client_secret: str = ""
     service_provider_id: str = ""
     crb_id: str = ""
-    # floor only (bench.sync_census): the night's counts
-    payments: int = 0  # changed payments in scope
-    changed_invoices: int = 0
-    cdc_complete: bool = True  # one CDC answer holds every change
+    # floor only (bench.sync_census): what the night reads besides its changes
     invoice_ids: list[str] = field(default_factory=list)  # linked invoices not read as changes
+    payment_ids: list[str] = field(default_factory=list)  # payments in scope a changed invoice lists, unchanged
     method_list: bool = False  # a payment names its method by id only
 
 
@@ -78,6 +77,8 @@ class PeerResult:
     greencheck_requests: int = 0
     token_refreshes: int = 0
     payments: int = 0
+    deleted: int = 0  # the floor reader's: deleted payments seen (CDC stubs)
+    invoices: int = 0  # the floor reader's: changed invoices seen
     records_sent: int = 0
     statuses: dict[str, int] = field(default_factory=dict)  # Green Check's record results (created, unchanged, …)
     seconds: float = 0.0
@@ -236,27 +237,37 @@ def _post_record(
 
 
 def run_floor(spec: PeerSpec) -> PeerResult:
-    """Exactly the lower-bound requests: the payment pages and the bulk invoice reads, nothing else."""
+    """Exactly the lower-bound requests: the changes through CDC pages, the bulk reads, nothing else."""
     result = PeerResult()
     started = time.perf_counter()
     qbo = _Qbo(spec, result)
-    since = qbo_time(parse_rfc3339(spec.since))
-    qbo.call("GET", "/cdc", params={"entities": "Payment,Invoice", "changedSince": since})
-    if not spec.cdc_complete:
-        for entity, changed in (("Invoice", spec.changed_invoices), ("Payment", spec.payments)):
-            for position in range(1, changed + 2, FLOOR_PAGE):  # a full last page needs one more query
-                statement = (
-                    f"SELECT * FROM {entity} WHERE Metadata.LastUpdatedTime >= '{since}' "  # noqa: S608 - bench client
-                    f"ORDERBY Id STARTPOSITION {position} MAXRESULTS {FLOOR_PAGE}"
-                )
-                rows = qbo.query(statement).get(entity, [])
-                result.payments += len(rows) if entity == "Payment" else 0
-    for chunk in _chunks(spec.invoice_ids, FLOOR_PAGE):
-        ids = ",".join(f"'{i}'" for i in chunk)
-        statement = f"SELECT * FROM Invoice WHERE Id IN ({ids}) STARTPOSITION 1 MAXRESULTS {FLOOR_PAGE}"  # noqa: S608
-        qbo.query(statement)
+    payments: set[str] = set()
+    deleted: set[str] = set()
+    invoices: set[str] = set()
+    at = parse_rfc3339(spec.since)
+    while True:
+        params = {"entities": "Payment,Invoice", "changedSince": qbo_time(at)}
+        parts = qbo.call("GET", "/cdc", params=params)["CDCResponse"][0]["QueryResponse"]
+        rows = [(entity, row) for part in parts for entity, found in part.items() if entity in ("Payment", "Invoice")
+                for row in found]  # fmt: skip
+        for entity, row in rows:
+            if entity == "Invoice":
+                (invoices.discard if row.get("status") == "Deleted" else invoices.add)(str(row["Id"]))
+            else:
+                (deleted if row.get("status") == "Deleted" else payments).add(str(row["Id"]))
+        newest = max((parse_rfc3339(row["MetaData"]["LastUpdatedTime"]) for _, row in rows), default=at)
+        if len(rows) < FLOOR_PAGE:
+            break
+        if newest <= at:  # a whole answer in one second: CDC cannot page past it
+            raise RuntimeError(f"more than {FLOOR_PAGE} payments and invoices changed at {qbo_time(at)}")
+        at = newest
+    for entity, wanted in (("Invoice", spec.invoice_ids), ("Payment", spec.payment_ids)):
+        for chunk in _chunks(wanted, FLOOR_PAGE):
+            ids = ",".join(f"'{i}'" for i in chunk)
+            qbo.query(f"SELECT * FROM {entity} WHERE Id IN ({ids}) STARTPOSITION 1 MAXRESULTS {FLOOR_PAGE}")  # noqa: S608
     if spec.method_list:
         qbo.query("SELECT * FROM PaymentMethod WHERE Active IN (true, false) STARTPOSITION 1 MAXRESULTS 1000")
+    result.payments, result.deleted, result.invoices = len(payments), len(deleted), len(invoices)
     result.seconds = time.perf_counter() - started
     return result
 

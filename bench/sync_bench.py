@@ -36,6 +36,7 @@ from bench import (
     BenchError,
     Child,
     Measure,
+    Target,
     Ticker,
     child_env,
     mib,
@@ -47,8 +48,8 @@ from bench import (
     wait_http,
 )
 from bench.naive_peer import PeerSpec
-from bench.sync_census import CDC_CAP, PAGE, Census, count_payments, finish, to_read
-from bench.sync_rows import quiet_measures, size_measures
+from bench.sync_census import CDC_CAP, PAGE, Census, count_payments, finish, payments_to_read, to_read
+from bench.sync_rows import kinds, quiet_measures, size_measures
 from qbo_operator.core import names, oauth, token_secret
 from qbo_operator.core.config import Settings
 from qbo_operator.core.models import parse_rfc3339, rfc3339
@@ -265,6 +266,8 @@ class SyncWorld:
         token = self.issue_tokens(realm_id).access_token
         changed = self._invoice_pages(realm_id, token, f"WHERE Metadata.LastUpdatedTime >= '{qbo_time(since)}'")
         census.changed_invoices = list(changed)
+        census.payment_reads = payments_to_read(census, changed.values())
+        census.deleted_payments = self._deleted_payments(realm_id, token, since)
         census.linked_invoices, census.invoice_reads = to_read(scope, changed)
         invoices = dict(changed)
         for start in range(0, len(census.invoice_reads), PAGE):
@@ -273,21 +276,44 @@ class SyncWorld:
         finish(census, scope, invoices)
         return census
 
+    def _api(self, realm_id: str, token: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        resp = self.http.request(
+            method, f"{self.qbo_url}/v3/company/{realm_id}{path}",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
+                     "Content-Type": "application/text"}, **kw,
+        )  # fmt: skip
+        if resp.status_code != 200:
+            raise BenchError(f"QBO sandbox {method} {path}: HTTP {resp.status_code} {resp.text[:300]}")
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def _deleted_payments(self, realm_id: str, token: str, since: datetime) -> int:
+        """Payments deleted since `since`: CDC's stubs (no query shows a deleted row), paged forward from the
+        newest change of each full answer."""
+        deleted: set[str] = set()
+        at = since
+        while True:
+            params = {"entities": "Payment", "changedSince": qbo_time(at), "minorversion": names.QBO_MINOR_VERSION}
+            answer = self._api(realm_id, token, "GET", "/cdc", params=params)["CDCResponse"][0]["QueryResponse"]
+            rows = [r for part in answer for r in part.get("Payment", [])]
+            deleted.update(str(r["Id"]) for r in rows if r.get("status") == "Deleted")
+            newest = max((parse_rfc3339(r["MetaData"]["LastUpdatedTime"]) for r in rows), default=at)
+            if len(rows) < CDC_CAP:
+                return len(deleted)
+            if newest <= at:
+                raise BenchError(f"more than {CDC_CAP} payments changed at {at}: the census cannot page CDC past it")
+            at = newest
+
     def _invoice_pages(self, realm_id: str, token: str, where: str) -> dict[str, dict[str, Any]]:
         """Invoices matching `where`, paged by Id (a stable order whatever the sandbox does with ties)."""
         found: dict[str, dict[str, Any]] = {}
         while True:
             statement = f"SELECT * FROM Invoice {where} ORDERBY Id STARTPOSITION {len(found) + 1} MAXRESULTS {PAGE}"  # noqa: S608
-            resp = self.http.post(
-                f"{self.qbo_url}/v3/company/{realm_id}/query",
-                params={"minorversion": names.QBO_MINOR_VERSION},
+            body = self._api(
+                realm_id, token, "POST", "/query", params={"minorversion": names.QBO_MINOR_VERSION},
                 content=statement.encode(),
-                headers={"Authorization": f"Bearer {token}", "Accept": "application/json",
-                         "Content-Type": "application/text"},
             )  # fmt: skip
-            if resp.status_code != 200:
-                raise BenchError(f"QBO sandbox query: HTTP {resp.status_code} {resp.text[:300]}")
-            rows = resp.json()["QueryResponse"].get("Invoice", [])
+            rows = body["QueryResponse"].get("Invoice", [])
             found.update((str(r["Id"]), r) for r in rows)
             if len(rows) < PAGE:
                 return found
@@ -340,6 +366,7 @@ class RunResult:
     qbo_kinds: dict[str, int] = field(default_factory=dict)  # query / read / cdc
     record_results: dict[str, int] = field(default_factory=dict)  # Green Check's created / updated / … of the run
     crb: str = ""
+    objects_read: dict[str, int] = field(default_factory=dict)  # the floor reader's: payments, deleted, invoices
 
 
 def _last_line(child: Child, prefix: str) -> str:
@@ -436,9 +463,7 @@ def run_peer(world: SyncWorld, company: Company, mode: str) -> RunResult:
         client_id=c.qbo_client_id, client_secret=c.qbo_client_secret, since=rfc3339(company.connected_at),
         greencheck_url=world.gc_url, greencheck_client_id=c.greencheck_client_id,
         greencheck_client_secret=c.greencheck_client_secret, service_provider_id=c.service_provider_id, crb_id=crb,
-        payments=census.payments, changed_invoices=len(census.changed_invoices),
-        cdc_complete=census.changed_payments + len(census.changed_invoices) < CDC_CAP,
-        invoice_ids=census.invoice_reads, method_list=census.method_list,
+        invoice_ids=census.invoice_reads, payment_ids=census.payment_reads, method_list=census.method_list,
     )  # fmt: skip
     spec_file = world.workdir / f"peer-{mode}-{company.size}-{secrets.token_hex(4)}.json"
     spec_file.write_text(json.dumps(asdict(spec)))
@@ -469,6 +494,7 @@ def run_peer(world: SyncWorld, company: Company, mode: str) -> RunResult:
         mode, seconds, api, throttled, token, gc_requests,
         int(gc_after["records"].get(crb, 0)), child.maxrss_kb, rc,
         qbo_kinds={k: after[k] - before[k] for k in API_KINDS}, record_results=results,
+        objects_read={k: int(reported[k]) for k in ("payments", "deleted", "invoices")},
     )  # fmt: skip
 
 
@@ -518,40 +544,56 @@ def throttle_floor_seconds(
 
 
 def throttle_suite(world: SyncWorld | None, size: int | None) -> list[Measure]:
-    """Measure 2; `size` None (quick mode) prints both rows as skipped."""
-    label = f"throttled sync {THROTTLED_SIZE:,}: time vs throttle floor"
-    label_429 = f"throttled sync {THROTTLED_SIZE:,}: 429 answers"
+    """Measure 2 at `size` payments (None, quick mode without `--throttled`: the rows print as skipped).
+
+    The same company is synced twice on new integrations, without the throttle and then under it; the added
+    time (throttled − unthrottled) is compared with the least time the throttle forces on the requests the
+    throttled run had admitted, so the ratio says how well the pacing uses Intuit's allowance."""
+    n = size or THROTTLED_SIZE
+    tag = f"throttled sync {n:,}"
+    added_target = Target("ratio", "<=", 1.2, "≤ 1.2× the time the throttle forces")
+    same_target = Target("ratio", "==", 1, "the same data asks the same requests")
+    rows = [
+        (f"throttle.{n}.added_seconds_vs_forced", f"{tag}: added time vs forced", added_target, "s"),
+        (f"throttle.{n}.requests", f"{tag}: requests vs unthrottled", same_target, ""),
+        (f"throttle.{n}.throttled_responses", f"{tag}: 429 answers", None, ""),
+    ]
     if size is None or world is None:
-        return [
-            skipped(f"throttle.{THROTTLED_SIZE}.seconds_vs_floor", label, "skipped (quick)", None, "s"),
-            skipped(f"throttle.{THROTTLED_SIZE}.throttled_responses", label_429, "skipped (quick)"),
-        ]
-    label = f"throttled sync {size:,}: time vs throttle floor"
-    label_429 = f"throttled sync {size:,}: 429 answers"
+        return [skipped(key, label, "skipped (quick)", target, unit) for key, label, target, unit in rows]
     company = world.company(size)
+    free = run_our_sync(world, company, f"unthrottled-{size}", world.issue_tokens(company.realm_id))
     world.throttle(True)
     try:
         ours = run_our_sync(world, company, f"throttled-{size}", world.issue_tokens(company.realm_id))
     finally:
         world.throttle(False)
     admitted = ours.qbo_requests - ours.qbo_throttled
-    floor = throttle_floor_seconds(admitted)
+    forced = throttle_floor_seconds(admitted)
+    added = ours.seconds - free.seconds
     census = company.census
     naive_requests = census.payments // 100 + census.linked_invoices
     naive_floor = throttle_floor_seconds(naive_requests)
+    (added_key, added_label, _, _), (req_key, req_label, _, _), (t_key, t_label, _, _) = rows
     return [
         Measure(
-            f"throttle.{size}.seconds_vs_floor", label, ours.seconds, floor, unit="s",
-            baseline_label="throttle floor",
-            note=f"{admitted} admitted requests need ≥ {floor:.0f}s at {INTUIT_PER_MINUTE}/min and "
-            f"{INTUIT_PER_SECOND}/s; the sandbox answered 429 {ours.qbo_throttled} times; records delivered "
-            f"{ours.records_held:,}/{census.expected_records:,}. A naive peer's ≥"
-            f"{naive_requests:,} requests would need ≥ {naive_floor / 3600:.1f} h "
-            "under the same throttle (computed, not run)",
+            added_key, added_label, added, forced, unit="s", baseline_label="forced by the throttle",
+            target=added_target if forced else None,  # nothing forced: no ratio, nothing to judge
+            note=f"throttled {ours.seconds:.1f}s − unthrottled {free.seconds:.1f}s of the same company = "
+            f"{added:.1f}s added; the throttle forces ≥ {forced:.0f}s on {admitted} admitted requests (no more "
+            f"than {INTUIT_PER_SECOND} starts in any second, {INTUIT_PER_MINUTE} in any minute)"
+            + ("" if forced else ", so there is no ratio at this size")
+            + f"; records delivered {ours.records_held:,} and {free.records_held:,} of "
+            f"{census.expected_records:,}. A naive peer's ≥ {naive_requests:,} requests would need ≥ "
+            f"{naive_floor / 3600:.1f} h under the same throttle (computed, not run)",
         ),
         Measure(
-            f"throttle.{size}.throttled_responses", label_429,
-            ours.qbo_throttled, None,
+            req_key, req_label, ours.qbo_requests, free.qbo_requests, baseline_label="unthrottled",
+            target=same_target,
+            note=f"metered requests of the throttled run ({kinds(ours)}, 429s included) and of the unthrottled one "
+            f"({kinds(free)})",
+        ),
+        Measure(
+            t_key, t_label, ours.qbo_throttled, None,
             note="each 429 costs the client a 60 s wait (Intuit sends no Retry-After)",
         ),
     ]  # fmt: skip

@@ -1,16 +1,21 @@
 """What one night asks of QuickBooks, counted by the bench itself: the lower bound for the sync's window.
 
-The sync reads what changed since its window's start (docs/sync.md): one CDC call for payments and invoices,
-which is the whole change set when it holds fewer than Intuit's 1,000 objects; otherwise keyset queries on
-`Metadata.LastUpdatedTime` for changed invoices and changed payments, where a full last page costs one more
-query to prove it was the last (issue #20). The invoices its payments link that were not read as changes are
-read in bulk, 1,000 ids a query, and the company's PaymentMethod list once when a payment to deliver names its
-method only by id (Intuit's PaymentMethodRef carries no name).
+A correct client must receive every payment CDC holds since the window's start — changed ones whatever their
+creation time, and deleted ones as stubs, because deletes show only in CDC and CDC cannot filter on
+CreateTime — and every changed invoice (it changes the records of the payments it lists). No answer holds
+more than Intuit's 1,000 objects, and one answer must come back short to prove it was the last (issue #20), so
+those N objects cost at least ⌈(N + 1)/1000⌉ requests, whatever mix of CDC calls and keyset queries reads
+them; paging one CDC call for both entities forward from the newest change it answered reaches that count.
+Then the invoices the payments link that were not read as changes, 1,000 ids a query; the payments in scope
+that a changed invoice lists and that did not change themselves (none on a first night: every payment created
+since connectedAt changed since it), 1,000 ids a query; and the company's PaymentMethod list once when a
+payment to deliver names its method only by id (Intuit's PaymentMethodRef carries no name).
 
 The census is taken before any measured run, from the sandbox's raw Intuit JSON (payments through the
-unmetered control API, invoices through the Accounting API on the bench's own grant): the counts it gives are
-the bench's, never the measured client's. `expected_record_ids` is the money-is-cash projection written from
-that JSON without the product's mapping, so `records_delivered` compares the sync with an independent rule."""
+unmetered control API, invoices and deleted payments through the Accounting API on the bench's own grant): the
+counts it gives are the bench's, never the measured client's. `expected_record_ids` is the money-is-cash
+projection written from that JSON without the product's mapping, so `records_delivered` compares the sync
+with an independent rule."""
 
 from __future__ import annotations
 
@@ -38,23 +43,25 @@ class Bound:
 
 
 def qbo_lower_bound(
-    payments: int, changed_invoices: int, invoice_reads: int, cdc_objects: int, method_list: bool
+    payment_objects: int, changed_invoices: int, invoice_reads: int, payment_reads: int, method_list: bool
 ) -> Bound:
-    """The lower bound for a night: `payments` (P) changed payments in scope, `changed_invoices` (C),
-    `invoice_reads` (I) linked invoices not read as changes, `cdc_objects` what one CDC answer would hold.
+    """The lower bound for a night (module docstring): `payment_objects` every payment CDC holds since the
+    window's start (changed or deleted), `changed_invoices` (C), `invoice_reads` (I) linked invoices not read
+    as changes, `payment_reads` (L) payments in scope a changed invoice lists that did not change.
 
-    CDC below its cap: 1 CDC + ⌈I/1000⌉. Otherwise 1 CDC (deletes) + ⌈(P + 1)/1000⌉ + ⌈(C + 1)/1000⌉ keyset
-    pages + ⌈I/1000⌉. Either way + 1 PaymentMethod query when `method_list`."""
+    ⌈(payment objects + C + 1)/1000⌉ + ⌈I/1000⌉ + ⌈L/1000⌉, + 1 PaymentMethod query when `method_list`. A quiet
+    night is one CDC call."""
+    changes = math.ceil((payment_objects + changed_invoices + 1) / PAGE)
     reads = math.ceil(invoice_reads / PAGE)
+    again = math.ceil(payment_reads / PAGE)
     methods = 1 if method_list else 0
-    tail = f" + ⌈{invoice_reads}/1000⌉" + (" + 1 PaymentMethod list" if methods else "")
-    if cdc_objects < CDC_CAP:
-        return Bound(1 + reads + methods, f"1 CDC ({cdc_objects} objects < 1,000){tail}")
-    pages = math.ceil((payments + 1) / PAGE) + math.ceil((changed_invoices + 1) / PAGE)
-    return Bound(
-        1 + pages + reads + methods,
-        f"1 CDC + ⌈({payments} + 1)/1000⌉ payment pages + ⌈({changed_invoices} + 1)/1000⌉ invoice pages{tail}",
+    formula = (
+        f"⌈({payment_objects} payment objects + {changed_invoices} changed invoices + 1)/1000⌉ changes"
+        f" + ⌈{invoice_reads}/1000⌉ invoice reads"
+        + (f" + ⌈{payment_reads}/1000⌉ payment reads" if payment_reads else "")
+        + (" + 1 PaymentMethod list" if methods else "")
     )
+    return Bound(changes + reads + again + methods, formula)
 
 
 @dataclass
@@ -64,18 +71,29 @@ class Census:
     since: datetime  # the window's start
     connected_at: datetime
     payments: int = 0  # P: changed since `since`, created since connectedAt (one payment set each)
-    changed_payments: int = 0  # every payment changed since `since` (what CDC returns)
+    changed_payments: int = 0  # every payment changed since `since`, whatever its creation time
+    deleted_payments: int = 0  # payments deleted since `since` (CDC's stubs)
     changed_invoices: list[str] = field(default_factory=list)  # C
     invoice_reads: list[str] = field(default_factory=list)  # I: linked, not read as changes
+    payment_reads: list[str] = field(default_factory=list)  # L: in scope, listed by a changed invoice, unchanged
     linked_invoices: int = 0  # distinct invoices the in-scope payments link
     expected_records: int = 0
     method_list: bool = False
+    unchanged_in_scope: set[str] = field(default_factory=set)  # payment ids created since connectedAt, unchanged
+
+    @property
+    def payment_objects(self) -> int:
+        """Payment objects CDC holds since `since`: every changed payment and every deleted one."""
+        return self.changed_payments + self.deleted_payments
 
     @property
     def bound(self) -> Bound:
-        cdc = self.changed_payments + len(self.changed_invoices)
         return qbo_lower_bound(
-            self.payments, len(self.changed_invoices), len(self.invoice_reads), cdc, self.method_list
+            self.payment_objects,
+            len(self.changed_invoices),
+            len(self.invoice_reads),
+            len(self.payment_reads),
+            self.method_list,
         )
 
 
@@ -123,17 +141,34 @@ def expected_record_ids(payment: Json, invoices: Mapping[str, Json]) -> list[str
 
 
 def count_payments(census: Census, payments: Iterable[Json]) -> list[Json]:
-    """Counts the changed payments; returns those in scope (one payment set each), in the order given."""
+    """Counts the changed payments; returns those in scope (one payment set each), in the order given. Also
+    notes the payments in scope that did not change (`unchanged_in_scope`), which a changed invoice may list."""
     scope: list[Json] = []
+    census.unchanged_in_scope = set()
     for p in payments:
         meta = p["MetaData"]
+        in_scope = parse_rfc3339(meta["CreateTime"]) >= census.connected_at
         if parse_rfc3339(meta["LastUpdatedTime"]) < census.since:
+            if in_scope:
+                census.unchanged_in_scope.add(str(p["Id"]))
             continue
         census.changed_payments += 1
-        if parse_rfc3339(meta["CreateTime"]) >= census.connected_at:
+        if in_scope:
             scope.append(p)
     census.payments = len(scope)
     return scope
+
+
+def payments_to_read(census: Census, changed_invoices: Iterable[Json]) -> list[str]:
+    """L: payments in scope that a changed invoice lists and that did not change (their records carry the
+    invoice, so a correct client reads them again); none on a first night, where every one changed."""
+    listed = [
+        str(link["TxnId"])
+        for invoice in changed_invoices
+        for link in invoice.get("LinkedTxn", [])
+        if link.get("TxnType") == "Payment"
+    ]
+    return [i for i in dict.fromkeys(listed) if i in census.unchanged_in_scope]
 
 
 def finish(census: Census, scope: list[Json], invoices: Mapping[str, Json]) -> None:

@@ -80,6 +80,11 @@ def _request_measures(
     p, bound, records = c.payments, c.bound, c.expected_records
     gc_floor = 1 + math.ceil(max(p, records) / GC_BATCH)
     mismatch = "" if floor.qbo_requests == bound.requests else f" (the floor reader made {floor.qbo_requests})"
+    got = floor.objects_read
+    wanted = {"payments": c.changed_payments, "deleted": c.deleted_payments, "invoices": len(c.changed_invoices)}
+    floor_read = ", ".join(f"{got.get(k)}/{v} {k}" for k, v in wanted.items())
+    if got != wanted:
+        floor_read += " (NOT everything: the bound is not reached by a correct client)"
     return [
         Measure(
             f"{key}.qbo_requests_per_1000_payments", lbl["qbo_requests_per_1000_payments"],
@@ -87,8 +92,8 @@ def _request_measures(
             target=t["qbo_requests_per_1000_payments"],
             note=f"{ours.qbo_requests} requests ({kinds(ours)}; {ours.qbo_throttled} throttled) against the lower "
             f"bound {bound.requests} = {bound.formula}{mismatch}: ratio {ours.qbo_requests / bound.requests:.3f}; "
-            f"{p:,} changed payments link {c.linked_invoices:,} invoices, {len(c.changed_invoices):,} invoices "
-            f"changed; the sync's own count (status.lastSync.qboRequests): {ours.last_sync.get('qboRequests')}",
+            f"the floor reader read {floor_read}; {p:,} changed payments in scope link {c.linked_invoices:,} "
+            f"invoices; the sync's own count (status.lastSync.qboRequests): {ours.last_sync.get('qboRequests')}",
         ),
         Measure(
             f"{key}.qbo_requests_vs_naive", lbl["qbo_requests_vs_naive"],

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from bench.operator_bench import spread, start_minute
-from bench.sync_bench import throttle_floor_seconds
+from bench.sync_bench import throttle_floor_seconds, throttle_suite
 from bench.sync_census import expected_record_ids, qbo_lower_bound
 
 from bench import RESULT_KEYS, Measure, Target, ratio, table
@@ -30,6 +30,7 @@ COUNT_MEASURES = (
     "sync.40.greencheck_requests_per_1000_records",
     "sync.40.records_delivered",
     "sync.quiet.qbo_requests",
+    "throttle.40.requests",
     "operator.settled",
     "operator.writes_per_integration",
     "schedule.120.busiest_minute",
@@ -48,7 +49,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Run:
     argv = [
         sys.executable, "-m", "bench", "--quick", "--output", str(out),
         "--sync-sizes", "40", "--integrations", "3", "--idle-seconds", "2", "--spread-names", "120",
-        "--load-seconds", "1",
+        "--load-seconds", "1", "--throttled", "40",
     ]  # fmt: skip
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert out.exists(), proc.stderr[-3000:]
@@ -96,13 +97,31 @@ def test_counts_come_from_the_servers(results: Run) -> None:
     assert data["gateway.webhooks_accepted"]["met"] is True
 
 
-def test_quick_mode_prints_the_skipped_rows(results: Run) -> None:
+def test_the_throttled_run_compares_added_time_with_the_forced_time(results: Run) -> None:
+    """`--throttled 40`: the forced time is computed from the throttled run's admitted requests; at 40 payments
+    the throttle forces nothing (a handful of requests fit in one second), so there is no ratio to judge."""
     _, data = results
-    throttled = [e for n, e in data.items() if n.startswith("throttle.")]
-    assert throttled
-    for entry in throttled:
-        assert entry["value"] is None and entry["met"] is None
-        assert entry["note"] == "skipped (quick)"
+    added, requests = data["throttle.40.added_seconds_vs_forced"], data["throttle.40.requests"]
+    throttled = data["throttle.40.throttled_responses"]["value"]
+    assert requests["met"] is True  # the same company, the same requests with and without the throttle
+    assert added["baseline"] == throttle_floor_seconds(requests["value"] - throttled)
+    assert isinstance(added["value"], float)
+    if added["baseline"] == 0:
+        assert added["ratio"] is None and added["target"] is None and added["met"] is None
+    else:
+        assert added["ratio"] == pytest.approx(added["value"] / added["baseline"], rel=1e-3, abs=1e-3)
+        assert isinstance(added["met"], bool)
+
+
+def test_quick_mode_prints_the_throttle_rows_as_skipped() -> None:
+    rows = throttle_suite(None, None)
+    assert [m.name for m in rows] == [
+        "throttle.100000.added_seconds_vs_forced",
+        "throttle.100000.requests",
+        "throttle.100000.throttled_responses",
+    ]
+    for m in rows:
+        assert m.value is None and m.met is None and m.to_json()["note"] == "skipped (quick)"
 
 
 # --- the pure parts -----------------------------------------------------------------------------------
@@ -117,23 +136,23 @@ def test_throttle_floor(requests: int, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("payments", "changed_invoices", "reads", "cdc_objects", "methods", "expected"),
+    ("payment_objects", "changed_invoices", "invoice_reads", "payment_reads", "methods", "expected"),
     [
         (0, 0, 0, 0, False, 1),  # a quiet night: one CDC call
-        (40, 40, 0, 80, True, 2),  # CDC holds it all, the method names once
-        (300, 200, 1_500, 999, False, 3),  # below the cap: 1 CDC + ⌈1500/1000⌉
-        (999, 0, 0, 999, False, 1),
-        (1_000, 0, 0, 1_000, False, 1 + 2 + 1),  # a full last page: ⌈1001/1000⌉ = 2 (issue #20)
-        (999, 1, 0, 1_000, False, 1 + 1 + 1),
-        (1_000, 1_000, 1_000, 2_000, True, 1 + 2 + 2 + 1 + 1),
-        (10_000, 9_000, 20, 19_000, False, 1 + 11 + 10 + 1),
-        (100_000, 0, 0, 100_000, False, 1 + 101 + 1),
+        (40, 40, 0, 0, True, 2),  # CDC holds it all, the method names once
+        (300, 200, 1_500, 0, False, 1 + 2),  # one CDC answer + ⌈1500/1000⌉ invoice reads
+        (998, 1, 0, 0, False, 1),  # 999 objects: the answer is short, so it was the last
+        (999, 1, 0, 0, False, 2),  # a full answer needs one more to prove it is the last (issue #20)
+        (1_000, 1_005, 0, 29, True, 3 + 1 + 1),  # the deletes come with the changes; + L reads + methods
+        (10_000, 9_000, 20, 0, False, 20 + 1),
+        (100_000, 0, 0, 0, False, 101),
     ],
 )
 def test_qbo_lower_bound(
-    payments: int, changed_invoices: int, reads: int, cdc_objects: int, methods: bool, expected: int
+    payment_objects: int, changed_invoices: int, invoice_reads: int, payment_reads: int, methods: bool, expected: int
 ) -> None:
-    assert qbo_lower_bound(payments, changed_invoices, reads, cdc_objects, methods).requests == expected
+    bound = qbo_lower_bound(payment_objects, changed_invoices, invoice_reads, payment_reads, methods)
+    assert bound.requests == expected
 
 
 def _payment(lines: list[tuple[str, list[tuple[str, str]]]], note: str = "", total: str = "10") -> dict[str, Any]:
