@@ -319,7 +319,10 @@ class SyncRun(RunReport):
             )
         await self._send_deleted(deleted, batcher)
         await self._send_payments(payments, batcher, stream=True)
-        await self._send_ids(sorted(self._linked), batcher)
+        if since > self.connected_at:
+            await self._send_ids(sorted(self._linked), batcher)
+        # else the window starts at the connection: every payment created since changed since, so it was read
+        # above, and what a changed invoice lists besides was created before the connection (never sent)
         self._linked.clear()
 
     def _note_invoices(self, invoices: list[Invoice]) -> None:
