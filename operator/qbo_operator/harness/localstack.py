@@ -32,6 +32,15 @@ SYSTEM_NAMESPACE = "qbo-system"
 CHART = Path(__file__).resolve().parents[3] / "charts" / "qbo-operator"
 
 
+def _inherited() -> dict[str, str]:
+    """PATH and HOME, and PYTHONPATH when set: the processes run the same checkout as the caller (a git
+    worktree that shares another checkout's editable install points PYTHONPATH at its own code)."""
+    keep = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
+    if os.environ.get("PYTHONPATH"):
+        keep["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return keep
+
+
 class StackError(RuntimeError):
     pass
 
@@ -133,7 +142,7 @@ class LocalStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), **env},
+                env={**_inherited(), **env},
                 process_group=0,
             )
         proc = Process(name, popen, log_path)
