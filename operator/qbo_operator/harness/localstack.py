@@ -228,9 +228,15 @@ class LocalStack:
         return f"{RELEASE}-{component}"
 
     def start_operator(self) -> Process:
+        proc = self.spawn_operator()
+        self.wait_http("operator", f"http://127.0.0.1:{self.operator_health_port}/healthz", timeout=90)
+        return proc
+
+    def spawn_operator(self) -> Process:
+        """`qbo-operator run` under the chart's ServiceAccount, without waiting for it to answer."""
         kubeconfig = self.cp.service_account_kubeconfig(SYSTEM_NAMESPACE, self.service_account("operator"))
         env = {**self.base_env(), "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": SYSTEM_NAMESPACE}
-        proc = self.spawn(
+        return self.spawn(
             "operator",
             [
                 "run", "--standalone", "--all-namespaces",
@@ -238,8 +244,6 @@ class LocalStack:
             ],
             env,
         )  # fmt: skip
-        self.wait_http("operator", f"http://127.0.0.1:{self.operator_health_port}/healthz", timeout=90)
-        return proc
 
     def start_gateway(self) -> Process:
         kubeconfig = self.cp.service_account_kubeconfig(SYSTEM_NAMESPACE, self.service_account("gateway"))
