@@ -31,7 +31,7 @@ class Plan:
     sync_run: tuple[int, ...] = (1_000, 10_000, 100_000)
     naive_max: int = 100_000
     throttled: int | None = 100_000
-    integrations: int = 1_000
+    integrations: int = 10_000
     idle_seconds: float = 300.0
     spread_names: int = 1_000
     load_seconds: float = 15.0

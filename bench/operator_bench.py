@@ -10,6 +10,8 @@ write it makes there is counted. Peak RSS is the kernel's VmHWM of the operator 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import BenchError, Measure, Target, mib, proc_status_kb, say
+from bench import ROOT, BenchError, Measure, Target, mib, proc_status_kb, say
 from qbo_operator.core import names
 from qbo_operator.core.config import Settings
 from qbo_operator.core.models import parse_rfc3339
@@ -31,6 +33,9 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 CHILD_KINDS = ("cronjobs", "serviceaccounts", "roles", "rolebindings")
 QUIET_GAP_SECONDS = 5.0  # the idle window starts this long after the last integration settled
 SETTLE_TIMEOUT_PER_INTEGRATION = 1.5  # seconds; the wait gives up after N × this (at least 5 minutes)
+BATCH = 500  # integrations per `kubectl create`, as a platform's GitOps tool would apply a fleet
+RSS_TARGET_MIB = 500.0
+FLOOR_TARGET = 3.0
 
 
 def namespace_of(i: int) -> str:
@@ -210,6 +215,11 @@ class OperatorRun:
     idle_rss: int | None = None
     peak_rss: int | None = None
     schedules: list[str] = field(default_factory=list)
+    start_seconds: float = 0.0  # process start to /healthz with no integrations
+    restart_seconds: float | None = None  # process start to the first reconcile, all N existing
+    restart_rss: int | None = None
+    floor_seconds: float | None = None
+    floor_writes: int = 0
 
 
 def operator_suite(cp: ControlPlane, stack: LocalStack, n: int, idle_seconds: float) -> list[Measure]:
@@ -217,17 +227,20 @@ def operator_suite(cp: ControlPlane, stack: LocalStack, n: int, idle_seconds: fl
     for i in range(min(n, NAMESPACES)):
         cp.kubectl("create", "namespace", namespace_of(i), check=False)
     say("operator: starting `qbo-operator run` under the chart's ServiceAccount")
+    s0 = time.monotonic()
     proc = stack.start_operator()
+    start_seconds = time.monotonic() - s0
     pid = proc.popen.pid
     try:
         time.sleep(3.0)
         idle_rss = proc_status_kb(pid, "VmRSS")
-        manifest = stack.workdir / f"integrations-{n}.json"
-        manifest.write_text(json.dumps(_manifest(n)))
-        say(f"operator: creating {n:,} QuickbooksIntegrations at once")
-        run = OperatorRun(n, user, idle_seconds, datetime.now(UTC), idle_rss=idle_rss)
+        say(f"operator: creating {n:,} QuickbooksIntegrations in batches of {BATCH}")
+        run = OperatorRun(n, user, idle_seconds, datetime.now(UTC), idle_rss=idle_rss, start_seconds=start_seconds)
         m0 = time.monotonic()
-        cp.kubectl("create", "-f", str(manifest))
+        for b, batch in enumerate(_batches(n)):
+            manifest = stack.workdir / f"integrations-{n}-{b}.json"
+            manifest.write_text(json.dumps(batch))
+            cp.kubectl("create", "-f", str(manifest), "--request-timeout=120s")
         run.create_seconds = time.monotonic() - m0
         run.settle_seconds, run.settled = _wait_settled(cp, proc, set(integration_keys(n)), m0)
         run.detected = datetime.now(UTC)
@@ -237,9 +250,90 @@ def operator_suite(cp: ControlPlane, stack: LocalStack, n: int, idle_seconds: fl
         run.quiet_end = datetime.now(UTC)
         run.peak_rss = proc_status_kb(pid, "VmHWM")
         run.schedules = _schedules(cp, {ns for ns, _ in integration_keys(n)})
+        stack.stop_process("operator")
+        run.restart_seconds, run.restart_rss = _restart(stack)
     finally:
         stack.stop_process("operator")
-    return _operator_measures(cp, run)
+    measures = _operator_measures(cp, run)
+    run.floor_seconds, run.floor_writes = _floor(cp, n)
+    return [*measures, *_scale_measures(run)]
+
+
+def _batches(n: int) -> Iterator[dict[str, Any]]:
+    items = _manifest(n)["items"]
+    for i in range(0, len(items), BATCH):
+        yield {"apiVersion": "v1", "kind": "List", "items": items[i : i + BATCH]}
+
+
+def _restart(stack: LocalStack) -> tuple[float | None, int | None]:
+    """Start the operator again over the N existing integrations: seconds from the process start to its first
+    reconcile (the line it logs once kopf has filled every index), and its peak RSS by then."""
+    say("operator: restarting over the existing integrations")
+    log = stack.workdir / "logs" / "operator.log"
+    offset = log.stat().st_size if log.exists() else 0
+    m0 = time.monotonic()
+    proc = stack.spawn_operator()
+    deadline = m0 + 600
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"the operator exited after the restart:\n{proc.tail()}")
+        with log.open("rb") as fh:
+            fh.seek(offset)
+            if b"first reconcile" in fh.read():
+                seconds = time.monotonic() - m0
+                say(f"operator: first reconcile {seconds:.1f}s after the restart")
+                return seconds, proc_status_kb(proc.popen.pid, "VmHWM")
+        time.sleep(0.2)
+    say("operator: no reconcile within 600s of the restart")
+    return None, proc_status_kb(proc.popen.pid, "VmHWM")
+
+
+def _floor(cp: ControlPlane, n: int) -> tuple[float | None, int]:
+    """The bare client (`bench/operator_floor.py`) making the operator's writes for N integrations."""
+    for i in range(min(n, NAMESPACES)):
+        cp.kubectl("create", "namespace", f"bench-floor-{i:02d}", check=False)
+    say(f"operator: the floor, a bare client making the same writes for {n:,} integrations")
+    env = cp.env()  # with PYTHONPATH when the caller set one: the floor runs the same checkout
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.operator_floor", str(cp.kubeconfig), SYSTEM_NAMESPACE, str(n)],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=7200,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise BenchError(f"the floor client failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    say(f"operator: floor {result['seconds']:.1f}s for {result['writes']:,} writes")
+    return float(result["seconds"]), int(result["writes"])
+
+
+def _scale_measures(run: OperatorRun) -> list[Measure]:
+    """The issue's figures at scale: settle time against the floor, RSS per integration, restart."""
+    n, tag = run.n, f"operator ({run.n:,} integrations)"
+    per = ((run.peak_rss or 0) - (run.idle_rss or 0)) / n if run.peak_rss and run.idle_rss else None
+    return [
+        Measure(
+            f"operator.{n}.settle_vs_floor", f"{tag}: time to settle vs the API server's floor", run.settle_seconds,
+            run.floor_seconds, unit="s", baseline_label="bare client, same writes",
+            target=Target("ratio", "<=", FLOOR_TARGET, f"≤ {FLOOR_TARGET:g}× the floor"),
+            note=f"floor: {run.floor_writes:,} writes ({run.floor_writes / n:.0f} per integration) by a bare client, "
+            "16 integrations at a time, measured in this run after the operator stopped",
+        ),
+        Measure(
+            f"operator.{n}.peak_rss_target", f"{tag}: operator peak RSS against the issue's bound",
+            mib(run.peak_rss), RSS_TARGET_MIB, unit="MiB", baseline_label="the issue's bound",
+            target=Target("value", "<=", RSS_TARGET_MIB, f"≤ {RSS_TARGET_MIB:g} MiB"),
+            note=f"peak after the restart over all {n:,}: {mib(run.restart_rss) or 0:.0f} MiB",
+        ),
+        Measure(
+            f"operator.{n}.rss_per_integration", f"{tag}: peak RSS per integration", per, None, unit="KiB",
+            note="(peak − idle RSS) / N",
+        ),
+        Measure(
+            f"operator.{n}.restart_to_first_reconcile", f"{tag}: restart to the first reconcile",
+            run.restart_seconds, run.start_seconds, unit="s", baseline_label="start with no integrations",
+            note="process start to the operator's `first reconcile` log line (kopf runs no handler before every "
+            "index holds the initial listing); the baseline is process start to /healthz with none",
+        ),
+    ]  # fmt: skip
 
 
 def _idle_window(proc: Any, idle_seconds: float) -> None:
@@ -287,6 +381,7 @@ def _operator_measures(cp: ControlPlane, run: OperatorRun) -> list[Measure]:
     settling = count_audit(cp.audit_events(), user, t0, run.detected)
     if settling.last_write is not None and len(settled) >= n:
         settle_seconds = (settling.last_write - t0).total_seconds()  # the audit log's clock, not the polling
+        run.settle_seconds = settle_seconds
     idle = count_audit(cp.audit_events(), user, run.quiet_start, run.quiet_end)
     before = count_audit(cp.audit_events(), user, datetime(1970, 1, 1, tzinfo=UTC), t0)
     top = ", ".join(f"{k} {v}" for k, v in (busy.by_resource or Counter()).most_common(8))
@@ -295,37 +390,37 @@ def _operator_measures(cp: ControlPlane, run: OperatorRun) -> list[Measure]:
     tag = f"operator ({n:,} integrations)"
     return [
         Measure(
-            "operator.settle_seconds", f"{tag}: time until all settled", settle_seconds, create_seconds,
+            f"operator.{n}.settle_seconds", f"{tag}: time until all settled", settle_seconds, create_seconds,
             unit="s", baseline_label="kubectl create of all",
             note=f"{len(settled):,}/{n:,} settled (status for their generation, CronJob, ServiceAccount, Role, "
             "RoleBinding); the value is the operator's last write before all were seen settled (audit log), the "
             "baseline how long `kubectl create` took to get the N objects accepted",
         ),
         Measure(
-            "operator.settled", f"{tag}: integrations settled", len(settled), n, baseline_label="applied",
+            f"operator.{n}.settled", f"{tag}: integrations settled", len(settled), n, baseline_label="applied",
             target=Target("ratio", "==", 1, "all settled"),
         ),
         Measure(
-            "operator.writes_per_integration", f"{tag}: API writes per integration", busy.writes / n,
+            f"operator.{n}.writes_per_integration", f"{tag}: API writes per integration", busy.writes / n,
             busy.objects / n, baseline_label="objects written",
             note=f"{busy.writes:,} writes ({busy.failed_writes} refused) to {busy.objects:,} distinct objects "
             f"by {user} until {QUIET_GAP_SECONDS:.0f}s after settling; {busy.reads:,} reads; {before.writes} writes at "
             f"start-up before the integrations existed; top: {top}",
         ),
         Measure(
-            "operator.idle_writes", f"{tag}: writes in {idle_seconds:.0f} idle seconds", idle.writes, 0,
+            f"operator.{n}.idle_writes", f"{tag}: writes in {idle_seconds:.0f} idle seconds", idle.writes, 0,
             target=Target("value", "==", 0, "no writes when nothing changes"),
             note=f"{idle.reads:,} reads (watches and their renewals) in the same window"
             + (f"; writes: {dict(idle.by_resource or {})}" if idle.writes else ""),
         ),
         Measure(
-            "operator.peak_rss", f"{tag}: operator peak RSS", mib(peak_rss), mib(idle_rss), unit="MiB",
+            f"operator.{n}.peak_rss", f"{tag}: operator peak RSS", mib(peak_rss), mib(idle_rss), unit="MiB",
             baseline_label="idle, 0 integrations",
             note=f"VmHWM of the operator process; {((peak_rss or 0) - (idle_rss or 0)) / n:.0f} KiB per integration"
             if peak_rss and idle_rss else "",
         ),
         spread_measure(
-            "operator.cronjob_busiest_minute", f"{tag}: busiest CronJob start minute", observed, schedule,
+            f"operator.{n}.cronjob_busiest_minute", f"{tag}: busiest CronJob start minute", observed, schedule,
             n >= 1_000,
             note="from the CronJobs the operator wrote" + (
                 f"; with only {n} integrations the 2× bound is below what hashing can reach, so the target is "

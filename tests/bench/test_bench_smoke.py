@@ -31,10 +31,10 @@ COUNT_MEASURES = (
     "sync.40.records_delivered",
     "sync.quiet.qbo_requests",
     "throttle.40.requests",
-    "operator.settled",
-    "operator.writes_per_integration",
+    "operator.3.settled",
+    "operator.3.writes_per_integration",
     "schedule.120.busiest_minute",
-    "operator.cronjob_busiest_minute",
+    "operator.3.cronjob_busiest_minute",
     "gateway.webhooks_accepted",
 )
 
@@ -93,7 +93,7 @@ def test_counts_come_from_the_servers(results: Run) -> None:
     assert data["sync.40.records_delivered"]["met"] is True
     assert data["sync.quiet.greencheck_requests"]["value"] == 0
     assert data["sync.quiet.qbo_requests"]["baseline"] == 1
-    assert data["operator.settled"]["value"] == 3
+    assert data["operator.3.settled"]["value"] == 3
     assert data["gateway.webhooks_accepted"]["met"] is True
 
 

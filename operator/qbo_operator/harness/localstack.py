@@ -32,6 +32,15 @@ SYSTEM_NAMESPACE = "qbo-system"
 CHART = Path(__file__).resolve().parents[3] / "charts" / "qbo-operator"
 
 
+def _inherited() -> dict[str, str]:
+    """PATH and HOME, and PYTHONPATH when set: the processes run the same checkout as the caller (a git
+    worktree that shares another checkout's editable install points PYTHONPATH at its own code)."""
+    keep = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
+    if os.environ.get("PYTHONPATH"):
+        keep["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return keep
+
+
 class StackError(RuntimeError):
     pass
 
@@ -133,7 +142,7 @@ class LocalStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), **env},
+                env={**_inherited(), **env},
                 process_group=0,
             )
         proc = Process(name, popen, log_path)
@@ -219,9 +228,15 @@ class LocalStack:
         return f"{RELEASE}-{component}"
 
     def start_operator(self) -> Process:
+        proc = self.spawn_operator()
+        self.wait_http("operator", f"http://127.0.0.1:{self.operator_health_port}/healthz", timeout=90)
+        return proc
+
+    def spawn_operator(self) -> Process:
+        """`qbo-operator run` under the chart's ServiceAccount, without waiting for it to answer."""
         kubeconfig = self.cp.service_account_kubeconfig(SYSTEM_NAMESPACE, self.service_account("operator"))
         env = {**self.base_env(), "KUBECONFIG": str(kubeconfig), "POD_NAMESPACE": SYSTEM_NAMESPACE}
-        proc = self.spawn(
+        return self.spawn(
             "operator",
             [
                 "run", "--standalone", "--all-namespaces",
@@ -229,8 +244,6 @@ class LocalStack:
             ],
             env,
         )  # fmt: skip
-        self.wait_http("operator", f"http://127.0.0.1:{self.operator_health_port}/healthz", timeout=90)
-        return proc
 
     def start_gateway(self) -> Process:
         kubeconfig = self.cp.service_account_kubeconfig(SYSTEM_NAMESPACE, self.service_account("gateway"))

@@ -136,7 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=HOUSEKEEPING_INTERVAL,
         metavar="SECONDS",
-        help="how often each integration's timer re-checks link and token expiry (default 3600)",
+        help="how often the housekeeping scan looks for integrations whose Connect link or tokens are due "
+        "(default 3600)",
     )
     parser.add_argument(
         "--log-format", choices=["json", "text"], default=None, help="log format (default QBO_LOG_FORMAT, else json)"

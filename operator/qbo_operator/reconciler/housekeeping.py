@@ -1,10 +1,15 @@
-"""What depends on the clock, and the goodbye: the housekeeping timer and revoke-on-delete.
+"""What depends on the clock, and the goodbye: the housekeeping scan and revoke-on-delete.
 
-The timer re-runs the reconcile (the Connect link and the refresh token expire without any watch event),
-keeps a suspended integration's grant alive (no sync runs to refresh its rolling refresh token), and warns
-before Intuit's 5-year hard expiry, at most once a day. Deletion marks the token Secret (the fence against a
-refresh in flight, core/tokens.py), then revokes the marked refresh token at Intuit with bounded retries, and
-never blocks the deletion for good; garbage collection removes the owned objects."""
+One operator-wide scan (not a kopf timer per integration: at thousands of objects those are thousands of
+tasks, each holding its object's whole body) walks the integrations index every interval and, for each whose
+clock-dependent deadline has passed (`due`), re-runs the reconcile (the Connect link and the refresh token
+expire without any watch event), keeps a suspended integration's grant alive (no sync runs to refresh its
+rolling refresh token), and warns before Intuit's 5-year hard expiry, at most once a day. Everything else
+reaches the reconcile through watch events, so an idle fleet costs one pass over memory and no API call.
+
+Deletion marks the token Secret (the fence against a refresh in flight, core/tokens.py), then revokes the
+marked refresh token at Intuit with bounded retries, and never blocks the deletion for good; garbage
+collection removes the owned objects."""
 
 from __future__ import annotations
 
@@ -21,10 +26,9 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from qbo_operator.core import names, oauth, token_secret, tokens
 from qbo_operator.core.models import Integration, Phase, Tokens, TokenSecretError, rfc3339
-from qbo_operator.core.status import Reason
-from qbo_operator.reconciler import ownership
-from qbo_operator.reconciler.conditions import TokenState
-from qbo_operator.reconciler.reconcile import Runtime
+from qbo_operator.core.status import CONNECTED, Reason
+from qbo_operator.reconciler.conditions import CONNECT_LINK_RENEW_BEFORE_SECONDS, TokenState
+from qbo_operator.reconciler.reconcile import MAX_CONCURRENT_RECONCILES, Runtime
 from qbo_operator.reconciler.views import plain
 from qbo_operator.reconciler.writes import describe
 
@@ -42,16 +46,79 @@ def _ref(integ: Integration) -> dict[str, str]:
     return {"namespace": integ.namespace, "name": integ.name, "kind": names.KIND}
 
 
+def due(integ: Integration, token: TokenState | None, now: dt.datetime, warned_day: str | None) -> bool:
+    """Whether the clock alone has changed what `tick` would do for this integration (pure): its Connect
+    link is within a day of expiry, its refresh token has expired while the status still says Connected, a
+    suspended integration's grant needs its keep-alive refresh, or today's hard-expiry warning is owed."""
+    status = integ.status
+    if integ.deleting:
+        return False
+    link_expires = status.authorization_url_expires_at
+    if link_expires is not None and (link_expires - now).total_seconds() < CONNECT_LINK_RENEW_BEFORE_SECONDS:
+        return True
+    if token is None or not token.valid:
+        return False
+    expires, hard = token.refresh_token_expires_at, token.refresh_token_hard_expires_at
+    connected = status.condition(CONNECTED)
+    if expires is not None and expires <= now and connected is not None and connected.status == "True":
+        return True
+    if status.phase != Phase.CONNECTED:
+        return False
+    if integ.spec.suspend and expires is not None and expires - now <= KEEPALIVE_WINDOW:
+        return True
+    return hard is not None and hard - now <= HARD_EXPIRY_WARNING and warned_day != now.strftime("%Y%m%d")
+
+
+def _owned_token(runtime: Runtime, integ: Integration) -> TokenState | None:
+    view = runtime.secret(integ.namespace, integ.token_secret_name)
+    return view.token if view is not None and integ.uid in view.owner_uids else None
+
+
+async def scan(runtime: Runtime, now: dt.datetime | None = None) -> int:
+    """One pass over the integrations index: `tick` each integration that is `due`; returns how many."""
+    now = now or dt.datetime.now(dt.UTC)
+    keys = []
+    for namespace, name in runtime.integration_keys():
+        body = runtime.body(namespace, name)
+        if body is None:
+            continue
+        integ = Integration.from_object(body)
+        state = runtime.states.get((namespace, name))
+        if due(integ, _owned_token(runtime, integ), now, state.warned_day if state is not None else None):
+            keys.append((namespace, name))
+    limit = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
+
+    async def bounded(namespace: str, name: str) -> None:
+        async with limit:
+            await tick(runtime, namespace, name)
+
+    await asyncio.gather(*(bounded(*key) for key in keys))
+    return len(keys)
+
+
+async def scan_forever(runtime: Runtime, interval: float) -> None:
+    """The housekeeping loop, started once at operator start-up. The first pass waits one interval: the
+    start-up listing reconciles every integration anyway, so a restart adds no herd of its own."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            ticked = await scan(runtime)
+        except Exception:
+            log.exception("housekeeping scan failed; trying again at the next interval")
+            continue
+        if ticked:
+            log.info("housekeeping: %d integrations were due", ticked)
+
+
 async def tick(runtime: Runtime, namespace: str, name: str) -> None:
-    """The timer: re-check what depends on the clock (Connect link expiry, refresh-token expiry), keep a
-    suspended integration's grant alive, and warn before Intuit's hard expiry."""
+    """Re-check what depends on the clock (Connect link expiry, refresh-token expiry), keep a suspended
+    integration's grant alive, and warn before Intuit's hard expiry."""
     await runtime.reconcile(namespace, name)
     body = runtime.body(namespace, name)
     if body is None:
         return
     integ = Integration.from_object(body)
-    view = runtime.secret(namespace, integ.token_secret_name)
-    token = view.token if view is not None and ownership.owned_by(view.observed, integ.uid) else None
+    token = _owned_token(runtime, integ)
     if token is None or not token.valid or integ.status.phase != Phase.CONNECTED:
         return
     now = dt.datetime.now(dt.UTC)

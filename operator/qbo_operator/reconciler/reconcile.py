@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -32,7 +32,7 @@ from qbo_operator.core.status import SYNCED, Reason
 from qbo_operator.reconciler import conditions, manifests, ownership
 from qbo_operator.reconciler.conditions import Computed, Observed, SpecProblem, TokenState
 from qbo_operator.reconciler.metrics import OperatorMetrics
-from qbo_operator.reconciler.views import IntegrationState, Key, Views, fresher, plain
+from qbo_operator.reconciler.views import IntegrationState, Key, Views, integration_essence, snapshot
 from qbo_operator.reconciler.writes import Writer, describe
 
 log = logging.getLogger("qbo_operator.operator")
@@ -73,6 +73,13 @@ class Runtime(Views):
         self.metrics = metrics
         self.writer = Writer(kube, metrics)
         self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
+        self._background: list[asyncio.Task[None]] = []
+        self._started = time.monotonic()
+        self._reconciled = False
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (the housekeeping scan) until the operator stops."""
+        self._background.append(asyncio.create_task(work))
 
     # one integration at a time, errors retried ------------------------------------------------
     async def reconcile(self, namespace: str, name: str) -> None:
@@ -94,6 +101,13 @@ class Runtime(Views):
             else:
                 self.metrics.reconcile_total.labels(result="success").inc()
                 self.state(key).failures = 0
+                if not self._reconciled:
+                    self._reconciled = True  # kopf ran no handler before every index was filled: say when
+                    log.info(
+                        "first reconcile %.1fs after start-up, %d integrations indexed",
+                        time.monotonic() - self._started,
+                        len(self.integration_keys()),
+                    )
             finally:
                 self.metrics.reconcile_duration.observe(time.monotonic() - started)
 
@@ -122,7 +136,8 @@ class Runtime(Views):
             self.states[(namespace, name)] = IntegrationState(lock=state.lock)
 
     async def stop(self) -> None:
-        tasks = [state.retry for state in self.states.values() if state.retry is not None]
+        tasks = [state.retry for state in self.states.values() if state.retry is not None] + self._background
+        self._background = []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -167,7 +182,7 @@ class Runtime(Views):
             written = await self.writer.annotate(
                 namespace, name, {conditions.CONNECTED_ENVIRONMENT_ANNOTATION: integ.spec.environment}
             )
-            state.written = plain(written)
+            state.written = snapshot(integration_essence(written))
 
         handled = await self._sync_request(integ, computed, cron, cronjob_uid)
         await self._write_status(self.body(namespace, name) or body, integ, computed, handled, now)
@@ -272,14 +287,13 @@ class Runtime(Views):
         """The token Secret's state, creating it (empty, ours) when the name is free; a Secret of that name
         that is not ours is a conflict: its contents are never used, its metadata never changed."""
         key, secret_name = (owner.namespace, owner.name), integ.token_secret_name
-        state = self.state(key)
         view = self.secret(owner.namespace, secret_name)
-        observed = fresher(view.observed if view is not None else None, state.children.get(("Secret", secret_name)))
+        observed = self.child(key, "secrets", "Secret", secret_name)
         token = view.token if view is not None and view.token is not None else TokenState.missing()
         if observed is None:
             created = await self.writer.create_token_secret(owner.namespace, owner.name, owner.uid, secret_name)
             if created is not None:
-                state.children[("Secret", secret_name)] = manifests.comparable(created)
+                self.remember_child(key, "Secret", secret_name, manifests.comparable(created))
                 log.info("created token Secret %s", secret_name, extra={"k8s_ref": _ref(*key, "Secret")})
                 return TokenState.missing(), None
             raw = await self.writer.read("Secret", owner.namespace, secret_name)  # exists, not labelled by us
@@ -301,7 +315,7 @@ class Runtime(Views):
                 raw = await self.writer.read(kind, namespace, name)
                 observed = manifests.comparable(raw) if raw is not None else None
                 if observed is not None and ownership.owned_by(observed, owner.uid, home_key):
-                    self.state(key).children[(kind, name)] = observed
+                    self.remember_child(key, kind, name, observed)
             if (problem := ownership.conflict(kind, name, observed, owner.uid, home_key=home_key)) is not None:
                 return problem
         return None
@@ -341,7 +355,7 @@ class Runtime(Views):
             assert observed is not None
             return observed
         written = manifests.comparable(await self.writer.apply(obj))
-        self.state(owner).children[(kind, meta["name"])] = written
+        self.remember_child(owner, kind, meta["name"], written)
         log.info("applied %s %s", kind, meta["name"], extra={"k8s_ref": _ref(meta["namespace"], meta["name"], kind)})
         return written
 
@@ -405,7 +419,7 @@ class Runtime(Views):
         if not patch:
             return
         written = await self.writer.patch_status(integ.namespace, integ.name, patch)
-        self.state((integ.namespace, integ.name)).written = plain(written)
+        self.state((integ.namespace, integ.name)).written = snapshot(integration_essence(written))
         log.info("status updated: %s", ", ".join(sorted(patch)), extra={"k8s_ref": _ref(integ.namespace, integ.name)})
         if (event := conditions.phase_event(raw_status.get("phase"), computed)) is not None:
             await self.writer.event(integ, *event)

@@ -1,15 +1,15 @@
 """The kopf handlers on a fresh registry: they read, call the pure functions and write (docs/design.md §1, §2).
 
-Indexes fill the views (`views`); every watch event of the CR or of a labelled child calls the one
-level-based reconcile (`reconcile`); a timer per integration runs the housekeeping and deletion revokes the
-grant (`housekeeping`). kopf itself writes only its finalizer (and its progress annotations while a
-deletion handler retries): there are no create/update handlers, so the diff-base annotation is never
-needed (`controller.NoDiffBase`). Nothing registers at import time."""
+Indexes fill the views (`views`) with summaries, never whole bodies; every watch event of the CR or of a
+labelled child calls the one level-based reconcile (`reconcile`); one operator-wide scan, started at start-up,
+runs the housekeeping of the integrations that are due, and deletion revokes the grant (`housekeeping`).
+kopf itself writes only its finalizer (and its progress annotations while a deletion handler retries): there
+are no create/update handlers, so the diff-base annotation is never needed (`controller.NoDiffBase`), and no
+timers or daemons, so kopf keeps no live body per object. Nothing registers at import time."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,9 +33,12 @@ from qbo_operator.reconciler.views import (
     JobView,
     Key,
     SecretView,
+    Snapshot,
+    integration_essence,
     job_view,
     plain,
     secret_view,
+    snapshot,
 )
 
 Resource = tuple[str, str, str]
@@ -58,14 +61,14 @@ def _owner_namespace(labels: Mapping[str, str], namespace: str | None) -> str:
 def build_registry(housekeeping_interval: float = HOUSEKEEPING_INTERVAL) -> kopf.OperatorRegistry:
     """All handlers on a fresh registry (nothing registers at import time)."""
     registry = kopf.OperatorRegistry()
-    _register_lifecycle(registry)
+    _register_lifecycle(registry, housekeeping_interval)
     _register_indexes(registry)
     _register_events(registry)
-    _register_timers(registry, housekeeping_interval)
+    _register_deletion(registry)
     return registry
 
 
-def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
+def _register_lifecycle(registry: kopf.OperatorRegistry, housekeeping_interval: float) -> None:
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         info: kopf.ConnectionInfo | None = await kopf.login_via_async_client(**kwargs)
@@ -76,6 +79,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
         runtime = _runtime(memo)
         runtime.indices.update({name: kwargs[name] for name in INDEXES})
         await runtime.ensure_platform_credentials()
+        runtime.background(housekeeping.scan_forever(runtime, housekeeping_interval))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(*, memo: Any, **_: Any) -> None:
@@ -83,13 +87,13 @@ def _register_lifecycle(registry: kopf.OperatorRegistry) -> None:
 
     @kopf.on.probe(id="integrations", registry=registry)
     async def probe(*, memo: Any, **_: Any) -> int:
-        return sum(1 for _ in _runtime(memo).integration_bodies())
+        return len(_runtime(memo).integration_keys())
 
 
 def _register_indexes(registry: kopf.OperatorRegistry) -> None:
     @kopf.index(*CR, id="integrations", registry=registry)
-    async def integrations(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
-        return {(namespace or "", name): plain(body)}
+    async def integrations(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Snapshot]:
+        return {(namespace or "", name): snapshot(integration_essence(body))}
 
     @kopf.index(*CR, id="realm_claims", registry=registry)
     async def realm_claims(*, namespace: str | None, name: str, status: kopf.Status, **_: Any) -> dict[str, Key]:
@@ -111,8 +115,8 @@ def _register_indexes(registry: kopf.OperatorRegistry) -> None:
 
     def child_index(resource: Resource, index_id: str) -> None:
         @kopf.index(*resource, id=index_id, labels=LABELLED, registry=registry)
-        async def index(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
-            return {(namespace or "", name): manifests.comparable(body)}
+        async def index(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Snapshot]:
+            return {(namespace or "", name): snapshot(manifests.comparable(body))}
 
     child_index(SERVICE_ACCOUNTS, "serviceaccounts")
     child_index(ROLES, "roles")
@@ -177,16 +181,7 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
     child_event(JOBS, "job_event")
 
 
-def _register_timers(registry: kopf.OperatorRegistry, housekeeping_interval: float) -> None:
-    def spread(*, namespace: str | None, name: str, **_: Any) -> float:
-        """Start each integration's timer at its own offset, so a restart does not fire them all at once."""
-        digest = int.from_bytes(hashlib.sha256(f"{namespace}/{name}".encode()).digest()[:4], "big")
-        return float(digest % max(1, int(housekeeping_interval)))
-
-    @kopf.timer(*CR, id="housekeeping", interval=housekeeping_interval, initial_delay=spread, registry=registry)
-    async def timer(*, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-        await housekeeping.tick(_runtime(memo), namespace or "", name)
-
+def _register_deletion(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.delete(*CR, id="revoke", registry=registry, timeout=600, retries=DELETE_HANDLER_RETRIES, backoff=10)
     async def revoke(*, body: kopf.Body, retry: int, memo: Any, **_: Any) -> None:
         await housekeeping.finalize(_runtime(memo), body, retry)

@@ -6,13 +6,21 @@ CRs, the labelled Secrets (token and credentials Secrets, summarised without the
 ServiceAccounts, Roles, RoleBindings, CronJobs and sync Jobs. `Views` answers the reconcile's questions
 from them: the CR and each child as fresh as we know it, the token, the last finished Job, and who holds a
 QuickBooks realm. What the operator remembers about one integration between reconciles is one
-`IntegrationState`, so forgetting an integration drops one entry."""
+`IntegrationState`, so forgetting an integration drops one entry.
+
+Memory grows with the fleet (six kinds of object per integration), so nothing here keeps a whole body: an
+index holds a `Snapshot`, the fields the reconcile reads (the CR without managedFields and foreign
+annotations; a child as `manifests.comparable` reduces it) as compressed JSON with its resourceVersion,
+unpacked only while a reconcile compares it. Our own writes are kept the same way, and only until the watch
+catches up with them."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import datetime as dt
+import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,25 +61,76 @@ Key = tuple[str, str]
 # --- what the indexes hold -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An object reduced to what the reconcile reads, as compressed JSON (a tenth of the memory of the
+    parsed dict, which matters at 10,000 integrations), with the resourceVersion to order it by."""
+
+    resource_version: int
+    blob: bytes
+
+    def object(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(zlib.decompress(self.blob))
+        return out
+
+
+def snapshot(obj: Mapping[str, Any]) -> Snapshot:
+    blob = zlib.compress(json.dumps(obj, separators=(",", ":"), default=str).encode())
+    return Snapshot(_rv(obj), blob)
+
+
+def newer(indexed: Snapshot | None, written: Snapshot | None) -> Snapshot | None:
+    """`fresher` on snapshots: our own write until the watch catches up with it."""
+    if written is None:
+        return indexed
+    if indexed is None or written.resource_version > indexed.resource_version:
+        return written
+    return indexed
+
+
+def integration_essence(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a QuickbooksIntegration the reconcile, the housekeeping and the metrics read: spec,
+    status and the metadata they use (annotations under our group only; not managedFields)."""
+    meta = body.get("metadata") or {}
+    kept = {k: meta[k] for k in _CR_METADATA if k in meta}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(names.GROUP + "/")}
+    if annotations:
+        kept["annotations"] = annotations
+    return {"metadata": kept, "spec": body.get("spec") or {}, "status": body.get("status") or {}}
+
+
+_CR_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "finalizers",
+)
+
+
+@dataclass(frozen=True, slots=True)
 class SecretView:
     """A labelled Secret without its values: token Secrets parsed, credentials Secrets digested."""
 
     integration: str
     credentials: bool
     token: TokenState | None
-    observed: dict[str, Any]
+    owner_uids: tuple[str, ...]
+    snapshot: Snapshot
+
+    @property
+    def observed(self) -> dict[str, Any]:
+        return self.snapshot.object()
 
     @property
     def resource_version(self) -> str:
-        return str(self.observed["metadata"].get("resourceVersion", ""))
-
-    @property
-    def owner_references(self) -> list[dict[str, Any]]:
-        return list(self.observed["metadata"].get("ownerReferences") or [])
+        return str(self.snapshot.resource_version)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobView:
     name: str
     trigger: str | None
@@ -115,7 +174,10 @@ def secret_view(body: Mapping[str, Any]) -> SecretView:
     labels = meta.get("labels") or {}
     credentials = labels.get(manifests.COMPONENT_LABEL) == manifests.CREDENTIALS_COMPONENT
     token = None if credentials else TokenState.from_secret_data(body.get("data"))
-    return SecretView(labels.get(names.INTEGRATION_LABEL, ""), credentials, token, manifests.comparable(body))
+    owners = tuple(str(o.get("uid", "")) for o in meta.get("ownerReferences") or [])
+    return SecretView(
+        labels.get(names.INTEGRATION_LABEL, ""), credentials, token, owners, snapshot(manifests.comparable(body))
+    )
 
 
 def _rv(obj: Mapping[str, Any] | None) -> int:
@@ -151,8 +213,8 @@ class IntegrationState:
     housekeeping learnt (a dead grant to record, the day of the last hard-expiry warning)."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    written: dict[str, Any] | None = None  # the CR as our last write returned it
-    children: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (kind, name): our last write
+    written: Snapshot | None = None  # the CR as our last write returned it, until the watch catches up
+    children: dict[tuple[str, str], Snapshot] = field(default_factory=dict)  # (kind, name): our last write, the same
     refused_cronjob: dict[int, SpecProblem] = field(default_factory=dict)  # by generation
     failures: int = 0
     retry: asyncio.Task[None] | None = None
@@ -179,28 +241,43 @@ class Views:
     def index(self, name: str) -> kopf.Index[Any, Any] | None:
         return self.indices.get(name)
 
-    def integration_bodies(self) -> Iterable[dict[str, Any]]:
+    def integration_keys(self) -> list[Key]:
         index = self.index("integrations")
-        if index is None:
-            return []
-        return [body for store in list(index.values()) for body in list(store)]
+        return list(index.keys()) if index is not None else []
+
+    def integration_bodies(self) -> Iterable[dict[str, Any]]:
+        return [body for key in self.integration_keys() if (body := self.body(*key)) is not None]
 
     def body(self, namespace: str, name: str) -> dict[str, Any] | None:
-        indexed = only(self.index("integrations"), (namespace, name))
+        indexed: Snapshot | None = only(self.index("integrations"), (namespace, name))
         if indexed is None:
             return None  # deleted (or not listed): never resurrect it from our own writes
         state = self.states.get((namespace, name))
-        return fresher(indexed, state.written if state is not None else None)
+        written = state.written if state is not None else None
+        if state is not None and written is not None and written.resource_version <= indexed.resource_version:
+            state.written = written = None  # the watch has caught up: keep one copy, the index's
+        chosen = newer(indexed, written)
+        return chosen.object() if chosen is not None else None
 
     def child(
         self, owner: Key, index: str, kind: str, name: str, namespace: str | None = None
     ) -> dict[str, Any] | None:
         """A child of `owner` named `name` (in `namespace`, by default the owner's), as fresh as we know it."""
         indexed = only(self.index(index), (namespace or owner[0], name))
-        if index == "secrets" and indexed is not None:
-            indexed = indexed.observed
+        if isinstance(indexed, SecretView):
+            indexed = indexed.snapshot
         state = self.states.get(owner)
-        return fresher(indexed, state.children.get((kind, name)) if state is not None else None)
+        written = state.children.get((kind, name)) if state is not None else None
+        caught_up = written is not None and indexed is not None and written.resource_version <= indexed.resource_version
+        if state is not None and caught_up:
+            del state.children[(kind, name)]  # keep one copy, the index's
+            written = None
+        chosen = newer(indexed, written)
+        return chosen.object() if chosen is not None else None
+
+    def remember_child(self, owner: Key, kind: str, name: str, written: Mapping[str, Any]) -> None:
+        """Our write of a child, until the watch brings it (a reconcile meanwhile must not write it again)."""
+        self.state(owner).children[(kind, name)] = snapshot(written)
 
     def forget_child(self, owner: Key, kind: str, name: str) -> None:
         """Our last write of a child that is gone now: the next reconcile must not mistake it for present."""
@@ -228,8 +305,8 @@ class Views:
                 continue
             integ, view = Integration.from_object(body), self.secret(ns, secret_name)
             # Only the integration whose uid owns the Secret holds its realm: naming a Secret claims nothing.
-            owners = view.owner_references if view is not None else []
-            if integ.token_secret_name == secret_name and any(o.get("uid") == integ.uid for o in owners):
+            owners = view.owner_uids if view is not None else ()
+            if integ.token_secret_name == secret_name and integ.uid in owners:
                 holders.add((ns, integration))
         return holders
 
