@@ -68,7 +68,7 @@ def test_intuit_test_vector_verifies_and_any_changed_byte_is_refused(
     assert "6q+xGyMirJupwKTh2" not in gw.log() and VECTOR_TOKEN not in gw.log()
 
 
-def test_both_formats_count_payment_events_once_each(
+def test_both_formats_count_payment_and_invoice_events_once_each(
     cluster: ControlPlane, namespace: str, gateway_factory: GatewayFactory, keys: Keys
 ) -> None:
     realm, other = unique_realm(), unique_realm() + "7"
@@ -101,7 +101,8 @@ def test_both_formats_count_payment_events_once_each(
     assert gw.post_webhook(legacy_body).status_code == 200
     assert gw.post_webhook(ce_body, content_type="application/cloudevents+json").status_code == 200
 
-    wait_for("5 payment events for acme", lambda: webhook_count(cluster, namespace, "acme") == 5)
+    # 5 payment and 2 invoice events (the entities the sync reads; sync/gate.py)
+    wait_for("7 events for acme", lambda: webhook_count(cluster, namespace, "acme") == 7)
     wait_for("1 payment event for other", lambda: webhook_count(cluster, namespace, "other") == 1)
     webhook = qbi(cluster, namespace, "acme")["status"]["webhook"]
     assert webhook["lastEventTime"].endswith("Z")

@@ -227,6 +227,13 @@ HOME = "qbo-system"
 CLAIMS_NAMESPACE = HOME
 GATEWAY_CLAIM_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "delete"]},
+    # the webhook coverage Leases (the chart's webhook-coverage-rbac.yaml)
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["qbo-webhooks-production", "qbo-webhooks-sandbox"],
+        "verbs": ["get", "update"],
+    },
 ]
 
 
