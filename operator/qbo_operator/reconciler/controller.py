@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from qbo_operator.core import kube, names
 from qbo_operator.core import logging as logs
 from qbo_operator.core.config import load_settings
+from qbo_operator.reconciler import memtrace
 from qbo_operator.reconciler.housekeeping import HOUSEKEEPING_INTERVAL
 from qbo_operator.reconciler.metrics import READ_BUDGET, OperatorMetrics
 from qbo_operator.reconciler.reconcile import Runtime
@@ -157,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Any) -> int:
+    memtrace.install(asyncio.get_running_loop())  # a diagnostic, off unless QBO_TRACEMALLOC is set
     standalone = args.peering is None
     kopf_settings = operator_settings(standalone, args.priority)
     registry = build_registry(args.housekeeping_interval)
