@@ -34,10 +34,12 @@ CHART = Path(__file__).resolve().parents[3] / "charts" / "qbo-operator"
 
 def _inherited() -> dict[str, str]:
     """PATH and HOME, and PYTHONPATH when set: the processes run the same checkout as the caller (a git
-    worktree that shares another checkout's editable install points PYTHONPATH at its own code)."""
+    worktree that shares another checkout's editable install points PYTHONPATH at its own code); and the
+    operator's memory diagnostic (`reconciler.memtrace`) when the caller turned it on."""
     keep = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
-    if os.environ.get("PYTHONPATH"):
-        keep["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    for name in ("PYTHONPATH", "QBO_TRACEMALLOC", "QBO_TRACEMALLOC_FRAMES"):
+        if os.environ.get(name):
+            keep[name] = os.environ[name]
     return keep
 
 

@@ -76,12 +76,36 @@ class Runtime(Views):
         self._background: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
         self._reconciled = False
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._workers: list[asyncio.Task[None]] = []
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` (the housekeeping scan) until the operator stops."""
         self._background.append(asyncio.create_task(work))
 
     # one integration at a time, errors retried ------------------------------------------------
+    def request(self, namespace: str, name: str) -> None:
+        """Queue a reconcile and return at once; a key already waiting is queued once. The watch handlers call
+        this rather than awaiting `reconcile`: an awaiting handler keeps kopf's per-object worker alive, with the
+        event's parsed body, its queue and the handler's coroutine, for as long as it waits its turn, which in
+        a creation burst is thousands of objects at once (the operator's memory peak, issue 20); and the ~8
+        events of a new integration's children coalesce into fewer passes. A key is dequeued before its pass
+        starts, so an event during a pass queues the next one (the reconcile reads levels)."""
+        key = (namespace, name)
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
+        if not self._workers:
+            self._workers = [asyncio.create_task(self._work()) for _ in range(MAX_CONCURRENT_RECONCILES)]
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            await self.reconcile(*key)  # logs and schedules its own retry on failure
+
     async def reconcile(self, namespace: str, name: str) -> None:
         """Bring one integration to its desired state; errors are logged and retried with back-off."""
         key = (namespace, name)
@@ -136,8 +160,9 @@ class Runtime(Views):
             self.states[(namespace, name)] = IntegrationState(lock=state.lock)
 
     async def stop(self) -> None:
-        tasks = [state.retry for state in self.states.values() if state.retry is not None] + self._background
-        self._background = []
+        tasks = [state.retry for state in self.states.values() if state.retry is not None]
+        tasks += self._background + self._workers
+        self._background, self._workers = [], []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,15 +1,15 @@
 """The kopf handlers on a fresh registry: they read, call the pure functions and write (docs/design.md §1, §2).
 
 Indexes fill the views (`views`) with summaries, never whole bodies; every watch event of the CR or of a
-labelled child calls the one level-based reconcile (`reconcile`); one operator-wide scan, started at start-up,
-runs the housekeeping of the integrations that are due, and deletion revokes the grant (`housekeeping`).
+labelled child queues the one level-based reconcile (`Runtime.request`: the handler returns at once, so kopf's
+per-object worker does not wait, holding the event, for a reconcile's turn); one operator-wide scan, started at
+start-up, runs the housekeeping of the integrations that are due, and deletion revokes the grant (`housekeeping`).
 kopf itself writes only its finalizer (and its progress annotations while a deletion handler retries): there
 are no create/update handlers, so the diff-base annotation is never needed (`controller.NoDiffBase`), and no
 timers or daemons, so kopf keeps no live body per object. Nothing registers at import time."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -138,9 +138,10 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
             runtime.forget(namespace, name)
             realm = (body.get("status") or {}).get("realmId")
             if realm:
-                await asyncio.gather(*(runtime.reconcile(*peer) for peer in runtime.realm_holders(realm)))
+                for peer in runtime.realm_holders(realm):
+                    runtime.request(*peer)
             return
-        await runtime.reconcile(namespace, name)
+        runtime.request(namespace, name)
 
     @kopf.on.event(*SECRETS, id="secret_event", labels=LABELLED, registry=registry)
     async def secret_event(
@@ -152,7 +153,8 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
         targets = runtime.secret_targets(namespace, name, _integration_of(labels), None if type == "DELETED" else body)
         if type is None:
             return  # the initial listing: every integration is reconciled by its own listing event
-        await asyncio.gather(*(runtime.reconcile(*target) for target in targets))
+        for target in targets:
+            runtime.request(*target)
 
     def child_event(resource: Resource, event_id: str, sweep: str | None = None) -> None:
         """Reconcile the integration a child belongs to. `sweep` (a kind kept at home, where no ownerReference can
@@ -172,7 +174,7 @@ def _register_events(registry: kopf.OperatorRegistry) -> None:
                 await runtime.writer.delete(sweep, namespace or "", name)
                 return
             if type is not None:
-                await runtime.reconcile(owner_namespace, integration)
+                runtime.request(owner_namespace, integration)
 
     child_event(SERVICE_ACCOUNTS, "serviceaccount_event", sweep="ServiceAccount")
     child_event(ROLES, "role_event")
