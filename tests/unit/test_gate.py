@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from qbo_operator.core.webhook_coverage import MAX_GAP_SECONDS, Coverage, beat, from_lease, manifest
-from qbo_operator.sync.gate import Gate, Night, decide, message
+from qbo_operator.sync.gate import Gate, Night, decide, skip_message
 
 NOW = datetime(2026, 12, 4, 2, 30, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -81,7 +81,7 @@ def test_the_first_rule_that_applies_wins() -> None:
 
 
 def test_a_skipped_night_says_when_the_next_read_is_due() -> None:
-    text = message(Gate.NO_WEBHOOKS, QUIET)
+    text = skip_message(QUIET)
     assert "no QuickBooks reads" in text and (LAST_READ + 7 * DAY).date().isoformat() in text
 
 

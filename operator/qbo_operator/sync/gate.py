@@ -77,7 +77,7 @@ def decide(n: Night) -> Gate:
     return Gate.NO_WEBHOOKS
 
 
-def message(gate: Gate, n: Night) -> str:
+def skip_message(n: Night) -> str:
     """One sentence for status.lastSync.message on a skipped night."""
     assert n.last_read is not None
     due = n.last_read + timedelta(days=n.every_days)

@@ -176,7 +176,7 @@ class SyncRun(RunReport):
         tokens = await self._fresh_tokens(app, secret_name)
         self.gate, night = await self._gate(integ, self.connected_at)
         if self.gate is Gate.NO_WEBHOOKS:
-            self.skipped = gate.message(self.gate, night)
+            self.skipped = gate.skip_message(night)
             log.info("%s: %s", self.ref, self.skipped)
             return
         since = window_start(self.connected_at, self.watermark)
