@@ -176,8 +176,7 @@ class SyncRun(RunReport):
         tokens = await self._fresh_tokens(app, secret_name)
         self.gate, night = await self._gate(integ, self.connected_at)
         if self.gate is Gate.NO_WEBHOOKS:
-            self.skipped = gate.skip_message(night)
-            log.info("%s: %s", self.ref, self.skipped)
+            self.skipped = gate.skip_message(night)  # written and logged by _finish_ok
             return
         since = window_start(self.connected_at, self.watermark)
         kept = integ.status.rejected.payments if integ.status.rejected else []
