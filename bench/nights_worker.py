@@ -28,14 +28,20 @@ async def night(namespace: str, names: Sequence[str], concurrency: int) -> Count
     tuning = Tuning.from_env(os.environ)
     trigger = trigger_from_env(os.environ)
     gate = asyncio.Semaphore(concurrency)
+    done = 0
     async with kube_mod.connect() as kube:
 
         async def one(name: str) -> int:
+            nonlocal done
             async with gate:
                 run = SyncRun(
                     kube, settings, tuning, namespace, name, dry_run=False, trigger=trigger, job_name=f"{name}-nightly"
                 )
-                return await run.run()
+                code = await run.run()
+            done += 1
+            if done % 250 == 0:
+                print(f"progress: {done:,}/{len(names):,} runs", flush=True)
+            return code
 
         return Counter(await asyncio.gather(*(one(n) for n in names)))
 
