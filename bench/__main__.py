@@ -1,8 +1,9 @@
 """`python -m bench [--quick] [--only NAME ...]`: run the benchmarks, print the table, write results.json.
 
 Suites: sync (measure 1), throttle (2), operator (3), schedule (the `H` spread over 1,000 names), gateway
-(4). The run reports, it does not gate: it exits 0 when targets are missed, and 1 only when a
-measurement itself crashed (its rows then say so). The size flags exist for the smoke test."""
+(4), nights (a webhook-gated night for N companies, 5% with webhooks). The run reports, it does not gate: it
+exits 0 when targets are missed, and 1 only when a measurement itself crashed (its rows then say so). The size
+flags exist for the smoke test."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from bench import RESULTS, Measure, say, stop_children, table
 
-SUITES = ("sync", "throttle", "operator", "schedule", "gateway")
+SUITES = ("sync", "throttle", "operator", "schedule", "gateway", "nights")
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,12 @@ class Plan:
     load_seconds: float = 15.0
     latency_seconds: float = 15.0
     rounds: int = 3
+    nights: int = 10_000
 
 
 FULL = Plan()
 QUICK = Plan(sync_run=(1_000,), naive_max=1_000, throttled=None, integrations=100, idle_seconds=60.0,
-             load_seconds=4.0, latency_seconds=4.0, rounds=2)  # fmt: skip
+             load_seconds=4.0, latency_seconds=4.0, rounds=2, nights=200)  # fmt: skip
 
 
 class Context:
@@ -52,6 +54,7 @@ class Context:
         self.workdir = workdir
         self._cp: Any = None
         self._world: Any = None
+        self._nights_world: Any = None
         self._stack: Any = None
 
     @property
@@ -74,6 +77,15 @@ class Context:
         return self._world
 
     @property
+    def nights_world(self) -> Any:
+        """Sandboxes of its own: the sync suite moves its QBO sandbox's clock hours ahead, a night needs it true."""
+        if self._nights_world is None:
+            from bench.sync_bench import SyncWorld
+
+            self._nights_world = SyncWorld(self.cp, self.workdir / "nights")
+        return self._nights_world
+
+    @property
     def stack(self) -> Any:
         """The chart installed with helm; the operator and gateway run under its ServiceAccounts."""
         if self._stack is None:
@@ -91,7 +103,7 @@ class Context:
     def close(self) -> None:
         """Stop everything that was started, in reverse order, and keep going past a failure."""
         stop_children()
-        for part in (self._world, self._stack, self._cp):
+        for part in (self._nights_world, self._world, self._stack, self._cp):
             if part is None:
                 continue
             try:
@@ -123,6 +135,10 @@ def run_suite(name: str, ctx: Context) -> list[Measure]:
         from bench.gateway_bench import gateway_suite
 
         return gateway_suite(ctx.cp, ctx.stack, plan.load_seconds, plan.latency_seconds, plan.rounds)
+    if name == "nights":
+        from bench.nights_bench import nights_suite
+
+        return nights_suite(ctx.nights_world, plan.nights)
     raise ValueError(name)
 
 
@@ -160,6 +176,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     tiny.add_argument("--idle-seconds", type=float)
     tiny.add_argument("--spread-names", type=int)
     tiny.add_argument("--load-seconds", type=float)
+    tiny.add_argument("--nights", type=int, metavar="N", help="companies in the simulated night")
     p.add_argument("--throttled", type=int, metavar="N",
                    help="run measure 2 (sync under the throttle) at N payments, in quick mode too")  # fmt: skip
     return p.parse_args(argv)
@@ -177,6 +194,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         plan = replace(plan, spread_names=args.spread_names)
     if args.throttled:
         plan = replace(plan, throttled=args.throttled)
+    if args.nights:
+        plan = replace(plan, nights=args.nights)
     if args.load_seconds:
         plan = replace(plan, load_seconds=args.load_seconds, latency_seconds=args.load_seconds, rounds=1)
     return plan

@@ -193,6 +193,14 @@ class SyncWorld:
             raise BenchError(f"QBO sandbox {method} {path}: HTTP {resp.status_code} {resp.text[:300]}")
         return resp.json()
 
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """The QBO sandbox's control API (`/_sandbox…`, not metered), for the other suites."""
+        return self._qbo(method, path, body)
+
+    def requests_by_realm(self) -> dict[str, Counter[str]]:
+        """Every realm's request counters, from one read of the sandbox's state."""
+        return {str(r["realmId"]): Counter(r["requests"]) for r in self._qbo("GET", "/state")["realms"]}
+
     def sandbox_now(self) -> datetime:
         return parse_rfc3339(self._qbo("GET", "/state")["now"])
 

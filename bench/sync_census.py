@@ -80,6 +80,11 @@ class Census:
     expected_records: int = 0
     method_list: bool = False
     unchanged_in_scope: set[str] = field(default_factory=set)  # payment ids created since connectedAt, unchanged
+    # Payments created before connectedAt that a changed invoice lists: out of scope, so not in the bound, but a
+    # client that has not kept their creation times reads them to know (bench/README.md, measure 5).
+    before_connection: set[str] = field(default_factory=set)
+    listed_before_connection: list[str] = field(default_factory=list)
+    unnamed_method: bool = False  # a changed payment names its method by id only (delivering a record or not)
 
     @property
     def payment_objects(self) -> int:
@@ -145,14 +150,19 @@ def count_payments(census: Census, payments: Iterable[Json]) -> list[Json]:
     notes the payments in scope that did not change (`unchanged_in_scope`), which a changed invoice may list."""
     scope: list[Json] = []
     census.unchanged_in_scope = set()
+    census.before_connection = set()
     for p in payments:
         meta = p["MetaData"]
         in_scope = parse_rfc3339(meta["CreateTime"]) >= census.connected_at
+        if not in_scope:
+            census.before_connection.add(str(p["Id"]))
         if parse_rfc3339(meta["LastUpdatedTime"]) < census.since:
             if in_scope:
                 census.unchanged_in_scope.add(str(p["Id"]))
             continue
         census.changed_payments += 1
+        ref = p.get("PaymentMethodRef") or {}
+        census.unnamed_method |= bool(ref.get("value")) and not ref.get("name")
         if in_scope:
             scope.append(p)
     census.payments = len(scope)
@@ -168,6 +178,7 @@ def payments_to_read(census: Census, changed_invoices: Iterable[Json]) -> list[s
         for link in invoice.get("LinkedTxn", [])
         if link.get("TxnType") == "Payment"
     ]
+    census.listed_before_connection = [i for i in dict.fromkeys(listed) if i in census.before_connection]
     return [i for i in dict.fromkeys(listed) if i in census.unchanged_in_scope]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.nights_bench import changed_indices
 from bench.operator_bench import spread, start_minute
 from bench.sync_bench import throttle_floor_seconds, throttle_suite
 from bench.sync_census import expected_record_ids, qbo_lower_bound
@@ -36,6 +37,9 @@ COUNT_MEASURES = (
     "schedule.120.busiest_minute",
     "operator.3.cronjob_busiest_minute",
     "gateway.webhooks_accepted",
+    "nights.20.changed_qbo_requests",
+    "nights.20.skipped",
+    "nights.20.read",
 )
 
 
@@ -49,7 +53,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Run:
     argv = [
         sys.executable, "-m", "bench", "--quick", "--output", str(out),
         "--sync-sizes", "40", "--integrations", "3", "--idle-seconds", "2", "--spread-names", "120",
-        "--load-seconds", "1", "--throttled", "40",
+        "--load-seconds", "1", "--throttled", "40", "--nights", "20",
     ]  # fmt: skip
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert out.exists(), proc.stderr[-3000:]
@@ -95,6 +99,25 @@ def test_counts_come_from_the_servers(results: Run) -> None:
     assert data["sync.quiet.qbo_requests"]["baseline"] == 1
     assert data["operator.3.settled"]["value"] == 3
     assert data["gateway.webhooks_accepted"]["met"] is True
+
+
+def test_a_night_reads_only_the_companies_with_webhooks(results: Run) -> None:
+    """20 companies, 1 with webhooks: the other 19 skip (gate NoWebhooks) at 0 metered calls, the one reads."""
+    _, data = results
+    assert data["nights.20.unchanged_qbo_requests"]["value"] == 0
+    assert data["nights.20.skipped"]["value"] == data["nights.20.skipped"]["baseline"] == 19
+    assert data["nights.20.read"]["value"] == data["nights.20.read"]["baseline"] == 1
+    changed = data["nights.20.changed_qbo_requests"]
+    assert changed["value"] >= changed["baseline"] >= 1  # the floor is a floor: 1 CDC call at least
+    month = data["nights.20.monthly_projection"]
+    assert month["value"] == changed["value"] * 30 and month["met"] is True
+
+
+def test_five_percent_of_the_companies_change_spread_over_the_fleet() -> None:
+    assert len(changed_indices(10_000)) == 500
+    assert len(changed_indices(200)) == 10
+    assert changed_indices(20) == {0}
+    assert max(changed_indices(10_000)) < 10_000
 
 
 def test_the_throttled_run_compares_added_time_with_the_forced_time(results: Run) -> None:

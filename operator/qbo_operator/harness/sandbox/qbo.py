@@ -384,6 +384,7 @@ class QboSandbox(Bookkeeping):
         """A JSON-able summary: realms and counts, request counters, grants, faults, webhooks."""
         with self.lock:
             grants = list(self.authority.grants.values())
+            live = Counter(g.realm_id for g in grants if not g.revoked)  # once, not once a realm (10,000 realms)
             return {
                 "now": self.now().isoformat(),
                 "urls": self._urls() if self.base_url else None,
@@ -393,7 +394,7 @@ class QboSandbox(Bookkeeping):
                         "name": c.name,
                         "counts": c.counts(),
                         "requests": dict(self.realm_requests.get(c.realm_id, {})),
-                        "grants": sum(1 for g in grants if g.realm_id == c.realm_id and not g.revoked),
+                        "grants": live[c.realm_id],
                     }
                     for c in self.companies.values()
                 ],
