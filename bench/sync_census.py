@@ -83,6 +83,7 @@ class Census:
     # Payments created before connectedAt that a changed invoice lists: out of scope, so not in the bound, but a
     # client that has not kept their creation times reads them to know (bench/README.md, measure 5).
     before_connection: set[str] = field(default_factory=set)
+    unchanged_before_connection: set[str] = field(default_factory=set)
     listed_before_connection: list[str] = field(default_factory=list)
     unnamed_method: bool = False  # a changed payment names its method by id only (delivering a record or not)
 
@@ -151,6 +152,7 @@ def count_payments(census: Census, payments: Iterable[Json]) -> list[Json]:
     scope: list[Json] = []
     census.unchanged_in_scope = set()
     census.before_connection = set()
+    census.unchanged_before_connection = set()
     for p in payments:
         meta = p["MetaData"]
         in_scope = parse_rfc3339(meta["CreateTime"]) >= census.connected_at
@@ -159,6 +161,8 @@ def count_payments(census: Census, payments: Iterable[Json]) -> list[Json]:
         if parse_rfc3339(meta["LastUpdatedTime"]) < census.since:
             if in_scope:
                 census.unchanged_in_scope.add(str(p["Id"]))
+            else:
+                census.unchanged_before_connection.add(str(p["Id"]))
             continue
         census.changed_payments += 1
         ref = p.get("PaymentMethodRef") or {}
@@ -170,8 +174,11 @@ def count_payments(census: Census, payments: Iterable[Json]) -> list[Json]:
 
 
 def payments_to_read(census: Census, changed_invoices: Iterable[Json]) -> list[str]:
-    """L: payments in scope that a changed invoice lists and that did not change (their records carry the
-    invoice, so a correct client reads them again); none on a first night, where every one changed."""
+    """L: payments a changed invoice lists that did not change. Those in scope carry the invoice in their records,
+    so a correct client reads them again; one created before the connection can be told apart only by its
+    CreateTime, which is on the payment, so a client that keeps no state per payment reads it too. Except on a
+    first night: every payment in scope changed since the connection, so what is listed and unchanged is out of
+    scope and needs no read."""
     listed = [
         str(link["TxnId"])
         for invoice in changed_invoices
@@ -179,7 +186,9 @@ def payments_to_read(census: Census, changed_invoices: Iterable[Json]) -> list[s
         if link.get("TxnType") == "Payment"
     ]
     census.listed_before_connection = [i for i in dict.fromkeys(listed) if i in census.before_connection]
-    return [i for i in dict.fromkeys(listed) if i in census.unchanged_in_scope]
+    later = census.since > census.connected_at
+    unchanged = census.unchanged_in_scope | (census.unchanged_before_connection if later else set())
+    return [i for i in dict.fromkeys(listed) if i in unchanged]
 
 
 def finish(census: Census, scope: list[Json], invoices: Mapping[str, Json]) -> None:

@@ -416,7 +416,11 @@ class SyncRun(RunReport):
         """Read the group's missing invoices in bulk, and the payment methods' names when first needed."""
         assert self.qbo is not None
         found = await self.qbo.read_invoices(list(group.need), chunk=self.tuning.page_size) if group.need else {}
-        unnamed = any(p.payment_method_ref and not p.payment_method_ref.name for p in group.payments)
+        # only a payment that can have records needs its method's name (not voided, unapplied or out of scope)
+        unnamed = any(
+            p.payment_method_ref and not p.payment_method_ref.name and p.invoice_ids() and not self._skippable(p)
+            for p in group.payments
+        )
         if self._payment_methods is None and unnamed:
             self._payment_methods = await self._read_payment_methods()
         return self.grouper.resolve(group, found)
@@ -447,6 +451,7 @@ class SyncRun(RunReport):
         mapped = map_payment(
             payment, invoices, batcher.realm_id, self.connected_at, self._payment_methods, self._credit_cards
         )
+        self._linked.pop(payment.id, None)  # read in this run: no second read by id
         if mapped.payment_set is None:  # created before the connection (a changed invoice's): out of scope
             return
         for skip in mapped.skips:
@@ -454,7 +459,6 @@ class SyncRun(RunReport):
         if not mapped.payment_set.records:
             self.stats.payments_skipped += 1
         self._sent_tokens[payment.id] = payment.sync_token
-        self._linked.pop(payment.id, None)
         entry = self.ledger.open(payment.id, payment.sync_token, payment.changed_at if stream else None)
         await self._hand(entry, mapped.payment_set, batcher)
 
