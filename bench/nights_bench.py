@@ -324,13 +324,9 @@ def night_measures(n: int, members: Sequence[Member], night: Night, setup_second
     )
     quiet_gates = Counter(str(gates[m.name].get("gate")) for m in quiet)
     over = [m for m in changed if m.census is not None and calls[m.realm_id] > m.census.bound.requests]
-    # Companies whose changed invoices list payments created before connectedAt: out of the bound's scope, one
-    # `Id IN` read for a client that must read them to learn their creation time (bench/README.md, measure 5).
-    listing = [m for m in changed if m.census is not None and m.census.listed_before_connection]
-    # And those where a changed payment that delivers no record (unapplied, voided, out of scope) names its
-    # method by id only: the bound needs no PaymentMethod list for it; a client that looks before mapping does.
+    # Where a changed payment that delivers no record (credit-only after its invoices are read) names its method by
+    # id only: the bound needs no PaymentMethod list for it; the sync, which names methods before mapping, does.
     naming = [m for m in changed if m.census is not None and m.census.unnamed_method and not m.census.method_list]
-    with_them = floor + sum(1 for m in listing if m.census is not None and not m.census.payment_reads) + len(naming)
     night_calls = changed_calls + quiet_calls
     ungated = changed_calls + sum(max(calls[m.realm_id], 1) for m in quiet)
     tag = f"nights {n:,}"
@@ -347,12 +343,8 @@ def night_measures(n: int, members: Sequence[Member], night: Night, setup_second
             f"call + invoice and payment reads; companies by bound: "
             f"{', '.join(f'{c:,} at {b}' for b, c in sorted(floors.items()))}); "
             f"{len(over):,} companies above their bound. "
-            f"{len(listing):,} companies' changed invoices list payments created before connectedAt "
-            f"({sum(len(m.census.listed_before_connection) for m in listing if m.census is not None):,} payments, out "
-            f"of the bound's scope); {len(naming):,} companies' changed payments that deliver no record name their "
-            f"method by id only. One read of those payments each (where the bound has no payment read) and one "
-            f"PaymentMethod list each make {with_them:,} "
-            f"(ours / that = {changed_calls / with_them if with_them else math.nan:.3f})",
+            f"{len(naming):,} companies' changed payments that deliver no record name their method by id only "
+            f"(one PaymentMethod list each, beyond the bound)",
         ),
         Measure(
             f"nights.{n}.unchanged_qbo_requests", f"{tag}: metered QBO calls, companies without",
