@@ -12,8 +12,7 @@ from prometheus_client import generate_latest
 from qbo_operator.core import names
 from qbo_operator.reconciler import manifests
 from qbo_operator.reconciler.metrics import OperatorMetrics, integration_families
-from qbo_operator.reconciler.views import fresher as _fresher
-from qbo_operator.reconciler.views import job_view, secret_view
+from qbo_operator.reconciler.views import job_view, newer, secret_view, snapshot
 from tests.support.objects import COMPANY_ID, fake_tokens, token_secret
 
 
@@ -128,9 +127,10 @@ def test_secret_views_keep_no_values() -> None:
 
 
 def test_our_own_write_wins_until_the_watch_catches_up() -> None:
-    indexed = {"metadata": {"resourceVersion": "10"}, "v": "old"}
-    written = {"metadata": {"resourceVersion": "12"}, "v": "ours"}
-    assert _fresher(indexed, written) is written
-    assert _fresher({"metadata": {"resourceVersion": "13"}, "v": "newer"}, written)["v"] == "newer"  # type: ignore[index]
-    assert _fresher(indexed, None) is indexed
-    assert _fresher(None, written) is written
+    indexed = snapshot({"metadata": {"resourceVersion": "10"}, "v": "old"})
+    written = snapshot({"metadata": {"resourceVersion": "12"}, "v": "ours"})
+    assert newer(indexed, written) == (written, False)
+    caught_up = snapshot({"metadata": {"resourceVersion": "13"}, "v": "newer"})
+    assert newer(caught_up, written) == (caught_up, True)  # the caller drops its copy
+    assert newer(indexed, None) == (indexed, False)
+    assert newer(None, written) == (written, False)

@@ -79,13 +79,14 @@ def snapshot(obj: Mapping[str, Any]) -> Snapshot:
     return Snapshot(_rv(obj), blob)
 
 
-def newer(indexed: Snapshot | None, written: Snapshot | None) -> Snapshot | None:
-    """`fresher` on snapshots: our own write until the watch catches up with it."""
+def newer(indexed: Snapshot | None, written: Snapshot | None) -> tuple[Snapshot | None, bool]:
+    """Our own write until the watch catches up with it (resourceVersions of one object only grow), and whether
+    it has: then the caller drops its copy and keeps one, the index's."""
     if written is None:
-        return indexed
+        return indexed, False
     if indexed is None or written.resource_version > indexed.resource_version:
-        return written
-    return indexed
+        return written, False
+    return indexed, True
 
 
 def integration_essence(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -187,15 +188,6 @@ def _rv(obj: Mapping[str, Any] | None) -> int:
         return -1
 
 
-def fresher(indexed: dict[str, Any] | None, written: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Our own last write until the watch catches up with it (resourceVersions of one object only grow)."""
-    if written is None:
-        return indexed
-    if indexed is None or _rv(written) > _rv(indexed):
-        return written
-    return indexed
-
-
 def only(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
     """The one value an index holds under `key` (None when absent)."""
     if index is None:
@@ -253,10 +245,9 @@ class Views:
         if indexed is None:
             return None  # deleted (or not listed): never resurrect it from our own writes
         state = self.states.get((namespace, name))
-        written = state.written if state is not None else None
-        if state is not None and written is not None and written.resource_version <= indexed.resource_version:
-            state.written = written = None  # the watch has caught up: keep one copy, the index's
-        chosen = newer(indexed, written)
+        chosen, caught_up = newer(indexed, state.written if state is not None else None)
+        if state is not None and caught_up:
+            state.written = None
         return chosen.object() if chosen is not None else None
 
     def child(
@@ -267,12 +258,9 @@ class Views:
         if isinstance(indexed, SecretView):
             indexed = indexed.snapshot
         state = self.states.get(owner)
-        written = state.children.get((kind, name)) if state is not None else None
-        caught_up = written is not None and indexed is not None and written.resource_version <= indexed.resource_version
+        chosen, caught_up = newer(indexed, state.children.get((kind, name)) if state is not None else None)
         if state is not None and caught_up:
-            del state.children[(kind, name)]  # keep one copy, the index's
-            written = None
-        chosen = newer(indexed, written)
+            del state.children[(kind, name)]
         return chosen.object() if chosen is not None else None
 
     def remember_child(self, owner: Key, kind: str, name: str, written: Mapping[str, Any]) -> None:
