@@ -102,14 +102,14 @@ def test_index_follows_watch_events() -> None:
     assert keys(state, "2") == [] and state.get("a", "x") is None
 
 
-def test_relist_replaces_one_namespace_only() -> None:
+def test_listed_objects_are_put_and_a_relisted_one_replaces_its_old_realm() -> None:
     state = IndexState()
-    for o in (obj("a", "x", "1"), obj("a", "gone", "2"), obj("b", "y", "3")):
-        state.apply("ADDED", o)
-    state.replace_scope("a", [obj("a", "x", "1"), obj("a", "new", "4")])
-    assert keys(state, "2") == [] and keys(state, "4") == [("a", "new")] and keys(state, "3") == [("b", "y")]
-    state.replace_scope(None, [])
-    assert len(state) == 0
+    state.apply(None, obj("a", "x", "1"))
+    state.apply(None, obj("b", "y", "3"))
+    state.apply(None, obj("a", "x", "2"))  # listed again after a 410, with another realm
+    assert keys(state, "1") == [] and keys(state, "2") == [("a", "x")] and keys(state, "3") == [("b", "y")]
+    state.apply("DELETED", {"metadata": {"namespace": "a", "name": "x"}})  # gone from a relisting: name only
+    assert keys(state, "2") == [] and len(state) == 1
 
 
 # --- de-duplication ------------------------------------------------------------------------------------

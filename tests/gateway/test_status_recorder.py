@@ -40,7 +40,8 @@ async def indexed(kube: Kube, namespace: str) -> RealmIndex:
     """A realm index filled by one list (the watch is not needed to test the writer)."""
     index = RealmIndex(kube, [namespace])
     listing = await kube.custom.list_namespaced_custom_object(names.GROUP, names.VERSION, namespace, names.PLURAL)
-    index.state.replace_scope(namespace, listing["items"])
+    for item in listing["items"]:
+        index.state.apply(None, item)
     return index
 
 

@@ -1,5 +1,5 @@
-"""Pure parts of the control loop: the metrics collector over CR bodies, and the summaries the indexes
-keep of Jobs and Secrets (no secret values)."""
+"""Pure parts of the control loop: the metrics collector over CR bodies, the summaries the indexes keep of Jobs
+and Secrets (no secret values), the indexes themselves, and the Change a watch event is reduced to."""
 
 from __future__ import annotations
 
@@ -7,12 +7,27 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
 from qbo_operator.core import names
 from qbo_operator.reconciler import manifests
 from qbo_operator.reconciler.metrics import OperatorMetrics, integration_families
-from qbo_operator.reconciler.views import job_view, newer, secret_view, snapshot
+from qbo_operator.reconciler.registration import change
+from qbo_operator.reconciler.views import (
+    CR,
+    CRONJOBS,
+    JOBS,
+    ROLES,
+    SECRETS,
+    Index,
+    Views,
+    job_view,
+    newer,
+    only,
+    secret_view,
+    snapshot,
+)
 from tests.support.objects import COMPANY_ID, fake_tokens, token_secret
 
 
@@ -134,3 +149,102 @@ def test_our_own_write_wins_until_the_watch_catches_up() -> None:
     assert newer(caught_up, written) == (caught_up, True)  # the caller drops its copy
     assert newer(indexed, None) == (indexed, False)
     assert newer(None, written) == (written, False)
+
+
+# --- the indexes the informers fill ---------------------------------------------------------------
+
+
+def test_an_index_maps_each_key_to_every_object_that_names_it() -> None:
+    index = Index()
+    index.put(("t", "a"), {"913": ("t", "a")})
+    index.put(("t", "b"), {"913": ("t", "b")})
+    assert sorted(index.get("913") or ()) == [("t", "a"), ("t", "b")] and len(index) == 1
+    index.put(("t", "a"), {"914": ("t", "a")})  # a's realm changed: it leaves 913
+    assert list(index.get("913") or ()) == [("t", "b")] and list(index.get("914") or ()) == [("t", "a")]
+    index.drop(("t", "b"))
+    index.drop(("t", "b"))  # twice: nothing
+    assert index.get("913") is None and only(index, "914") == ("t", "a") and list(index.keys()) == ["914"]
+    index.put(("t", "a"), {})  # maps to nothing now
+    assert len(index) == 0 and only(index, "914") is None
+
+
+def cr(name: str, realm: str | None = None) -> dict[str, Any]:
+    return {**body(name, "Connected", **({"realmId": realm} if realm else {})), "apiVersion": "x"}
+
+
+def labelled(kind_body: dict[str, Any], integration: str, home: str | None = None) -> dict[str, Any]:
+    out = copy.deepcopy(kind_body)
+    labels = out["metadata"].setdefault("labels", {})
+    labels[names.INTEGRATION_LABEL] = integration
+    if home:
+        labels[names.INTEGRATION_NAMESPACE_LABEL] = home
+    return out
+
+
+def test_views_apply_listed_objects_and_events_to_every_index_of_their_kind() -> None:
+    views = Views()
+    views.apply(CR, None, cr("acme", "913"))
+    views.apply(CR, "ADDED", cr("bolt"))
+    assert sorted(views.integration_keys()) == [("tenants", "acme"), ("tenants", "bolt")]
+    assert views.realm_holders("913") == {("tenants", "acme")}
+    assert (views.body("tenants", "acme") or {})["status"]["realmId"] == "913"
+    views.apply(CR, "MODIFIED", cr("acme", "914"))
+    assert views.realm_holders("913") == set() and views.realm_holders("914") == {("tenants", "acme")}
+    secret = token_secret("tenants", "acme", fake_tokens("914"))
+    views.apply(SECRETS, None, secret)
+    assert (views.secret("tenants", secret["metadata"]["name"]) or Any).token.realm_id == "914"
+    job = labelled({"metadata": {"name": "j1", "namespace": "home"}, "status": {}}, "acme", home="tenants")
+    views.apply(JOBS, "ADDED", job)
+    assert views.indices["jobs"].get(("tenants", "acme")) is not None  # by the integration, not the Job
+    views.apply(JOBS, "DELETED", {"metadata": {"namespace": "home", "name": "j1"}})  # a relisting's name only
+    views.apply(CR, "DELETED", {"metadata": {"namespace": "tenants", "name": "acme"}})
+    assert views.integration_keys() == [("tenants", "bolt")] and views.realm_holders("914") == set()
+    assert views.indices["jobs"].get(("tenants", "acme")) is None and views.body("tenants", "acme") is None
+
+
+TOKEN_SECRET = token_secret("tenants", "acme", fake_tokens("77"))
+
+
+@pytest.mark.parametrize(
+    ("resource", "event", "obj", "expected"),
+    [
+        (CR, None, cr("acme", "913"), ("acme", None, "tenants", False, "913")),
+        (CR, "DELETED", cr("acme"), ("acme", None, "tenants", False, None)),
+        (SECRETS, "MODIFIED", TOKEN_SECRET, (None, "acme", "tenants", False, "77")),
+        (SECRETS, "DELETED", TOKEN_SECRET, (None, "acme", "tenants", False, None)),  # a deleted Secret holds none
+        (SECRETS, "ADDED", token_secret("tenants", "acme", None), (None, "acme", "tenants", False, None)),
+        (CRONJOBS, None, labelled({"metadata": {"name": "c", "namespace": "home"}}, "acme", home="tenants"),
+         ("c", "acme", "tenants", True, None)),
+        (ROLES, "ADDED", labelled({"metadata": {"name": "r", "namespace": "tenants"}}, "acme"),
+         ("r", "acme", "tenants", False, None)),
+        (ROLES, "ADDED", {"metadata": {"name": "r", "namespace": "tenants"}}, ("r", None, "tenants", False, None)),
+    ],
+)  # fmt: skip
+def test_a_change_keeps_only_what_handling_it_needs(
+    resource: Any, event: str | None, obj: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    what = change(resource, event, obj)
+    name, integration, owner_namespace, at_home, realm = expected
+    assert (what.integration, what.owner_namespace, what.at_home, what.realm) == (
+        integration,
+        owner_namespace,
+        at_home,
+        realm,
+    )
+    assert what.type == event and what.resource == resource
+    if name is not None:
+        assert what.name == name
+
+
+def test_an_object_gone_during_a_gap_is_handled_as_the_indexes_last_knew_it() -> None:
+    views = Views()
+    views.apply(CR, None, cr("acme", "913"))
+    cron = labelled({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c", "namespace": "home"}},
+                    "acme", home="tenants")  # fmt: skip
+    views.apply(CRONJOBS, None, cron)
+    # A relisting reports these two gone by name only; what the handler needs comes from the indexes.
+    gone_cr = change(CR, "DELETED", views.last_known(CR, ("tenants", "acme")) or {})
+    gone_cron = change(CRONJOBS, "DELETED", views.last_known(CRONJOBS, ("home", "c")) or {})
+    assert (gone_cr.name, gone_cr.realm) == ("acme", "913")
+    assert (gone_cron.integration, gone_cron.owner_namespace, gone_cron.at_home) == ("acme", "tenants", True)
+    assert views.last_known(CRONJOBS, ("home", "other")) is None and views.last_known(JOBS, ("home", "j")) is None

@@ -2,8 +2,8 @@
 
 One replica with `--standalone`: kopf's peering pauses peers of equal priority rather than electing a
 leader, so the chart runs exactly one pod with strategy Recreate. The kopf settings below are chosen for a
-production cluster: server-side watch timeouts (no silently dead streams), label-selected watches of the
-children, the finalizer and annotation prefix of `names`, and no diff-base annotation at all."""
+production cluster: server-side watch timeouts (no silently dead streams), the finalizer and annotation prefix of
+`names`, and no diff-base annotation at all. kopf watches only the CRs (`registration`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import asyncio
 import logging
 import socket
 import sys
-from collections.abc import Iterable
 from typing import Any
 
 import kopf
 from aiohttp import web
-from kopf._cogs.aiokits import aiotoggles
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
 from qbo_operator.core import kube, names
@@ -28,7 +26,6 @@ from qbo_operator.reconciler.housekeeping import HOUSEKEEPING_INTERVAL
 from qbo_operator.reconciler.metrics import READ_BUDGET, OperatorMetrics
 from qbo_operator.reconciler.reconcile import Runtime
 from qbo_operator.reconciler.registration import build_registry
-from qbo_operator.reconciler.views import CHILD_RESOURCES
 
 log = logging.getLogger("qbo_operator.reconciler.controller")
 
@@ -52,40 +49,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-class QuietToggleSet(aiotoggles.ToggleSet):
-    """kopf 1.45's start-up gate without its quadratic wake-ups. Before any handler runs, kopf makes one toggle per
-    listed object in one shared `ToggleSet(all)`, and every object's worker waits on the set's condition until all
-    are dropped; the stock set notifies *every* waiter on each make and drop, so N objects cost N² task wake-ups
-    (241 s of pure CPU before the first reconcile over 1,000 integrations, ~8,000 objects). Waiters here only
-    wait for the set's `is_on()`, and an individual toggle's own state never changes on a make or a drop, so
-    notifying only when `is_on()` flips wakes the same waiters at the same moments, once."""
-
-    async def make_toggle(self, __val: bool = False, *, name: str | None = None) -> aiotoggles.Toggle:
-        toggle = aiotoggles.Toggle(__val, name=name, condition=self._condition)
-        async with self._condition:
-            before = self.is_on()
-            self._toggles.add(toggle)
-            if self.is_on() != before:
-                self._condition.notify_all()
-        return toggle
-
-    async def drop_toggle(self, toggle: aiotoggles.Toggle) -> None:
-        await self.drop_toggles([toggle])
-
-    async def drop_toggles(self, toggles: Iterable[aiotoggles.Toggle]) -> None:
-        async with self._condition:
-            before = self.is_on()
-            self._toggles.difference_update(toggles)
-            if self.is_on() != before:
-                self._condition.notify_all()
-
-
-def quiet_start_up_gate() -> None:
-    """Make kopf build its toggle sets (the start-up gate, and the pause set) as `QuietToggleSet`: kopf creates
-    them inside `kopf.operator` as `aiotoggles.ToggleSet(...)`, looked up at call time, and has no setting for it."""
-    aiotoggles.ToggleSet = QuietToggleSet  # type: ignore[misc]
-
-
 def operator_settings(standalone: bool, priority: int | None = None) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = names.FINALIZER
@@ -97,8 +60,6 @@ def operator_settings(standalone: bool, priority: int | None = None) -> kopf.Ope
     settings.watching.connect_timeout = CONNECT_TIMEOUT
     settings.networking.request_timeout = REQUEST_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT
-    for resource in CHILD_RESOURCES:  # only our labelled children travel over the watches
-        settings.watching.label_selectors[resource] = names.INTEGRATION_LABEL
     settings.posting.enabled = False  # Events are written by the handlers themselves (and counted)
     settings.posting.reporting_component = names.MANAGED_BY
     settings.posting.reporting_instance = socket.gethostname()
@@ -197,7 +158,6 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     memtrace.install(asyncio.get_running_loop())  # a diagnostic, off unless QBO_TRACEMALLOC is set
     standalone = args.peering is None
     kopf_settings = operator_settings(standalone, args.priority)
-    quiet_start_up_gate()
     registry = build_registry(args.housekeeping_interval)
     async with kube.connect() as k:
         holder: dict[str, Runtime] = {}
@@ -206,7 +166,8 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
             realm_ids=args.metrics_realm_ids,
             read_budget=args.read_budget,
         )
-        runtime = Runtime(settings, k, metrics)
+        namespaces = list(dict.fromkeys([*args.namespaces, settings.pod_namespace])) if args.namespaces else []
+        runtime = Runtime(settings, k, metrics, tuple(namespaces))
         holder["runtime"] = runtime
         runner = await start_metrics_server(metrics, args.bind_address, args.metrics_port)
         log.info(
@@ -225,7 +186,7 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
                 peering_name=args.peering,
                 clusterwide=bool(args.all_namespaces),
                 # and its own namespace, where the sync CronJobs and Jobs run (docs/security.md)
-                namespaces=list(dict.fromkeys([*args.namespaces, settings.pod_namespace])) if args.namespaces else [],
+                namespaces=namespaces,
                 liveness_endpoint=f"http://{args.bind_address}:{args.health_port}/healthz",
                 memo=kopf.Memo(runtime=runtime),
             )

@@ -99,6 +99,7 @@ async def scan(runtime: Runtime, now: dt.datetime | None = None) -> int:
 async def scan_forever(runtime: Runtime, interval: float) -> None:
     """The housekeeping loop, started once at operator start-up. The first pass waits one interval: the
     start-up listing reconciles every integration anyway, so a restart adds no herd of its own."""
+    await runtime.opened.wait()
     while True:
         await asyncio.sleep(interval)
         try:

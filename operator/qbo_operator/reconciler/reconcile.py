@@ -66,10 +66,13 @@ def cronjob_refusal(exc: ApiException) -> SpecProblem | None:
 class Runtime(Views):
     """Everything the handlers share, passed to kopf as the operator-wide memo (`memo.runtime`)."""
 
-    def __init__(self, settings: Settings, kube: Kube, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self, settings: Settings, kube: Kube, metrics: OperatorMetrics, namespaces: tuple[str, ...] = ()
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.kube = kube
+        self.namespaces = namespaces  # watched; () for all
         self.metrics = metrics
         self.writer = Writer(kube, metrics)
         self._semaphore = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
@@ -79,6 +82,7 @@ class Runtime(Views):
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._workers: list[asyncio.Task[None]] = []
+        self.opened = asyncio.Event()  # every kind listed once: the views are complete
 
     def background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` (the housekeeping scan) until the operator stops."""
@@ -86,19 +90,28 @@ class Runtime(Views):
 
     # one integration at a time, errors retried ------------------------------------------------
     def request(self, namespace: str, name: str) -> None:
-        """Queue a reconcile and return at once; a key already waiting is queued once. The watch handlers call
-        this rather than awaiting `reconcile`: an awaiting handler keeps kopf's per-object worker alive, with the
-        event's parsed body, its queue and the handler's coroutine, for as long as it waits its turn, which in
-        a creation burst is thousands of objects at once (the operator's memory peak, issue 20); and the ~8
-        events of a new integration's children coalesce into fewer passes. A key is dequeued before its pass
-        starts, so an event during a pass queues the next one (the reconcile reads levels)."""
+        """Queue a reconcile and return at once; a key already waiting is queued once. Watch events call this
+        rather than awaiting `reconcile`, so nothing holds an event while it waits its turn (in a creation burst,
+        thousands at once: the operator's memory peak, issue 20), and the ~8 events of a new integration's
+        children coalesce into fewer passes. A key is dequeued before its pass starts, so an event during a
+        pass queues the next one (the reconcile reads levels). Nothing is dequeued before `open`."""
         key = (namespace, name)
         if key in self._queued:
             return
         self._queued.add(key)
         self._queue.put_nowait(key)
+
+    def open(self) -> None:
+        """Every kind has been listed once: start the reconcile workers."""
         if not self._workers:
+            log.info(
+                "indexes filled %.1fs after start-up: %d integrations", self.uptime(), len(self.integration_keys())
+            )
             self._workers = [asyncio.create_task(self._work()) for _ in range(MAX_CONCURRENT_RECONCILES)]
+        self.opened.set()
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
 
     async def _work(self) -> None:
         while True:
@@ -126,10 +139,10 @@ class Runtime(Views):
                 self.metrics.reconcile_total.labels(result="success").inc()
                 self.state(key).failures = 0
                 if not self._reconciled:
-                    self._reconciled = True  # kopf ran no handler before every index was filled: say when
+                    self._reconciled = True
                     log.info(
                         "first reconcile %.1fs after start-up, %d integrations indexed",
-                        time.monotonic() - self._started,
+                        self.uptime(),
                         len(self.integration_keys()),
                     )
             finally:
@@ -330,17 +343,25 @@ class Runtime(Views):
 
     async def _foreign_child(self, integ: Integration, owner: manifests.Owner) -> SpecProblem | None:
         """The first child name taken by an object that is not ours. The indexes hold only labelled objects,
-        so a name they do not know (and we never wrote) is read once; a child we wrote costs nothing."""
+        so a name they do not know (and we never wrote) is read once, all such names at once (a new integration's
+        ~6 reads cost one round trip); a child we wrote costs nothing."""
         key = (owner.namespace, owner.name)
         gateway = bool(self.settings.qbo_gateway_service_account)
-        for index, kind, namespace, name in manifests.child_names(owner, gateway):
-            observed = self.child(key, index, kind, name, namespace)
+        children = manifests.child_names(owner, gateway)
+        known = [self.child(key, index, kind, name, namespace) for index, kind, namespace, name in children]
+
+        async def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            raw = await self.writer.read(kind, namespace, name)
+            return manifests.comparable(raw) if raw is not None else None
+
+        unknown = [i for i, observed in enumerate(known) if observed is None]
+        reads = await asyncio.gather(*(read(*children[i][1:]) for i in unknown))
+        for i, observed in zip(unknown, reads, strict=True):
+            known[i] = observed
+        for i, ((_, kind, namespace, name), observed) in enumerate(zip(children, known, strict=True)):
             home_key = key if namespace == owner.home else None
-            if observed is None:
-                raw = await self.writer.read(kind, namespace, name)
-                observed = manifests.comparable(raw) if raw is not None else None
-                if observed is not None and ownership.owned_by(observed, owner.uid, home_key):
-                    self.remember_child(key, kind, name, observed)
+            if i in unknown and observed is not None and ownership.owned_by(observed, owner.uid, home_key):
+                self.remember_child(key, kind, name, observed)  # ours, not yet indexed
             if (problem := ownership.conflict(kind, name, observed, owner.uid, home_key=home_key)) is not None:
                 return problem
         return None

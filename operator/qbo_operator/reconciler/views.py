@@ -1,18 +1,18 @@
-"""What the operator observes: the kopf indexes, summarised, and its own writes until the watches catch up.
+"""What the operator observes: its indexes, summarised, and its own writes until the watches catch up.
 
-kopf fills every index (`@kopf.index`, see `registration`) from the initial listing before any handler
-runs, so a freshly started operator never mistakes "not listed yet" for "missing". The indexes hold the
-CRs, the labelled Secrets (token and credentials Secrets, summarised without their values),
+One `core.informer` per kind fills the indexes (`apply`, from `registration`); no reconcile runs before every
+kind has been listed once, so a freshly started operator never mistakes "not listed yet" for "missing". The
+indexes hold the CRs, the labelled Secrets (token and credentials Secrets, summarised without their values),
 ServiceAccounts, Roles, RoleBindings, CronJobs and sync Jobs. `Views` answers the reconcile's questions
 from them: the CR and each child as fresh as we know it, the token, the last finished Job, and who holds a
 QuickBooks realm. What the operator remembers about one integration between reconciles is one
 `IntegrationState`, so forgetting an integration drops one entry.
 
-Memory grows with the fleet (six kinds of object per integration), so nothing here keeps a whole body: an
-index holds a `Snapshot`, the fields the reconcile reads (the CR without managedFields and foreign
-annotations; a child as `manifests.comparable` reduces it) as compressed JSON with its resourceVersion,
-unpacked only while a reconcile compares it. Our own writes are kept the same way, and only until the watch
-catches up with them."""
+Memory grows with the fleet (six kinds of object per integration), so nothing here keeps a whole body (the
+informer's parsed body is garbage once `apply` returns): an index holds a `Snapshot`, the fields the
+reconcile reads (the CR without managedFields and foreign annotations; a child as `manifests.comparable`
+reduces it) as compressed JSON with its resourceVersion, unpacked only while a reconcile compares it. Our own
+writes are kept the same way, and only until the watch catches up with them."""
 
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ import copy
 import datetime as dt
 import json
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
-
 from qbo_operator.core import names
+from qbo_operator.core.informer import Resource, object_key
 from qbo_operator.core.models import Integration, parse_rfc3339
 from qbo_operator.reconciler import manifests
 from qbo_operator.reconciler.conditions import JobOutcome, SpecProblem, TokenState
@@ -40,20 +39,6 @@ ROLE_BINDINGS = ("rbac.authorization.k8s.io", "v1", "rolebindings")
 CRONJOBS = ("batch", "v1", "cronjobs")
 JOBS = ("batch", "v1", "jobs")
 CHILD_RESOURCES = (SECRETS, SERVICE_ACCOUNTS, ROLES, ROLE_BINDINGS, CRONJOBS, JOBS)
-LABELLED: dict[str, Any] = {names.INTEGRATION_LABEL: kopf.PRESENT}
-
-# Index ids double as the kwargs names kopf passes them under.
-INDEXES = (
-    "integrations",
-    "realm_claims",
-    "secrets",
-    "realm_secrets",
-    "serviceaccounts",
-    "roles",
-    "rolebindings",
-    "cronjobs",
-    "jobs",
-)
 
 Key = tuple[str, str]
 
@@ -188,12 +173,90 @@ def _rv(obj: Mapping[str, Any] | None) -> int:
         return -1
 
 
-def only(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
+# --- the indexes -------------------------------------------------------------------------------
+
+
+class Index:
+    """key → the values every object maps to it (kopf's index shape: a realm may be claimed by several)."""
+
+    def __init__(self) -> None:
+        self._stores: dict[Hashable, dict[Key, Any]] = {}
+        self._keys_of: dict[Key, tuple[Hashable, ...]] = {}
+
+    def put(self, obj: Key, entries: Mapping[Hashable, Any]) -> None:
+        self.drop(obj)
+        for key, value in entries.items():
+            self._stores.setdefault(key, {})[obj] = value
+        if entries:
+            self._keys_of[obj] = tuple(entries)
+
+    def drop(self, obj: Key) -> None:
+        for key in self._keys_of.pop(obj, ()):
+            store = self._stores[key]
+            del store[obj]
+            if not store:
+                del self._stores[key]
+
+    def get(self, key: Hashable, default: Collection[Any] | None = None) -> Collection[Any] | None:
+        store = self._stores.get(key)
+        return store.values() if store else default
+
+    def keys(self) -> Iterable[Hashable]:
+        return self._stores.keys()
+
+    def __len__(self) -> int:
+        return len(self._stores)
+
+
+def only(index: Index, key: Any) -> Any:
     """The one value an index holds under `key` (None when absent)."""
-    if index is None:
-        return None
     store = index.get(key)
     return next(iter(store), None) if store else None
+
+
+def _child(body: Mapping[str, Any]) -> Mapping[Key, Snapshot]:
+    return {_key(body): snapshot(manifests.comparable(body))}
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    return object_key(dict(body))
+
+
+def _realm_claim(body: Mapping[str, Any]) -> Mapping[str, Key]:
+    realm = (body.get("status") or {}).get("realmId")
+    return {str(realm): _key(body)} if realm else {}
+
+
+def _realm_secret(body: Mapping[str, Any]) -> Mapping[str, tuple[str, str, str]]:
+    view = secret_view(body)
+    if view.token is None or view.token.realm_id is None:
+        return {}
+    namespace, name = _key(body)
+    return {view.token.realm_id: (namespace, view.integration, name)}
+
+
+def _job(body: Mapping[str, Any]) -> Mapping[Key, JobView]:
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    owner_namespace = labels.get(names.INTEGRATION_NAMESPACE_LABEL) or meta.get("namespace") or ""
+    return {(owner_namespace, labels.get(names.INTEGRATION_LABEL, "")): job_view(body)}
+
+
+Indexer = Callable[[Mapping[str, Any]], Mapping[Any, Any]]
+
+# Each watched kind's indexes, by id; the children are watched by label (`names.INTEGRATION_LABEL`).
+INDEXERS: dict[Resource, dict[str, Indexer]] = {
+    CR: {
+        "integrations": lambda body: {_key(body): snapshot(integration_essence(body))},
+        "realm_claims": _realm_claim,
+    },
+    SECRETS: {"secrets": lambda body: {_key(body): secret_view(body)}, "realm_secrets": _realm_secret},
+    SERVICE_ACCOUNTS: {"serviceaccounts": _child},
+    ROLES: {"roles": _child},
+    ROLE_BINDINGS: {"rolebindings": _child},
+    CRONJOBS: {"cronjobs": _child},
+    JOBS: {"jobs": _job},
+}
 
 
 # --- what the operator remembers -------------------------------------------------------------
@@ -219,9 +282,11 @@ class IntegrationState:
 
 @dataclass
 class Views:
-    """The indexes (set by the startup handler) and our own writes, read together."""
+    """The indexes (fed by the informers through `apply`) and our own writes, read together."""
 
-    indices: dict[str, kopf.Index[Any, Any]] = field(default_factory=dict)
+    indices: dict[str, Index] = field(
+        default_factory=lambda: {index: Index() for indexers in INDEXERS.values() for index in indexers}
+    )
     states: dict[Key, IntegrationState] = field(default_factory=dict)
     # The realm each labelled token Secret held when last seen (a Secret's memory, not an integration's: it
     # says which integrations to look at again once the Secret changes or goes).
@@ -230,12 +295,30 @@ class Views:
     def state(self, key: Key) -> IntegrationState:
         return self.states.setdefault(key, IntegrationState())
 
-    def index(self, name: str) -> kopf.Index[Any, Any] | None:
-        return self.indices.get(name)
+    def apply(self, resource: Resource, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """One listed object or watch event of `resource` into its indexes."""
+        obj = _key(body)
+        for index_id, indexer in INDEXERS[resource].items():
+            if event_type == "DELETED":
+                self.indices[index_id].drop(obj)
+            else:
+                self.indices[index_id].put(obj, indexer(body))
+
+    def last_known(self, resource: Resource, key: Key) -> dict[str, Any] | None:
+        """What the indexes last held of an object (the CR, or a child as `comparable` reduced it): a relisting
+        reports an object that went during a gap by its name only."""
+        if resource == CR:
+            return self.body(*key)
+        value = only(self.index(next(iter(INDEXERS[resource]))), key)
+        if isinstance(value, SecretView):
+            value = value.snapshot
+        return value.object() if isinstance(value, Snapshot) else None
+
+    def index(self, name: str) -> Index:
+        return self.indices[name]
 
     def integration_keys(self) -> list[Key]:
-        index = self.index("integrations")
-        return list(index.keys()) if index is not None else []
+        return list(self.index("integrations").keys())  # type: ignore[arg-type]
 
     def integration_bodies(self) -> Iterable[dict[str, Any]]:
         return [body for key in self.integration_keys() if (body := self.body(*key)) is not None]
@@ -278,7 +361,7 @@ class Views:
 
     def last_job(self, namespace: str, name: str) -> JobOutcome | None:
         index = self.index("jobs")
-        store = index.get((namespace, name)) if index is not None else None
+        store = index.get((namespace, name))
         finished = [v.outcome for v in (store or []) if v.outcome is not None]
         return max(finished, key=lambda o: (o.finished_at, o.name), default=None)
 
@@ -286,8 +369,8 @@ class Views:
         """Integrations that claim `realm` in status.realmId or hold it in their token Secret."""
         holders: set[Key] = set()
         claims, secrets = self.index("realm_claims"), self.index("realm_secrets")
-        holders.update(claims.get(realm, ()) if claims is not None else ())
-        for ns, integration, secret_name in secrets.get(realm, ()) if secrets is not None else ():
+        holders.update(claims.get(realm, ()) or ())
+        for ns, integration, secret_name in secrets.get(realm, ()) or ():
             body = self.body(ns, integration)
             if body is None:
                 continue
@@ -305,7 +388,7 @@ class Views:
         if holders <= {me}:
             return None
         claims = self.index("realm_claims")
-        claimed = {h for h in holders if claims is not None and h in (claims.get(realm) or ())}
+        claimed = {h for h in holders if h in (claims.get(realm) or ())}
         pool = claimed or holders
 
         def age(key: Key) -> tuple[str, str, str]:
@@ -315,20 +398,20 @@ class Views:
         owner = min(pool, key=age)
         return None if owner == me else f"{owner[0]}/{owner[1]}"
 
-    def secret_targets(
-        self, namespace: str, name: str, integration: str | None, body: Mapping[str, Any] | None
-    ) -> set[Key]:
-        """Integrations to reconcile after a labelled Secret changed (`body` None: it was deleted): its own,
-        and every other that holds the realm it holds now or held before (DuplicateRealm may resolve)."""
+    def remember_secret_realm(self, namespace: str, name: str, realm: str | None) -> set[str]:
+        """Record the realm a labelled Secret holds now (None: none, or the Secret is gone); returns the realms
+        it holds now or held before."""
+        realms = {self.secret_realms.pop((namespace, name), None), realm}
+        if realm:
+            self.secret_realms[(namespace, name)] = realm
+        return {r for r in realms if r}
+
+    def secret_targets(self, namespace: str, name: str, integration: str | None, realm: str | None) -> set[Key]:
+        """Integrations to reconcile after a labelled Secret changed: its own, and every other that holds the
+        realm it holds now (`realm`) or held before (DuplicateRealm may resolve)."""
         targets: set[Key] = {(namespace, integration)} if integration else set()
-        realms = {self.secret_realms.pop((namespace, name), None)}
-        view = secret_view(body) if body is not None else None
-        if view is not None and view.token is not None and view.token.realm_id:
-            realms.add(view.token.realm_id)
-            self.secret_realms[(namespace, name)] = view.token.realm_id
-        for realm in realms:
-            if realm:
-                targets.update(self.realm_holders(realm))
+        for held in self.remember_secret_realm(namespace, name, realm):
+            targets.update(self.realm_holders(held))
         return targets
 
     def _alive(self, key: Key) -> bool:
