@@ -102,6 +102,27 @@ def test_index_follows_watch_events() -> None:
     assert keys(state, "2") == [] and state.get("a", "x") is None
 
 
+def test_the_index_keeps_only_what_the_gateway_reads() -> None:
+    state = IndexState()
+    full = obj("a", "x", "913")
+    full["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": "{...}" * 500}
+    full["status"].update(
+        phase="Pending",
+        authorizationURL="https://gw/connect/a/x?sig=s",
+        webhook={"eventsSinceLastSync": 4, "lastEventTime": "2026-12-01T02:03:04Z"},
+        conditions=[{"type": "Ready", "status": "False", "reason": "NotConnected"}],
+        lastSync={"result": "Succeeded", "paymentsSynced": 3},
+        rejected={"count": 1, "payments": [{"paymentId": "7"}]},
+    )
+    state.apply(None, full)
+    kept = state.get("a", "x")
+    assert kept is not None and kept.status.realm_id == "913" and kept.resource_version == "1"
+    assert kept.status.phase == "Pending" and kept.status.authorization_url and kept.status.webhook is not None
+    assert kept.status.webhook.events_since_last_sync == 4
+    assert kept.annotations == {} and kept.status.conditions == [] and kept.status.last_sync is None
+    assert kept.status.rejected is None and full["status"]["conditions"]  # the listed object itself is untouched
+
+
 def test_listed_objects_are_put_and_a_relisted_one_replaces_its_old_realm() -> None:
     state = IndexState()
     state.apply(None, obj("a", "x", "1"))
