@@ -271,8 +271,9 @@ def _connect_integration(cp: ControlPlane) -> None:
 
 
 _LOG_TIME = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
-_SYNCED = re.compile(
-    _LOG_TIME + r" \S+ qbo_operator\.gateway\.realm_index: realm index synced for .*?: (\d+) integrations"
+_SYNCED = re.compile(  # the informer's line (core/informer.py), or the realm index's own before it
+    _LOG_TIME + r" \S+ (?:qbo_operator\.core\.informer: listed quickbooksintegrations in .*?: (\d+) objects"
+    r"|qbo_operator\.gateway\.realm_index: realm index synced for .*?: (\d+) integrations)"
 )
 _LISTENING = re.compile(_LOG_TIME + r" \S+ qbo_operator\.gateway: gateway listening on ")
 
@@ -289,9 +290,10 @@ def _log_since(log: Path, offset: int) -> str:
 
 
 def index_synced(log: Path, offset: int) -> tuple[float, int] | None:
-    """(when, how many integrations) of the first `realm index synced` line the gateway logged after `offset`."""
+    """(when, how many integrations) of the first line saying the gateway's realm index has listed every
+    integration (one watched namespace, or all), logged after `offset`."""
     match = _SYNCED.search(_log_since(log, offset)) if log.exists() else None
-    return (_log_time(match.group(1)), int(match.group(2))) if match else None
+    return (_log_time(match.group(1)), int(match.group(2) or match.group(3))) if match else None
 
 
 def gateway_listening(log: Path, offset: int) -> float | None:

@@ -6,9 +6,9 @@ with the status a connected, synced integration carries, are created in `bench-g
 what other suites left in the cluster does not count) is started twice over that namespace: once when it holds
 one integration (the baseline) and once when it holds N.
 
-- The realm index: process start to the `realm index synced for …: N integrations` line (the gateway's own log
-  clock), VmRSS a second after it, VmHWM at the end; the size of the unpaginated LIST the index makes (the same
-  request, timed with kubectl) for comparison.
+- The realm index: process start to the line saying its listing is complete (`listed quickbooksintegrations in
+  …: N objects`, the gateway's own log clock), VmRSS a second after it, VmHWM at the end; for comparison, the N
+  integrations as the API server serves them in one unpaginated LIST (kubectl; the index lists 500 at a time).
 - Webhook recording: wrk rounds of signed deliveries naming one realm (what measure 4 sends, now to a gateway
   indexing N), then rounds spread over SPREAD_REALMS realms among the N (one Payment event each, distinct event
   ids), against the same process. Then, once the gateway's coalesced flush has written everything, the sum of
@@ -62,7 +62,6 @@ NAMESPACE = "bench-gateway-fleet"
 SPREAD_REALMS = 2_000  # distinct realms the spread deliveries name (all N when N is smaller)
 REALM_BASE = 9_341_000_000_000_000  # realm ids REALM_BASE + i: 16 digits, as Intuit's
 FLUSH_SECONDS = 5.0  # the gateway's default --webhook-flush-seconds (gateway/app.py DEFAULT_FLUSH_SECONDS)
-LIST_TIMEOUT_SECONDS = 30.0  # the realm index's LIST has _request_timeout=30 (gateway/realm_index.py)
 MEMORY_LIMIT_MIB = 256.0  # the chart's gateway memory limit (values.yaml gateway.resources.limits.memory)
 THROUGHPUT_TARGET = 0.8
 SETUP_CONCURRENCY = 32
@@ -163,7 +162,7 @@ class Start:
 
     pid: int
     listening: float | None  # seconds to the `gateway listening` line (imports and set-up)
-    synced: float  # seconds to the `realm index synced` line (or to /readyz when the line is not found)
+    synced: float  # seconds to the line saying the index listed everything (or to /readyz when the line is not found)
     indexed: int | None  # integrations the index held then, from that line
     ready: float  # seconds to the first 200 from /readyz
     rss_kb: int | None = None  # VmRSS a second after the sync
@@ -218,7 +217,7 @@ def _start(stack: LocalStack, what: str) -> Start:
 
 @dataclass
 class ListProbe:
-    """One unpaginated LIST of the fleet namespace's integrations (the request the realm index makes), by kubectl."""
+    """The fleet namespace's integrations in one unpaginated LIST, by kubectl: their size as served."""
 
     seconds: float
     size: int  # bytes of the JSON answer
@@ -403,7 +402,7 @@ def fleet_suite(
     say(f"gateway: {n - 1:,} more integrations, each connected to its own realm ({SETUP_CONCURRENCY} writes at once)")
     run.setup_seconds += _create(cp, range(1, n))
     run.probe = _list_probe(cp)
-    say(f"gateway: the index's LIST of {run.probe.items:,} integrations: {run.probe.size / 2**20:.1f} MiB of JSON "
+    say(f"gateway: {run.probe.items:,} integrations in one LIST: {run.probe.size / 2**20:.1f} MiB of JSON "
         f"in {run.probe.seconds:.1f}s (kubectl)")  # fmt: skip
     # what the rounds can send at 3,000/s (more would only repeat event ids, which the note counts)
     spread, single = (int(load_seconds * r * 3000) for r in (rounds, max(1, rounds - 1)))
@@ -493,8 +492,8 @@ def fleet_measures(run: FleetRun, base: GatewayRun) -> list[Measure]:
         else f" (its index held {base.indexed:,} integration{'' if base.indexed == 1 else 's'}: every namespace's)"
     )  # fmt: skip
     listing = (
-        f"the LIST the index makes (one request, no pagination): {probe.items:,} objects, "
-        f"{probe.size / 2**20:.1f} MiB of JSON, {probe.seconds:.1f}s by kubectl"
+        f"the {probe.items:,} integrations in one unpaginated LIST: {probe.size / 2**20:.1f} MiB of JSON, "
+        f"{probe.seconds:.1f}s by kubectl"
     )
     by_writes = ", ".join(f"{c:,} written {k} time{'' if k == 1 else 's'}" for k, c in sorted(w.by_writes.items()))
     rate = f"{w.write_rate:,.0f}" if w.write_rate is not None else "-"
@@ -508,12 +507,10 @@ def fleet_measures(run: FleetRun, base: GatewayRun) -> list[Measure]:
         Measure(
             f"gateway.{n}.index_sync_seconds", f"{tag}: start to realm index synced", many.synced, one.synced,
             unit="s", baseline_label="1 integration",
-            target=Target("value", "<=", LIST_TIMEOUT_SECONDS, "within the index LIST's 30 s request timeout"),
-            note=f"process start to the gateway's `realm index synced for {NAMESPACE}: {many.indexed} integrations` "
-            f"line (its log clock); /readyz answered 200 after {many.ready:.1f}s (1 integration: {one.ready:.1f}s); "
-            f"`gateway listening` (imports and set-up) after {many.listening or 0:.1f}s; {listing}; the index "
-            f"lists with a 30 s timeout and lists again from scratch after a failure; the {n:,} integrations were "
-            f"created in {run.setup_seconds:.0f}s",
+            note=f"process start to the gateway's line saying its index listed all {many.indexed} integrations of "
+            f"{NAMESPACE} (its log clock); /readyz answered 200 after {many.ready:.1f}s (1 integration: "
+            f"{one.ready:.1f}s); `gateway listening` (imports and set-up) after {many.listening or 0:.1f}s; "
+            f"{listing}; the {n:,} integrations were created in {run.setup_seconds:.0f}s",
         ),
         Measure(
             f"gateway.{n}.rss_after_sync", f"{tag}: RSS after the index synced", mib(many.rss_kb), mib(one.rss_kb),
@@ -525,7 +522,7 @@ def fleet_measures(run: FleetRun, base: GatewayRun) -> list[Measure]:
             f"gateway.{n}.rss_per_integration", f"{tag}: RSS per integration", per_kib, served_kib, unit="KiB",
             baseline_label="the object as served",
             note="(RSS after the sync at N − at 1) / (N − 1), against the JSON the API server sends per integration "
-            "(with managedFields) in the index's LIST; each integration has the status of a connected, synced one "
+            "(with managedFields) in a LIST; each integration has the status of a connected, synced one "
             "(six conditions, lastSync, webhook, meteredReads …)",
         ),
         Measure(
