@@ -7,6 +7,7 @@ processes whose peak memory is read from the kernel (`wait4` rusage or /proc VmH
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -17,11 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
 from qbo_operator.harness.controlplane import terminate_group
+
+if TYPE_CHECKING:
+    from qbo_operator.core.kube import Kube
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -193,6 +197,35 @@ class Ticker:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+# --- many API writes at once ---------------------------------------------------------------------
+
+
+async def for_all(
+    kubeconfig: Path, items: Sequence[Any], fn: Callable[[Kube, Any], Any], what: str, concurrency: int = 32
+) -> None:
+    """`await fn(kube, item)` for every item, `concurrency` at a time through one API client, with a progress
+    line (`what: done/total`) every 2,000 items: how the suites create a fleet of integrations quickly."""
+    from kubernetes_asyncio import client, config
+
+    from qbo_operator.core.kube import Kube
+
+    await config.load_kube_config(config_file=str(kubeconfig))
+    async with client.ApiClient() as api:
+        kube = Kube(api)
+        gate = asyncio.Semaphore(concurrency)
+        done = 0
+
+        async def one(item: Any) -> None:
+            nonlocal done
+            async with gate:
+                await fn(kube, item)
+            done += 1
+            if done % 2000 == 0 and done < len(items):
+                say(f"{what}: {done:,}/{len(items):,}")
+
+        await asyncio.gather(*(one(item) for item in items))
 
 
 # --- child processes ----------------------------------------------------------------------------

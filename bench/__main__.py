@@ -1,9 +1,9 @@
 """`python -m bench [--quick] [--only NAME ...]`: run the benchmarks, print the table, write results.json.
 
 Suites: sync (measure 1), throttle (2), operator (3), schedule (the `H` spread over 1,000 names), gateway
-(4), nights (a webhook-gated night for N companies, 5% with webhooks). The run reports, it does not gate: it
-exits 0 when targets are missed, and 1 only when a measurement itself crashed (its rows then say so). The size
-flags exist for the smoke test."""
+(4: one integration, then N), nights (a webhook-gated night for N companies, 5% with webhooks). The run
+reports, it does not gate: it exits 0 when targets are missed, and 1 only when a measurement itself crashed
+(its rows then say so). The size flags exist for the smoke test."""
 
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ class Plan:
     load_seconds: float = 15.0
     latency_seconds: float = 15.0
     rounds: int = 3
+    gateway_integrations: int = 10_000
     nights: int = 10_000
 
 
 FULL = Plan()
 QUICK = Plan(sync_run=(1_000,), naive_max=1_000, throttled=None, integrations=100, idle_seconds=60.0,
-             load_seconds=4.0, latency_seconds=4.0, rounds=2, nights=200)  # fmt: skip
+             load_seconds=4.0, latency_seconds=4.0, rounds=2, gateway_integrations=200, nights=200)  # fmt: skip
 
 
 class Context:
@@ -134,7 +135,9 @@ def run_suite(name: str, ctx: Context) -> list[Measure]:
     if name == "gateway":
         from bench.gateway_bench import gateway_suite
 
-        return gateway_suite(ctx.cp, ctx.stack, plan.load_seconds, plan.latency_seconds, plan.rounds)
+        return gateway_suite(
+            ctx.cp, ctx.stack, plan.load_seconds, plan.latency_seconds, plan.rounds, plan.gateway_integrations
+        )
     if name == "nights":
         from bench.nights_bench import nights_suite
 
@@ -176,6 +179,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     tiny.add_argument("--idle-seconds", type=float)
     tiny.add_argument("--spread-names", type=int)
     tiny.add_argument("--load-seconds", type=float)
+    tiny.add_argument("--gateway-integrations", type=int, metavar="N",
+                      help="integrations the gateway indexes in `gateway.<N>.*` (0: that part not run)")  # fmt: skip
     tiny.add_argument("--nights", type=int, metavar="N", help="companies in the simulated night")
     p.add_argument("--throttled", type=int, metavar="N",
                    help="run measure 2 (sync under the throttle) at N payments, in quick mode too")  # fmt: skip
@@ -194,6 +199,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         plan = replace(plan, spread_names=args.spread_names)
     if args.throttled:
         plan = replace(plan, throttled=args.throttled)
+    if args.gateway_integrations is not None:
+        plan = replace(plan, gateway_integrations=args.gateway_integrations)
     if args.nights:
         plan = replace(plan, nights=args.nights)
     if args.load_seconds:

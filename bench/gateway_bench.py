@@ -103,13 +103,14 @@ end
 # --- bodies ---------------------------------------------------------------------------------------
 
 
-def write_bodies(path: Path, token: str, count: int, realm: str = REALM) -> None:
-    """`count` CloudEvents deliveries (one Payment event each, distinct ids), signed as Intuit signs them."""
+def write_bodies(path: Path, token: str, count: int, realms: Sequence[str] = (REALM,)) -> None:
+    """`count` CloudEvents deliveries (one Payment event each, distinct ids), signed as Intuit signs them; the
+    i-th names realms[i % len(realms)]."""
     now = datetime.now(UTC)
     with path.open("w", encoding="utf-8") as fh:
         for i in range(count):
             event = WebhookEvent(
-                id=str(uuid.uuid4()), realm_id=realm, entity="Payment", entity_id=str(10_000 + i),
+                id=str(uuid.uuid4()), realm_id=realms[i % len(realms)], entity="Payment", entity_id=str(10_000 + i),
                 operation="Create", time=now + timedelta(milliseconds=i),
             )  # fmt: skip
             body = cloudevents_body([event], "intuit.bench")
@@ -238,7 +239,7 @@ def run_loadgen(url: str, rate: float, seconds: float, bodies: Path | None, offs
 # --- the suite --------------------------------------------------------------------------------------
 
 
-def _metric(text: str, name: str, labels: str = "") -> float:
+def metric(text: str, name: str, labels: str = "") -> float:
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name + ("{" if labels else "")) and labels in line:
@@ -247,7 +248,7 @@ def _metric(text: str, name: str, labels: str = "") -> float:
     return total
 
 
-def _pin_threads(pid: int, cpu: int) -> int:
+def pin_threads(pid: int, cpu: int) -> int:
     pinned = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, ValueError):
@@ -269,6 +270,38 @@ def _connect_integration(cp: ControlPlane) -> None:
                "-p", json.dumps(patch))  # fmt: skip
 
 
+_LOG_TIME = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
+_SYNCED = re.compile(  # the informer's line (core/informer.py), or the realm index's own before it
+    _LOG_TIME + r" \S+ (?:qbo_operator\.core\.informer: listed quickbooksintegrations in .*?: (\d+) objects"
+    r"|qbo_operator\.gateway\.realm_index: realm index synced for .*?: (\d+) integrations)"
+)
+_LISTENING = re.compile(_LOG_TIME + r" \S+ qbo_operator\.gateway: gateway listening on ")
+
+
+def _log_time(stamp: str) -> float:
+    """The epoch seconds of a log line's `asctime` (local time, milliseconds)."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # asctime is local time
+
+
+def _log_since(log: Path, offset: int) -> str:
+    with log.open("rb") as fh:
+        fh.seek(offset)
+        return fh.read().decode(errors="replace")
+
+
+def index_synced(log: Path, offset: int) -> tuple[float, int] | None:
+    """(when, how many integrations) of the first line saying the gateway's realm index has listed every
+    integration (one watched namespace, or all), logged after `offset`."""
+    match = _SYNCED.search(_log_since(log, offset)) if log.exists() else None
+    return (_log_time(match.group(1)), int(match.group(2) or match.group(3))) if match else None
+
+
+def gateway_listening(log: Path, offset: int) -> float | None:
+    """When the gateway logged that it listens (its imports and set-up done), after `offset`."""
+    match = _LISTENING.search(_log_since(log, offset)) if log.exists() else None
+    return _log_time(match.group(1)) if match else None
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far (/proc/<pid>/stat, summed over its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -288,19 +321,19 @@ class Round:
         return self.served / self.cpu if self.cpu > 0 else float("nan")
 
 
-def _round(pid: int, url: str, mode: str, run: Callable[[], WrkResult]) -> Round:
+def measure_round(pid: int, url: str, mode: str, run: Callable[[], WrkResult]) -> Round:
     before_cpu = cpu_seconds(pid)
-    before = _webhook_total(url) if mode == "webhook" else 0
+    before = webhook_total(url) if mode == "webhook" else 0
     result = run()
     # wrk stops counting with requests still in flight: for webhooks the gateway's own count is exact.
     time.sleep(0.5)
-    served = _webhook_total(url) - before if mode == "webhook" else result.requests
+    served = webhook_total(url) - before if mode == "webhook" else result.requests
     return Round(result, cpu_seconds(pid) - before_cpu, served)
 
 
-def _webhook_total(url: str) -> int:
+def webhook_total(url: str) -> int:
     """Webhook deliveries the gateway has counted so far, whatever their result."""
-    return int(_metric(httpx.get(url + "/metrics", timeout=10).text, "qbo_webhook_requests_total"))
+    return int(metric(httpx.get(url + "/metrics", timeout=10).text, "qbo_webhook_requests_total"))
 
 
 @dataclass
@@ -314,11 +347,25 @@ class GatewayRun:
     rate: float = 0.0
     metrics: str = ""
     rss: int | None = None
+    indexed: int | None = None  # integrations its realm index held when it synced (every namespace's)
 
 
 def gateway_suite(
-    cp: ControlPlane, stack: LocalStack, load_seconds: float, latency_seconds: float, rounds: int
+    cp: ControlPlane, stack: LocalStack, load_seconds: float, latency_seconds: float, rounds: int, fleet: int = 0
 ) -> list[Measure]:
+    """`gateway.*` with one integration; then, when `fleet` > 0, `gateway.<fleet>.*` (bench.gateway_fleet)."""
+    run = _one_integration(cp, stack, load_seconds, latency_seconds, rounds)
+    measures = _gateway_measures(run, rounds)
+    if fleet > 0:
+        from bench.gateway_fleet import fleet_suite
+
+        measures += fleet_suite(cp, stack, fleet, run, load_seconds, rounds)
+    return measures
+
+
+def _one_integration(
+    cp: ControlPlane, stack: LocalStack, load_seconds: float, latency_seconds: float, rounds: int
+) -> GatewayRun:
     if len(os.sched_getaffinity(0)) < 2 or (os.cpu_count() or 0) < 2:
         raise BenchError("the gateway measure needs two CPUs (server on one, load generator on the other)")
     logs = stack.workdir / "logs"
@@ -330,11 +377,15 @@ def gateway_suite(
     write_bodies(bodies, stack.creds.webhook_verifier_token, count)
     script = stack.workdir / "webhook.lua"
     script.write_text(WRK_SCRIPT)
+    log = logs / "gateway.log"
+    offset = log.stat().st_size if log.exists() else 0
     pid = _start_pinned_gateway(stack)
     url = stack.gateway_url
     run = GatewayRun()
     try:
         _wait_index(url)
+        synced = index_synced(log, offset)
+        run.indexed = synced[1] if synced else None
         run_wrk(url + "/healthz", script, "healthz", 2, bodies, 0, logs)  # warm-up
         _throughput_rounds(run, pid, url, script, bodies, logs, load_seconds, rounds)
         wh_rps = max(x.wrk.rps for x in run.wh)
@@ -344,7 +395,7 @@ def gateway_suite(
         run.rss = proc_status_kb(pid, "VmHWM")
     finally:
         stack.stop_process("gateway")
-    return _gateway_measures(run, rounds)
+    return run
 
 
 def _start_pinned_gateway(stack: LocalStack) -> int:
@@ -356,7 +407,7 @@ def _start_pinned_gateway(stack: LocalStack) -> int:
         proc = stack.start_gateway()
     finally:
         os.sched_setaffinity(0, mine)
-    _pin_threads(proc.popen.pid, SERVER_CPU)
+    pin_threads(proc.popen.pid, SERVER_CPU)
     return proc.popen.pid
 
 
@@ -367,11 +418,11 @@ def _throughput_rounds(
     for r in range(rounds):
         say(f"gateway: throughput round {r + 1}/{rounds} (wrk -c{CONNECTIONS}, {load_seconds:.0f}s per endpoint)")
         healthz = functools.partial(run_wrk, url + "/healthz", script, "healthz", load_seconds, bodies, 0, logs)
-        run.hz.append(_round(pid, url, "healthz", healthz))
+        run.hz.append(measure_round(pid, url, "healthz", healthz))
         webhook = functools.partial(
-            run_wrk, url + "/webhooks/quickbooks", script, "webhook", load_seconds, bodies, _webhook_total(url), logs
+            run_wrk, url + "/webhooks/quickbooks", script, "webhook", load_seconds, bodies, webhook_total(url), logs
         )
-        run.wh.append(_round(pid, url, "webhook", webhook))
+        run.wh.append(measure_round(pid, url, "webhook", webhook))
 
 
 def _latency_rounds(run: GatewayRun, url: str, bodies: Path, logs: Path, latency_seconds: float, rounds: int) -> None:
@@ -382,7 +433,7 @@ def _latency_rounds(run: GatewayRun, url: str, bodies: Path, logs: Path, latency
         )
         run.hz_lat.append(run_loadgen(url + "/healthz", run.rate, latency_seconds, None, 0, logs))
         run.wh_lat.append(run_loadgen(url + "/webhooks/quickbooks", run.rate, latency_seconds, bodies,
-                                      _webhook_total(url) + 100, logs))  # fmt: skip
+                                      webhook_total(url) + 100, logs))  # fmt: skip
 
 
 def _gateway_measures(run: GatewayRun, rounds: int) -> list[Measure]:
@@ -391,11 +442,11 @@ def _gateway_measures(run: GatewayRun, rounds: int) -> list[Measure]:
     wh_rps = max(x.wrk.rps for x in wh)
     hz_cap = statistics.median(x.per_cpu_second for x in hz)
     wh_cap = statistics.median(x.per_cpu_second for x in wh)
-    total = _metric(metrics, "qbo_webhook_requests_total")
-    accepted = _metric(metrics, "qbo_webhook_requests_total", 'result="accepted"')
-    bad_sig = _metric(metrics, "qbo_webhook_requests_total", 'result="bad_signature"')
-    duplicates = _metric(metrics, "qbo_webhook_duplicate_events_total")
-    patches = _metric(metrics, "qbo_webhook_status_patches_total", 'result="ok"')
+    total = metric(metrics, "qbo_webhook_requests_total")
+    accepted = metric(metrics, "qbo_webhook_requests_total", 'result="accepted"')
+    bad_sig = metric(metrics, "qbo_webhook_requests_total", 'result="bad_signature"')
+    duplicates = metric(metrics, "qbo_webhook_duplicate_events_total")
+    patches = metric(metrics, "qbo_webhook_status_patches_total", 'result="ok"')
     completed = sum(x.wrk.requests for x in wh) + sum(int(x["sent"]) - int(x["errors"]) for x in wh_lat)
     errors = sum(x.wrk.errors for x in wh) + sum(int(x["errors"]) for x in wh_lat)
     rounds_text = ", ".join(f"{a.wrk.rps:,.0f}/{b.wrk.rps:,.0f}" for a, b in zip(wh, hz, strict=True))

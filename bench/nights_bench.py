@@ -22,13 +22,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import BenchError, Child, Measure, Target, Ticker, python_module_argv, say, spawn
+from bench import BenchError, Child, Measure, Target, Ticker, for_all, python_module_argv, say, spawn
 from bench.sync_bench import API_KINDS, SyncWorld
 from bench.sync_census import Census
 from qbo_operator.core import names, token_secret, webhook_coverage
@@ -93,27 +93,6 @@ def _companies(world: SyncWorld, n: int) -> list[Member]:
     return members
 
 
-async def _for_all(kubeconfig: Path, items: Sequence[Any], fn: Callable[[Kube, Any], Any], what: str) -> None:
-    """`fn(kube, item)` for every item, SETUP_CONCURRENCY at a time on one connection, with progress."""
-    from kubernetes_asyncio import client, config
-
-    await config.load_kube_config(config_file=str(kubeconfig))
-    async with client.ApiClient() as api:
-        kube = Kube(api)
-        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-        done = 0
-
-        async def one(item: Any) -> None:
-            nonlocal done
-            async with gate:
-                await fn(kube, item)
-            done += 1
-            if done % 2000 == 0 and done < len(items):
-                say(f"nights:   {what}: {done:,}/{len(items):,}")
-
-        await asyncio.gather(*(one(item) for item in items))
-
-
 def _fleet(cp: ControlPlane, members: Sequence[Member], connected_at: datetime, read_at: datetime) -> None:
     """Every integration as after last night's read: CR, token Secret, status (connected, read, webhook seen)."""
     confirmed = read_at - timedelta(hours=1)  # a webhook before the last read: the subscription reaches us
@@ -143,7 +122,7 @@ def _fleet(cp: ControlPlane, members: Sequence[Member], connected_at: datetime, 
         await kube.create_secret(NAMESPACE, token_secret.manifest(NAMESPACE, m.name, stored.to_secret_data()))
         await kube.patch_status(NAMESPACE, m.name, {**status, "realmId": m.realm_id})
 
-    asyncio.run(_for_all(cp.kubeconfig, members, create, "integrations"))
+    asyncio.run(for_all(cp.kubeconfig, members, create, "nights:   integrations", SETUP_CONCURRENCY))
 
 
 def _lease(cp: ControlPlane, since: datetime) -> None:
@@ -190,7 +169,7 @@ def _bookkeeping(world: SyncWorld, cp: ControlPlane, members: Sequence[Member]) 
         world.control(
             "POST", f"/companies/{m.realm_id}/bookkeeping", {"seed": int(m.name[-5:]), "changes": BOOKKEEPING_CHANGES}
         )
-    asyncio.run(_for_all(cp.kubeconfig, changed, webhook, "webhooks"))
+    asyncio.run(for_all(cp.kubeconfig, changed, webhook, "nights:   webhooks", SETUP_CONCURRENCY))
 
 
 def _statuses(cp: ControlPlane) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.gateway_fleet import NAMESPACE as FLEET_NAMESPACE
+from bench.gateway_fleet import coalescing_bound, count_writes, spread_indices
 from bench.nights_bench import changed_indices
 from bench.operator_bench import spread, start_minute
 from bench.sync_bench import throttle_floor_seconds, throttle_suite
@@ -37,6 +39,7 @@ COUNT_MEASURES = (
     "schedule.120.busiest_minute",
     "operator.3.cronjob_busiest_minute",
     "gateway.webhooks_accepted",
+    "gateway.20.webhooks_recorded",
     "nights.20.changed_qbo_requests",
     "nights.20.skipped",
     "nights.20.read",
@@ -53,7 +56,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Run:
     argv = [
         sys.executable, "-m", "bench", "--quick", "--output", str(out),
         "--sync-sizes", "40", "--integrations", "3", "--idle-seconds", "2", "--spread-names", "120",
-        "--load-seconds", "1", "--throttled", "40", "--nights", "20",
+        "--load-seconds", "1", "--throttled", "40", "--nights", "20", "--gateway-integrations", "20",
     ]  # fmt: skip
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert out.exists(), proc.stderr[-3000:]
@@ -99,6 +102,7 @@ def test_counts_come_from_the_servers(results: Run) -> None:
     assert data["sync.quiet.qbo_requests"]["baseline"] == 1
     assert data["operator.3.settled"]["value"] == 3
     assert data["gateway.webhooks_accepted"]["met"] is True
+    assert data["gateway.20.webhooks_recorded"]["met"] is True  # every delivery to 20 integrations is in status
 
 
 def test_a_night_reads_only_the_companies_with_webhooks(results: Run) -> None:
@@ -148,6 +152,49 @@ def test_quick_mode_prints_the_throttle_rows_as_skipped() -> None:
 
 
 # --- the pure parts -----------------------------------------------------------------------------------
+
+
+def test_the_gateway_fleet_spreads_deliveries_over_distinct_realms() -> None:
+    assert spread_indices(10_000) == [i * 5 for i in range(2_000)]
+    assert spread_indices(200) == list(range(200))
+    assert coalescing_bound(2_000, 12.0, 5.0) == 6_000  # written in at most 3 flush intervals each
+    assert coalescing_bound(0, 0.0, 5.0) == 0
+
+
+def _audit(name: str, at: str, code: int, verb: str = "patch", user: str = "gw") -> bytes:
+    ref = {"resource": "quickbooksintegrations", "namespace": FLEET_NAMESPACE, "name": name}
+    if verb == "patch":
+        ref["subresource"] = "status"
+    event = {"stage": "ResponseComplete", "user": {"username": user}, "verb": verb, "objectRef": ref,
+             "responseStatus": {"code": code}, "requestReceivedTimestamp": at}  # fmt: skip
+    return json.dumps(event).encode() + b"\n"
+
+
+def _lease(at: str) -> bytes:
+    ref = {"resource": "leases", "namespace": "qbo-system", "name": "qbo-webhooks-production"}
+    event = {"stage": "ResponseComplete", "user": {"username": "gw"}, "verb": "update", "objectRef": ref,
+             "responseStatus": {"code": 200}, "requestReceivedTimestamp": at}  # fmt: skip
+    return json.dumps(event).encode() + b"\n"
+
+
+def test_the_gateway_fleet_counts_status_writes_per_integration() -> None:
+    lines = [
+        _audit("a", "2026-01-01T00:00:00.100000Z", 200),
+        _audit("b", "2026-01-01T00:00:00.200000Z", 409),
+        _audit("b", "2026-01-01T00:00:00.250000Z", 200, verb="get"),
+        _audit("b", "2026-01-01T00:00:00.300000Z", 200),
+        _audit("a", "2026-01-01T00:00:05.600000Z", 200),
+        _audit("a", "2026-01-01T00:00:09.000000Z", 200, user="someone-else"),
+        _lease("2026-01-01T00:00:01.000000Z"),
+        _lease("2026-01-01T00:00:31.500000Z"),
+        b"not json\n",
+    ]
+    w = count_writes(lines, "gw")
+    assert (w.ok, w.conflicts, w.reads, w.objects, w.most) == (3, 1, 1, 2, 2)
+    assert w.min_gap == pytest.approx(5.5) and w.span == pytest.approx(5.5)
+    assert dict(w.by_writes) == {2: 1, 1: 1}
+    assert w.flushes == [(2, pytest.approx(0.2)), (1, 0.0)]  # writes more than 2 s apart are another flush
+    assert (w.lease_renewals, w.lease_max_gap) == (2, pytest.approx(30.5))
 
 
 @pytest.mark.parametrize(
