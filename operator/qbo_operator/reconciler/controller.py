@@ -33,6 +33,7 @@ WATCH_SERVER_TIMEOUT = 300  # the API server ends each watch after this; kopf re
 WATCH_CLIENT_TIMEOUT = 330  # a stream silent for longer than the server's own limit is dead
 REQUEST_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0
+WORKER_IDLE_TIMEOUT = 0.5
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -58,6 +59,9 @@ def operator_settings(standalone: bool, priority: int | None = None) -> kopf.Ope
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
     settings.watching.connect_timeout = CONNECT_TIMEOUT
+    # kopf's per-object worker lives this long after its last event, holding that event's body: at start-up it
+    # lists every CR at once, so with kopf's 5 s all 10,000 workers were alive together (the restart peak).
+    settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
     settings.networking.request_timeout = REQUEST_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT
     settings.posting.enabled = False  # Events are written by the handlers themselves (and counted)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +28,6 @@ from qbo_operator.reconciler import housekeeping
 from qbo_operator.reconciler.housekeeping import DELETE_HANDLER_RETRIES, HOUSEKEEPING_INTERVAL
 from qbo_operator.reconciler.reconcile import Runtime
 from qbo_operator.reconciler.views import CR, CRONJOBS, INDEXERS, SECRETS, SERVICE_ACCOUNTS, plain, secret_view
-
-log = logging.getLogger("qbo_operator.operator")
 
 # Kinds kept at home (the release namespace), where no ownerReference can collect them: one whose integration no
 # longer exists is deleted, also on the first listing (the operator may have been down when the integration went).
