@@ -27,7 +27,7 @@ from qbo_operator.core.models import Integration
 from qbo_operator.reconciler import housekeeping
 from qbo_operator.reconciler.housekeeping import DELETE_HANDLER_RETRIES, HOUSEKEEPING_INTERVAL
 from qbo_operator.reconciler.reconcile import Runtime
-from qbo_operator.reconciler.views import CR, CRONJOBS, INDEXERS, SECRETS, SERVICE_ACCOUNTS, plain, secret_view
+from qbo_operator.reconciler.views import CR, CRONJOBS, INDEXERS, SECRETS, SERVICE_ACCOUNTS, plain, secret_token
 
 # Kinds kept at home (the release namespace), where no ownerReference can collect them: one whose integration no
 # longer exists is deleted, also on the first listing (the operator may have been down when the integration went).
@@ -54,13 +54,13 @@ class Change:
 
 
 def change(resource: Resource, event_type: str | None, body: Mapping[str, Any]) -> Change:
-    namespace, name = object_key(dict(body))
+    namespace, name = object_key(body)
     labels = (body.get("metadata") or {}).get("labels") or {}
     realm: str | None = None
     if resource == CR:
         realm = (body.get("status") or {}).get("realmId") or None
     elif resource == SECRETS and event_type != "DELETED":
-        token = secret_view(body).token
+        token = secret_token(body)
         realm = token.realm_id if token is not None else None
     return Change(
         resource,

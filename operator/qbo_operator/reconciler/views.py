@@ -155,14 +155,26 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     return JobView(meta.get("name", ""), trigger, outcome)
 
 
+def _is_credentials(body: Mapping[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(manifests.COMPONENT_LABEL) == manifests.CREDENTIALS_COMPONENT)
+
+
+def secret_token(body: Mapping[str, Any]) -> TokenState | None:
+    """A labelled Secret's tokens (None for a credentials Secret), without building its snapshot."""
+    return None if _is_credentials(body) else TokenState.from_secret_data(body.get("data"))
+
+
 def secret_view(body: Mapping[str, Any]) -> SecretView:
     meta = body.get("metadata") or {}
     labels = meta.get("labels") or {}
-    credentials = labels.get(manifests.COMPONENT_LABEL) == manifests.CREDENTIALS_COMPONENT
-    token = None if credentials else TokenState.from_secret_data(body.get("data"))
     owners = tuple(str(o.get("uid", "")) for o in meta.get("ownerReferences") or [])
     return SecretView(
-        labels.get(names.INTEGRATION_LABEL, ""), credentials, token, owners, snapshot(manifests.comparable(body))
+        labels.get(names.INTEGRATION_LABEL, ""),
+        _is_credentials(body),
+        secret_token(body),
+        owners,
+        snapshot(manifests.comparable(body)),
     )
 
 
@@ -215,24 +227,21 @@ def only(index: Index, key: Any) -> Any:
 
 
 def _child(body: Mapping[str, Any]) -> Mapping[Key, Snapshot]:
-    return {_key(body): snapshot(manifests.comparable(body))}
-
-
-def _key(body: Mapping[str, Any]) -> Key:
-    return object_key(dict(body))
+    return {object_key(body): snapshot(manifests.comparable(body))}
 
 
 def _realm_claim(body: Mapping[str, Any]) -> Mapping[str, Key]:
     realm = (body.get("status") or {}).get("realmId")
-    return {str(realm): _key(body)} if realm else {}
+    return {str(realm): object_key(body)} if realm else {}
 
 
 def _realm_secret(body: Mapping[str, Any]) -> Mapping[str, tuple[str, str, str]]:
-    view = secret_view(body)
-    if view.token is None or view.token.realm_id is None:
+    token = secret_token(body)
+    if token is None or token.realm_id is None:
         return {}
-    namespace, name = _key(body)
-    return {view.token.realm_id: (namespace, view.integration, name)}
+    namespace, name = object_key(body)
+    integration = ((body.get("metadata") or {}).get("labels") or {}).get(names.INTEGRATION_LABEL, "")
+    return {token.realm_id: (namespace, integration, name)}
 
 
 def _job(body: Mapping[str, Any]) -> Mapping[Key, JobView]:
@@ -247,10 +256,10 @@ Indexer = Callable[[Mapping[str, Any]], Mapping[Any, Any]]
 # Each watched kind's indexes, by id; the children are watched by label (`names.INTEGRATION_LABEL`).
 INDEXERS: dict[Resource, dict[str, Indexer]] = {
     CR: {
-        "integrations": lambda body: {_key(body): snapshot(integration_essence(body))},
+        "integrations": lambda body: {object_key(body): snapshot(integration_essence(body))},
         "realm_claims": _realm_claim,
     },
-    SECRETS: {"secrets": lambda body: {_key(body): secret_view(body)}, "realm_secrets": _realm_secret},
+    SECRETS: {"secrets": lambda body: {object_key(body): secret_view(body)}, "realm_secrets": _realm_secret},
     SERVICE_ACCOUNTS: {"serviceaccounts": _child},
     ROLES: {"roles": _child},
     ROLE_BINDINGS: {"rolebindings": _child},
@@ -297,7 +306,7 @@ class Views:
 
     def apply(self, resource: Resource, event_type: str | None, body: Mapping[str, Any]) -> None:
         """One listed object or watch event of `resource` into its indexes."""
-        obj = _key(body)
+        obj = object_key(body)
         for index_id, indexer in INDEXERS[resource].items():
             if event_type == "DELETED":
                 self.indices[index_id].drop(obj)
