@@ -296,7 +296,6 @@ class ControlPlane(KubeClients):
                 f"--audit-policy-file={self.dir / 'audit-policy.yaml'}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
-                "--audit-log-maxsize=0",
                 "--v=1",
                 *self.extra_apiserver_flags,
             ],
@@ -357,12 +356,17 @@ class ControlPlane(KubeClients):
         return path
 
     def audit_events(self) -> Iterator[dict[str, Any]]:
-        if not self.audit_log.exists():
-            return
-        with self.audit_log.open() as fh:
-            for line in fh:
-                with contextlib.suppress(ValueError):
-                    yield json.loads(line)
+        """Every audit event so far, oldest first. The API server rotates its log at 100 MB
+        (lumberjack's default when no size is given), into `audit-<time>.log` beside it: a 10,000-integration
+        run writes several, and reading only `audit.log` lost most of its events."""
+        files = [*sorted(self.dir.glob("audit-*.log")), self.audit_log]
+        for path in files:
+            if not path.exists():
+                continue
+            with path.open() as fh:
+                for line in fh:
+                    with contextlib.suppress(ValueError):
+                        yield json.loads(line)
 
 
 class ExternalCluster(KubeClients):
