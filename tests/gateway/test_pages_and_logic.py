@@ -110,6 +110,7 @@ def test_the_index_keeps_only_what_the_gateway_reads() -> None:
         phase="Pending",
         authorizationURL="https://gw/connect/a/x?sig=s",
         webhook={"eventsSinceLastSync": 4, "lastEventTime": "2026-12-01T02:03:04Z"},
+        lastReadTime="2026-12-02T02:00:00Z",  # whether a webhook count is urgent (webhooks.urgent)
         conditions=[{"type": "Ready", "status": "False", "reason": "NotConnected"}],
         lastSync={"result": "Succeeded", "paymentsSynced": 3},
         rejected={"count": 1, "payments": [{"paymentId": "7"}]},
@@ -118,7 +119,7 @@ def test_the_index_keeps_only_what_the_gateway_reads() -> None:
     kept = state.get("a", "x")
     assert kept is not None and kept.status.realm_id == "913" and kept.resource_version == "1"
     assert kept.status.phase == "Pending" and kept.status.authorization_url and kept.status.webhook is not None
-    assert kept.status.webhook.events_since_last_sync == 4
+    assert kept.status.webhook.events_since_last_sync == 4 and kept.status.last_read_time is not None
     assert kept.annotations == {} and kept.status.conditions == [] and kept.status.last_sync is None
     assert kept.status.rejected is None and full["status"]["conditions"]  # the listed object itself is untouched
 

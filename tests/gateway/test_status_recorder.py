@@ -119,3 +119,34 @@ async def test_counts_stay_pending_while_the_api_server_is_away(
         await recorder.flush()
     assert webhook_count(cluster, namespace, "acme") == 3
     assert patches(metrics, "ok") == 1
+
+
+async def test_a_backlog_over_the_limit_writes_the_urgent_count_first_then_the_oldest(
+    cluster: ControlPlane, namespace: str, kube: Kube
+) -> None:
+    """`max_writes` 1: the integration whose count turns a skipped night into a read goes first, however recent;
+    the others follow one per flush, oldest first; every count arrives."""
+    read = "2026-12-03T02:00:00Z"
+    for name in ("old", "new", "urgent"):
+        create_integration(cluster, namespace, name)
+    set_status(
+        cluster, namespace, "urgent", {"lastReadTime": read, "webhook": {"lastEventTime": "2026-12-02T02:00:00Z"}}
+    )
+    for name in ("old", "new"):  # a webhook since the read is in status already: another changes no night
+        set_status(cluster, namespace, name, {"lastReadTime": read, "webhook": {"lastEventTime": read}})
+    index = await indexed(kube, namespace)
+    recorder = StatusRecorder(kube, index, GatewayMetrics(), flush_seconds=1, max_writes=1)
+    for name, count in (("old", 2), ("new", 3), ("urgent", 4)):
+        integration = index.get(namespace, name)
+        assert integration is not None
+        recorder.record(integration, count, NOW)
+
+    written = []
+    for _ in range(3):
+        assert await recorder.flush()  # everything it took was written: the heartbeat may vouch
+        index = await indexed(kube, namespace)
+        recorder.index = index
+        written.append({n for n in ("old", "new", "urgent") if webhook_count(cluster, namespace, n)})
+    assert written == [{"urgent"}, {"urgent", "old"}, {"urgent", "old", "new"}]
+    assert [webhook_count(cluster, namespace, n) for n in ("old", "new", "urgent")] == [2, 3, 4]
+    assert recorder.pending == {}

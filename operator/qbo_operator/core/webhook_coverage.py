@@ -9,7 +9,8 @@ lost in between, so the gateways keep one Lease per Intuit environment in the re
   to its start (a replica that crashed may have held counts it never wrote); so does a delivery the gateway
   refused or could not read (a bad signature may be Intuit's with a rotated verifier token), and a gap in
   the heartbeat (no gateway was answering: Intuit gives up on a delivery after its last retry).
-- `spec.renewTime` is the last heartbeat, written only after a flush that wrote every count it held, and
+- `spec.renewTime` is the last heartbeat, written only after a flush that wrote every count it took (every count
+  that can change a night: gateway/webhooks.py `urgent`), and
   `spec.leaseDurationSeconds` how stale it may get before the sync stops trusting it (`max_gap`).
 
 The sync reads it (get, by name) and reads QuickBooks whenever `since` is later than its last read or the

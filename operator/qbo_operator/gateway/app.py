@@ -270,6 +270,6 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    await recorder.flush()  # last counts go out before the process ends
+    await recorder.flush(everything=True)  # last counts go out before the process ends
     if recorder.pending:
         log.warning("%d integrations' webhook counts could not be written before exit", len(recorder.pending))

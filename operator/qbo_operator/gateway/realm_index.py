@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (namespace, name)
 
 
-# What the gateway reads of a status (the Connect page's checks, the realm, the counts it adds to); the rest (the
-# conditions, lastSync, the rejected payments) and every annotation (kubectl's last-applied copy among them) would
-# only grow the index: a whole parsed integration is ~15 KiB, 18 KiB of gateway memory each at 10,000 (issue 20).
-INDEXED_STATUS = ("phase", "authorizationURL", "authorizationURLExpiresAt", "realmId", "webhook")
+# What the gateway reads of a status (the Connect page's checks, the realm, the counts it adds to, and the last read,
+# which says whether a count is urgent: webhooks.urgent); the rest (the conditions, lastSync, the rejected payments)
+# and every annotation (kubectl's last-applied copy among them) would only grow the index: a whole parsed
+# integration is ~15 KiB, 18 KiB of gateway memory each at 10,000 (issue 20).
+INDEXED_STATUS = ("phase", "authorizationURL", "authorizationURLExpiresAt", "realmId", "webhook", "lastReadTime")
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:

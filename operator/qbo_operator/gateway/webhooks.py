@@ -2,7 +2,8 @@
 
 The answer never waits for Kubernetes: a verified delivery only touches memory (de-duplication,
 metrics, a per-integration pending count), and `StatusRecorder` folds the pending counts into each
-integration's `status.webhook` at most once per flush interval. The fold is a read-modify-write
+integration's `status.webhook` at most once per flush interval (a backlog: the counts that change a night
+first, `urgent`). The fold is a read-modify-write
 guarded by `metadata.resourceVersion`, so concurrent gateway replicas (and the sync resetting the
 count) never lose an increment: a 409 re-reads and re-adds."""
 
@@ -12,8 +13,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,10 @@ BODY_READ_SECONDS = 10.0
 SYNC_ENTITIES = frozenset({"Payment", "Invoice"})
 _MAX_PATCH_ATTEMPTS = 6
 _PATCH_CONCURRENCY = 8
+# A flush writes at most this many integrations whose counts change no night's decision (`urgent`); the rest wait
+# for a later flush, oldest first. About a second of one core per flush; at 10,000 busy integrations unbounded
+# flushes lasted minutes and the coverage heartbeat, which waits for a complete flush, went stale.
+FLUSH_WRITES = 500
 
 
 class SeenIds:
@@ -72,6 +77,42 @@ class Pending:
     uid: str
     count: int
     last_event_time: datetime
+    since: float = field(default_factory=time.monotonic)  # when the oldest of these counts arrived
+
+
+def urgent(integration: Integration | None) -> bool:
+    """Whether writing an integration's pending counts can change what its next night does (sync/gate.py).
+
+    Only when its status shows a read but no webhook since that read: the count would turn a skipped night into a
+    read. With no read yet the night reads anyway (FirstRead), and once a webhook since the read is in status every
+    later one changes nothing until the next read. An integration the index does not hold is urgent (unknown)."""
+    if integration is None:
+        return True
+    last_read = integration.status.last_read_time
+    if last_read is None:
+        return False
+    webhook = integration.status.webhook
+    return webhook is None or webhook.last_event_time is None or webhook.last_event_time < last_read
+
+
+def split(
+    pending: Mapping[tuple[str, str], Pending], is_urgent: Callable[[tuple[str, str]], bool], limit: int
+) -> tuple[dict[tuple[str, str], Pending], dict[tuple[str, str], Pending]]:
+    """(what this flush writes, what waits): everything when at most `limit` are pending; otherwise every urgent
+    one, and the oldest others up to `limit` in all."""
+    if len(pending) <= limit:
+        return dict(pending), {}
+    take: dict[tuple[str, str], Pending] = {}
+    others: list[tuple[tuple[str, str], Pending]] = []
+    for key, item in pending.items():
+        if is_urgent(key):
+            take[key] = item
+        else:
+            others.append((key, item))
+    others.sort(key=lambda pair: pair[1].since)
+    room = max(0, limit - len(take))
+    take.update(others[:room])
+    return take, dict(others[room:])
 
 
 class Heartbeat:
@@ -124,12 +165,14 @@ class StatusRecorder:
         metrics: GatewayMetrics,
         flush_seconds: float,
         heartbeat: Heartbeat | None = None,
+        max_writes: int = FLUSH_WRITES,
     ) -> None:
         self.kube = kube
         self.index = index
         self.metrics = metrics
         self.flush_seconds = flush_seconds
         self.heartbeat = heartbeat
+        self.max_writes = max_writes
         self.pending: dict[tuple[str, str], Pending] = {}
         self._lock = asyncio.Lock()
 
@@ -149,6 +192,7 @@ class StatusRecorder:
         elif cur.uid == item.uid:
             cur.count += item.count
             cur.last_event_time = max(cur.last_event_time, item.last_event_time)
+            cur.since = min(cur.since, item.since)
 
     async def run(self) -> None:
         """Flush, and vouch for the coverage only after a flush that wrote every count it took."""
@@ -158,11 +202,13 @@ class StatusRecorder:
                 await self.heartbeat.beat()
             await asyncio.sleep(self.flush_seconds)
 
-    async def flush(self) -> bool:
-        """Write everything pending; what cannot be written now stays pending for the next flush. True when
-        everything taken was written."""
+    async def flush(self, everything: bool = False) -> bool:
+        """Write what is pending (`split`: a big backlog writes the urgent counts and the oldest others; at exit,
+        `everything`); what cannot be written now stays pending for the next flush. True when everything taken
+        was written: what waits then changes no night's decision, so the heartbeat may vouch for it."""
         async with self._lock:
-            batch, self.pending = self.pending, {}
+            limit = len(self.pending) if everything else self.max_writes
+            batch, self.pending = split(self.pending, lambda key: urgent(self.index.get(*key)), limit)
             if not batch:
                 return True
             sem = asyncio.Semaphore(_PATCH_CONCURRENCY)
