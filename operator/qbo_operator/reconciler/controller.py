@@ -18,7 +18,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
-from qbo_operator.core import kube, names
+from qbo_operator.core import informer, kube, names
 from qbo_operator.core import logging as logs
 from qbo_operator.core.config import load_settings
 from qbo_operator.reconciler import memtrace
@@ -62,6 +62,9 @@ def operator_settings(standalone: bool, priority: int | None = None) -> kopf.Ope
     # kopf's per-object worker lives this long after its last event, holding that event's body: at start-up it
     # lists every CR at once, so with kopf's 5 s all 10,000 workers were alive together (the restart peak).
     settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT
+    # kopf's own listing of the CRs arrives in pages too, like our informers': unpaged, the whole fleet came as one
+    # response and every object got its worker before any of them ran.
+    settings.watching.chunk_size = informer.PAGE_SIZE
     settings.networking.request_timeout = REQUEST_TIMEOUT
     settings.networking.connect_timeout = CONNECT_TIMEOUT
     settings.posting.enabled = False  # Events are written by the handlers themselves (and counted)
