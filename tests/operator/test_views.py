@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from qbo_operator.core import names
 from qbo_operator.reconciler import manifests
-from qbo_operator.reconciler.metrics import OperatorMetrics, integration_families
+from qbo_operator.reconciler.metrics import OperatorMetrics
 from qbo_operator.reconciler.registration import change
 from qbo_operator.reconciler.views import (
     CR,
@@ -39,7 +39,8 @@ def body(name: str, phase: str | None, **status: Any) -> dict[str, Any]:
     }
 
 
-def samples(families: list[Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    families = text_string_to_metric_families(text.decode())
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
 
 
@@ -59,7 +60,7 @@ def test_collector_reports_each_integration_from_its_status() -> None:
         {**body("leaving", "Connected"), "metadata": {**body("leaving", "x")["metadata"], "deletionTimestamp": "now"}},
         {"metadata": {"name": "garbage", "namespace": "tenants"}, "spec": {}},  # unparseable: skipped
     ]
-    got = samples(integration_families(bodies, realm_ids=True))
+    got = samples(OperatorMetrics(lambda: [snapshot(b) for b in bodies], realm_ids=True).exposition())
     key = (("name", "acme"), ("namespace", "tenants"))
     assert got[("qbo_integrations", (("phase", "Connected"),))] == 1
     assert got[("qbo_integrations", (("phase", "Disconnected"),))] == 1
@@ -91,16 +92,47 @@ def test_collector_reports_each_integration_from_its_status() -> None:
 
 
 def test_series_vanish_with_the_integration() -> None:
-    store = [body("acme", "Connected")]
+    store = [snapshot(body("acme", "Connected"))]
     metrics = OperatorMetrics(lambda: store)
-    assert b"qbo_integration_info{company_id=" in generate_latest(metrics.registry)
+    assert b'qbo_integration_info{namespace="tenants",name="acme",company_id=' in metrics.exposition()
     store.clear()
-    text = generate_latest(metrics.registry).decode()
+    text = metrics.exposition().decode()
     assert "qbo_integration_info{" not in text and 'qbo_integrations{phase="Connected"} 0.0' in text
     metrics.api_writes.labels(kind="CronJob", verb="apply").inc()
-    assert (
-        'qbo_operator_api_writes_total{kind="CronJob",verb="apply"} 1.0' in generate_latest(metrics.registry).decode()
-    )
+    assert 'qbo_operator_api_writes_total{kind="CronJob",verb="apply"} 1.0' in metrics.exposition().decode()
+
+
+@pytest.mark.parametrize("company_id", ['say "hi"', "back\\slash", "two\nlines", "ünïcode"])
+def test_label_values_survive_the_text_format(company_id: str) -> None:
+    """The per-integration series are written by hand (prometheus-client formatted 90,000 of them in seconds):
+    what a Prometheus parser reads back is the company id as the spec has it."""
+    obj = body("acme", "Connected")
+    obj["spec"]["companyId"] = company_id
+    got = samples(OperatorMetrics(lambda: [snapshot(obj)]).exposition())
+    (labels,) = [dict(k[1]) for k in got if k[0] == "qbo_integration_info"]
+    assert labels["company_id"] == company_id
+
+
+def test_a_scrape_parses_only_the_integrations_that_changed() -> None:
+    """The series of an unchanged CR come from the last scrape; a changed one (a new snapshot) is parsed again."""
+    store = [snapshot(body("acme", "Connected")), snapshot(body("beta", "Pending"))]
+    metrics = OperatorMetrics(lambda: store)
+    first = samples(metrics.exposition())
+    parsed: list[str] = []
+    parse = metrics.integrations._seen
+
+    def counting(obj: dict[str, Any]) -> Any:
+        parsed.append(obj["metadata"]["name"])
+        return parse(obj)
+
+    metrics.integrations._seen = counting  # type: ignore[method-assign]
+    again = samples(metrics.exposition())
+    assert parsed == [] and {k: v for k, v in again.items() if "integration" in k[0]} == {
+        k: v for k, v in first.items() if "integration" in k[0]
+    }
+    store[1] = snapshot(body("beta", "Connected"))
+    assert samples(metrics.exposition())[("qbo_integrations", (("phase", "Connected"),))] == 2
+    assert parsed == ["beta"]
 
 
 def test_job_view_reads_the_job_controllers_conditions() -> None:

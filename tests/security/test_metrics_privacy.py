@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
 
 from qbo_operator.harness.controlplane import ControlPlaneError, find_assets
 from qbo_operator.reconciler.metrics import OperatorMetrics
+from qbo_operator.reconciler.views import snapshot
 from tests.support.chart import CHART, Helm, container, one
 from tests.support.objects import COMPANY_IDS
 
@@ -34,14 +34,16 @@ def body(name: str, phase: str, realm: str | None) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("realm_ids", "published"), [(False, False), (True, True)])
 def test_the_operator_metrics_carry_realm_ids_only_when_enabled(realm_ids: bool, published: bool) -> None:
-    metrics = OperatorMetrics(lambda: [body("acme", "Connected", REALM)], realm_ids=realm_ids)
-    text = generate_latest(metrics.registry).decode()
-    assert f'name="acme",namespace="tenants",phase="Connected",realm_id="{REALM if published else ""}"' in text
+    metrics = OperatorMetrics(lambda: [snapshot(body("acme", "Connected", REALM))], realm_ids=realm_ids)
+    text = metrics.exposition().decode()
+    assert (
+        f'name="acme",company_id="{COMPANY_IDS[0]}",realm_id="{REALM if published else ""}",phase="Connected"' in text
+    )
     assert (REALM in text) is published
 
 
 def test_the_default_publishes_no_realm_id() -> None:
-    text = generate_latest(OperatorMetrics(lambda: [body("acme", "Connected", REALM)]).registry).decode()
+    text = OperatorMetrics(lambda: [snapshot(body("acme", "Connected", REALM))]).exposition().decode()
     assert REALM not in text
 
 

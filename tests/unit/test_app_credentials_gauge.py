@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from qbo_operator.core.models import Integration
-from qbo_operator.reconciler.metrics import AppCredentialsOutcomes, app_credentials_family
+from qbo_operator.reconciler.metrics import AppCredentialsOutcomes, app_credentials_family, seen
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 
@@ -60,6 +60,6 @@ def test_newest_evidence_wins(
     outcomes = AppCredentialsOutcomes()
     if own is not None:
         outcomes.record(own[0], rejected=own[1], at=T0 + timedelta(minutes=own[2]))
-    family = app_credentials_family([integ(e, r, why, m) for e, r, why, m in runs], outcomes)
+    family = app_credentials_family([seen(integ(e, r, why, m), realm_ids=False) for e, r, why, m in runs], outcomes)
     assert family.name == "qbo_app_credentials_rejected"
     assert {s.labels["environment"]: s.value for s in family.samples} == expected

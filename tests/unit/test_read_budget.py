@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from qbo_operator.core.models import Integration, MeteredReads
-from qbo_operator.reconciler.metrics import integration_families, read_budget_families
+from qbo_operator.reconciler.metrics import read_budget_families, render_integrations, seen
 
 NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 
@@ -59,13 +60,17 @@ def samples(families: list[Any], name: str) -> dict[tuple[str, ...], float]:
     return {tuple(s.labels.values()): s.value for s in family.samples}
 
 
+SEEN = [seen(Integration.from_object(b), realm_ids=False) for b in BODIES]
+
+
 def test_each_integration_shows_this_months_reads() -> None:
-    got = samples(integration_families(BODIES, now=NOW), "qbo_integration_metered_reads")
+    families = list(text_string_to_metric_families(render_integrations(SEEN, now=NOW)))
+    got = samples(families, "qbo_integration_metered_reads")
     assert got == {("t", "a"): 120, ("t", "b"): 30, ("t", "c"): 0, ("t", "d"): 5, ("t", "e"): 0}
 
 
 @pytest.mark.parametrize("budget", [500_000, 1_000])
 def test_each_app_sums_its_integrations_against_the_budget(budget: int) -> None:
-    families = read_budget_families([Integration.from_object(b) for b in BODIES], budget, now=NOW)
+    families = read_budget_families(SEEN, budget, now=NOW)
     assert samples(families, "qbo_app_metered_reads") == {("production",): 150, ("sandbox",): 5}
     assert samples(families, "qbo_app_read_budget") == {("production",): budget, ("sandbox",): budget}

@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics
 
 from qbo_operator.core import informer, kube, names
 from qbo_operator.core import logging as logs
@@ -89,7 +89,7 @@ async def start_metrics_server(metrics: OperatorMetrics, host: str, port: int) -
     """/metrics on its own port. Served on the event loop, so the collector reads kopf's index safely."""
 
     async def serve(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/metrics", serve)
@@ -169,7 +169,7 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     async with kube.connect() as k:
         holder: dict[str, Runtime] = {}
         metrics = OperatorMetrics(
-            lambda: holder["runtime"].integration_bodies() if holder else [],
+            lambda: holder["runtime"].integration_snapshots() if holder else [],
             realm_ids=args.metrics_realm_ids,
             read_budget=args.read_budget,
         )

@@ -329,10 +329,15 @@ class Views:
     def integration_keys(self) -> list[Key]:
         return list(self.index("integrations").keys())  # type: ignore[arg-type]
 
-    def integration_bodies(self) -> Iterable[dict[str, Any]]:
-        return [body for key in self.integration_keys() if (body := self.body(*key)) is not None]
+    def integration_snapshots(self) -> list[Snapshot]:
+        """Every integration as `body` would read it, still compressed: the metrics parse only those that changed."""
+        return [snap for key in self.integration_keys() if (snap := self._snapshot(*key)) is not None]
 
     def body(self, namespace: str, name: str) -> dict[str, Any] | None:
+        chosen = self._snapshot(namespace, name)
+        return chosen.object() if chosen is not None else None
+
+    def _snapshot(self, namespace: str, name: str) -> Snapshot | None:
         indexed: Snapshot | None = only(self.index("integrations"), (namespace, name))
         if indexed is None:
             return None  # deleted (or not listed): never resurrect it from our own writes
@@ -340,7 +345,7 @@ class Views:
         chosen, caught_up = newer(indexed, state.written if state is not None else None)
         if state is not None and caught_up:
             state.written = None
-        return chosen.object() if chosen is not None else None
+        return chosen
 
     def child(
         self, owner: Key, index: str, kind: str, name: str, namespace: str | None = None
