@@ -298,35 +298,38 @@ class SyncRun(RunReport):
         3. deleted payments as empty sets (Green Check retracts their records);
         4. the changed payments, in change order (their change times move the watermark);
         5. the payments applied to a changed invoice and not changed themselves, read by id (their records
-           carry the invoice). Until sent, each holds the watermark at its invoice's change time."""
+           carry the invoice). Until sent, each holds the watermark at its invoice's change time. Not when the
+           window starts at the connection: every payment created since then changed since, so step 4 reads it,
+           and what a changed invoice lists besides was created before the connection (never sent, so it must
+           not hold the watermark either: a first night cut off mid-run would keep no progress)."""
         assert self.qbo is not None and self.connected_at is not None
+        linking = since > self.connected_at
         await self._send_ids(list(self.ledger.rejected), batcher)
         changes = await self._cdc(since)
         payments: AsyncIterator[list[Payment]]
         if changes is not None and changes.complete:
             self.stats.pages += 1
-            self._note_invoices(changes.invoices)
+            self._note_invoices(changes.invoices, linking)
             deleted = changes.deleted.get("Payment", [])
             payments = _once(sorted(changes.payments, key=lambda p: p.changed_at))
         else:
             async for invoices in self.qbo.changed(Invoice, since, page_size=self.tuning.page_size):
                 self.stats.pages += 1
-                self._note_invoices(invoices)
+                self._note_invoices(invoices, linking)
             deleted = await self._deleted_payments(since, changes)
             payments = self.qbo.changed(
                 Payment, since, created_since=self.connected_at, page_size=self.tuning.page_size
             )
         await self._send_deleted(deleted, batcher)
         await self._send_payments(payments, batcher, stream=True)
-        if since > self.connected_at:
-            await self._send_ids(sorted(self._linked), batcher)
-        # else the window starts at the connection: every payment created since changed since, so it was read
-        # above, and what a changed invoice lists besides was created before the connection (never sent)
+        await self._send_ids(sorted(self._linked), batcher)
         self._linked.clear()
 
-    def _note_invoices(self, invoices: list[Invoice]) -> None:
-        """Changed invoices: cached as read, and their payments noted (with the earliest such change)."""
+    def _note_invoices(self, invoices: list[Invoice], linking: bool) -> None:
+        """Changed invoices: cached as read, and (`linking`) their payments noted with the earliest such change."""
         self.grouper.remember(invoices)
+        if not linking:
+            return
         for invoice in invoices:
             for payment_id in invoice.payment_ids():
                 held = self._linked.get(payment_id)
